@@ -1,0 +1,23 @@
+"""fastbp: multilayer perceptrons trained by backpropagation on compiled kernels.
+
+    import fastbp
+    net = fastbp.MLP([64, 32, 10], activation="tanh", seed=0)
+    opt = fastbp.SGD(net, lr=0.1)
+    loss = net.backward(X, y); opt.step()
+
+The compute lives in ``fastbp.kernels`` (CPU kernels, numpy reference); this package is
+the thin API around it.
+"""
+from .datasets import load_digits, train_test_split
+from .gradcheck import gradcheck
+from .kernels.codes import ACTIVATIONS, LOSSES
+from .network import MLP, Layer
+from .optim import SGD
+from .training import accuracy, fit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MLP", "Layer", "SGD", "gradcheck", "fit", "accuracy", "load_digits",
+    "train_test_split", "ACTIVATIONS", "LOSSES", "__version__",
+]

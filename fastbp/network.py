@@ -1,0 +1,222 @@
+"""The multilayer perceptron: a description of layers over flat parameter buffers.
+
+The class holds no arithmetic of its own: it validates input at the boundary, keeps
+the flat buffers and workspaces, and hands both to the compiled whole-network passes in
+``fastbp.kernels.cpu.network``.
+"""
+import numpy as np
+
+from . import validation
+from .kernels import codes
+from .kernels import cpu as cpu_kernels
+from .layout import NetworkLayout, Workspace
+
+
+class Layer:
+    """One fully connected layer's views into its network's flat buffers.
+
+    W (out, in) and b (out,) view ``net.params``; dW and db view ``net.grads``. Writing
+    into them (``layer.W[...] = ...`` or ``layer.W = array``) changes the network.
+    """
+
+    def __init__(self, net, index):
+        self._net = net
+        self.index = index
+        self.activation = net.activations[index]
+        w_slice, w_shape, b_slice = net.layout.weight_slice(index)
+        self.n_in, self.n_out = w_shape[1], w_shape[0]
+        self._views = {
+            "W": net.params[w_slice].reshape(w_shape), "b": net.params[b_slice],
+            "dW": net.grads[w_slice].reshape(w_shape), "db": net.grads[b_slice],
+        }
+
+    def _get(name):
+        def get(self):
+            return self._views[name]
+
+        def set(self, value):
+            view = self._views[name]
+            value = np.asarray(value)
+            if value.shape != view.shape:
+                raise ValueError(f"{name}: expected shape {view.shape}, got {value.shape}")
+            view[...] = value
+        return property(get, set, doc=f"{name} of this layer, a view into the network's "
+                                      "flat buffer; assigning copies into the view.")
+
+    W = _get("W")
+    b = _get("b")
+    dW = _get("dW")
+    db = _get("db")
+    del _get
+
+    def __repr__(self):
+        return f"Layer({self.n_in} -> {self.n_out}, {self.activation})"
+
+
+class MLP:
+    """A multilayer perceptron trained by backpropagation on fastbp's kernels.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths, inputs first: [784, 128, 10] is one hidden layer of 128.
+    activation : str or list of str
+        Hidden layers' activation, one name for all or one per hidden layer; names in
+        ``fastbp.ACTIVATIONS``.
+    output_activation : str
+        The last layer's activation ("identity": logits for the logit losses).
+    loss : str
+        One of ``fastbp.LOSSES``, each with mean reduction as PyTorch defines it:
+        "softmax_cross_entropy" (y: (batch,) int class labels), "mse" (y: (batch, out)
+        floats), "bce_with_logits" (y: (batch, out) targets in [0, 1]); for one output,
+        y may be (batch,).
+    dtype : "float32" (default) or "float64"
+    seed : int or None
+        Seed of the weight initialisation (Glorot uniform; He uniform for relu-like).
+    leaky_relu_slope : float
+        Negative slope of "leaky_relu" layers (0.01, as PyTorch).
+
+    Attributes
+    ----------
+    params, grads : (n_params,) arrays of ``dtype``; every layer's W then b, flat.
+    layers : list of Layer, with W, b, dW, db views into params and grads.
+
+    Inputs X are (batch, sizes[0]) float or integer arrays; they are copied to ``dtype``
+    in C order when they are not already, and are never modified. The network keeps
+    workspaces between calls, so one instance must not be used from two threads at once.
+    """
+
+    def __init__(self, sizes, activation="relu", output_activation="identity",
+                 loss="softmax_cross_entropy", dtype="float32", seed=None,
+                 leaky_relu_slope=codes.DEFAULT_LEAKY_RELU_SLOPE):
+        self.sizes = validation.layer_sizes(sizes)
+        n_hidden = len(self.sizes) - 2
+        if isinstance(activation, str):
+            hidden = [activation] * n_hidden
+        else:
+            hidden = list(activation)
+            if len(hidden) != n_hidden:
+                raise ValueError(f"activation: expected one name or a list of {n_hidden} "
+                                 f"names (one per hidden layer), got {len(hidden)}")
+        self.activations = [validation.choice("activation", a, codes.ACTIVATIONS)
+                            for a in hidden]
+        self.activations.append(validation.choice("output_activation", output_activation,
+                                                  codes.ACTIVATIONS))
+        self.loss = validation.choice("loss", loss, codes.LOSSES)
+        if self.loss == "softmax_cross_entropy" and self.sizes[-1] < 2:
+            raise ValueError(f"sizes: softmax_cross_entropy needs at least 2 outputs "
+                             f"(classes), got {self.sizes[-1]}")
+        self.dtype = np.dtype(validation.dtype_name(dtype))
+        self.leaky_relu_slope = validation.positive_float("leaky_relu_slope",
+                                                          leaky_relu_slope)
+        act_codes = [codes.ACTIVATION_CODES[a] for a in self.activations]
+        self.layout = NetworkLayout.build(self.sizes, act_codes,
+                                          [self.leaky_relu_slope] * len(act_codes))
+        self._loss_code = codes.LOSS_CODES[self.loss]
+        self.params = np.zeros(self.layout.n_params, self.dtype)
+        self.grads = np.zeros(self.layout.n_params, self.dtype)
+        self.layers = [Layer(self, l) for l in range(self.layout.n_layers)]
+        self._workspace = Workspace(self.layout, self.dtype)
+        self._no_labels = np.zeros(0, np.int64)
+        self._no_targets = np.zeros((0, self.sizes[-1]), self.dtype)
+        self.init_params(seed)
+
+    # -- parameters ------------------------------------------------------------------
+    def init_params(self, seed=None):
+        """Fresh random weights (Glorot uniform, He uniform for relu-like layers) and
+        zero biases, drawn from ``numpy.random.default_rng(seed)``."""
+        rng = np.random.default_rng(seed)
+        for layer in self.layers:
+            fan_in, fan_out = layer.n_in, layer.n_out
+            if layer.activation in ("relu", "leaky_relu", "gelu", "gelu_tanh"):
+                limit = np.sqrt(6.0 / fan_in)
+            else:
+                limit = np.sqrt(6.0 / (fan_in + fan_out))
+            layer.W[...] = rng.uniform(-limit, limit, size=(fan_out, fan_in))
+            layer.b[...] = 0.0
+        self.grads[...] = 0.0
+
+    @property
+    def n_params(self):
+        return self.layout.n_params
+
+    @property
+    def is_classifier(self):
+        return self.loss == "softmax_cross_entropy"
+
+    # -- input checks ----------------------------------------------------------------
+    def _inputs(self, X):
+        return validation.as_float_matrix("X", X, self.sizes[0], self.dtype)
+
+    def _targets(self, y, batch):
+        """(labels, targets) for the compiled passes; the one the loss ignores is empty."""
+        if self.is_classifier:
+            return validation.class_labels("y", y, batch, self.sizes[-1]), self._no_targets
+        targets = validation.float_targets("y", y, batch, self.sizes[-1], self.dtype,
+                                           unit_interval=self.loss == "bce_with_logits")
+        return self._no_labels, targets
+
+    def _compiled(self, batch):
+        acts, pres, dbuf = self._workspace.ensure(batch)
+        return self.layout.compiled_args(), acts, pres, dbuf
+
+    # -- the passes ------------------------------------------------------------------
+    def forward(self, X):
+        """The last layer's output (logits for the logit losses) as a new
+        (batch, sizes[-1]) array of ``dtype``."""
+        X = self._inputs(X)
+        layout_args, acts, pres, _ = self._compiled(X.shape[0])
+        out = cpu_kernels.network_forward(self.params, *layout_args, X, acts, pres)
+        return out.copy()
+
+    def compute_loss(self, X, y):
+        """Mean loss on (X, y) as a float; gradients are left untouched."""
+        X = self._inputs(X)
+        labels, targets = self._targets(y, X.shape[0])
+        layout_args, acts, pres, dbuf = self._compiled(X.shape[0])
+        return float(cpu_kernels.network_loss(self.params, *layout_args, self._loss_code,
+                                              X, labels, targets, acts, pres, dbuf))
+
+    def backward(self, X, y):
+        """Forward and backward on (X, y): fills ``grads`` (every dW, db) with the
+        gradient of the mean loss and returns the loss as a float."""
+        X = self._inputs(X)
+        labels, targets = self._targets(y, X.shape[0])
+        return self._backward_checked(X, labels, targets)
+
+    def _backward_checked(self, X, labels, targets):
+        """backward on inputs that already passed ``_inputs``/``_targets`` (the training
+        loop checks a whole data set once, then feeds views of it)."""
+        layout_args, acts, pres, dbuf = self._compiled(X.shape[0])
+        return float(cpu_kernels.network_backward(
+            self.params, self.grads, *layout_args, self._loss_code, X, labels, targets,
+            acts, pres, dbuf))
+
+    def train_step(self, X, y, optimizer):
+        """One step of training: backward on (X, y), then ``optimizer.step()``.
+        Returns the mean loss before the update."""
+        loss = self.backward(X, y)
+        optimizer.step()
+        return loss
+
+    def predict(self, X):
+        """Class labels (batch,) int64 for softmax_cross_entropy; 0/1 labels for
+        bce_with_logits ((batch,) for one output, else (batch, out)); the outputs
+        (batch, out) for mse."""
+        out = self.forward(X)
+        if self.loss == "softmax_cross_entropy":
+            return out.argmax(axis=1)
+        if self.loss == "bce_with_logits":
+            labels = (out > 0).astype(np.int64)
+            return labels[:, 0] if labels.shape[1] == 1 else labels
+        return out
+
+    def fit(self, X, y, **kwargs):
+        """Train on (X, y); see :func:`fastbp.training.fit` for the arguments."""
+        from .training import fit
+        return fit(self, X, y, **kwargs)
+
+    def __repr__(self):
+        acts = ", ".join(self.activations)
+        return (f"MLP(sizes={list(self.sizes)}, activations=[{acts}], loss={self.loss!r}, "
+                f"dtype={self.dtype.name!r}, n_params={self.n_params})")

@@ -1,0 +1,148 @@
+"""Checks at the API boundary. Kernels trust their callers; these functions make that
+trust safe. Each raises TypeError or ValueError naming the argument, what was expected
+and what came, and none modifies the array it is given.
+
+Conversion policy (documented in the README): float and integer arrays are converted
+(copied) to the network's dtype and to C order; boolean, complex, object and string
+arrays are rejected, since no conversion of them is unambiguous.
+"""
+import numbers
+
+import numpy as np
+
+
+DTYPES = ("float32", "float64")
+
+
+def _kind_name(arr):
+    return f"{arr.dtype} array"
+
+
+def as_float_matrix(name, value, n_features, dtype):
+    """``value`` as a C-contiguous (batch, n_features) array of ``dtype``.
+
+    Copies only when the dtype or memory order differs; never returns the caller's
+    array if it would need changing, so kernels that write in place never touch it.
+    """
+    arr = np.asarray(value) if not isinstance(value, np.ndarray) else value
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(
+            f"{name}: expected a real float or integer array, got {_kind_name(arr)} "
+            "(boolean, complex, object and string arrays are not converted)")
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array (batch, {n_features}), "
+                         f"got {arr.ndim}-D with shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name}: expected a non-empty batch, got shape {arr.shape}")
+    if arr.shape[1] != n_features:
+        raise ValueError(f"{name}: expected {n_features} features per row, "
+                         f"got shape {arr.shape}")
+    out = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(out).all():
+        raise ValueError(f"{name}: expected finite values, got NaN or infinity")
+    return out
+
+
+def class_labels(name, value, batch, n_classes):
+    """``value`` as a (batch,) int64 array of labels in [0, n_classes)."""
+    arr = np.asarray(value)
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name}: expected finite class labels, got NaN or infinity")
+        if not (arr == np.round(arr)).all():
+            raise TypeError(f"{name}: expected integer class labels, got non-integral "
+                            f"{arr.dtype} values")
+    elif arr.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected integer class labels, got {_kind_name(arr)}")
+    if arr.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array of {batch} class labels, "
+                         f"got shape {arr.shape}")
+    if arr.shape[0] != batch:
+        raise ValueError(f"{name}: expected {batch} labels (one per row of X), "
+                         f"got {arr.shape[0]}")
+    labels = np.ascontiguousarray(arr, dtype=np.int64)
+    bad = (labels < 0) | (labels >= n_classes)
+    if bad.any():
+        raise ValueError(f"{name}: expected class labels in [0, {n_classes}), "
+                         f"got {labels[bad][0]}")
+    return labels
+
+
+def float_targets(name, value, batch, n_outputs, dtype, unit_interval=False):
+    """``value`` as a C-contiguous (batch, n_outputs) array of ``dtype``; a 1-D
+    (batch,) array is accepted when n_outputs == 1. ``unit_interval`` requires [0, 1]."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name}: expected a real float or integer array, "
+                        f"got {_kind_name(arr)}")
+    if arr.ndim == 1 and n_outputs == 1:
+        arr = arr.reshape(-1, 1)
+    if arr.ndim != 2 or arr.shape[1] != n_outputs:
+        raise ValueError(f"{name}: expected shape ({batch}, {n_outputs})"
+                         + (f" or ({batch},)" if n_outputs == 1 else "")
+                         + f", got {np.shape(value)}")
+    if arr.shape[0] != batch:
+        raise ValueError(f"{name}: expected {batch} rows (one per row of X), "
+                         f"got {arr.shape[0]}")
+    out = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(out).all():
+        raise ValueError(f"{name}: expected finite values, got NaN or infinity")
+    if unit_interval and ((out < 0) | (out > 1)).any():
+        raise ValueError(f"{name}: expected targets in [0, 1] for bce_with_logits, "
+                         f"got values in [{out.min()}, {out.max()}]")
+    return out
+
+
+def layer_sizes(value):
+    """``value`` as a tuple of at least two positive ints."""
+    try:
+        sizes = list(value)
+    except TypeError:
+        raise TypeError(f"sizes: expected a sequence of layer widths like [784, 128, 10], "
+                        f"got {value!r}") from None
+    if len(sizes) < 2:
+        raise ValueError(f"sizes: expected at least two entries (inputs and outputs), "
+                         f"got {sizes!r}")
+    for s in sizes:
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral):
+            raise TypeError(f"sizes: expected integer widths, got {s!r} in {sizes!r}")
+        if s <= 0:
+            raise ValueError(f"sizes: expected positive widths, got {s!r} in {sizes!r}")
+    return tuple(int(s) for s in sizes)
+
+
+def choice(name, value, valid):
+    """``value`` if it is one of the names in ``valid``."""
+    if not isinstance(value, str) or value not in valid:
+        raise ValueError(f"{name}: expected one of {', '.join(valid)}; got {value!r}")
+    return value
+
+
+def dtype_name(value):
+    """'float32' or 'float64' from a name, numpy dtype or type."""
+    try:
+        name = np.dtype(value).name
+    except TypeError:
+        name = None
+    if name not in DTYPES:
+        raise ValueError(f"dtype: expected one of {', '.join(DTYPES)}; got {value!r}")
+    return name
+
+
+def positive_float(name, value):
+    """``value`` as a positive finite float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a positive number, got {value!r}")
+    value = float(value)
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
+    return value
+
+
+def positive_int(name, value):
+    """``value`` as a positive int."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected a positive integer, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return int(value)

@@ -1,0 +1,19 @@
+"""``@njit(parallel=True)`` CPU kernels. Each module has a ``numba.cuda`` twin of the
+same name in ``kernels/cuda`` and a numpy float64 reference in ``kernels/reference.py``.
+
+Conventions: batch-major arrays, C-contiguous, float32 or float64 (one dtype per call);
+W is (out, in) as in torch.nn.Linear; outputs go into caller-allocated arrays.
+"""
+from .activations import activation_backward, activation_forward
+from .linear import linear_backward, linear_forward
+from .losses import bce_with_logits, loss_forward_backward, mse, softmax_cross_entropy
+from .network import network_backward, network_forward, network_loss
+from .optim import sgd_update
+
+__all__ = [
+    "activation_forward", "activation_backward",
+    "linear_forward", "linear_backward",
+    "softmax_cross_entropy", "mse", "bce_with_logits", "loss_forward_backward",
+    "network_forward", "network_backward", "network_loss",
+    "sgd_update",
+]

@@ -1,0 +1,106 @@
+"""Whole-network passes: every layer, the loss and backward in one compiled call.
+
+The network travels as small integer arrays (its *layout*) plus flat buffers:
+
+    params, grads  (n_params,)  every layer's W (out, in) then b (out,), at w_off/b_off
+    sizes          (L+1,) int64 widths, sizes[0] = inputs
+    act_codes      (L,)   int64 activation code per layer (kernels.codes)
+    slopes         (L,)   float64 leaky_relu slope per layer
+    act_cum        (L+1,) int64 prefix sums of sizes[1:]: layer l's output A_l is
+                   acts[batch*act_cum[l] : batch*act_cum[l+1]] viewed (batch, sizes[l+1])
+    pre_cum        (L,)   int64 offset (in rows of ``batch``) of layer l's S in ``pres``,
+                   or -1 when sigma' comes from the output and S shares A's memory
+    acts, pres     flat workspaces, at least batch*act_cum[L] and batch*sum(kept S widths)
+    dbuf           flat workspace of at least 2*batch*max(sizes): backward ping-pongs the
+                   gradient w.r.t. the current layer's output and input between its halves
+
+Python touches each minibatch once; the per-layer loop runs in compiled code.
+"""
+from ._jit import serial
+from .linear import linear_backward, linear_forward
+from .losses import loss_forward_backward
+
+
+@serial
+def _output_views(l, batch, sizes, act_cum, pre_cum, acts, pres):
+    """(A_l, S_l) of layer l as (batch, sizes[l+1]) views; S_l is A_l when not kept."""
+    n = sizes[l + 1]
+    a0 = batch * act_cum[l]
+    A = acts[a0:a0 + batch * n].reshape(batch, n)
+    if pre_cum[l] < 0:
+        return A, A
+    s0 = batch * pre_cum[l]
+    return A, pres[s0:s0 + batch * n].reshape(batch, n)
+
+
+@serial
+def _weight_views(l, buf, sizes, w_off, b_off):
+    """(W_l, b_l) of layer l as views into the flat buffer ``buf`` (params or grads)."""
+    n_out = sizes[l + 1]
+    n_in = sizes[l]
+    W = buf[w_off[l]:w_off[l] + n_out * n_in].reshape(n_out, n_in)
+    b = buf[b_off[l]:b_off[l] + n_out]
+    return W, b
+
+
+@serial
+def network_forward(params, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
+                    X, acts, pres):
+    """Forward through every layer; returns the last layer's output (a view of acts).
+
+    X: (batch, sizes[0]) C-contiguous, params' dtype. See the module doc for the rest.
+    """
+    batch = X.shape[0]
+    layer_in = X
+    for l in range(act_codes.shape[0]):
+        W, b = _weight_views(l, params, sizes, w_off, b_off)
+        A, S = _output_views(l, batch, sizes, act_cum, pre_cum, acts, pres)
+        linear_forward(layer_in, W, b, act_codes[l], slopes[l], S, A)
+        layer_in = A
+    return layer_in
+
+
+@serial
+def network_loss(params, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
+                 loss_code, X, labels, targets, acts, pres, dbuf):
+    """Forward and mean loss (no gradients kept). labels (batch,) int64 for
+    softmax_cross_entropy, targets (batch, sizes[-1]) otherwise; the other may be empty.
+    """
+    out = network_forward(params, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                          pre_cum, X, acts, pres)
+    batch, n = out.shape
+    dZ = dbuf[:batch * n].reshape(batch, n)
+    return loss_forward_backward(loss_code, out, labels, targets, dZ)
+
+
+@serial
+def network_backward(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                     pre_cum, loss_code, X, labels, targets, acts, pres, dbuf):
+    """Forward, loss and backward; fills ``grads`` (same layout as params) and returns
+    the mean loss. Arguments as network_loss, plus grads (n_params,)."""
+    out = network_forward(params, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                          pre_cum, X, acts, pres)
+    batch = X.shape[0]
+    half = batch * sizes.max()
+    n_layers = act_codes.shape[0]
+    n_out = sizes[n_layers]
+    dA = dbuf[:batch * n_out].reshape(batch, n_out)
+    loss = loss_forward_backward(loss_code, out, labels, targets, dA)
+    cur = 0  # which half of dbuf holds dA of the current layer
+    for l in range(n_layers - 1, -1, -1):
+        n_out = sizes[l + 1]
+        n_in = sizes[l]
+        dA = dbuf[cur * half:cur * half + batch * n_out].reshape(batch, n_out)
+        dX = dbuf[(1 - cur) * half:(1 - cur) * half + batch * n_in].reshape(batch, n_in)
+        A, S = _output_views(l, batch, sizes, act_cum, pre_cum, acts, pres)
+        if l == 0:
+            layer_in = X
+        else:
+            layer_in, _ = _output_views(l - 1, batch, sizes, act_cum, pre_cum, acts, pres)
+        W, _ = _weight_views(l, params, sizes, w_off, b_off)
+        dW, db = _weight_views(l, grads, sizes, w_off, b_off)
+        # dS overwrites dA in place: dA is not needed once sigma' is applied.
+        linear_backward(dA, A, S, layer_in, W, act_codes[l], slopes[l], dA, dX, dW, db,
+                        l > 0)
+        cur = 1 - cur
+    return loss

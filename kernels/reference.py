@@ -1,0 +1,137 @@
+"""The algorithmic reference: every kernel in plain numpy, computed in float64.
+
+Slow and obvious on purpose. Tests compare the CPU kernels and their CUDA twins against
+these functions; each returns new float64 arrays instead of writing into buffers.
+Shapes and meanings match kernels/cpu (X (batch, in), W (out, in), b (out,)).
+"""
+import math
+
+import numpy as np
+
+from . import codes
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def _f64(a):
+    return np.asarray(a, dtype=np.float64)
+
+
+def activation_forward(S, code, slope=codes.DEFAULT_LEAKY_RELU_SLOPE):
+    """sigma(S) in float64."""
+    s = _f64(S)
+    if code == codes.IDENTITY:
+        return s.copy()
+    if code == codes.SIGMOID:
+        return 1.0 / (1.0 + np.exp(-s))
+    if code == codes.TANH:
+        return np.tanh(s)
+    if code == codes.RELU:
+        return np.maximum(s, 0.0)
+    if code == codes.LEAKY_RELU:
+        return np.where(s > 0, s, slope * s)
+    if code == codes.SOFTPLUS:
+        return np.logaddexp(0.0, s)
+    if code == codes.GELU:
+        return 0.5 * s * (1.0 + _erf(s / math.sqrt(2.0)))
+    if code == codes.GELU_TANH:
+        c = math.sqrt(2.0 / math.pi)
+        return 0.5 * s * (1.0 + np.tanh(c * (s + 0.044715 * s ** 3)))
+    raise ValueError(f"unknown activation code {code}")
+
+
+def activation_derivative(S, code, slope=codes.DEFAULT_LEAKY_RELU_SLOPE):
+    """sigma'(S) in float64, written from S (not from the output) as an independent check."""
+    s = _f64(S)
+    if code == codes.IDENTITY:
+        return np.ones_like(s)
+    if code == codes.SIGMOID:
+        a = 1.0 / (1.0 + np.exp(-s))
+        return a * (1.0 - a)
+    if code == codes.TANH:
+        return 1.0 / np.cosh(s) ** 2
+    if code == codes.RELU:
+        return (s > 0).astype(np.float64)
+    if code == codes.LEAKY_RELU:
+        return np.where(s > 0, 1.0, slope)
+    if code == codes.SOFTPLUS:
+        return 1.0 / (1.0 + np.exp(-s))
+    if code == codes.GELU:
+        return 0.5 * (1.0 + _erf(s / math.sqrt(2.0))) + s * np.exp(-0.5 * s * s) / math.sqrt(2 * math.pi)
+    if code == codes.GELU_TANH:
+        c = math.sqrt(2.0 / math.pi)
+        t = np.tanh(c * (s + 0.044715 * s ** 3))
+        return 0.5 * (1.0 + t) + 0.5 * s * (1.0 - t * t) * c * (1.0 + 3 * 0.044715 * s * s)
+    raise ValueError(f"unknown activation code {code}")
+
+
+def linear_forward(X, W, b, code, slope=codes.DEFAULT_LEAKY_RELU_SLOPE):
+    """(S, A) with S = X @ W.T + b, A = sigma(S)."""
+    S = _f64(X) @ _f64(W).T + _f64(b)
+    return S, activation_forward(S, code, slope)
+
+
+def linear_backward(dA, S, X, W, code, slope=codes.DEFAULT_LEAKY_RELU_SLOPE):
+    """(dS, dX, dW, db) of a layer from dA and its pre-activation S."""
+    dS = _f64(dA) * activation_derivative(S, code, slope)
+    return dS, dS @ _f64(W), dS.T @ _f64(X), dS.sum(axis=0)
+
+
+def softmax_cross_entropy(Z, labels):
+    """(loss, dZ): torch.nn.CrossEntropyLoss (mean) of logits Z on int labels."""
+    z = _f64(Z)
+    batch = z.shape[0]
+    m = z.max(axis=1, keepdims=True)
+    lse = m[:, 0] + np.log(np.exp(z - m).sum(axis=1))
+    rows = np.arange(batch)
+    loss = np.mean(lse - z[rows, labels])
+    p = np.exp(z - lse[:, None])
+    p[rows, labels] -= 1.0
+    return loss, p / batch
+
+
+def mse(Z, T):
+    """(loss, dZ): torch.nn.MSELoss (mean over every element)."""
+    diff = _f64(Z) - _f64(T)
+    return np.mean(diff ** 2), 2.0 * diff / diff.size
+
+
+def bce_with_logits(Z, T):
+    """(loss, dZ): torch.nn.BCEWithLogitsLoss (mean over every element)."""
+    z, t = _f64(Z), _f64(T)
+    loss = np.mean(np.maximum(z, 0.0) - z * t + np.log1p(np.exp(-np.abs(z))))
+    return loss, (1.0 / (1.0 + np.exp(-z)) - t) / z.size
+
+
+def loss_forward_backward(loss_code, Z, y):
+    """Dispatch on a loss code; y is labels for cross-entropy, targets otherwise."""
+    return (softmax_cross_entropy, mse, bce_with_logits)[loss_code](Z, y)
+
+
+def sgd_update(params, grads, lr):
+    """params - lr * grads."""
+    return _f64(params) - lr * _f64(grads)
+
+
+def network_forward(weights, biases, act_codes, X, slopes=None):
+    """Outputs of every layer: list of (S_l, A_l), float64."""
+    out = []
+    a = _f64(X)
+    for l, (W, b) in enumerate(zip(weights, biases)):
+        slope = codes.DEFAULT_LEAKY_RELU_SLOPE if slopes is None else slopes[l]
+        s, a = linear_forward(a, W, b, act_codes[l], slope)
+        out.append((s, a))
+    return out
+
+
+def network_backward(weights, biases, act_codes, loss_code, X, y, slopes=None):
+    """(loss, dWs, dbs) of a whole network by plain backprop in float64."""
+    layers = network_forward(weights, biases, act_codes, X, slopes)
+    loss, dA = loss_forward_backward(loss_code, layers[-1][1], y)
+    dWs, dbs = [None] * len(weights), [None] * len(weights)
+    for l in range(len(weights) - 1, -1, -1):
+        slope = codes.DEFAULT_LEAKY_RELU_SLOPE if slopes is None else slopes[l]
+        x_in = _f64(X) if l == 0 else layers[l - 1][1]
+        _, dA, dWs[l], dbs[l] = linear_backward(dA, layers[l][0], x_in, weights[l],
+                                                act_codes[l], slope)
+    return loss, dWs, dbs
