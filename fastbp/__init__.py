@@ -12,12 +12,12 @@ from .datasets import load_digits, train_test_split
 from .gradcheck import gradcheck
 from .kernels.codes import ACTIVATIONS, LOSSES
 from .network import MLP, Layer
-from .optim import SGD
+from .optim import SGD, Optimizer
 from .training import accuracy, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "MLP", "Layer", "SGD", "gradcheck", "fit", "accuracy", "load_digits",
+    "MLP", "Layer", "SGD", "Optimizer", "gradcheck", "fit", "accuracy", "load_digits",
     "train_test_split", "ACTIVATIONS", "LOSSES", "__version__",
 ]

@@ -193,11 +193,18 @@ class MLP:
             acts, pres, dbuf))
 
     def train_step(self, X, y, optimizer):
-        """One step of training: backward on (X, y), then ``optimizer.step()``.
-        Returns the mean loss before the update."""
-        loss = self.backward(X, y)
-        optimizer.step()
-        return loss
+        """One training step on (X, y): forward, loss, backward and the optimizer's
+        update, all in one compiled call. Returns the mean loss before the update."""
+        X = self._inputs(X)
+        labels, targets = self._targets(y, X.shape[0])
+        return self._train_step_checked(X, labels, targets, optimizer)
+
+    def _train_step_checked(self, X, labels, targets, optimizer):
+        layout_args, acts, pres, dbuf = self._compiled(X.shape[0])
+        opt_code, _, _, opt_state, opt_hparams, opt_step = optimizer.compiled_args_for(self)
+        return float(cpu_kernels.network_train_step(
+            self.params, self.grads, *layout_args, self._loss_code, X, labels, targets,
+            acts, pres, dbuf, opt_code, opt_state, opt_hparams, opt_step))
 
     def predict(self, X):
         """Class labels (batch,) int64 for softmax_cross_entropy; 0/1 labels for

@@ -58,8 +58,7 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
             b = min(a + batch_size, n)
             lab = labels_epoch[a:b] if labels.size else labels
             tgt = targets_epoch[a:b] if targets.size else targets
-            total += net._backward_checked(X_epoch[a:b], lab, tgt) * (b - a)
-            optimizer.step()
+            total += net._train_step_checked(X_epoch[a:b], lab, tgt, optimizer) * (b - a)
         history["loss"].append(total / n)
         line = f"epoch {epoch:3d}/{epochs}  loss {total / n:.4f}"
         if validation_data is not None:

@@ -34,3 +34,11 @@ BCE_WITH_LOGITS = 2         # torch.nn.BCEWithLogitsLoss, mean over every elemen
 
 LOSSES = ("softmax_cross_entropy", "mse", "bce_with_logits")
 LOSS_CODES = {name: code for code, name in enumerate(LOSSES)}
+
+# Optimizers. Each update is one fused pass over params, grads and its state rows
+# (kernels/cpu/optim.py: optimizer_update). hparams is a float64 array whose first
+# entry is always the learning rate; the rest depend on the optimizer.
+SGD = 0
+
+OPTIMIZERS = ("sgd",)
+OPTIMIZER_CODES = {name: code for code, name in enumerate(OPTIMIZERS)}

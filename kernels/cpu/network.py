@@ -19,6 +19,7 @@ Python touches each minibatch once; the per-layer loop runs in compiled code.
 from ._jit import serial
 from .linear import linear_backward, linear_forward
 from .losses import loss_forward_backward
+from .optim import optimizer_update
 
 
 @serial
@@ -103,4 +104,20 @@ def network_backward(params, grads, sizes, w_off, b_off, act_codes, slopes, act_
         linear_backward(dA, A, S, layer_in, W, act_codes[l], slopes[l], dA, dX, dW, db,
                         l > 0)
         cur = 1 - cur
+    return loss
+
+
+@serial
+def network_train_step(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                       pre_cum, loss_code, X, labels, targets, acts, pres, dbuf,
+                       opt_code, opt_state, opt_hparams, opt_step):
+    """One training step in one call: forward, loss, backward, optimizer update.
+
+    Arguments as network_backward, then the optimizer's (see optim.optimizer_update).
+    Returns the mean loss before the update.
+    """
+    loss = network_backward(params, grads, sizes, w_off, b_off, act_codes, slopes,
+                            act_cum, pre_cum, loss_code, X, labels, targets, acts, pres,
+                            dbuf)
+    optimizer_update(opt_code, params, grads, opt_state, opt_hparams, opt_step)
     return loss
