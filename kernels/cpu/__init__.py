@@ -7,13 +7,13 @@ W is (out, in) as in torch.nn.Linear; outputs go into caller-allocated arrays.
 from .activations import activation_backward, activation_forward
 from .linear import linear_backward, linear_forward
 from .losses import bce_with_logits, loss_forward_backward, mse, softmax_cross_entropy
-from .network import network_backward, network_forward, network_loss, network_train_step
+from .network import backprop, network_backward, network_forward, network_loss, network_train_step
 from .optim import optimizer_update, sgd_update
 
 __all__ = [
     "activation_forward", "activation_backward",
     "linear_forward", "linear_backward",
     "softmax_cross_entropy", "mse", "bce_with_logits", "loss_forward_backward",
-    "network_forward", "network_backward", "network_loss", "network_train_step",
+    "network_forward", "network_backward", "backprop", "network_loss", "network_train_step",
     "sgd_update", "optimizer_update",
 ]

@@ -75,24 +75,27 @@ def network_loss(params, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cu
 
 
 @serial
-def network_backward(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
-                     pre_cum, loss_code, X, labels, targets, acts, pres, dbuf):
-    """Forward, loss and backward; fills ``grads`` (same layout as params) and returns
-    the mean loss. Arguments as network_loss, plus grads (n_params,)."""
-    out = network_forward(params, sizes, w_off, b_off, act_codes, slopes, act_cum,
-                          pre_cum, X, acts, pres)
+def backprop(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
+             X, acts, pres, dbuf, dX):
+    """Backward through every layer after network_forward, from the gradient of the
+    loss w.r.t. the network's output, which the caller has written into
+    ``dbuf[:batch*sizes[-1]]`` (viewed (batch, sizes[-1])). Fills ``grads``; when dX
+    has X's shape it also receives the gradient w.r.t. the input X (pass an empty
+    (0, 0) array to skip that product, as training does).
+    """
     batch = X.shape[0]
     half = batch * sizes.max()
     n_layers = act_codes.shape[0]
-    n_out = sizes[n_layers]
-    dA = dbuf[:batch * n_out].reshape(batch, n_out)
-    loss = loss_forward_backward(loss_code, out, labels, targets, dA)
+    want_dX = dX.shape[0] == batch
     cur = 0  # which half of dbuf holds dA of the current layer
     for l in range(n_layers - 1, -1, -1):
         n_out = sizes[l + 1]
         n_in = sizes[l]
         dA = dbuf[cur * half:cur * half + batch * n_out].reshape(batch, n_out)
-        dX = dbuf[(1 - cur) * half:(1 - cur) * half + batch * n_in].reshape(batch, n_in)
+        if l == 0 and want_dX:
+            dX_l = dX
+        else:
+            dX_l = dbuf[(1 - cur) * half:(1 - cur) * half + batch * n_in].reshape(batch, n_in)
         A, S = _output_views(l, batch, sizes, act_cum, pre_cum, acts, pres)
         if l == 0:
             layer_in = X
@@ -101,9 +104,23 @@ def network_backward(params, grads, sizes, w_off, b_off, act_codes, slopes, act_
         W, _ = _weight_views(l, params, sizes, w_off, b_off)
         dW, db = _weight_views(l, grads, sizes, w_off, b_off)
         # dS overwrites dA in place: dA is not needed once sigma' is applied.
-        linear_backward(dA, A, S, layer_in, W, act_codes[l], slopes[l], dA, dX, dW, db,
-                        l > 0)
+        linear_backward(dA, A, S, layer_in, W, act_codes[l], slopes[l], dA, dX_l, dW, db,
+                        l > 0 or want_dX)
         cur = 1 - cur
+
+
+@serial
+def network_backward(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                     pre_cum, loss_code, X, labels, targets, acts, pres, dbuf):
+    """Forward, loss and backward; fills ``grads`` (same layout as params) and returns
+    the mean loss. Arguments as network_loss, plus grads (n_params,)."""
+    out = network_forward(params, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                          pre_cum, X, acts, pres)
+    batch, n_out = out.shape
+    dZ = dbuf[:batch * n_out].reshape(batch, n_out)
+    loss = loss_forward_backward(loss_code, out, labels, targets, dZ)
+    backprop(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
+             X, acts, pres, dbuf, dbuf[:0].reshape(0, 0))
     return loss
 
 
