@@ -13,11 +13,12 @@ from .gradcheck import gradcheck
 from .kernels.codes import ACTIVATIONS, LOSSES
 from .network import MLP, Layer
 from .optim import SGD, Optimizer
+from .threads import get_num_threads, set_num_threads
 from .training import accuracy, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MLP", "Layer", "SGD", "Optimizer", "gradcheck", "fit", "accuracy", "load_digits",
-    "train_test_split", "ACTIVATIONS", "LOSSES", "__version__",
+    "train_test_split", "set_num_threads", "get_num_threads", "ACTIVATIONS", "LOSSES", "__version__",
 ]
