@@ -12,13 +12,17 @@ from .datasets import load_digits, train_test_split
 from .gradcheck import gradcheck
 from .kernels.codes import ACTIVATIONS, LOSSES
 from .network import MLP, Layer
-from .optim import SGD, Optimizer
+from .optim import SGD, Adam, AdamW, Optimizer, RMSprop, make_optimizer
+from .schedules import CosineAnnealingLR, ExponentialLR, InverseScaling, StepLR
 from .threads import get_num_threads, set_num_threads
-from .training import accuracy, fit
+from .training import History, StopTraining, TrainingDiverged, accuracy, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MLP", "Layer", "SGD", "Optimizer", "gradcheck", "fit", "accuracy", "load_digits",
+    "Adam", "AdamW", "RMSprop", "make_optimizer",
+    "StepLR", "ExponentialLR", "CosineAnnealingLR", "InverseScaling",
+    "History", "StopTraining", "TrainingDiverged",
     "train_test_split", "set_num_threads", "get_num_threads", "ACTIVATIONS", "LOSSES", "__version__",
 ]

@@ -1,10 +1,64 @@
-"""The minibatch training loop."""
+"""The minibatch training loop: ``fit``.
+
+Design: the data are checked and converted once; each epoch gathers the shuffled rows
+into buffers allocated once, then every minibatch is one compiled call
+(``net._train_step_checked``: forward, loss, backward and the optimizer's update). Per
+step, Python only slices views and checks that the returned loss is finite; per epoch it
+copies the parameters and optimizer state once (the snapshot a divergence falls back
+to), scores the validation data, and runs the schedule and the callbacks.
+"""
+import math
+import sys
 import time
+import warnings
 
 import numpy as np
 
 from . import validation
-from .optim import SGD
+from .optim import SGD, Optimizer, copy_back, host_copy, make_optimizer
+from .schedules import LRSchedule
+
+ON_NONFINITE = ("raise", "stop")
+
+
+class StopTraining(Exception):
+    """Raise from a callback to end training after the current epoch (as returning
+    True does)."""
+
+
+class TrainingDiverged(FloatingPointError):
+    """The training loss became NaN or infinite.
+
+    Attributes: ``epoch`` and ``batch`` (1-based) where the non-finite loss appeared,
+    ``loss`` (its value), ``history`` (the epochs completed before). When it is raised,
+    the network's parameters and the optimizer's state and step count have been
+    restored to their values at the start of ``epoch``.
+    """
+
+    def __init__(self, message, epoch, batch, loss, history):
+        super().__init__(message)
+        self.epoch = epoch
+        self.batch = batch
+        self.loss = loss
+        self.history = history
+
+
+class History(dict):
+    """fit's result: a dict of per-epoch lists ("loss", "lr", and with validation data
+    "val_loss" plus "val_accuracy" or "val_r2"), with attributes
+
+    epochs_run   epochs completed
+    best_epoch   with early stopping, the (1-based) epoch whose weights were restored
+    stop_reason  None (ran every epoch), "early_stopping", "callback" or "nonfinite"
+    diverged_at  (epoch, batch) of a non-finite loss under on_nonfinite="stop", else None
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epochs_run = 0
+        self.best_epoch = None
+        self.stop_reason = None
+        self.diverged_at = None
 
 
 def accuracy(net, X, y):
@@ -12,63 +66,309 @@ def accuracy(net, X, y):
     return float(np.mean(net.predict(X) == np.asarray(y)))
 
 
+def _stderr_is_terminal():
+    isatty = getattr(sys.stderr, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except (ValueError, OSError):   # closed or detached stream
+        return False
+
+
+def _verbosity(verbose):
+    """(show_bar, print_lines) for ``verbose``."""
+    if isinstance(verbose, str):
+        if verbose != "auto":
+            raise ValueError(f"verbose: expected True, False or 'auto', got {verbose!r}")
+        return _stderr_is_terminal(), False
+    if verbose in (0, 1) or isinstance(verbose, (bool, np.bool_)):
+        return (_stderr_is_terminal(), True) if verbose else (False, False)
+    raise ValueError(f"verbose: expected True, False or 'auto', got {verbose!r}")
+
+
+def _resolve_optimizer(net, optimizer, schedule):
+    if schedule is not None and not isinstance(schedule, LRSchedule):
+        raise TypeError(f"schedule: expected a fastbp.schedules schedule (StepLR, "
+                        f"ExponentialLR, CosineAnnealingLR, InverseScaling), got {schedule!r}")
+    if optimizer is None:
+        optimizer = schedule.optimizer if schedule is not None else SGD(net, lr=0.01)
+    elif isinstance(optimizer, str):
+        optimizer = make_optimizer(optimizer, net)
+    elif not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer: expected a fastbp optimizer or one of the names "
+                        f"sgd, adam, adamw, rmsprop; got {optimizer!r}")
+    if optimizer.net is not net:
+        raise ValueError("optimizer: it was created for a different network")
+    if schedule is not None and schedule.optimizer is not optimizer:
+        raise ValueError("schedule: it was created for a different optimizer than the "
+                         "one fit uses")
+    return optimizer
+
+
+def _split(net, X, labels, targets, validation_data, validation_split, rng):
+    """(X, labels, targets) to train on and (X_val, y_val) checked, or None."""
+    if validation_data is not None and validation_split is not None:
+        raise ValueError("validation_split: give validation_data or validation_split, "
+                         "not both")
+    if validation_data is not None:
+        try:
+            X_val, y_val = validation_data
+        except (TypeError, ValueError):
+            raise TypeError("validation_data: expected a pair (X_val, y_val)") from None
+        X_val = net._inputs(X_val)
+        labels_val, targets_val = net._targets(y_val, X_val.shape[0])
+        return X, labels, targets, (X_val, labels_val if labels_val.size else targets_val)
+    if validation_split is None:
+        return X, labels, targets, None
+    if isinstance(validation_split, (bool, np.bool_)) or not isinstance(
+            validation_split, (int, float, np.integer, np.floating)) or not (
+            0.0 < float(validation_split) < 1.0):
+        raise ValueError(f"validation_split: expected a fraction in (0, 1), got "
+                         f"{validation_split!r}")
+    n = X.shape[0]
+    n_val = int(math.ceil(float(validation_split) * n))
+    if n_val >= n:
+        raise ValueError(f"validation_split: {validation_split!r} of {n} rows leaves no "
+                         f"rows to train on")
+    order = rng.permutation(n)
+    train_rows, val_rows = np.sort(order[:n - n_val]), np.sort(order[n - n_val:])
+    X_val = X[val_rows]
+    y_val = labels[val_rows] if labels.size else targets[val_rows]
+    X = X[train_rows]
+    labels = labels[train_rows] if labels.size else labels
+    targets = targets[train_rows] if targets.size else targets
+    return X, labels, targets, (X_val, y_val)
+
+
+class _Scorer:
+    """Validation loss and metric of a network on fixed, already checked data, scored
+    in chunks so the network's workspace stays small."""
+
+    def __init__(self, net, X_val, y_val, chunk):
+        self.net, self.X, self.y, self.chunk = net, X_val, y_val, chunk
+        if net.is_classifier or net.loss == "bce_with_logits":
+            self.metric = "val_accuracy"
+        else:
+            self.metric = "val_r2"
+            t = y_val.astype(np.float64)
+            self.ss_tot = ((t - t.mean(axis=0)) ** 2).sum(axis=0)
+
+    def __call__(self):
+        net, X, y, n = self.net, self.X, self.y, self.X.shape[0]
+        loss = 0.0
+        hits = 0.0
+        ss_res = 0.0
+        for a in range(0, n, self.chunk):
+            b = min(a + self.chunk, n)
+            loss += net.compute_loss(X[a:b], y[a:b]) * (b - a)
+            out = net.forward(X[a:b])
+            if net.is_classifier:
+                hits += np.count_nonzero(out.argmax(axis=1) == y[a:b])
+            elif net.loss == "bce_with_logits":
+                hits += np.count_nonzero((out > 0) == (y[a:b].reshape(out.shape) > 0.5))
+            else:
+                ss_res = ss_res + ((out - y[a:b].reshape(out.shape)) ** 2).sum(axis=0,
+                                                                              dtype=np.float64)
+        loss /= n
+        if self.metric == "val_accuracy":
+            width = 1 if net.is_classifier else net.sizes[-1]
+            return loss, float(hits / (n * width))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r2 = np.where(self.ss_tot > 0, 1.0 - ss_res / self.ss_tot,
+                          np.where(ss_res == 0, 1.0, 0.0))
+        return loss, float(np.mean(r2))
+
+
 def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=None,
-        validation_data=None, verbose=False, print_fn=print):
-    """Train ``net`` on (X, y) by minibatch backpropagation.
+        validation_data=None, validation_split=None, early_stopping=None, schedule=None,
+        callbacks=None, verbose="auto", on_nonfinite="raise", print_fn=print):
+    """Train ``net`` on (X, y) by minibatch backpropagation; returns a :class:`History`.
 
-    X (n, sizes[0]) and y as for ``net.backward``; both are checked and converted once,
-    then each epoch gathers the (shuffled) rows into one reused buffer, so the steps
-    themselves allocate nothing. ``optimizer`` defaults to ``SGD(net, lr=0.01)``.
-    ``validation_data`` = (X_val, y_val) is scored after every epoch. ``seed`` fixes
-    the shuffling. With ``verbose``, one line per epoch goes to ``print_fn``.
+    Parameters
+    ----------
+    X, y : as for ``net.backward``; checked and converted once.
+    epochs, batch_size : positive ints. The last minibatch of an epoch may be smaller.
+    optimizer : a fastbp optimizer made for ``net``, or a name ("sgd", "adam", "adamw",
+        "rmsprop") for that class with its defaults; default ``SGD(net, lr=0.01)`` (or
+        the schedule's optimizer).
+    shuffle : reshuffle the rows every epoch.
+    seed : seeds ``numpy.random.default_rng``, which draws the validation split, then
+        each epoch's order. The same seed, data, network and optimizer give the same
+        history and parameters (given the same number of numba threads).
+    validation_data : (X_val, y_val), scored after every epoch.
+    validation_split : a fraction in (0, 1): after a seeded shuffle, the last
+        ceil(fraction * n) rows are held out for validation (not stratified); each part
+        keeps the rows' original order. Not together with validation_data.
+    early_stopping : None, or a patience: stop when the validation loss has not improved
+        (strictly decreased) for that many epochs; at the end, the parameters of the best
+        epoch are restored (``history.best_epoch``; the optimizer state is not).
+        Needs validation data.
+    schedule : a fastbp.schedules schedule of this optimizer, stepped after each epoch.
+    callbacks : callables called after each epoch as ``callback(epoch, logs)``, epoch
+        1-based, logs a dict with that epoch's "loss", "lr" and validation entries.
+        Returning True, or raising :class:`StopTraining`, ends training after that
+        epoch.
+    verbose : "auto" (default): a tqdm progress bar on stderr when stderr is a terminal,
+        nothing otherwise. True: also one line per epoch through ``print_fn``. False:
+        print nothing.
+    on_nonfinite : what to do when a minibatch's loss is NaN or infinite. Either way
+        the parameters, the optimizer state and its step count are first restored to
+        their values at the start of that epoch (the "last good weights": the end of
+        the previous epoch; the update that produced the non-finite loss and the
+        epoch's earlier updates are undone). "raise" (default) then raises
+        :class:`TrainingDiverged` naming the epoch and batch; "stop" warns
+        (RuntimeWarning) and returns the history of the completed epochs, with
+        ``history.diverged_at = (epoch, batch)`` (and with early stopping, the best
+        epoch's parameters restored).
 
-    Returns a dict of per-epoch lists: "loss" (mean training loss over the epoch's
-    minibatches), and with validation data "val_loss" and, for classifiers,
-    "val_accuracy".
+    Returns
+    -------
+    History, a dict of per-epoch lists: "loss" (mean training loss over the epoch's
+    minibatches, each before its update), "lr" (the learning rate used), and with
+    validation data "val_loss" and "val_accuracy" (softmax_cross_entropy: the share
+    of correct labels; bce_with_logits: of correct 0/1 outputs) or "val_r2" (mse: the
+    coefficient of determination averaged over outputs, as sklearn's r2_score).
     """
     epochs = validation.positive_int("epochs", epochs)
     batch_size = validation.positive_int("batch_size", batch_size)
+    on_nonfinite = validation.choice("on_nonfinite", on_nonfinite, ON_NONFINITE)
+    show_bar, print_lines = _verbosity(verbose)
     X = net._inputs(X)
     labels, targets = net._targets(y, X.shape[0])
-    if optimizer is None:
-        optimizer = SGD(net, lr=0.01)
-    if validation_data is not None:
-        X_val, y_val = validation_data
-        X_val = net._inputs(X_val)
-        net._targets(y_val, X_val.shape[0])   # fail now, not after the first epoch
+    optimizer = _resolve_optimizer(net, optimizer, schedule)
     rng = np.random.default_rng(seed)
+    X, labels, targets, val = _split(net, X, labels, targets, validation_data,
+                                     validation_split, rng)
+    if early_stopping is not None and early_stopping is not False:
+        patience = validation.positive_int("early_stopping", early_stopping)
+        if val is None:
+            raise ValueError("early_stopping: needs validation_data or validation_split "
+                             "(it watches the validation loss)")
+    else:
+        patience = None
+    if callbacks is None:
+        callbacks = ()
+    elif callable(callbacks):
+        callbacks = (callbacks,)
+    else:
+        callbacks = tuple(callbacks)
+        for cb in callbacks:
+            if not callable(cb):
+                raise TypeError(f"callbacks: expected callables, got {cb!r}")
+    scorer = _Scorer(net, *val, max(batch_size, 1024)) if val is not None else None
+
     n = X.shape[0]
-    X_epoch = np.empty_like(X)
-    labels_epoch = np.empty_like(labels)
-    targets_epoch = np.empty_like(targets)
-    history = {"loss": []}
-    for epoch in range(1, epochs + 1):
-        start = time.perf_counter()
-        if shuffle:
-            order = rng.permutation(n)
-            np.take(X, order, axis=0, out=X_epoch)
-            if labels.size:
-                np.take(labels, order, out=labels_epoch)
-            if targets.size:
-                np.take(targets, order, axis=0, out=targets_epoch)
-        else:
-            X_epoch, labels_epoch, targets_epoch = X, labels, targets
-        total = 0.0
-        for a in range(0, n, batch_size):
-            b = min(a + batch_size, n)
-            lab = labels_epoch[a:b] if labels.size else labels
-            tgt = targets_epoch[a:b] if targets.size else targets
-            total += net._train_step_checked(X_epoch[a:b], lab, tgt, optimizer) * (b - a)
-        history["loss"].append(total / n)
-        line = f"epoch {epoch:3d}/{epochs}  loss {total / n:.4f}"
-        if validation_data is not None:
-            val_loss = net.compute_loss(X_val, y_val)
-            history.setdefault("val_loss", []).append(val_loss)
-            line += f"  val_loss {val_loss:.4f}"
-            if net.is_classifier:
-                acc = accuracy(net, X_val, y_val)
-                history.setdefault("val_accuracy", []).append(acc)
-                line += f"  val_accuracy {acc:.4f}"
-        if verbose:
-            print_fn(line + f"  ({time.perf_counter() - start:.2f} s)")
+    n_batches = -(-n // batch_size)
+    if shuffle:
+        X_epoch = np.empty_like(X)
+        labels_epoch = np.empty_like(labels)
+        targets_epoch = np.empty_like(targets)
+    else:
+        X_epoch, labels_epoch, targets_epoch = X, labels, targets
+    # Host copies (the network's buffers may live on a GPU).
+    good_params = host_copy(net.params)
+    good_state = host_copy(optimizer.state)
+    best_params = host_copy(net.params) if patience is not None else None
+    best_loss = math.inf
+    waited = 0
+    history = History(loss=[], lr=[])
+    if scorer is not None:
+        history["val_loss"] = []
+        history[scorer.metric] = []
+    bar = None
+    if show_bar:
+        from tqdm import tqdm
+        bar = tqdm(total=epochs * n_batches, unit="batch", file=sys.stderr,
+                   dynamic_ncols=True)
+    try:
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            if bar is not None:
+                bar.set_description(f"epoch {epoch}/{epochs}", refresh=False)
+            if shuffle:
+                order = rng.permutation(n)
+                np.take(X, order, axis=0, out=X_epoch)
+                if labels.size:
+                    np.take(labels, order, out=labels_epoch)
+                if targets.size:
+                    np.take(targets, order, axis=0, out=targets_epoch)
+            # The snapshot a non-finite loss falls back to (one copy per epoch).
+            host_copy(net.params, good_params)
+            if good_state.shape != optimizer.state.shape:   # a callback swapped state
+                good_state = host_copy(optimizer.state)
+            else:
+                host_copy(optimizer.state, good_state)
+            good_steps = optimizer.steps
+            lr = optimizer.lr
+            total = 0.0
+            for batch, a in enumerate(range(0, n, batch_size), start=1):
+                b = min(a + batch_size, n)
+                lab = labels_epoch[a:b] if labels.size else labels
+                tgt = targets_epoch[a:b] if targets.size else targets
+                loss = net._train_step_checked(X_epoch[a:b], lab, tgt, optimizer)
+                if not math.isfinite(loss):
+                    copy_back(net.params, good_params)
+                    copy_back(optimizer.state, good_state)
+                    optimizer.steps = good_steps
+                    message = (
+                        f"fit: the training loss became {loss} at epoch {epoch}, batch "
+                        f"{batch} of {n_batches}; the parameters and optimizer state "
+                        f"were restored to their values at the start of epoch {epoch}. "
+                        f"Try a smaller learning rate (it was {lr:g}) or gradient "
+                        f"clipping (max_grad_norm=...), and check the data; "
+                        f"on_nonfinite='stop' returns the history instead of raising.")
+                    if on_nonfinite == "raise":
+                        raise TrainingDiverged(message, epoch, batch, loss, history)
+                    warnings.warn(message, RuntimeWarning, stacklevel=2)
+                    history.stop_reason = "nonfinite"
+                    history.diverged_at = (epoch, batch)
+                    break
+                total += loss * (b - a)
+                if bar is not None:
+                    bar.update(1)
+            if history.stop_reason == "nonfinite":
+                break
+
+            logs = {"loss": total / n, "lr": lr}
+            if scorer is not None:
+                logs["val_loss"], logs[scorer.metric] = scorer()
+            for key, value in logs.items():
+                history[key].append(value)
+            history.epochs_run = epoch
+            stop = None
+            if patience is not None:
+                if logs["val_loss"] < best_loss:
+                    best_loss = logs["val_loss"]
+                    history.best_epoch = epoch
+                    host_copy(net.params, best_params)
+                    waited = 0
+                else:
+                    waited += 1
+                    if waited >= patience:
+                        stop = "early_stopping"
+            line = f"epoch {epoch:3d}/{epochs}  " + "  ".join(
+                f"{k} {v:.4g}" if k == "lr" else f"{k} {v:.4f}" for k, v in logs.items())
+            if bar is not None:
+                bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
+            if print_lines:
+                line += f"  ({time.perf_counter() - start:.2f} s)"
+                if bar is not None and print_fn is print:
+                    bar.write(line)
+                else:
+                    print_fn(line)
+            for callback in callbacks:
+                try:
+                    if callback(epoch, dict(logs)) is True:
+                        stop = stop or "callback"
+                except StopTraining:
+                    stop = stop or "callback"
+            if schedule is not None:
+                schedule.step()
+            if stop is not None:
+                history.stop_reason = stop
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    if patience is not None and history.best_epoch is not None:
+        copy_back(net.params, best_params)
     return history

@@ -4,17 +4,81 @@ Every optimizer is reached through one signature so the compiled training step c
 any of them:
 
     optimizer_update(opt_code, params, grads, state, hparams, step)
-        opt_code  int, kernels.codes.OPTIMIZERS
+        opt_code  int, kernels.codes.OPTIMIZERS (SGD, ADAM, ADAMW, RMSPROP)
         params    (n,) float32/float64, updated in place
-        grads     (n,) same dtype, read (and left unchanged)
-        state     (k, n) same dtype, the optimizer's state rows (k = 0 for plain SGD)
-        hparams   (m,) float64, hparams[0] the learning rate; the rest per optimizer
-        step      int, 1 for the first update (for bias corrections)
+        grads     (n,) same dtype, read only: clipping is folded into the update as a
+                  scalar factor, never written back
+        state     (k, n) same dtype, the optimizer's state rows (row order: codes.py)
+        hparams   (m,) float64, layout in codes.py: [lr, max_grad_norm, ...]
+        step      int, 1 for the first update (bias corrections, first momentum step)
+
+The formulas are torch.optim's documented algorithms (PyTorch 2.x, maximize=False,
+foreach/fused off), applied elementwise; ``g`` is the gradient entry after clipping:
+
+    clipping (every optimizer, when max_norm = hparams[1] > 0), as
+    torch.nn.utils.clip_grad_norm_ before optimizer.step():
+        norm  = sqrt(sum_i grads[i]^2)           (accumulated in float64)
+        scale = min(1, max_norm / (norm + 1e-6)) (1 when clipping is off, or norm NaN)
+        g     = scale * grads[i]
+
+    SGD     (lr, mu = momentum, tau = dampening, wd = weight_decay, nesterov)
+        g = g + wd * p
+        if mu != 0:  b = g                        at step 1
+                     b = mu * b + (1 - tau) * g   after
+                     g = g + mu * b   if nesterov   else   g = b
+        p = p - lr * g
+
+    ADAM    (lr, beta1, beta2, eps, wd, amsgrad); t = step
+        g = g + wd * p
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g^2
+        if amsgrad: vmax = max(vmax, v), and vmax replaces v below
+        p = p - (lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    ADAMW   as ADAM, except that weight decay is decoupled: no "g + wd * p"; instead
+        p = p * (1 - lr * wd) first, then the ADAM update of that p
+
+    RMSPROP (lr, alpha, eps, wd, mu = momentum, centered)
+        g = g + wd * p
+        s = alpha * s + (1 - alpha) * g^2
+        if centered: a = alpha * a + (1 - alpha) * g;  d = sqrt(s - a^2) + eps
+        else:        d = sqrt(s) + eps
+        if mu > 0:   b = mu * b + g / d;  p = p - lr * b
+        else:        p = p - lr * g / d
+
+Arithmetic is done in float64 per element (the scalars are float64) and each stored
+state value is rounded to the buffer's dtype before it is used further, as PyTorch's
+in-place updates do. State is written back before params within an element; every
+element is independent, so the prange loops need no synchronisation.
 """
+import numpy as np
 from numba import prange
 
 from .. import codes
 from ._jit import parallel, serial
+
+
+@parallel
+def grad_norm(grads):
+    """Global L2 norm of grads (n,) as a float64, summed in float64 (a parallel
+    reduction)."""
+    total = 0.0
+    for i in prange(grads.shape[0]):
+        g = np.float64(grads[i])
+        total += g * g
+    return np.sqrt(total)
+
+
+@serial
+def clip_scale(grads, max_norm):
+    """The factor clip_grad_norm_ multiplies grads by: min(1, max_norm / (norm + 1e-6)),
+    norm = grad_norm(grads). 1.0 when max_norm <= 0 (clipping off) or norm is NaN."""
+    if max_norm <= 0.0:
+        return 1.0
+    coef = max_norm / (grad_norm(grads) + 1e-6)
+    if coef < 1.0:
+        return coef
+    return 1.0
 
 
 @parallel
@@ -24,8 +88,119 @@ def sgd_update(params, grads, lr):
         params[i] -= lr * grads[i]
 
 
+@parallel
+def sgd_weight_decay_update(params, grads, scale, lr, weight_decay):
+    """SGD without momentum: p -= lr * (scale * g + weight_decay * p). (n,) arrays."""
+    for i in prange(params.shape[0]):
+        p = params[i]
+        params[i] = p - lr * (scale * grads[i] + weight_decay * p)
+
+
+@parallel
+def sgd_momentum_update(params, grads, buf, scale, lr, momentum, dampening, weight_decay,
+                        nesterov, first):
+    """SGD with momentum (see the module doc). params, grads, buf: (n,) one dtype;
+    ``first``: the first step (buf = g, no dampening, as PyTorch)."""
+    take = 1.0 - dampening
+    for i in prange(params.shape[0]):
+        p = params[i]
+        g = scale * grads[i] + weight_decay * p
+        if first:
+            buf[i] = g
+        else:
+            buf[i] = momentum * buf[i] + take * g
+        b = buf[i]
+        if nesterov:
+            params[i] = p - lr * (g + momentum * b)
+        else:
+            params[i] = p - lr * b
+
+
+@parallel
+def adam_update(params, grads, m, v, vmax, scale, lr, beta1, beta2, eps, weight_decay,
+                decoupled, amsgrad, step):
+    """Adam (decoupled=False, weight_decay is L2) or AdamW (decoupled=True); see the
+    module doc. params, grads, m, v: (n,) one dtype; vmax (n,) is read and written only
+    when amsgrad (pass any (n,) row otherwise). step >= 1."""
+    step_size = lr / (1.0 - beta1 ** step)
+    bias2_sqrt = np.sqrt(1.0 - beta2 ** step)
+    l2 = 0.0 if decoupled else weight_decay
+    shrink = 1.0 - lr * weight_decay if decoupled else 1.0
+    for i in prange(params.shape[0]):
+        p = params[i]
+        g = scale * grads[i]
+        if l2 != 0.0:
+            g += l2 * p
+        if shrink != 1.0:
+            p = p * shrink
+        m[i] = beta1 * m[i] + (1.0 - beta1) * g
+        v[i] = beta2 * v[i] + (1.0 - beta2) * (g * g)
+        vi = v[i]
+        if amsgrad:
+            vmax[i] = max(vmax[i], vi)
+            vi = vmax[i]
+        params[i] = p - step_size * m[i] / (np.sqrt(vi) / bias2_sqrt + eps)
+
+
+@parallel
+def rmsprop_update(params, grads, square_avg, grad_avg, buf, scale, lr, alpha, eps,
+                   weight_decay, momentum, centered):
+    """RMSprop; see the module doc. params, grads, square_avg: (n,) one dtype; grad_avg
+    is used only when centered, buf only when momentum > 0 (pass any (n,) row
+    otherwise)."""
+    for i in prange(params.shape[0]):
+        p = params[i]
+        g = scale * grads[i]
+        if weight_decay != 0.0:
+            g += weight_decay * p
+        square_avg[i] = alpha * square_avg[i] + (1.0 - alpha) * (g * g)
+        if centered:
+            grad_avg[i] = alpha * grad_avg[i] + (1.0 - alpha) * g
+            a = grad_avg[i]
+            denom = np.sqrt(square_avg[i] - a * a) + eps
+        else:
+            denom = np.sqrt(square_avg[i]) + eps
+        if momentum > 0.0:
+            buf[i] = momentum * buf[i] + g / denom
+            params[i] = p - lr * buf[i]
+        else:
+            params[i] = p - lr * g / denom
+
+
 @serial
 def optimizer_update(opt_code, params, grads, state, hparams, step):
     """Dispatch to the update of ``opt_code``; see the module docstring."""
+    lr = hparams[codes.HP_LR]
+    scale = clip_scale(grads, hparams[codes.HP_MAX_GRAD_NORM])
     if opt_code == codes.SGD:
-        sgd_update(params, grads, hparams[0])
+        momentum = hparams[codes.HP_SGD_MOMENTUM]
+        weight_decay = hparams[codes.HP_SGD_WEIGHT_DECAY]
+        if momentum != 0.0:
+            sgd_momentum_update(params, grads, state[0], scale, lr, momentum,
+                                hparams[codes.HP_SGD_DAMPENING], weight_decay,
+                                hparams[codes.HP_SGD_NESTEROV] != 0.0, step == 1)
+        elif scale == 1.0 and weight_decay == 0.0:
+            sgd_update(params, grads, lr)
+        else:
+            sgd_weight_decay_update(params, grads, scale, lr, weight_decay)
+    elif opt_code == codes.ADAM or opt_code == codes.ADAMW:
+        amsgrad = hparams[codes.HP_ADAM_AMSGRAD] != 0.0
+        vmax = state[2] if amsgrad else state[1]
+        adam_update(params, grads, state[0], state[1], vmax, scale, lr,
+                    hparams[codes.HP_ADAM_BETA1], hparams[codes.HP_ADAM_BETA2],
+                    hparams[codes.HP_ADAM_EPS], hparams[codes.HP_ADAM_WEIGHT_DECAY],
+                    opt_code == codes.ADAMW, amsgrad, step)
+    elif opt_code == codes.RMSPROP:
+        centered = hparams[codes.HP_RMSPROP_CENTERED] != 0.0
+        momentum = hparams[codes.HP_RMSPROP_MOMENTUM]
+        row = 1
+        grad_avg = state[0]
+        if centered:
+            grad_avg = state[row]
+            row += 1
+        buf = state[0]
+        if momentum > 0.0:
+            buf = state[row]
+        rmsprop_update(params, grads, state[0], grad_avg, buf, scale, lr,
+                       hparams[codes.HP_RMSPROP_ALPHA], hparams[codes.HP_RMSPROP_EPS],
+                       hparams[codes.HP_RMSPROP_WEIGHT_DECAY], momentum, centered)
