@@ -73,19 +73,21 @@ class Workspace:
     than any before and reused after, so steady-state training allocates nothing here.
     """
 
-    def __init__(self, layout, dtype):
+    def __init__(self, layout, dtype, device="cpu"):
         self.layout = layout
         self.dtype = np.dtype(dtype)
+        self.device = device   # "cpu": numpy arrays; "cuda": numba.cuda device arrays
         self.rows = 0
         self.acts = self.pres = self.dbuf = None
 
     def ensure(self, batch):
         """Make room for ``batch`` rows; returns (acts, pres, dbuf)."""
         if batch > self.rows:
+            from .device import empty
             lay = self.layout
-            self.acts = np.empty(batch * int(lay.act_cum[-1]), self.dtype)
-            self.pres = np.empty(max(batch * lay.pre_width, 1), self.dtype)
-            self.dbuf = np.empty(2 * batch * int(lay.sizes.max()), self.dtype)
+            self.acts = empty(batch * int(lay.act_cum[-1]), self.dtype, self.device)
+            self.pres = empty(max(batch * lay.pre_width, 1), self.dtype, self.device)
+            self.dbuf = empty(2 * batch * int(lay.sizes.max()), self.dtype, self.device)
             self.rows = batch
         return self.acts, self.pres, self.dbuf
 

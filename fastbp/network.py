@@ -6,6 +6,7 @@ the flat buffers and workspaces, and hands both to the compiled whole-network pa
 """
 import numpy as np
 
+from . import device as _device
 from . import validation
 from .kernels import codes
 from .kernels import cpu as cpu_kernels
@@ -36,10 +37,11 @@ class Layer:
 
         def set(self, value):
             view = self._views[name]
-            value = np.asarray(value)
+            if not _device.is_device_array(value):
+                value = np.asarray(value)
             if value.shape != view.shape:
                 raise ValueError(f"{name}: expected shape {view.shape}, got {value.shape}")
-            view[...] = value
+            _device.copy_into(view, value)
         return property(get, set, doc=f"{name} of this layer, a view into the network's "
                                       "flat buffer; assigning copies into the view.")
 
@@ -75,6 +77,13 @@ class MLP:
         Seed of the weight initialisation (Glorot uniform; He uniform for relu-like).
     leaky_relu_slope : float
         Negative slope of "leaky_relu" layers (0.01, as PyTorch).
+    device : "cpu" (default) or "cuda"
+        Where parameters, gradients, optimizer state and workspaces live and the
+        kernels run. With "cuda" they are numba.cuda device arrays that stay on the GPU
+        across steps (``fastbp.device.to_host(net.params)`` or ``.copy_to_host()``
+        gives numpy copies); only input batches go in and the loss or requested outputs
+        come out. Raises fastbp.device.CudaUnavailableError saying why when no GPU can
+        be used. ``net.to(device)`` moves a network without changing its values.
 
     Attributes
     ----------
@@ -88,7 +97,11 @@ class MLP:
 
     def __init__(self, sizes, activation="relu", output_activation="identity",
                  loss="softmax_cross_entropy", dtype="float32", seed=None,
-                 leaky_relu_slope=codes.DEFAULT_LEAKY_RELU_SLOPE):
+                 leaky_relu_slope=codes.DEFAULT_LEAKY_RELU_SLOPE, device="cpu"):
+        device = _device.require(device)
+        self.device = "cpu"
+        self._kernels = cpu_kernels
+        self._staging = None
         self.sizes = validation.layer_sizes(sizes)
         n_hidden = len(self.sizes) - 2
         if isinstance(activation, str):
@@ -120,11 +133,36 @@ class MLP:
         self._no_labels = np.zeros(0, np.int64)
         self._no_targets = np.zeros((0, self.sizes[-1]), self.dtype)
         self.init_params(seed)
+        if device != "cpu":
+            self.to(device)
+
+    # -- placement -------------------------------------------------------------------
+    def to(self, device):
+        """Move parameters, gradients and workspaces to ``device`` ("cpu" or "cuda")
+        without changing their values; returns the network. Optimizers follow on their
+        next step."""
+        device = _device.require(device)
+        if device == self.device:
+            return self
+        self.params = _device.move(self.params, device)
+        self.grads = _device.move(self.grads, device)
+        self.device = device
+        self._kernels = _device.kernels(device)
+        self.layers = [Layer(self, l) for l in range(self.layout.n_layers)]
+        self._workspace = Workspace(self.layout, self.dtype, device)
+        self._staging = (_device.Staging(self.sizes[0], self.sizes[-1], self.dtype)
+                         if device == "cuda" else None)
+        return self
 
     # -- parameters ------------------------------------------------------------------
     def init_params(self, seed=None):
         """Fresh random weights (Glorot uniform, He uniform for relu-like layers) and
         zero biases, drawn from ``numpy.random.default_rng(seed)``."""
+        if self.device != "cpu":   # draw on the host, then copy over
+            device = self.device
+            self.to("cpu").init_params(seed)
+            self.to(device)
+            return
         rng = np.random.default_rng(seed)
         for layer in self.layers:
             fan_in, fan_out = layer.n_in, layer.n_out
@@ -160,22 +198,35 @@ class MLP:
         acts, pres, dbuf = self._workspace.ensure(batch)
         return self.layout.compiled_args(), acts, pres, dbuf
 
+    def _placed(self, X, labels=None, targets=None):
+        """(X, labels, targets, extra kwargs) ready for this device's kernels: on
+        "cuda" the host batch is copied into reused device buffers."""
+        if self._staging is None:
+            return X, labels, targets, {}
+        if labels is None:
+            labels, targets = self._no_labels, self._no_targets
+        X, labels, targets = self._staging.put(X, labels, targets)
+        return X, labels, targets, {"partials": self._staging.partials}
+
     # -- the passes ------------------------------------------------------------------
     def forward(self, X):
         """The last layer's output (logits for the logit losses) as a new
         (batch, sizes[-1]) array of ``dtype``."""
         X = self._inputs(X)
         layout_args, acts, pres, _ = self._compiled(X.shape[0])
-        out = cpu_kernels.network_forward(self.params, *layout_args, X, acts, pres)
-        return out.copy()
+        X, _, _, _ = self._placed(X)
+        out = self._kernels.network_forward(self.params, *layout_args, X, acts, pres)
+        return out.copy() if self.device == "cpu" else out.copy_to_host()
 
     def compute_loss(self, X, y):
         """Mean loss on (X, y) as a float; gradients are left untouched."""
         X = self._inputs(X)
         labels, targets = self._targets(y, X.shape[0])
         layout_args, acts, pres, dbuf = self._compiled(X.shape[0])
-        return float(cpu_kernels.network_loss(self.params, *layout_args, self._loss_code,
-                                              X, labels, targets, acts, pres, dbuf))
+        X, labels, targets, extra = self._placed(X, labels, targets)
+        return float(self._kernels.network_loss(self.params, *layout_args, self._loss_code,
+                                                X, labels, targets, acts, pres, dbuf,
+                                                **extra))
 
     def backward(self, X, y):
         """Forward and backward on (X, y): fills ``grads`` (every dW, db) with the
@@ -188,9 +239,10 @@ class MLP:
         """backward on inputs that already passed ``_inputs``/``_targets`` (the training
         loop checks a whole data set once, then feeds views of it)."""
         layout_args, acts, pres, dbuf = self._compiled(X.shape[0])
-        return float(cpu_kernels.network_backward(
+        X, labels, targets, extra = self._placed(X, labels, targets)
+        return float(self._kernels.network_backward(
             self.params, self.grads, *layout_args, self._loss_code, X, labels, targets,
-            acts, pres, dbuf))
+            acts, pres, dbuf, **extra))
 
     def train_step(self, X, y, optimizer):
         """One training step on (X, y): forward, loss, backward and the optimizer's
@@ -202,9 +254,10 @@ class MLP:
     def _train_step_checked(self, X, labels, targets, optimizer):
         layout_args, acts, pres, dbuf = self._compiled(X.shape[0])
         opt_code, _, _, opt_state, opt_hparams, opt_step = optimizer.compiled_args_for(self)
-        return float(cpu_kernels.network_train_step(
+        X, labels, targets, extra = self._placed(X, labels, targets)
+        return float(self._kernels.network_train_step(
             self.params, self.grads, *layout_args, self._loss_code, X, labels, targets,
-            acts, pres, dbuf, opt_code, opt_state, opt_hparams, opt_step))
+            acts, pres, dbuf, opt_code, opt_state, opt_hparams, opt_step, **extra))
 
     def predict(self, X):
         """Class labels (batch,) int64 for softmax_cross_entropy; 0/1 labels for
@@ -226,4 +279,5 @@ class MLP:
     def __repr__(self):
         acts = ", ".join(self.activations)
         return (f"MLP(sizes={list(self.sizes)}, activations=[{acts}], loss={self.loss!r}, "
-                f"dtype={self.dtype.name!r}, n_params={self.n_params})")
+                f"dtype={self.dtype.name!r}, n_params={self.n_params}"
+                + (f", device={self.device!r})" if self.device != "cpu" else ")"))

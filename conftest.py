@@ -1,0 +1,40 @@
+"""Root conftest: decide, before anything imports numba, whether the CUDA tests run on a
+real GPU or in numba's CUDA simulator.
+
+NUMBA_ENABLE_CUDASIM must be set before ``import numba`` (FIELD_NOTES.md), so this file
+only touches os.environ and imports nothing heavy. The rule:
+
+- NUMBA_ENABLE_CUDASIM already set by the caller: left as it is.
+- FASTBP_TEST_REAL_GPU=1: real GPU (tests fail loudly if it cannot be used).
+- FASTBP_TEST_REAL_GPU=0: simulator.
+- otherwise: real GPU when ``nvidia-smi -L`` lists one and the numba-cuda package is
+  installed (pip install "fastbp[cuda]"), else the simulator.
+
+The CUDA tests are the same either way (tiny ragged shapes).
+"""
+import importlib.util
+import os
+import shutil
+import subprocess
+
+
+def _real_gpu_usable():
+    flag = os.environ.get("FASTBP_TEST_REAL_GPU", "").strip()
+    if flag in ("1", "0"):
+        return flag == "1"
+    if importlib.util.find_spec("numba_cuda") is None or shutil.which("nvidia-smi") is None:
+        return False
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0 and "GPU" in out.stdout
+
+
+if "NUMBA_ENABLE_CUDASIM" not in os.environ:
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "0" if _real_gpu_usable() else "1"
+
+
+def pytest_report_header(config):
+    mode = "simulator" if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else "real GPU"
+    return f"fastbp CUDA tests: {mode} (NUMBA_ENABLE_CUDASIM={os.environ['NUMBA_ENABLE_CUDASIM']})"

@@ -1,0 +1,227 @@
+"""Where a network lives: device names, CUDA availability, host <-> device copies.
+
+``device="cpu"`` (numpy arrays, the ``@njit`` kernels) or ``device="cuda"`` (numba.cuda
+device arrays, the kernels in ``fastbp.kernels.cuda``). Nothing here imports numba.cuda
+until a CUDA network is asked for, so ``import fastbp`` never needs CUDA.
+
+Getting numpy copies of device arrays: ``fastbp.device.to_host(net.params)`` (or
+``net.layers[0].W.copy_to_host()``, numba's own method); ``net.to("cpu")`` moves a
+whole network back.
+"""
+import importlib.util
+import os
+import shutil
+
+import numpy as np
+
+DEVICES = ("cpu", "cuda")
+
+INSTALL_HINT = ('install the GPU dependencies with  pip install "fastbp[cuda]"  '
+                "(numba-cuda with its CUDA 12 runtime; an NVIDIA driver must be installed "
+                "separately), or use device=\"cpu\"")
+
+
+class CudaUnavailableError(RuntimeError):
+    """device="cuda" was asked for where no GPU can be used; the message says why."""
+
+
+def normalize(device):
+    """"cpu" or "cuda" from a device name (case-insensitive; "gpu" means "cuda")."""
+    if not isinstance(device, str):
+        raise TypeError(f"device: expected 'cpu' or 'cuda', got {type(device).__name__}")
+    name = device.strip().lower()
+    if name == "gpu" or name.startswith("cuda:0"):
+        name = "cuda"
+    if name not in DEVICES:
+        raise ValueError(f"device: expected one of {DEVICES}, got {device!r}")
+    return name
+
+
+def simulator_enabled():
+    """True when numba's CUDA simulator is on (NUMBA_ENABLE_CUDASIM=1)."""
+    try:
+        import numba
+        return bool(numba.config.ENABLE_CUDASIM)
+    except Exception:   # pragma: no cover - numba is a dependency
+        return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
+
+
+def cuda_package():
+    """Which numba.cuda is importable: "numba-cuda" (the maintained package), "numba"
+    (numba's deprecated built-in one) or None."""
+    if importlib.util.find_spec("numba_cuda") is not None:
+        return "numba-cuda"
+    if importlib.util.find_spec("numba.cuda") is not None:
+        return "numba"
+    return None
+
+
+def cuda_status():
+    """(usable, reason): whether CUDA kernels can run here, and why not."""
+    if simulator_enabled():
+        try:
+            import numba.cuda  # noqa: F401
+        except Exception as exc:
+            return False, (f"numba's CUDA simulator is on but numba.cuda failed to import "
+                           f"({type(exc).__name__}: {exc}); {INSTALL_HINT}")
+        return True, "numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1): correct but slow"
+    package = cuda_package()
+    if package is None:
+        return False, f"no CUDA package (numba.cuda) is installed; {INSTALL_HINT}"
+    try:
+        from numba import cuda
+    except Exception as exc:
+        return False, (f"numba.cuda failed to import ({type(exc).__name__}: {exc}): the "
+                       f"CUDA runtime libraries are probably missing; {INSTALL_HINT}")
+    try:
+        if cuda.is_available():
+            return True, f"{_gpu_name(cuda)} via {package}"
+    except Exception as exc:
+        return False, f"the CUDA driver failed ({type(exc).__name__}: {exc}); {INSTALL_HINT}"
+    detail = _driver_error(cuda)
+    if detail:
+        if "cannot be found" in detail or "not found" in detail:
+            return False, (f"no NVIDIA driver found ({_one_line(detail)}): this machine has "
+                           f"no usable NVIDIA GPU driver; install the NVIDIA driver on a "
+                           f"machine with a GPU, or use device=\"cpu\"")
+        return False, f"the CUDA driver failed to initialise: {_one_line(detail)}"
+    return False, ("the CUDA driver loaded but reports no usable GPU (none present, none "
+                   "visible through CUDA_VISIBLE_DEVICES, or none supported); use "
+                   "device=\"cpu\"")
+
+
+def _gpu_name(cuda):
+    try:
+        name = cuda.get_current_device().name
+        return name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:
+        return "a CUDA GPU"
+
+
+def _driver_error(cuda):
+    try:
+        from numba.cuda.cudadrv.driver import driver
+        err = getattr(driver, "initialization_error", None)
+        return str(err) if err else ""
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _one_line(text):
+    return " ".join(str(text).split())
+
+
+def nvidia_smi_lists_gpu():
+    """True when ``nvidia-smi -L`` runs and lists at least one GPU."""
+    import subprocess
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return False
+    try:
+        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=20)
+    except Exception:
+        return False
+    return out.returncode == 0 and "GPU" in out.stdout
+
+
+def require(device):
+    """Normalise ``device`` and, for "cuda", raise CudaUnavailableError unless usable."""
+    device = normalize(device)
+    if device == "cuda":
+        usable, reason = cuda_status()
+        if not usable:
+            raise CudaUnavailableError(f'device="cuda" is not available: {reason}')
+    return device
+
+
+def kernels(device):
+    """The kernel module of ``device``: fastbp.kernels.cpu or fastbp.kernels.cuda."""
+    if device == "cuda":
+        from .kernels import cuda as cuda_kernels
+        return cuda_kernels
+    from .kernels import cpu as cpu_kernels
+    return cpu_kernels
+
+
+def is_device_array(a):
+    """True for numba.cuda device arrays (and the simulator's stand-ins)."""
+    return hasattr(a, "copy_to_host") and not isinstance(a, np.ndarray)
+
+
+def to_host(a):
+    """A numpy copy of a device array; numpy arrays pass through unchanged."""
+    return a.copy_to_host() if is_device_array(a) else a
+
+
+def to_device(a):
+    """A new device array holding a copy of the numpy array ``a``."""
+    from numba import cuda
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def empty(shape, dtype, device):
+    """An uninitialised array on ``device``."""
+    if device == "cuda":
+        from numba import cuda
+        return cuda.device_array(shape, dtype=np.dtype(dtype))
+    return np.empty(shape, dtype)
+
+
+def zeros(shape, dtype, device):
+    """A zero-filled array on ``device``."""
+    if device == "cuda":
+        return to_device(np.zeros(shape, dtype))
+    return np.zeros(shape, dtype)
+
+
+def move(a, device):
+    """``a`` as an array on ``device``, copied only when it lives elsewhere."""
+    if device == "cuda":
+        return a if is_device_array(a) else to_device(a)
+    return to_host(a)
+
+
+def copy_into(dst, src):
+    """Copy ``src`` (numpy or device array, same shape) into ``dst`` (either kind)."""
+    if is_device_array(dst):
+        if is_device_array(src):
+            dst.copy_to_device(src)
+        else:
+            dst.copy_to_device(np.ascontiguousarray(src, dtype=dst.dtype))
+    else:
+        dst[...] = to_host(src)
+
+
+class Staging:
+    """Device buffers the host's minibatches are copied into (grown to the largest
+    batch seen, reused after), plus the loss reduction's float64 partial sums."""
+
+    def __init__(self, n_in, n_out, dtype):
+        self.n_in, self.n_out = n_in, n_out
+        self.dtype = np.dtype(dtype)
+        self.rows = 0
+        self.X = self.labels = self.targets = None
+        from .kernels.cuda import config
+        self.partials = empty(max(config.max_reduce_blocks, 256), np.float64, "cuda")
+
+    def put(self, X, labels, targets):
+        """Device views holding copies of the host arrays (labels/targets may be empty)."""
+        batch = X.shape[0]
+        if is_device_array(X):   # already on the device: used as it is
+            return X, move(labels, "cuda"), move(targets, "cuda")
+        if batch > self.rows:
+            self.X = empty(batch * self.n_in, self.dtype, "cuda")
+            self.labels = empty(batch, np.int64, "cuda")
+            self.targets = empty(batch * self.n_out, self.dtype, "cuda")
+            self.rows = batch
+        dX = self.X[:batch * self.n_in].reshape(batch, self.n_in)
+        dX.copy_to_device(np.ascontiguousarray(X, dtype=self.dtype))
+        d_labels = self.labels[:0]
+        if labels.size:
+            d_labels = self.labels[:batch]
+            d_labels.copy_to_device(np.ascontiguousarray(labels, dtype=np.int64))
+        d_targets = self.targets[:0].reshape(0, self.n_out)
+        if targets.size:
+            d_targets = self.targets[:batch * self.n_out].reshape(batch, self.n_out)
+            d_targets.copy_to_device(np.ascontiguousarray(targets, dtype=self.dtype))
+        return dX, d_labels, d_targets

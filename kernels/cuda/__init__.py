@@ -1,0 +1,24 @@
+"""``numba.cuda`` twins of the CPU kernels in ``kernels/cpu``, file for file and name for
+name, taking device arrays. Each module holds host-side launchers with the CPU names and
+the ``@cuda.jit`` kernels and device functions they launch; the launch geometry (tile,
+work per thread) lives in ``_launch.config``.
+
+Importing this package imports ``numba.cuda`` (numba's built-in one, or the numba-cuda
+package where installed); it needs a CUDA driver and GPU only when a kernel launches,
+or neither under ``NUMBA_ENABLE_CUDASIM=1``. ``fastbp.device`` checks availability
+before anything here runs.
+"""
+from ._launch import config, launch_config
+from .activations import activation_backward, activation_forward
+from .linear import activation_backward_bias, bias_activation, linear_backward, linear_forward
+from .losses import bce_with_logits, loss_forward_backward, mse, softmax_cross_entropy
+from .network import backprop, network_backward, network_forward, network_loss, network_train_step
+from .optim import optimizer_update, sgd_update
+
+__all__ = [
+    "activation_forward", "activation_backward",
+    "linear_forward", "linear_backward", "bias_activation", "activation_backward_bias",
+    "softmax_cross_entropy", "mse", "bce_with_logits", "loss_forward_backward",
+    "network_forward", "network_backward", "backprop", "network_loss", "network_train_step",
+    "sgd_update", "optimizer_update", "config", "launch_config",
+]

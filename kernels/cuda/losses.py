@@ -1,0 +1,141 @@
+"""Losses with mean reduction on the GPU (numba.cuda twin of kernels/cpu/losses.py).
+
+    softmax_cross_entropy  CrossEntropyLoss:  mean_i [ logsumexp(Z_i) - Z_i[y_i] ]
+                           Z (batch, classes), labels (batch,) int64 in [0, classes)
+    mse                    MSELoss:           mean_ij (Z_ij - T_ij)^2
+    bce_with_logits        BCEWithLogitsLoss: mean_ij [ max(Z,0) - Z*T + log1p(e^-|Z|) ]
+                           Z, T (batch, n)
+
+Each writes dZ = d loss / d Z (device array of Z's shape) and returns the loss as a
+Python float. One kernel does both: threads stride over rows (cross-entropy) or
+elements (the others), and each block reduces its threads' loss terms in shared memory
+(float64) to one partial sum; the host adds the few partials (one small copy, the only
+transfer). ``partials`` is a float64 device array of at least
+``config.max_reduce_blocks`` entries; callers that step repeatedly pass one from their
+workspace, otherwise one is allocated per call.
+"""
+import functools
+import math
+
+import numba
+from numba import cuda
+
+from .. import codes
+from ._launch import blocks, config
+from .activations import sigmoid
+
+_SOFTMAX_CROSS_ENTROPY = codes.SOFTMAX_CROSS_ENTROPY
+_MSE = codes.MSE
+
+
+@cuda.jit(device=True)
+def _softmax_row(Z, labels, dZ, i, scale):
+    """Row i of softmax cross-entropy: writes dZ[i, :], returns the row's loss term."""
+    classes = Z.shape[1]
+    m = Z[i, 0]
+    for j in range(1, classes):
+        m = max(m, Z[i, j])
+    sumexp = 0.0
+    for j in range(classes):
+        e = math.exp(Z[i, j] - m)
+        dZ[i, j] = e
+        sumexp += e
+    inv = 1.0 / sumexp
+    y = labels[i]
+    for j in range(classes):
+        g = dZ[i, j] * inv * scale
+        if j == y:
+            g = g - scale
+        dZ[i, j] = g
+    return m + math.log(sumexp) - Z[i, y]
+
+
+@cuda.jit(device=True)
+def _elementwise_term(loss_code, Z, T, dZ, i, j, scale):
+    """Element (i, j) of mse or bce_with_logits: writes dZ[i, j], returns the loss term."""
+    z = Z[i, j]
+    t = T[i, j]
+    if loss_code == _MSE:
+        diff = z - t
+        dZ[i, j] = 2.0 * scale * diff
+        return diff * diff
+    dZ[i, j] = scale * (sigmoid(z) - t)
+    return max(z, 0.0) - z * t + math.log1p(math.exp(-abs(z)))
+
+
+@functools.lru_cache(maxsize=None)
+def _loss_kernel(block):
+    """The fused loss kernel for ``block`` threads per block (a power of two)."""
+    NT = block
+
+    @cuda.jit
+    def loss_kernel(loss_code, Z, labels, T, dZ, partials):
+        batch = Z.shape[0]
+        n = Z.shape[1]
+        tid = cuda.threadIdx.x
+        stride = cuda.gridDim.x * NT
+        total = 0.0
+        if loss_code == _SOFTMAX_CROSS_ENTROPY:
+            scale = 1.0 / batch
+            for i in range(cuda.grid(1), batch, stride):
+                total += _softmax_row(Z, labels, dZ, i, scale)
+        else:
+            scale = 1.0 / (batch * n)
+            for idx in range(cuda.grid(1), batch * n, stride):
+                i = idx // n
+                total += _elementwise_term(loss_code, Z, T, dZ, i, idx - i * n, scale)
+        part = cuda.shared.array(NT, numba.float64)
+        part[tid] = total
+        cuda.syncthreads()
+        half = NT // 2
+        while half > 0:
+            if tid < half:
+                part[tid] = part[tid] + part[tid + half]
+            cuda.syncthreads()
+            half //= 2
+        if tid == 0:
+            partials[cuda.blockIdx.x] = part[0] * scale
+
+    return loss_kernel
+
+
+def _run(loss_code, Z, labels, T, dZ, partials):
+    batch, n = Z.shape
+    items = batch if loss_code == _SOFTMAX_CROSS_ENTROPY else batch * n
+    tpb = config.block
+    if partials is None:
+        partials = cuda.device_array(config.max_reduce_blocks, dtype="float64")
+    nblocks = min(blocks(items, tpb), config.max_reduce_blocks, partials.shape[0])
+    _loss_kernel(tpb)[nblocks, tpb](loss_code, Z, labels, T, dZ, partials)
+    return float(partials[:nblocks].copy_to_host().sum())
+
+
+def softmax_cross_entropy(Z, labels, dZ, partials=None):
+    """Mean softmax cross-entropy of logits Z (batch, C) against int labels (batch,)."""
+    return _run(_SOFTMAX_CROSS_ENTROPY, Z, labels, Z, dZ, partials)
+
+
+def mse(Z, T, dZ, partials=None):
+    """Mean squared error over every element of Z, T (batch, n)."""
+    return _run(codes.MSE, Z, labels_unused(Z), T, dZ, partials)
+
+
+def bce_with_logits(Z, T, dZ, partials=None):
+    """Mean binary cross-entropy of logits Z against targets T in [0, 1], (batch, n)."""
+    return _run(codes.BCE_WITH_LOGITS, Z, labels_unused(Z), T, dZ, partials)
+
+
+def labels_unused(Z):
+    """A stand-in labels argument for the losses that read targets (never indexed)."""
+    return Z[0]
+
+
+def loss_forward_backward(loss_code, Z, labels, targets, dZ, partials=None):
+    """Dispatch on ``loss_code`` (kernels.codes): labels (batch,) int64 are read by
+    softmax_cross_entropy, targets (batch, n) by the others; the unused one may be empty.
+    """
+    if loss_code == _SOFTMAX_CROSS_ENTROPY:
+        return softmax_cross_entropy(Z, labels, dZ, partials)
+    if loss_code == _MSE:
+        return mse(Z, targets, dZ, partials)
+    return bce_with_logits(Z, targets, dZ, partials)

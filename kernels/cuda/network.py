@@ -1,0 +1,117 @@
+"""Whole-network passes on the GPU (numba.cuda twin of kernels/cpu/network.py).
+
+The same layout as on the CPU (see kernels/cpu/network.py): the small integer arrays
+(sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum) are *host* numpy arrays that
+drive a host loop; params, grads, X, labels, targets, acts, pres and dbuf are device
+arrays, and every per-layer W, b, A, S and gradient is a view into them (no copies, no
+allocation). Each layer costs a few kernel launches; nothing comes back to the host
+except the loss (a handful of partial sums). ``partials`` (optional, float64 device
+array of at least ``config.max_reduce_blocks``) is the loss reduction's scratch.
+"""
+from .linear import linear_backward, linear_forward
+from .losses import loss_forward_backward
+from .optim import optimizer_update
+
+
+def _output_views(l, batch, sizes, act_cum, pre_cum, acts, pres):
+    """(A_l, S_l) of layer l as (batch, sizes[l+1]) views; S_l is A_l when not kept."""
+    n = int(sizes[l + 1])
+    a0 = batch * int(act_cum[l])
+    A = acts[a0:a0 + batch * n].reshape(batch, n)
+    if pre_cum[l] < 0:
+        return A, A
+    s0 = batch * int(pre_cum[l])
+    return A, pres[s0:s0 + batch * n].reshape(batch, n)
+
+
+def _weight_views(l, buf, sizes, w_off, b_off):
+    """(W_l, b_l) of layer l as views into the flat device buffer ``buf``."""
+    n_out = int(sizes[l + 1])
+    n_in = int(sizes[l])
+    w0 = int(w_off[l])
+    b0 = int(b_off[l])
+    return buf[w0:w0 + n_out * n_in].reshape(n_out, n_in), buf[b0:b0 + n_out]
+
+
+def network_forward(params, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
+                    X, acts, pres):
+    """Forward through every layer; returns the last layer's output (a view of acts).
+
+    X: (batch, sizes[0]) C-contiguous device array of params' dtype.
+    """
+    batch = X.shape[0]
+    layer_in = X
+    for l in range(act_codes.shape[0]):
+        W, b = _weight_views(l, params, sizes, w_off, b_off)
+        A, S = _output_views(l, batch, sizes, act_cum, pre_cum, acts, pres)
+        linear_forward(layer_in, W, b, int(act_codes[l]), float(slopes[l]), S, A)
+        layer_in = A
+    return layer_in
+
+
+def network_loss(params, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
+                 loss_code, X, labels, targets, acts, pres, dbuf, partials=None):
+    """Forward and mean loss (no gradients kept), as a float."""
+    out = network_forward(params, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                          pre_cum, X, acts, pres)
+    batch, n = out.shape
+    dZ = dbuf[:batch * n].reshape(batch, n)
+    return loss_forward_backward(loss_code, out, labels, targets, dZ, partials)
+
+
+def backprop(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
+             X, acts, pres, dbuf, dX):
+    """Backward through every layer after network_forward, from the loss gradient the
+    caller wrote into ``dbuf[:batch*sizes[-1]]``. Fills ``grads``; when dX (device)
+    has X's shape it also receives the gradient w.r.t. X (pass None or an empty
+    array to skip that product)."""
+    batch = X.shape[0]
+    half = batch * int(sizes.max())
+    n_layers = act_codes.shape[0]
+    want_dX = dX is not None and dX.shape[0] == batch and dX.size > 0
+    cur = 0
+    for l in range(n_layers - 1, -1, -1):
+        n_out = int(sizes[l + 1])
+        n_in = int(sizes[l])
+        dA = dbuf[cur * half:cur * half + batch * n_out].reshape(batch, n_out)
+        if l == 0 and want_dX:
+            dX_l = dX
+        else:
+            o = (1 - cur) * half
+            dX_l = dbuf[o:o + batch * n_in].reshape(batch, n_in)
+        A, S = _output_views(l, batch, sizes, act_cum, pre_cum, acts, pres)
+        if l == 0:
+            layer_in = X
+        else:
+            layer_in, _ = _output_views(l - 1, batch, sizes, act_cum, pre_cum, acts, pres)
+        W, _ = _weight_views(l, params, sizes, w_off, b_off)
+        dW, db = _weight_views(l, grads, sizes, w_off, b_off)
+        linear_backward(dA, A, S, layer_in, W, int(act_codes[l]), float(slopes[l]), dA,
+                        dX_l, dW, db, l > 0 or want_dX)
+        cur = 1 - cur
+
+
+def network_backward(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                     pre_cum, loss_code, X, labels, targets, acts, pres, dbuf,
+                     partials=None):
+    """Forward, loss and backward; fills ``grads`` and returns the mean loss."""
+    out = network_forward(params, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                          pre_cum, X, acts, pres)
+    batch, n_out = out.shape
+    dZ = dbuf[:batch * n_out].reshape(batch, n_out)
+    loss = loss_forward_backward(loss_code, out, labels, targets, dZ, partials)
+    backprop(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
+             X, acts, pres, dbuf, None)
+    return loss
+
+
+def network_train_step(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                       pre_cum, loss_code, X, labels, targets, acts, pres, dbuf,
+                       opt_code, opt_state, opt_hparams, opt_step, partials=None):
+    """One training step: forward, loss, backward, optimizer update, all on the device.
+    Returns the mean loss before the update."""
+    loss = network_backward(params, grads, sizes, w_off, b_off, act_codes, slopes,
+                            act_cum, pre_cum, loss_code, X, labels, targets, acts, pres,
+                            dbuf, partials)
+    optimizer_update(opt_code, params, grads, opt_state, opt_hparams, opt_step)
+    return loss

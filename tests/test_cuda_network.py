@@ -1,0 +1,159 @@
+"""A whole network on device="cuda" against the same network on the CPU: loss,
+gradients, a few training steps, moving between devices, and the errors.
+
+Runs in numba's CUDA simulator (root conftest.py) and unchanged on a real GPU; the
+networks are tiny (the simulator costs milliseconds per thread).
+"""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import device as fdevice
+
+usable, why = fdevice.cuda_status()
+needs_cuda = pytest.mark.skipif(not usable, reason=f"CUDA not usable: {why}")
+
+RTOL = {"float32": 2e-5, "float64": 1e-12}
+
+# sizes, hidden activation, loss: S kept (gelu, softplus) and not (tanh, relu); all losses.
+ARCHS = [
+    ([5, 4, 3], "tanh", "softmax_cross_entropy"),
+    ([3, 6, 5, 2], ["gelu", "relu"], "mse"),
+    ([4, 3, 2], "softplus", "bce_with_logits"),
+]
+
+
+def batch_for(sizes, loss, rng, batch=5):
+    X = rng.standard_normal((batch, sizes[0]))
+    if loss == "softmax_cross_entropy":
+        return X, rng.integers(0, sizes[-1], batch)
+    return X, rng.random((batch, sizes[-1]))
+
+
+def twins(sizes, act, loss, dtype, seed=3):
+    cpu = fastbp.MLP(sizes, activation=act, loss=loss, dtype=dtype, seed=seed)
+    gpu = fastbp.MLP(sizes, activation=act, loss=loss, dtype=dtype, seed=seed, device="cuda")
+    return cpu, gpu
+
+
+def assert_close(actual, expected, dtype):
+    actual = fdevice.to_host(actual).astype(np.float64)
+    expected = np.asarray(expected, np.float64)
+    scale = max(float(np.abs(expected).max()), 1.0)
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=RTOL[dtype] * scale)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("sizes,act,loss", ARCHS)
+def test_loss_gradients_and_outputs_match_cpu(sizes, act, loss, dtype):
+    rng = np.random.default_rng(len(sizes))
+    X, y = batch_for(sizes, loss, rng)
+    cpu, gpu = twins(sizes, act, loss, dtype)
+    assert gpu.device == "cuda" and fdevice.is_device_array(gpu.params)
+    assert_close(gpu.params, cpu.params, dtype)   # same initialisation
+    loss_cpu, loss_gpu = cpu.backward(X, y), gpu.backward(X, y)
+    assert isinstance(loss_gpu, float)
+    assert abs(loss_gpu - loss_cpu) <= RTOL[dtype] * max(abs(loss_cpu), 1.0)
+    assert_close(gpu.grads, cpu.grads, dtype)
+    assert abs(gpu.compute_loss(X, y) - loss_cpu) <= RTOL[dtype] * max(abs(loss_cpu), 1.0)
+    out = gpu.forward(X)
+    assert isinstance(out, np.ndarray) and out.dtype == np.dtype(dtype)
+    assert_close(out, cpu.forward(X), dtype)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_training_steps_match_cpu(dtype):
+    sizes, act, loss = [5, 4, 3], "tanh", "softmax_cross_entropy"
+    rng = np.random.default_rng(0)
+    cpu, gpu = twins(sizes, act, loss, dtype)
+    opt_cpu, opt_gpu = fastbp.SGD(cpu, lr=0.5), fastbp.SGD(gpu, lr=0.5)
+    for step in range(3):
+        X, y = batch_for(sizes, loss, rng, batch=4 + step)   # batch sizes change
+        l_cpu = cpu.train_step(X, y, opt_cpu)
+        l_gpu = gpu.train_step(X, y, opt_gpu)
+        assert abs(l_gpu - l_cpu) <= 10 * RTOL[dtype] * max(abs(l_cpu), 1.0)
+    assert_close(gpu.params, cpu.params, dtype)
+    # backward + step() (the optimizer's own launch) agrees as well
+    X, y = batch_for(sizes, loss, rng)
+    cpu.backward(X, y), gpu.backward(X, y)
+    opt_cpu.step(), opt_gpu.step()
+    assert_close(gpu.params, cpu.params, dtype)
+    assert not np.allclose(fdevice.to_host(gpu.params), twins(sizes, act, loss, dtype)[0].params)
+
+
+@needs_cuda
+def test_fit_and_predict_on_device():
+    rng = np.random.default_rng(1)
+    X, y = batch_for([4, 3, 2], "softmax_cross_entropy", rng, batch=6)
+    cpu, gpu = twins([4, 3, 2], "relu", "softmax_cross_entropy", "float64")
+    h_cpu = cpu.fit(X, y, epochs=1, batch_size=4, optimizer=fastbp.SGD(cpu, lr=0.1), seed=0)
+    h_gpu = gpu.fit(X, y, epochs=1, batch_size=4, optimizer=fastbp.SGD(gpu, lr=0.1), seed=0)
+    assert abs(h_gpu["loss"][0] - h_cpu["loss"][0]) < 1e-12
+    assert np.array_equal(gpu.predict(X), cpu.predict(X))
+
+
+@needs_cuda
+def test_to_moves_without_changing_values_and_layers_are_device_views():
+    rng = np.random.default_rng(2)
+    X, y = batch_for([3, 4, 2], "mse", rng)
+    net = fastbp.MLP([3, 4, 2], activation="tanh", loss="mse", dtype="float64", seed=0)
+    net.backward(X, y)
+    params, grads = net.params.copy(), net.grads.copy()
+    assert net.to("cuda") is net and net.device == "cuda"
+    W = net.layers[0].W
+    assert fdevice.is_device_array(W) and W.shape == (4, 3)
+    assert np.array_equal(fdevice.to_host(net.params), params)
+    assert np.array_equal(fdevice.to_host(net.grads), grads)
+    # writing a layer's W on the device writes the flat buffer
+    net.layers[0].W = np.ones((4, 3))
+    assert np.array_equal(fdevice.to_host(net.params)[:12], np.ones(12))
+    with pytest.raises(ValueError, match="shape"):
+        net.layers[0].W = np.ones((3, 4))
+    net.layers[0].W = params[:12].reshape(4, 3)
+    net.to("cpu")
+    assert isinstance(net.params, np.ndarray) and np.array_equal(net.params, params)
+    assert isinstance(net.layers[1].W, np.ndarray)
+
+
+@needs_cuda
+def test_optimizer_state_follows_network():
+    net = fastbp.MLP([3, 2, 2], dtype="float64", seed=0)
+    opt = fastbp.SGD(net, lr=0.1)
+    net.to("cuda")
+    X, y = np.ones((2, 3)), np.array([0, 1])
+    net.train_step(X, y, opt)
+    assert fdevice.is_device_array(opt.state)
+    d = opt.state_dict()
+    assert isinstance(d["state"], np.ndarray)
+    net.to("cpu")
+    net.train_step(X, y, opt)
+    assert isinstance(opt.state, np.ndarray)
+
+
+def test_unknown_device_rejected():
+    with pytest.raises(ValueError, match="device"):
+        fastbp.MLP([2, 2], device="tpu")
+    with pytest.raises(TypeError, match="device"):
+        fastbp.MLP([2, 2], device=0)
+
+
+def test_unavailable_cuda_says_why_and_what_to_install(monkeypatch):
+    monkeypatch.setattr(fdevice, "simulator_enabled", lambda: False)
+    monkeypatch.setattr(fdevice, "cuda_package", lambda: None)
+    with pytest.raises(fdevice.CudaUnavailableError) as info:
+        fastbp.MLP([2, 2], device="cuda")
+    message = str(info.value)
+    assert "no CUDA package" in message and 'pip install "fastbp[cuda]"' in message
+    assert isinstance(info.value, RuntimeError)
+
+
+def test_importing_fastbp_does_not_import_cuda():
+    code = "import sys, fastbp; print(any(m.startswith('numba.cuda') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
