@@ -23,7 +23,6 @@ import numbers
 import numpy as np
 
 from . import device as _device
-from . import device as _device
 from . import validation
 from .kernels import codes
 from .kernels import cpu as cpu_kernels
@@ -136,9 +135,6 @@ class Optimizer:
     def compiled_args_for(self, net):
         if net is not self.net:
             raise ValueError("optimizer: it was created for a different network")
-        # state lives where the network does (device arrays on "cuda"); it is created
-        # or restored on the host and follows the network here, before each update.
-        self.state = _device.move(self.state, getattr(net, "device", "cpu"))
         # state lives where the network does (device arrays on "cuda"); it is created
         # or restored on the host and follows the network here, before each update.
         self.state = _device.move(self.state, getattr(net, "device", "cpu"))
