@@ -1,38 +1,68 @@
-"""One knob for the two thread pools a training step uses.
+"""One knob for the threads a training step uses.
 
-numba's parallel kernels (the elementwise passes) and OpenBLAS (the matrix products,
-called from compiled code through scipy) each start their own threads. Left alone,
-each sizes itself to the machine, and when both run in one step they oversubscribe the
-cores (FIELD_NOTES.md measured 3x slowdowns). ``set_num_threads`` sets both together.
+fastbp's kernels split every layer into blocks across numba's thread pool, and each
+thread multiplies its block with single-threaded BLAS (kernels/cpu/blas.py). So the
+BLAS that the kernels call (scipy's) must run one thread per call: a multithreaded
+BLAS inside numba's threads, or BLAS's own pool spinning beside numba's, oversubscribes
+the cores (measured on a 2-core machine: a 784-128-10 step went from 0.28 ms to 28 ms
+with both pools at 2 threads). fastbp therefore sets scipy's BLAS to one thread when it
+is imported, and ``set_num_threads(n)`` sizes numba's pool (and numpy's own BLAS, for
+the user's numpy work) to ``n``.
 """
+import os
+
 import numba
 
 from . import validation
 
 
-def _blas_controller():
-    # Load scipy's BLAS (the one numba's np.dot calls) so threadpoolctl can see it.
+def _controller():
+    # Load scipy's BLAS (the one the kernels call) so threadpoolctl can see it.
     import scipy.linalg.cython_blas  # noqa: F401
     from threadpoolctl import ThreadpoolController
     return ThreadpoolController()
 
 
-def set_num_threads(n):
-    """Use ``n`` threads in numba's parallel kernels and in every loaded BLAS library.
+def _is_scipy_blas(info):
+    import scipy
+    return info["filepath"].startswith(os.path.dirname(scipy.__file__))
 
-    ``n`` must be between 1 and numba's thread pool size (NUMBA_NUM_THREADS, by
-    default the number of CPUs). Applies to the whole process until called again.
+
+def _limit_blas(n_other):
+    """scipy's BLAS to 1 thread; every other BLAS to ``n_other`` (None: unchanged).
+    Where scipy's BLAS cannot be told apart (a shared system BLAS), all go to 1."""
+    controller = _controller()
+    blas = [lib for lib in controller.lib_controllers if lib.user_api == "blas"]
+    ours = [lib for lib in blas if _is_scipy_blas(lib.info())]
+    if not ours:
+        ours = blas
+    for lib in blas:
+        if lib in ours:
+            lib.set_num_threads(1)
+        elif n_other is not None:
+            lib.set_num_threads(n_other)
+
+
+def set_num_threads(n):
+    """Use ``n`` threads in fastbp's kernels (numba's pool) and in numpy's BLAS.
+
+    ``n`` must be between 1 and numba's pool size (NUMBA_NUM_THREADS, by default the
+    number of CPUs). scipy's BLAS, which the kernels call from inside their threads,
+    stays at one thread. Applies to the whole process until called again.
     """
     n = validation.positive_int("n", n)
     if n > numba.config.NUMBA_NUM_THREADS:
         raise ValueError(f"n: expected at most NUMBA_NUM_THREADS="
                          f"{numba.config.NUMBA_NUM_THREADS} threads, got {n}")
     numba.set_num_threads(n)
-    _blas_controller().limit(limits=n)
+    _limit_blas(n)
 
 
 def get_num_threads():
-    """(numba threads, {BLAS library: threads}) currently in use."""
+    """(numba threads, {BLAS library path: threads}) currently in use."""
     blas = {info["filepath"]: info["num_threads"]
-            for info in _blas_controller().info() if info["user_api"] == "blas"}
+            for info in _controller().info() if info["user_api"] == "blas"}
     return numba.get_num_threads(), blas
+
+
+_limit_blas(None)

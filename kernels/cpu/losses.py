@@ -10,76 +10,115 @@ Definitions are PyTorch's:
 
 Each returns the loss as a float and writes dZ = d loss / d Z into a caller-given
 array of Z's shape. All are stable for huge logits (no exp of a positive number).
+Each works on row blocks: ``_<loss>_rows`` does rows [r0, r1) and returns their
+summed (unscaled) loss; the public function runs one block, or one per thread when the
+batch is large enough (blocks.PARALLEL_MIN_ELEMENTS).
 """
 import math
 
+import numpy as np
 from numba import prange
 
 from .. import codes
 from .activations import sigmoid
-from ._jit import parallel, serial
+from .blocks import PARALLEL_MIN_ELEMENTS, block_bounds, n_blocks
+from ._jit import parallel, scalar, serial
 
 
-@parallel
-def softmax_cross_entropy(Z, labels, dZ):
-    """Mean softmax cross-entropy of logits Z (batch, C) against int labels (batch,)."""
-    batch, classes = Z.shape
-    scale = 1.0 / batch
+@scalar
+def _softmax_cross_entropy_rows(Z, labels, targets, dZ, scale, r0, r1):
     total = 0.0
-    for i in prange(batch):
+    for i in range(r0, r1):
         m = Z[i, 0]
-        for j in range(1, classes):
+        for j in range(1, Z.shape[1]):
             m = max(m, Z[i, j])
         sumexp = 0.0
-        for j in range(classes):
+        for j in range(Z.shape[1]):
             e = math.exp(Z[i, j] - m)
             dZ[i, j] = e
             sumexp += e
-        inv = 1.0 / sumexp
-        for j in range(classes):
-            dZ[i, j] = dZ[i, j] * inv * scale
+        inv = scale / sumexp
+        for j in range(Z.shape[1]):
+            dZ[i, j] = dZ[i, j] * inv
         y = labels[i]
         dZ[i, y] -= scale
         total += m + math.log(sumexp) - Z[i, y]
-    return total * scale
+    return total
 
 
-@parallel
-def mse(Z, T, dZ):
-    """Mean squared error over every element of Z, T (batch, n)."""
-    batch, n = Z.shape
-    scale = 1.0 / (batch * n)
+@scalar
+def _mse_rows(Z, labels, T, dZ, scale, r0, r1):
     total = 0.0
-    for i in prange(batch):
-        for j in range(n):
+    for i in range(r0, r1):
+        for j in range(Z.shape[1]):
             diff = Z[i, j] - T[i, j]
             dZ[i, j] = 2.0 * scale * diff
             total += diff * diff
-    return total * scale
+    return total
 
 
-@parallel
-def bce_with_logits(Z, T, dZ):
-    """Mean binary cross-entropy of logits Z against targets T in [0, 1], (batch, n)."""
-    batch, n = Z.shape
-    scale = 1.0 / (batch * n)
+@scalar
+def _bce_with_logits_rows(Z, labels, T, dZ, scale, r0, r1):
     total = 0.0
-    for i in prange(batch):
-        for j in range(n):
+    for i in range(r0, r1):
+        for j in range(Z.shape[1]):
             z = Z[i, j]
             t = T[i, j]
             total += max(z, 0.0) - z * t + math.log1p(math.exp(-abs(z)))
             dZ[i, j] = scale * (sigmoid(z) - t)
-    return total * scale
+    return total
+
+
+@scalar
+def _rows(loss_code, Z, labels, targets, dZ, scale, r0, r1):
+    if loss_code == codes.SOFTMAX_CROSS_ENTROPY:
+        return _softmax_cross_entropy_rows(Z, labels, targets, dZ, scale, r0, r1)
+    if loss_code == codes.MSE:
+        return _mse_rows(Z, labels, targets, dZ, scale, r0, r1)
+    return _bce_with_logits_rows(Z, labels, targets, dZ, scale, r0, r1)
+
+
+@parallel
+def _row_blocks(loss_code, Z, labels, targets, dZ, scale, nblocks):
+    total = 0.0
+    for blk in prange(nblocks):
+        r0, r1 = block_bounds(blk, nblocks, Z.shape[0])
+        total += _rows(loss_code, Z, labels, targets, dZ, scale, r0, r1)
+    return total
 
 
 @serial
 def loss_forward_backward(loss_code, Z, labels, targets, dZ):
-    """Dispatch on ``loss_code`` (kernels.codes): labels (batch,) int64 are read by
-    softmax_cross_entropy, targets (batch, n) by the others; the unused one may be empty.
+    """Mean loss of ``loss_code`` (kernels.codes) and its gradient dZ, in one pass.
+
+    Z, dZ (batch, n); labels (batch,) int64 are read by softmax_cross_entropy, targets
+    (batch, n) by the others; the unused one may be empty.
     """
-    if loss_code == codes.SOFTMAX_CROSS_ENTROPY:
-        return softmax_cross_entropy(Z, labels, dZ)
-    if loss_code == codes.MSE:
-        return mse(Z, targets, dZ)
-    return bce_with_logits(Z, targets, dZ)
+    batch, n = Z.shape
+    # cross-entropy averages over rows, the elementwise losses over every element
+    count = batch if loss_code == codes.SOFTMAX_CROSS_ENTROPY else batch * n
+    scale = 1.0 / count
+    nblocks = n_blocks(batch, batch * n, PARALLEL_MIN_ELEMENTS)
+    if nblocks == 1:
+        total = _rows(loss_code, Z, labels, targets, dZ, scale, 0, batch)
+    else:
+        total = _row_blocks(loss_code, Z, labels, targets, dZ, scale, nblocks)
+    return total * scale
+
+
+@serial
+def softmax_cross_entropy(Z, labels, dZ):
+    """Mean softmax cross-entropy of logits Z (batch, C) against int labels (batch,)."""
+    return loss_forward_backward(codes.SOFTMAX_CROSS_ENTROPY, Z, labels, Z[:0], dZ)
+
+
+@serial
+def mse(Z, T, dZ):
+    """Mean squared error over every element of Z, T (batch, n)."""
+    return loss_forward_backward(codes.MSE, Z, np.empty(0, np.int64), T, dZ)
+
+
+@serial
+def bce_with_logits(Z, T, dZ):
+    """Mean binary cross-entropy of logits Z against targets T in [0, 1], (batch, n)."""
+    return loss_forward_backward(codes.BCE_WITH_LOGITS, Z, np.empty(0, np.int64), T, dZ)

@@ -1,0 +1,82 @@
+"""General matrix products from compiled code: BLAS ?gemm on row-major views.
+
+numba's ``np.dot`` needs contiguous operands, and a column block of a matrix
+(``dS[:, j0:j1]``) is not one. Calling scipy's BLAS directly with leading dimensions
+lets every thread of a prange loop multiply its own block in place, with no copies, so
+one thread pool (numba's) does all the work and BLAS itself runs single-threaded (see
+fastbp/threads.py: two thread pools on the same cores slowed steps down 100x here).
+
+    gemm(trans_a, trans_b, alpha, A, B, beta, C)
+        C = alpha * op(A) @ op(B) + beta * C,   op(M) = M.T if trans_M else M
+        C (m, n); op(A) (m, k); op(B) (k, n); 2-D float32 or float64 arrays of one
+        dtype whose rows may be strided but whose elements within a row are contiguous
+        (row slices and column blocks of C-contiguous arrays qualify).
+"""
+import llvmlite.binding as llvm
+import numpy as np
+from numba import types
+from numba.core import cgutils
+from numba.extending import get_cython_function_address, intrinsic
+
+from ._jit import scalar
+
+# Fortran BLAS takes every argument by pointer: (transa, transb, m, n, k, alpha, a,
+# lda, b, ldb, beta, c, ldc). The functions are bound by symbol name, not by address,
+# so the kernels that call them stay cacheable on disk (an address baked into machine
+# code would differ in the next process); the names are registered at every import.
+_GEMM_SIGNATURE = types.void(*[types.voidptr] * 13)
+for _name in ("sgemm", "dgemm"):
+    llvm.add_symbol(f"fastbp_{_name}",
+                    get_cython_function_address("scipy.linalg.cython_blas", _name))
+_sgemm = types.ExternalFunction("fastbp_sgemm", _GEMM_SIGNATURE)
+_dgemm = types.ExternalFunction("fastbp_dgemm", _GEMM_SIGNATURE)
+
+_N = np.int8(ord("N"))
+_T = np.int8(ord("T"))
+
+
+@intrinsic
+def _by_ref(typingctx, value):
+    """A void pointer to a stack slot holding ``value`` (allocated once per function,
+    so calling this in a loop does not grow the stack)."""
+    def codegen(context, builder, signature, args):
+        slot = cgutils.alloca_once_value(builder, args[0])
+        return builder.bitcast(slot, cgutils.voidptr_t)
+    return types.voidptr(value), codegen
+
+
+@intrinsic
+def _data(typingctx, array):
+    """A void pointer to the first element of ``array``."""
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.bitcast(ary.data, cgutils.voidptr_t)
+    return types.voidptr(array), codegen
+
+
+@scalar
+def gemm(trans_a, trans_b, alpha, A, B, beta, C):
+    """C = alpha * op(A) @ op(B) + beta * C on row-major views (module docstring)."""
+    m, n = C.shape
+    k = A.shape[0] if trans_a else A.shape[1]
+    if m == 0 or n == 0:
+        return
+    item = C.itemsize
+    lda = max(A.strides[0] // item, 1)
+    ldb = max(B.strides[0] // item, 1)
+    ldc = max(C.strides[0] // item, 1)
+    # A row-major (r, c) matrix is the column-major (c, r) matrix of the same memory,
+    # so row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the
+    # operands and keep each one's transpose flag.
+    ta = _T if trans_a else _N
+    tb = _T if trans_b else _N
+    if item == 4:  # float32
+        _sgemm(_by_ref(tb), _by_ref(ta), _by_ref(np.int32(n)), _by_ref(np.int32(m)),
+               _by_ref(np.int32(k)), _by_ref(np.float32(alpha)), _data(B),
+               _by_ref(np.int32(ldb)), _data(A), _by_ref(np.int32(lda)),
+               _by_ref(np.float32(beta)), _data(C), _by_ref(np.int32(ldc)))
+    else:
+        _dgemm(_by_ref(tb), _by_ref(ta), _by_ref(np.int32(n)), _by_ref(np.int32(m)),
+               _by_ref(np.int32(k)), _by_ref(np.float64(alpha)), _data(B),
+               _by_ref(np.int32(ldb)), _data(A), _by_ref(np.int32(lda)),
+               _by_ref(np.float64(beta)), _data(C), _by_ref(np.int32(ldc)))

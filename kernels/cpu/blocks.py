@@ -1,0 +1,37 @@
+"""How kernels split work across numba's thread pool, and when they do not.
+
+Every parallel kernel cuts its rows (or columns) into near-equal blocks, one task per
+block. Small work runs as one block on the calling thread instead: waking the pool
+costs microseconds on an idle machine and milliseconds on a busy one (measured here
+with other processes on the cores: a 2-iteration prange took 40-150 us), which is more
+than a small layer's entire work.
+"""
+from numba.np.ufunc.parallel import _iget_num_threads, _launch_threads
+
+from ._jit import scalar
+
+# Below these amounts of work one thread does the job (benchmarks/README.md, "Product
+# core", has the measurements that set them).
+PARALLEL_MIN_FLOPS = 2_000_000       # matrix products: 2 * m * n * k
+PARALLEL_MIN_ELEMENTS = 32_768       # elementwise passes and reductions
+
+# numba.get_num_threads() inside compiled code calls the threading layer through a
+# ctypes pointer, which makes every caller uncacheable; the intrinsic calls the same
+# function by symbol name. The symbol exists once the pool is launched, which must
+# happen before cached code that uses it is loaded, hence at import.
+_launch_threads()
+
+
+@scalar
+def n_blocks(n, work, min_work):
+    """How many blocks to cut ``n`` rows or columns into, for ``work`` units of work
+    where fewer than ``min_work`` units stay on one thread."""
+    if work < min_work:
+        return 1
+    return max(1, min(_iget_num_threads(), n))
+
+
+@scalar
+def block_bounds(blk, nblocks, n):
+    """[start, stop) of block ``blk`` of ``nblocks`` near-equal blocks of range(n)."""
+    return blk * n // nblocks, (blk + 1) * n // nblocks
