@@ -1,0 +1,84 @@
+"""The fused linear layer: linear_forward (S = X W^T + b, A = sigma(S)) and
+linear_backward (dS = dA sigma'(S), dW = dS^T X, db = sum dS, dX = dS W).
+
+Times are per call; track_gflops reports the achieved GFLOP/s of the matrix products
+alone (2*batch*in*out per product: one forward, two backward), so it can be read
+against the machine's BLAS (FIELD_NOTES.md: ~100 GFLOP/s float32 on 2 Zen 3 cores).
+"""
+from fastbp.kernels import codes
+from fastbp.kernels import cpu
+
+from .common import DTYPES, Benchmark, cached, median_seconds, normal
+
+# (batch, in, out): an MNIST hidden layer, a square medium layer, a wide one.
+SHAPES = ["64x784x128", "128x512x512", "256x1024x1024"]
+
+TANH = codes.ACTIVATION_CODES["tanh"]
+
+
+def _shape(shape):
+    batch, n_in, n_out = (int(v) for v in shape.split("x"))
+    return batch, n_in, n_out
+
+
+@cached
+def _layer(shape, dtype):
+    batch, n_in, n_out = _shape(shape)
+    X = normal((batch, n_in), dtype, seed=1)
+    W = normal((n_out, n_in), dtype, seed=2, scale=n_in ** -0.5)
+    b = normal((n_out,), dtype, seed=3)
+    S = normal((batch, n_out), dtype, seed=4)
+    A = normal((batch, n_out), dtype, seed=5)
+    dA = normal((batch, n_out), dtype, seed=6)
+    dS = normal((batch, n_out), dtype, seed=7)
+    dX = normal((batch, n_in), dtype, seed=8)
+    dW = normal((n_out, n_in), dtype, seed=9)
+    db = normal((n_out,), dtype, seed=10)
+    layer = dict(X=X, W=W, b=b, S=S, A=A, dA=dA, dS=dS, dX=dX, dW=dW, db=db)
+    forward(layer)    # compile (or load numba's cache) and touch every buffer
+    backward(layer)
+    return layer
+
+
+def forward(l):
+    cpu.linear_forward(l["X"], l["W"], l["b"], TANH, 0.01, l["S"], l["A"])
+
+
+def backward(l):
+    cpu.linear_backward(l["dA"], l["A"], l["S"], l["X"], l["W"], TANH, 0.01, l["dS"],
+                        l["dX"], l["dW"], l["db"], True)
+
+
+class LinearForward(Benchmark):
+    """linear_forward with tanh: one product plus the fused bias/activation pass."""
+    params = [SHAPES, DTYPES]
+    param_names = ["batch_x_in_x_out", "dtype"]
+
+    def setup(self, shape, dtype):
+        self.layer = _layer(shape, dtype)
+
+    def time_linear_forward(self, shape, dtype):
+        forward(self.layer)
+
+    def track_gflops(self, shape, dtype):
+        batch, n_in, n_out = _shape(shape)
+        return 2e-9 * batch * n_in * n_out / median_seconds(lambda: forward(self.layer))
+    track_gflops.unit = "GFLOP/s"
+
+
+class LinearBackward(Benchmark):
+    """linear_backward with tanh: the fused sigma'/bias-gradient pass and two
+    products (dW and dX)."""
+    params = [SHAPES, DTYPES]
+    param_names = ["batch_x_in_x_out", "dtype"]
+
+    def setup(self, shape, dtype):
+        self.layer = _layer(shape, dtype)
+
+    def time_linear_backward(self, shape, dtype):
+        backward(self.layer)
+
+    def track_gflops(self, shape, dtype):
+        batch, n_in, n_out = _shape(shape)
+        return 4e-9 * batch * n_in * n_out / median_seconds(lambda: backward(self.layer))
+    track_gflops.unit = "GFLOP/s"
