@@ -227,3 +227,39 @@ def test_launch_config_rejects_bad_tiles():
     with pytest.raises(ValueError, match="tile"):
         with launch_config(tile=64):
             pass
+
+
+def _hparams(code, lr, max_norm, *rest):
+    h = np.zeros(codes.N_HPARAMS[code])
+    h[codes.HP_LR], h[codes.HP_MAX_GRAD_NORM] = lr, max_norm
+    h[2:2 + len(rest)] = rest
+    return h
+
+
+# (code, hparams, state rows): every optimizer of kernels/cpu/optim.py and its options.
+OPTIMIZER_CASES = [
+    (codes.SGD, _hparams(codes.SGD, 0.1, 0.0, 0.9, 0.1, 0.01, 0.0), 1),        # momentum
+    (codes.SGD, _hparams(codes.SGD, 0.1, 0.5, 0.9, 0.0, 0.0, 1.0), 1),         # nesterov, clip
+    (codes.SGD, _hparams(codes.SGD, 0.1, 0.5, 0.0, 0.0, 0.01, 0.0), 0),        # decay, clip
+    (codes.ADAM, _hparams(codes.ADAM, 0.01, 0.0, 0.9, 0.99, 1e-8, 0.01, 1.0), 3),  # amsgrad
+    (codes.ADAMW, _hparams(codes.ADAMW, 0.01, 1.0, 0.9, 0.999, 1e-8, 0.01, 0.0), 2),
+    (codes.RMSPROP, _hparams(codes.RMSPROP, 0.01, 0.0, 0.99, 1e-8, 0.01, 0.9, 1.0), 3),
+    (codes.RMSPROP, _hparams(codes.RMSPROP, 0.01, 0.0, 0.9, 1e-8, 0.0, 0.0, 0.0), 1),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", range(len(OPTIMIZER_CASES)))
+def test_optimizer_updates_match_cpu(rng, dtype, case):
+    code, hparams, rows = OPTIMIZER_CASES[case]
+    p, g = rand(rng, 21, dtype), rand(rng, 21, dtype)
+    state = np.zeros((rows, 21), dtype)
+    p_d, g_d, state_d = dev(p), dev(g), dev(state)
+    for step in (1, 2, 3):
+        K_cpu.optimizer_update(code, p, g, state, hparams, step)
+        with launch_config(tile=2):   # 4-thread blocks: the norm spans several blocks
+            K_gpu.optimizer_update(code, p_d, g_d, state_d, hparams, step)
+    close(p_d, p, dtype, f"{codes.OPTIMIZERS[code]} params")
+    close(state_d, state, dtype, f"{codes.OPTIMIZERS[code]} state")
+    assert np.array_equal(g_d.copy_to_host(), g)
+    assert abs(K_gpu.grad_norm(g_d) - np.linalg.norm(g.astype(np.float64))) < 1e-6

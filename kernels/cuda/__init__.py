@@ -13,12 +13,14 @@ from .activations import activation_backward, activation_forward
 from .linear import activation_backward_bias, bias_activation, linear_backward, linear_forward
 from .losses import bce_with_logits, loss_forward_backward, mse, softmax_cross_entropy
 from .network import backprop, network_backward, network_forward, network_loss, network_train_step
-from .optim import optimizer_update, sgd_update
+from .optim import (adam_update, clip_scale, grad_norm, optimizer_update, rmsprop_update,
+                    sgd_momentum_update, sgd_update, sgd_weight_decay_update)
 
 __all__ = [
     "activation_forward", "activation_backward",
     "linear_forward", "linear_backward", "bias_activation", "activation_backward_bias",
     "softmax_cross_entropy", "mse", "bce_with_logits", "loss_forward_backward",
     "network_forward", "network_backward", "backprop", "network_loss", "network_train_step",
-    "sgd_update", "optimizer_update", "config", "launch_config",
+    "sgd_update", "sgd_weight_decay_update", "sgd_momentum_update", "adam_update",
+    "rmsprop_update", "grad_norm", "clip_scale", "optimizer_update", "config", "launch_config",
 ]

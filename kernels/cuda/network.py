@@ -113,5 +113,5 @@ def network_train_step(params, grads, sizes, w_off, b_off, act_codes, slopes, ac
     loss = network_backward(params, grads, sizes, w_off, b_off, act_codes, slopes,
                             act_cum, pre_cum, loss_code, X, labels, targets, acts, pres,
                             dbuf, partials)
-    optimizer_update(opt_code, params, grads, opt_state, opt_hparams, opt_step)
+    optimizer_update(opt_code, params, grads, opt_state, opt_hparams, opt_step, partials)
     return loss

@@ -1,21 +1,74 @@
 """Optimizer updates on the GPU (numba.cuda twin of kernels/cpu/optim.py): one fused
-pass over the flat parameter, gradient and state device arrays.
+pass over the flat parameter, gradient and state device arrays, same formulas (see the
+CPU module's docstring: torch.optim's algorithms, clipping by global L2 norm folded in
+as a scalar factor, float64 arithmetic per element, state rounded to the buffer dtype
+before further use).
 
-    optimizer_update(opt_code, params, grads, state, hparams, step)
-        opt_code  int, kernels.codes.OPTIMIZERS
+    optimizer_update(opt_code, params, grads, state, hparams, step, partials=None)
+        opt_code  int, kernels.codes.OPTIMIZERS (SGD, ADAM, ADAMW, RMSPROP)
         params    (n,) float32/float64 device array, updated in place
-        grads     (n,) same dtype, read (and left unchanged)
+        grads     (n,) same dtype, read only
         state     (k, n) same dtype device array, the optimizer's state rows
-        hparams   (m,) float64 host array (numpy), hparams[0] the learning rate
-        step      int, 1 for the first update (for bias corrections)
+        hparams   (m,) float64 host array (numpy), layout in codes.py
+        step      int, 1 for the first update
+        partials  optional float64 device scratch of the gradient-norm reduction
 
-The hyperparameters stay on the host and travel as kernel arguments (scalars), so
-changing the learning rate between steps costs no transfer.
+The hyperparameters stay on the host and travel as kernel arguments, so schedules that
+change the learning rate between steps cost no transfer. Clipping needs the gradient
+norm: a block-reduced sum of squares whose few partials come back to the host.
 """
+import functools
+import math
+
+import numba
 from numba import cuda
 
 from .. import codes
 from ._launch import blocks, config
+
+
+@functools.lru_cache(maxsize=None)
+def _sum_squares_kernel(block):
+    NT = block
+
+    @cuda.jit
+    def sum_squares(x, partials):
+        tid = cuda.threadIdx.x
+        total = 0.0
+        for i in range(cuda.grid(1), x.shape[0], cuda.gridDim.x * NT):
+            v = numba.float64(x[i])
+            total += v * v
+        part = cuda.shared.array(NT, numba.float64)
+        part[tid] = total
+        cuda.syncthreads()
+        half = NT // 2
+        while half > 0:
+            if tid < half:
+                part[tid] = part[tid] + part[tid + half]
+            cuda.syncthreads()
+            half //= 2
+        if tid == 0:
+            partials[cuda.blockIdx.x] = part[0]
+
+    return sum_squares
+
+
+def grad_norm(grads, partials=None):
+    """Global L2 norm of grads (n,) as a float, summed in float64 (block reduction)."""
+    tpb = config.block
+    if partials is None:
+        partials = cuda.device_array(config.max_reduce_blocks, dtype="float64")
+    nblocks = min(blocks(grads.shape[0], tpb), config.max_reduce_blocks, partials.shape[0])
+    _sum_squares_kernel(tpb)[nblocks, tpb](grads, partials)
+    return math.sqrt(float(partials[:nblocks].copy_to_host().sum()))
+
+
+def clip_scale(grads, max_norm, partials=None):
+    """min(1, max_norm / (norm + 1e-6)); 1.0 when max_norm <= 0 or the norm is NaN."""
+    if max_norm <= 0.0:
+        return 1.0
+    coef = max_norm / (grad_norm(grads, partials) + 1e-6)
+    return coef if coef < 1.0 else 1.0
 
 
 @cuda.jit
@@ -25,18 +78,158 @@ def _sgd_kernel(params, grads, lr):
         params[i] = params[i] - lr * grads[i]
 
 
+@cuda.jit
+def _sgd_weight_decay_kernel(params, grads, scale, lr, weight_decay):
+    i = cuda.grid(1)
+    if i < params.shape[0]:
+        p = params[i]
+        params[i] = p - lr * (scale * grads[i] + weight_decay * p)
+
+
+@cuda.jit
+def _sgd_momentum_kernel(params, grads, buf, scale, lr, momentum, dampening, weight_decay,
+                         nesterov, first):
+    i = cuda.grid(1)
+    if i < params.shape[0]:
+        p = params[i]
+        g = scale * grads[i] + weight_decay * p
+        if first:
+            buf[i] = g
+        else:
+            buf[i] = momentum * buf[i] + (1.0 - dampening) * g
+        b = buf[i]
+        if nesterov:
+            params[i] = p - lr * (g + momentum * b)
+        else:
+            params[i] = p - lr * b
+
+
+@cuda.jit
+def _adam_kernel(params, grads, m, v, vmax, scale, step_size, bias2_sqrt, beta1, beta2,
+                 eps, l2, shrink, amsgrad):
+    i = cuda.grid(1)
+    if i < params.shape[0]:
+        p = params[i]
+        g = scale * grads[i]
+        if l2 != 0.0:
+            g = g + l2 * p
+        if shrink != 1.0:
+            p = p * shrink
+        m[i] = beta1 * m[i] + (1.0 - beta1) * g
+        v[i] = beta2 * v[i] + (1.0 - beta2) * (g * g)
+        vi = v[i]
+        if amsgrad:
+            vmax[i] = max(vmax[i], vi)
+            vi = vmax[i]
+        params[i] = p - step_size * m[i] / (math.sqrt(vi) / bias2_sqrt + eps)
+
+
+@cuda.jit
+def _rmsprop_kernel(params, grads, square_avg, grad_avg, buf, scale, lr, alpha, eps,
+                    weight_decay, momentum, centered):
+    i = cuda.grid(1)
+    if i < params.shape[0]:
+        p = params[i]
+        g = scale * grads[i]
+        if weight_decay != 0.0:
+            g = g + weight_decay * p
+        square_avg[i] = alpha * square_avg[i] + (1.0 - alpha) * (g * g)
+        if centered:
+            grad_avg[i] = alpha * grad_avg[i] + (1.0 - alpha) * g
+            a = grad_avg[i]
+            denom = math.sqrt(square_avg[i] - a * a) + eps
+        else:
+            denom = math.sqrt(square_avg[i]) + eps
+        if momentum > 0.0:
+            buf[i] = momentum * buf[i] + g / denom
+            params[i] = p - lr * buf[i]
+        else:
+            params[i] = p - lr * g / denom
+
+
+def _grid(params):
+    tpb = config.block
+    return blocks(params.shape[0], tpb), tpb
+
+
 def sgd_update(params, grads, lr):
     """Plain SGD in place: params -= lr * grads. params, grads: (n,) device arrays."""
-    n = params.shape[0]
-    if n == 0:
+    if params.shape[0]:
+        _sgd_kernel[_grid(params)](params, grads, float(lr))
+
+
+def sgd_weight_decay_update(params, grads, scale, lr, weight_decay):
+    """SGD without momentum: p -= lr * (scale * g + weight_decay * p)."""
+    if params.shape[0]:
+        _sgd_weight_decay_kernel[_grid(params)](params, grads, float(scale), float(lr),
+                                                float(weight_decay))
+
+
+def sgd_momentum_update(params, grads, buf, scale, lr, momentum, dampening, weight_decay,
+                        nesterov, first):
+    """SGD with momentum / Nesterov (CPU twin's formulas); buf (n,) device row."""
+    if params.shape[0]:
+        _sgd_momentum_kernel[_grid(params)](params, grads, buf, float(scale), float(lr),
+                                            float(momentum), float(dampening),
+                                            float(weight_decay), bool(nesterov), bool(first))
+
+
+def adam_update(params, grads, m, v, vmax, scale, lr, beta1, beta2, eps, weight_decay,
+                decoupled, amsgrad, step):
+    """Adam (decoupled=False) or AdamW (decoupled=True); vmax used only with amsgrad."""
+    if not params.shape[0]:
         return
-    tpb = config.block
-    _sgd_kernel[blocks(n, tpb), tpb](params, grads, float(lr))
+    step_size = lr / (1.0 - beta1 ** step)
+    bias2_sqrt = math.sqrt(1.0 - beta2 ** step)
+    l2 = 0.0 if decoupled else weight_decay
+    shrink = 1.0 - lr * weight_decay if decoupled else 1.0
+    _adam_kernel[_grid(params)](params, grads, m, v, vmax, float(scale), float(step_size),
+                                float(bias2_sqrt), float(beta1), float(beta2), float(eps),
+                                float(l2), float(shrink), bool(amsgrad))
 
 
-def optimizer_update(opt_code, params, grads, state, hparams, step):
+def rmsprop_update(params, grads, square_avg, grad_avg, buf, scale, lr, alpha, eps,
+                   weight_decay, momentum, centered):
+    """RMSprop; grad_avg used only when centered, buf only when momentum > 0."""
+    if params.shape[0]:
+        _rmsprop_kernel[_grid(params)](params, grads, square_avg, grad_avg, buf,
+                                       float(scale), float(lr), float(alpha), float(eps),
+                                       float(weight_decay), float(momentum), bool(centered))
+
+
+def optimizer_update(opt_code, params, grads, state, hparams, step, partials=None):
     """Dispatch to the update of ``opt_code``; see the module docstring."""
+    lr = float(hparams[codes.HP_LR])
+    scale = clip_scale(grads, float(hparams[codes.HP_MAX_GRAD_NORM]), partials)
     if opt_code == codes.SGD:
-        sgd_update(params, grads, hparams[0])
+        momentum = float(hparams[codes.HP_SGD_MOMENTUM])
+        weight_decay = float(hparams[codes.HP_SGD_WEIGHT_DECAY])
+        if momentum != 0.0:
+            sgd_momentum_update(params, grads, state[0], scale, lr, momentum,
+                                hparams[codes.HP_SGD_DAMPENING], weight_decay,
+                                hparams[codes.HP_SGD_NESTEROV] != 0.0, step == 1)
+        elif scale == 1.0 and weight_decay == 0.0:
+            sgd_update(params, grads, lr)
+        else:
+            sgd_weight_decay_update(params, grads, scale, lr, weight_decay)
+    elif opt_code == codes.ADAM or opt_code == codes.ADAMW:
+        amsgrad = hparams[codes.HP_ADAM_AMSGRAD] != 0.0
+        vmax = state[2] if amsgrad else state[1]
+        adam_update(params, grads, state[0], state[1], vmax, scale, lr,
+                    hparams[codes.HP_ADAM_BETA1], hparams[codes.HP_ADAM_BETA2],
+                    hparams[codes.HP_ADAM_EPS], hparams[codes.HP_ADAM_WEIGHT_DECAY],
+                    opt_code == codes.ADAMW, amsgrad, step)
+    elif opt_code == codes.RMSPROP:
+        centered = hparams[codes.HP_RMSPROP_CENTERED] != 0.0
+        momentum = float(hparams[codes.HP_RMSPROP_MOMENTUM])
+        row = 1
+        grad_avg = state[0]
+        if centered:
+            grad_avg = state[row]
+            row += 1
+        buf = state[row] if momentum > 0.0 else state[0]
+        rmsprop_update(params, grads, state[0], grad_avg, buf, scale, lr,
+                       hparams[codes.HP_RMSPROP_ALPHA], hparams[codes.HP_RMSPROP_EPS],
+                       hparams[codes.HP_RMSPROP_WEIGHT_DECAY], momentum, centered)
     else:
         raise ValueError(f"opt_code: no CUDA update for optimizer code {opt_code}")
