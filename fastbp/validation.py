@@ -18,13 +18,45 @@ def _kind_name(arr):
     return f"{arr.dtype} array"
 
 
+def _as_array(name, value):
+    """np.asarray(value), with numpy's own errors (ragged nested lists, objects that
+    refuse conversion) re-raised naming the argument."""
+    if isinstance(value, np.ndarray):
+        return value
+    try:
+        return np.asarray(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: expected a rectangular array, got a "
+                         f"{type(value).__name__} numpy cannot convert ({exc})") from None
+    except TypeError as exc:
+        raise TypeError(f"{name}: expected an array, got a {type(value).__name__} "
+                        f"numpy cannot convert ({exc})") from None
+
+
+def _finite_cast(name, arr, dtype):
+    """``arr`` (real float or integer) as a C-contiguous array of ``dtype``, rejecting
+    NaN and infinity in ``arr`` and finite values too large for ``dtype`` (a float64
+    1e300 becomes inf in float32: that is reported as such, not as "infinity")."""
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError(f"{name}: expected finite values, got NaN or infinity")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(arr, dtype=dtype)
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > out.dtype.itemsize \
+            and not np.isfinite(out).all():
+        limit = np.finfo(out.dtype).max
+        raise ValueError(f"{name}: expected values within the range of {out.dtype} "
+                         f"(|x| <= {limit:.3g}), got values up to "
+                         f"{np.abs(arr).max():.3g}")
+    return out
+
+
 def as_float_matrix(name, value, n_features, dtype):
     """``value`` as a C-contiguous (batch, n_features) array of ``dtype``.
 
     Copies only when the dtype or memory order differs; never returns the caller's
     array if it would need changing, so kernels that write in place never touch it.
     """
-    arr = np.asarray(value) if not isinstance(value, np.ndarray) else value
+    arr = _as_array(name, value)
     if arr.dtype.kind not in "fiu":
         raise TypeError(
             f"{name}: expected a real float or integer array, got {_kind_name(arr)} "
@@ -37,15 +69,12 @@ def as_float_matrix(name, value, n_features, dtype):
     if arr.shape[1] != n_features:
         raise ValueError(f"{name}: expected {n_features} features per row, "
                          f"got shape {arr.shape}")
-    out = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.isfinite(out).all():
-        raise ValueError(f"{name}: expected finite values, got NaN or infinity")
-    return out
+    return _finite_cast(name, arr, dtype)
 
 
 def class_labels(name, value, batch, n_classes):
     """``value`` as a (batch,) int64 array of labels in [0, n_classes)."""
-    arr = np.asarray(value)
+    arr = _as_array(name, value)
     if arr.dtype.kind == "f":
         if not np.isfinite(arr).all():
             raise ValueError(f"{name}: expected finite class labels, got NaN or infinity")
@@ -60,18 +89,21 @@ def class_labels(name, value, batch, n_classes):
     if arr.shape[0] != batch:
         raise ValueError(f"{name}: expected {batch} labels (one per row of X), "
                          f"got {arr.shape[0]}")
-    labels = np.ascontiguousarray(arr, dtype=np.int64)
-    bad = (labels < 0) | (labels >= n_classes)
+    # Range check before the int64 cast, so a label like 1e20 or 2**64 - 1 is reported
+    # as itself rather than as whatever the cast wraps it to.
+    bad = (arr < 0) | (arr >= n_classes)
     if bad.any():
+        first = arr[bad][0]
+        shown = int(first) if arr.dtype.kind in "iu" else float(first)
         raise ValueError(f"{name}: expected class labels in [0, {n_classes}), "
-                         f"got {labels[bad][0]}")
-    return labels
+                         f"got {shown!r}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
 
 
 def float_targets(name, value, batch, n_outputs, dtype, unit_interval=False):
     """``value`` as a C-contiguous (batch, n_outputs) array of ``dtype``; a 1-D
     (batch,) array is accepted when n_outputs == 1. ``unit_interval`` requires [0, 1]."""
-    arr = np.asarray(value)
+    arr = _as_array(name, value)
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{name}: expected a real float or integer array, "
                         f"got {_kind_name(arr)}")
@@ -84,9 +116,7 @@ def float_targets(name, value, batch, n_outputs, dtype, unit_interval=False):
     if arr.shape[0] != batch:
         raise ValueError(f"{name}: expected {batch} rows (one per row of X), "
                          f"got {arr.shape[0]}")
-    out = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.isfinite(out).all():
-        raise ValueError(f"{name}: expected finite values, got NaN or infinity")
+    out = _finite_cast(name, arr, dtype)
     if unit_interval and ((out < 0) | (out > 1)).any():
         raise ValueError(f"{name}: expected targets in [0, 1] for bce_with_logits, "
                          f"got values in [{out.min()}, {out.max()}]")
@@ -95,6 +125,9 @@ def float_targets(name, value, batch, n_outputs, dtype, unit_interval=False):
 
 def layer_sizes(value):
     """``value`` as a tuple of at least two positive ints."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"sizes: expected a sequence of layer widths like [784, 128, 10], "
+                        f"got {value!r}")
     try:
         sizes = list(value)
     except TypeError:
@@ -121,8 +154,9 @@ def choice(name, value, valid):
 def dtype_name(value):
     """'float32' or 'float64' from a name, numpy dtype or type."""
     try:
-        name = np.dtype(value).name
-    except TypeError:
+        # np.dtype(None) is float64: None must not silently pick a dtype.
+        name = None if value is None else np.dtype(value).name
+    except (TypeError, ValueError):
         name = None
     if name not in DTYPES:
         raise ValueError(f"dtype: expected one of {', '.join(DTYPES)}; got {value!r}")
