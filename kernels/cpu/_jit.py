@@ -6,6 +6,10 @@ the flags that let LLVM vectorise and reassociate sums; "nnan"/"ninf" are left o
 purpose because the losses must stay correct for huge logits and the API's finiteness
 checks rely on NaN propagating.
 """
+import glob
+import hashlib
+import os
+
 from numba import njit
 
 FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
@@ -18,3 +22,53 @@ parallel = njit(cache=True, parallel=True, fastmath=FASTMATH)
 
 # Drivers that only call other kernels (their parallelism lives in the callees).
 serial = njit(cache=True, fastmath=FASTMATH)
+
+
+def _cache_dir():
+    """The folder numba caches this package's functions in (the locator numba would
+    pick for a function of this module), or __pycache__ beside the sources."""
+    try:
+        from numba.core.caching import _CacheImpl
+        return _CacheImpl(_cache_dir)._locator.get_cache_path()
+    except Exception:  # private numba API: fall back to numba's default location
+        return os.path.join(os.path.dirname(__file__), "__pycache__")
+
+
+def clear_stale_cache():
+    """Drop numba's cached machine code when any kernel source has changed.
+
+    numba checks a cached function only against the file it is defined in, but a
+    cached caller carries the compiled code of the callees it inlined from other
+    files: after kernels/cpu/optim.py changed, network_train_step's cached copy kept
+    running the old update and crashed. The cache folder is therefore stamped with a
+    hash of every source in this package (and kernels/codes.py), and emptied of
+    numba's files when the hash differs.
+    """
+    here = os.path.dirname(os.path.abspath(__file__))
+    sources = sorted(glob.glob(os.path.join(here, "*.py")))
+    sources.append(os.path.join(os.path.dirname(here), "codes.py"))
+    digest = hashlib.sha256()
+    for path in sources:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    digest = digest.hexdigest()
+    cache = _cache_dir()
+    stamp = os.path.join(cache, "fastbp-kernel-sources.sha256")
+    try:
+        with open(stamp) as f:
+            if f.read().strip() == digest:
+                return
+    except OSError:
+        pass
+    try:
+        for pattern in ("*.nbi", "*.nbc"):
+            for path in glob.glob(os.path.join(cache, pattern)):
+                os.remove(path)
+        os.makedirs(cache, exist_ok=True)
+        with open(stamp, "w") as f:
+            f.write(digest)
+    except OSError:
+        pass  # a read-only cache folder: numba then compiles in memory each process
+
+
+clear_stale_cache()

@@ -49,24 +49,45 @@ foreach/fused off), applied elementwise; ``g`` is the gradient entry after clipp
 Arithmetic is done in float64 per element (the scalars are float64) and each stored
 state value is rounded to the buffer's dtype before it is used further, as PyTorch's
 in-place updates do. State is written back before params within an element; every
-element is independent, so the prange loops need no synchronisation.
+element is independent, so blocks of elements need no synchronisation. Each update is
+written once, over an element range [i0, i1); ``optimizer_update`` runs it as one range
+on the calling thread for small networks and as one block per thread otherwise
+(blocks.PARALLEL_MIN_ELEMENTS).
 """
 import numpy as np
 from numba import prange
 
 from .. import codes
-from ._jit import parallel, serial
+from .blocks import PARALLEL_MIN_ELEMENTS, block_bounds, n_blocks
+from ._jit import parallel, scalar, serial
+
+
+@scalar
+def _sum_squares_range(grads, i0, i1):
+    total = 0.0
+    for i in range(i0, i1):
+        g = np.float64(grads[i])
+        total += g * g
+    return total
 
 
 @parallel
-def grad_norm(grads):
-    """Global L2 norm of grads (n,) as a float64, summed in float64 (a parallel
-    reduction)."""
+def _sum_squares_blocks(grads, nblocks):
     total = 0.0
-    for i in prange(grads.shape[0]):
-        g = np.float64(grads[i])
-        total += g * g
-    return np.sqrt(total)
+    for blk in prange(nblocks):
+        i0, i1 = block_bounds(blk, nblocks, grads.shape[0])
+        total += _sum_squares_range(grads, i0, i1)
+    return total
+
+
+@serial
+def grad_norm(grads):
+    """Global L2 norm of grads (n,) as a float64, summed in float64."""
+    n = grads.shape[0]
+    nblocks = n_blocks(n, n, PARALLEL_MIN_ELEMENTS)
+    if nblocks == 1:
+        return np.sqrt(_sum_squares_range(grads, 0, n))
+    return np.sqrt(_sum_squares_blocks(grads, nblocks))
 
 
 @serial
@@ -81,52 +102,37 @@ def clip_scale(grads, max_norm):
     return 1.0
 
 
-@parallel
-def sgd_update(params, grads, lr):
-    """Plain SGD in place: params -= lr * grads. params, grads: (n,), one float dtype."""
-    for i in prange(params.shape[0]):
-        params[i] -= lr * grads[i]
-
-
-@parallel
-def sgd_weight_decay_update(params, grads, scale, lr, weight_decay):
-    """SGD without momentum: p -= lr * (scale * g + weight_decay * p). (n,) arrays."""
-    for i in prange(params.shape[0]):
-        p = params[i]
-        params[i] = p - lr * (scale * grads[i] + weight_decay * p)
-
-
-@parallel
-def sgd_momentum_update(params, grads, buf, scale, lr, momentum, dampening, weight_decay,
-                        nesterov, first):
-    """SGD with momentum (see the module doc). params, grads, buf: (n,) one dtype;
-    ``first``: the first step (buf = g, no dampening, as PyTorch)."""
+@scalar
+def _sgd_range(params, grads, buf, scale, lr, momentum, dampening, weight_decay,
+               nesterov, first, i0, i1):
+    """SGD (see the module doc); buf (n,) is used only when momentum != 0."""
     take = 1.0 - dampening
-    for i in prange(params.shape[0]):
+    for i in range(i0, i1):
         p = params[i]
         g = scale * grads[i] + weight_decay * p
-        if first:
-            buf[i] = g
-        else:
-            buf[i] = momentum * buf[i] + take * g
-        b = buf[i]
-        if nesterov:
-            params[i] = p - lr * (g + momentum * b)
-        else:
-            params[i] = p - lr * b
+        if momentum != 0.0:
+            if first:
+                buf[i] = g
+            else:
+                buf[i] = momentum * buf[i] + take * g
+            b = buf[i]
+            if nesterov:
+                g = g + momentum * b
+            else:
+                g = b
+        params[i] = p - lr * g
 
 
-@parallel
-def adam_update(params, grads, m, v, vmax, scale, lr, beta1, beta2, eps, weight_decay,
-                decoupled, amsgrad, step):
-    """Adam (decoupled=False, weight_decay is L2) or AdamW (decoupled=True); see the
-    module doc. params, grads, m, v: (n,) one dtype; vmax (n,) is read and written only
-    when amsgrad (pass any (n,) row otherwise). step >= 1."""
+@scalar
+def _adam_range(params, grads, m, v, vmax, scale, lr, beta1, beta2, eps, weight_decay,
+                decoupled, amsgrad, step, i0, i1):
+    """Adam (decoupled=False, weight_decay is L2) or AdamW (decoupled=True); vmax is
+    read and written only when amsgrad. step >= 1."""
     step_size = lr / (1.0 - beta1 ** step)
     bias2_sqrt = np.sqrt(1.0 - beta2 ** step)
     l2 = 0.0 if decoupled else weight_decay
     shrink = 1.0 - lr * weight_decay if decoupled else 1.0
-    for i in prange(params.shape[0]):
+    for i in range(i0, i1):
         p = params[i]
         g = scale * grads[i]
         if l2 != 0.0:
@@ -142,13 +148,11 @@ def adam_update(params, grads, m, v, vmax, scale, lr, beta1, beta2, eps, weight_
         params[i] = p - step_size * m[i] / (np.sqrt(vi) / bias2_sqrt + eps)
 
 
-@parallel
-def rmsprop_update(params, grads, square_avg, grad_avg, buf, scale, lr, alpha, eps,
-                   weight_decay, momentum, centered):
-    """RMSprop; see the module doc. params, grads, square_avg: (n,) one dtype; grad_avg
-    is used only when centered, buf only when momentum > 0 (pass any (n,) row
-    otherwise)."""
-    for i in prange(params.shape[0]):
+@scalar
+def _rmsprop_range(params, grads, square_avg, grad_avg, buf, scale, lr, alpha, eps,
+                   weight_decay, momentum, centered, i0, i1):
+    """RMSprop; grad_avg is used only when centered, buf only when momentum > 0."""
+    for i in range(i0, i1):
         p = params[i]
         g = scale * grads[i]
         if weight_decay != 0.0:
@@ -167,29 +171,23 @@ def rmsprop_update(params, grads, square_avg, grad_avg, buf, scale, lr, alpha, e
             params[i] = p - lr * g / denom
 
 
-@serial
-def optimizer_update(opt_code, params, grads, state, hparams, step):
-    """Dispatch to the update of ``opt_code``; see the module docstring."""
+@scalar
+def _update_range(opt_code, params, grads, state, hparams, step, scale, i0, i1):
+    """The update of ``opt_code`` on elements [i0, i1), picking the state rows."""
     lr = hparams[codes.HP_LR]
-    scale = clip_scale(grads, hparams[codes.HP_MAX_GRAD_NORM])
     if opt_code == codes.SGD:
         momentum = hparams[codes.HP_SGD_MOMENTUM]
-        weight_decay = hparams[codes.HP_SGD_WEIGHT_DECAY]
-        if momentum != 0.0:
-            sgd_momentum_update(params, grads, state[0], scale, lr, momentum,
-                                hparams[codes.HP_SGD_DAMPENING], weight_decay,
-                                hparams[codes.HP_SGD_NESTEROV] != 0.0, step == 1)
-        elif scale == 1.0 and weight_decay == 0.0:
-            sgd_update(params, grads, lr)
-        else:
-            sgd_weight_decay_update(params, grads, scale, lr, weight_decay)
+        buf = state[0] if momentum != 0.0 else params
+        _sgd_range(params, grads, buf, scale, lr, momentum,
+                   hparams[codes.HP_SGD_DAMPENING], hparams[codes.HP_SGD_WEIGHT_DECAY],
+                   hparams[codes.HP_SGD_NESTEROV] != 0.0, step == 1, i0, i1)
     elif opt_code == codes.ADAM or opt_code == codes.ADAMW:
         amsgrad = hparams[codes.HP_ADAM_AMSGRAD] != 0.0
         vmax = state[2] if amsgrad else state[1]
-        adam_update(params, grads, state[0], state[1], vmax, scale, lr,
+        _adam_range(params, grads, state[0], state[1], vmax, scale, lr,
                     hparams[codes.HP_ADAM_BETA1], hparams[codes.HP_ADAM_BETA2],
                     hparams[codes.HP_ADAM_EPS], hparams[codes.HP_ADAM_WEIGHT_DECAY],
-                    opt_code == codes.ADAMW, amsgrad, step)
+                    opt_code == codes.ADAMW, amsgrad, step, i0, i1)
     elif opt_code == codes.RMSPROP:
         centered = hparams[codes.HP_RMSPROP_CENTERED] != 0.0
         momentum = hparams[codes.HP_RMSPROP_MOMENTUM]
@@ -201,6 +199,33 @@ def optimizer_update(opt_code, params, grads, state, hparams, step):
         buf = state[0]
         if momentum > 0.0:
             buf = state[row]
-        rmsprop_update(params, grads, state[0], grad_avg, buf, scale, lr,
+        _rmsprop_range(params, grads, state[0], grad_avg, buf, scale, lr,
                        hparams[codes.HP_RMSPROP_ALPHA], hparams[codes.HP_RMSPROP_EPS],
-                       hparams[codes.HP_RMSPROP_WEIGHT_DECAY], momentum, centered)
+                       hparams[codes.HP_RMSPROP_WEIGHT_DECAY], momentum, centered, i0, i1)
+
+
+@parallel
+def _update_blocks(opt_code, params, grads, state, hparams, step, scale, nblocks):
+    for blk in prange(nblocks):
+        i0, i1 = block_bounds(blk, nblocks, params.shape[0])
+        _update_range(opt_code, params, grads, state, hparams, step, scale, i0, i1)
+
+
+@serial
+def optimizer_update(opt_code, params, grads, state, hparams, step):
+    """One update of ``opt_code``, in place; see the module docstring."""
+    scale = clip_scale(grads, hparams[codes.HP_MAX_GRAD_NORM])
+    n = params.shape[0]
+    nblocks = n_blocks(n, n, PARALLEL_MIN_ELEMENTS)
+    if nblocks == 1:
+        _update_range(opt_code, params, grads, state, hparams, step, scale, 0, n)
+    else:
+        _update_blocks(opt_code, params, grads, state, hparams, step, scale, nblocks)
+
+
+@serial
+def sgd_update(params, grads, lr):
+    """Plain SGD in place: params -= lr * grads. params, grads: (n,), one float dtype."""
+    hparams = np.zeros(codes.N_HPARAMS[codes.SGD])
+    hparams[codes.HP_LR] = lr
+    optimizer_update(codes.SGD, params, grads, params[:0].reshape(0, 0), hparams, 1)
