@@ -26,10 +26,10 @@ class Benchmark:
     (asv's default, process_time, would add the threads' CPU time together).
     """
     timer = time.perf_counter
-    # Per round: at least 5 samples, at most 25, stopping after ~0.5 s; 2 rounds in
+    # Per round: at least 5 samples, at most 15, stopping after ~0.25 s; 2 rounds in
     # separate processes (asv interleaves them across commits with
     # --interleave-rounds), the reported number is the median of all samples.
-    repeat = (5, 25, 0.5)
+    repeat = (5, 15, 0.25)
     rounds = 2
     warmup_time = 0.05
     # The first setup of a fresh environment compiles the kernels (seconds each).
