@@ -107,7 +107,11 @@ class MLP:
         if isinstance(activation, str):
             hidden = [activation] * n_hidden
         else:
-            hidden = list(activation)
+            try:
+                hidden = list(activation)
+            except TypeError:
+                raise TypeError(f"activation: expected a name or a list of {n_hidden} "
+                                f"names, got {activation!r}") from None
             if len(hidden) != n_hidden:
                 raise ValueError(f"activation: expected one name or a list of {n_hidden} "
                                  f"names (one per hidden layer), got {len(hidden)}")
@@ -275,6 +279,12 @@ class MLP:
         """Train on (X, y); see :func:`fastbp.training.fit` for the arguments."""
         from .training import fit
         return fit(self, X, y, **kwargs)
+
+    def save(self, path, optimizer=None):
+        """Write this network (and ``optimizer``'s state, if given) to the .npz file
+        ``path``; :func:`fastbp.load` reads it back. See :mod:`fastbp.persistence`."""
+        from .persistence import save
+        save(self, path, optimizer=optimizer)
 
     def __repr__(self):
         acts = ", ".join(self.activations)

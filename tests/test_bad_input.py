@@ -439,10 +439,6 @@ def test_wrong_length_activation_list(activation, n_given):
     assert "2" in message and f"got {n_given}" in message, message
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fastbp/network.py MLP.__init__ calls list(activation) unguarded: a non-string, "
-    "non-iterable activation raises Python's bare \"'int' object is not iterable\" "
-    "TypeError, which does not name the argument"))
 @pytest.mark.parametrize("activation", [5, None])
 def test_non_iterable_activation_named(activation):
     with pytest.raises(TypeError, match=r"\bactivation\b.*expected"):
