@@ -36,6 +36,9 @@ def build_parser():
     train.add_argument("--seed", type=int, default=0, help="random seed (0)")
     train.add_argument("--test-fraction", type=float, default=0.25,
                        help="share of the data held out for testing (0.25)")
+    from .compare import build_parser as compare_parser
+    compare_parser(sub.add_parser("compare", help="validate and time every kernel on CPU "
+                                                  "and GPU side by side (table + JSON)"))
     return parser
 
 
@@ -60,6 +63,9 @@ def main(argv=None):
     try:
         if args.command == "train":
             return train(args)
+        if args.command == "compare":
+            from .compare import run as compare
+            return compare(args)
     except (ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

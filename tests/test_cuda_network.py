@@ -157,3 +157,23 @@ def test_importing_fastbp_does_not_import_cuda():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_compare_command_validates_every_kernel(tmp_path, capsys):
+    from fastbp.cli import main
+    out = tmp_path / "compare.json"
+    assert main(["compare", "--batch", "5", "--inputs", "3", "--outputs", "6",
+                 "--repeat", "1", "--json", str(out)]) == 0
+    import json
+    result = json.loads(out.read_text())
+    kernels = {r["kernel"] for r in result["rows"]}
+    assert {"linear_forward", "linear_backward", "softmax_cross_entropy",
+            "sgd_update"} <= kernels
+    assert all(r["max_rel_error"] < 1e-4 for r in result["rows"]), result["rows"]
+    text = capsys.readouterr().out
+    if usable and fdevice.simulator_enabled():
+        assert {r["device"] for r in result["rows"]} == {"cpu", "cuda"}
+        assert "not timed" in text
+        assert all(r["median_s"] is None for r in result["rows"] if r["device"] == "cuda")
+    elif not usable:
+        assert "no GPU found" in text

@@ -1,0 +1,233 @@
+"""``python -m fastbp compare``: validate and time every kernel on CPU and GPU side by side.
+
+For each kernel (activations, fused linear forward/backward, losses, SGD) and each
+device it prints, and writes as JSON: the largest relative error against the float64
+reference (max |got - ref| / max |ref| over every output), the median wall time of
+``--repeat`` calls after a warm-up, GFLOP/s (matrix products: 2*m*n*k per product;
+elementwise kernels: one nominal flop per element), and for the products, where CuPy
+or PyTorch with CUDA is present, our speed as a fraction of cuBLAS's for the same
+products (1.0 = parity). GPU times come from CUDA events around each call.
+
+Without a usable GPU it compares the CPU kernels with the reference and says why no GPU
+was found. Under numba's CUDA simulator it validates the CUDA kernels on tiny sizes and
+reports no GPU times (simulated time means nothing).
+"""
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+
+from . import device as fdevice
+from .kernels import codes
+from .kernels import reference as ref
+
+SIM_MAX = 12   # largest size the simulator is given (it runs one OS thread per thread)
+
+
+def build_parser(parser=None):
+    parser = parser or argparse.ArgumentParser(prog="python -m fastbp compare")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="rows (default 4096 with a GPU, 256 without, 7 simulated)")
+    parser.add_argument("--inputs", type=int, default=None, help="layer inputs (same defaults)")
+    parser.add_argument("--outputs", type=int, default=None, help="layer outputs (same defaults)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--activation", default="tanh", choices=list(codes.ACTIVATIONS))
+    parser.add_argument("--repeat", type=int, default=10, help="timed calls per kernel (10)")
+    parser.add_argument("--devices", default="cpu,cuda", help="cpu, cuda or cpu,cuda")
+    parser.add_argument("--json", default="fastbp_compare.json", help="JSON output path")
+    return parser
+
+
+def _cases(batch, n_in, n_out, dtype, code, rng):
+    """(name, flops, host inputs, output shapes, call(K, arrays), reference outputs)."""
+    slope = codes.DEFAULT_LEAKY_RELU_SLOPE
+    f = lambda *shape: rng.standard_normal(shape).astype(dtype)   # noqa: E731
+    X, W, b, dA = f(batch, n_in), f(n_out, n_in), f(n_out), f(batch, n_out)
+    W = (W / np.sqrt(n_in)).astype(dtype)
+    S_ref, A_ref = ref.linear_forward(X, W, b, code, slope)
+    S, A = S_ref.astype(dtype), A_ref.astype(dtype)
+    dS_r, dX_r, dW_r, db_r = ref.linear_backward(dA, S_ref, X, W, code, slope)
+    labels = rng.integers(0, n_out, batch)
+    T = rng.random((batch, n_out)).astype(dtype)
+    elems = batch * n_out
+    cases = [
+        ("activation_forward", elems, {"S": S}, {"A": (batch, n_out)},
+         lambda K, a: K.activation_forward(a["S"], a["A"], code, slope),
+         {"A": ref.activation_forward(S, code, slope)}),
+        ("activation_backward", elems, {"dA": dA, "A": A, "S": S}, {"dS": (batch, n_out)},
+         lambda K, a: K.activation_backward(a["dA"], a["A"], a["S"], a["dS"], code, slope),
+         {"dS": dA * ref.activation_derivative(S, code, slope)}),
+        ("linear_forward", 2 * batch * n_in * n_out, {"X": X, "W": W, "b": b},
+         {"S": (batch, n_out), "A": (batch, n_out)},
+         lambda K, a: K.linear_forward(a["X"], a["W"], a["b"], code, slope, a["S"], a["A"]),
+         {"S": S_ref, "A": A_ref}),
+        ("linear_backward", 4 * batch * n_in * n_out, {"dA": dA, "A": A, "S": S, "X": X, "W": W},
+         {"dS": (batch, n_out), "dX": (batch, n_in), "dW": (n_out, n_in), "db": (n_out,)},
+         lambda K, a: K.linear_backward(a["dA"], a["A"], a["S"], a["X"], a["W"], code, slope,
+                                        a["dS"], a["dX"], a["dW"], a["db"], True),
+         {"dS": dS_r, "dX": dX_r, "dW": dW_r, "db": db_r}),
+    ]
+    for name, y, arg in (("softmax_cross_entropy", labels, "labels"), ("mse", T, "T"),
+                         ("bce_with_logits", T, "T")):
+        loss_ref, dZ_ref = getattr(ref, name)(A, y)
+        cases.append((name, elems, {"Z": A, arg: y}, {"dZ": (batch, n_out)},
+                      lambda K, a, name=name, arg=arg: getattr(K, name)(a["Z"], a[arg], a["dZ"]),
+                      {"dZ": dZ_ref, "loss": loss_ref}))
+    p, g = f(n_out * n_in), f(n_out * n_in)
+    cases.append(("sgd_update", 2 * p.size, {"p": p, "g": g}, {},
+                  lambda K, a: K.sgd_update(a["p"], a["g"], 0.01),
+                  {"p": ref.sgd_update(p, g, 0.01)}))
+    return cases
+
+
+def _rel_error(got, want):
+    want = np.asarray(want, np.float64)
+    got = np.asarray(got, np.float64)
+    return float(np.abs(got - want).max(initial=0.0) / max(np.abs(want).max(initial=0.0), 1e-300))
+
+
+def _run_case(case, K, on_gpu, repeat, timed, dtype):
+    name, flops, inputs, outputs, call, want = case
+    if on_gpu:
+        from numba import cuda
+        arrays = {k: cuda.to_device(np.ascontiguousarray(v)) for k, v in inputs.items()}
+        arrays.update({k: cuda.device_array(s, dtype) for k, s in outputs.items()})
+    else:
+        arrays = {k: np.array(v) for k, v in inputs.items()}
+        arrays.update({k: np.empty(s, dtype) for k, s in outputs.items()})
+    value = call(K, arrays)   # first call: compiles; validated
+    errs = [_rel_error(fdevice.to_host(arrays[k]), w) for k, w in want.items() if k != "loss"
+            and k != "p"]
+    if "loss" in want:
+        errs.append(abs(value - want["loss"]) / max(abs(want["loss"]), 1e-300))
+    if "p" in want:
+        errs.append(_rel_error(fdevice.to_host(arrays["p"]), want["p"]))
+    row = {"kernel": name, "max_rel_error": max(errs), "median_s": None, "gflops": None}
+    if not timed:
+        return row, arrays
+    times = []
+    if on_gpu:
+        from numba import cuda
+        for _ in range(repeat):
+            start, stop = cuda.event(), cuda.event()
+            start.record()
+            call(K, arrays)
+            stop.record()
+            stop.synchronize()
+            times.append(cuda.event_elapsed_time(start, stop) / 1e3)
+    else:
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            call(K, arrays)
+            times.append(time.perf_counter() - t0)
+    row["median_s"] = statistics.median(times)
+    row["gflops"] = flops / row["median_s"] / 1e9
+    return row, arrays
+
+
+def _vendor_products(name, inputs, dtype, repeat):
+    """Median seconds of the same matrix products in cuBLAS (via CuPy or PyTorch)."""
+    if name not in ("linear_forward", "linear_backward"):
+        return None, None
+    xp = lib = None
+    try:
+        import cupy as xp
+        lib = "cupy"
+    except Exception:
+        try:
+            import torch
+            if torch.cuda.is_available():
+                xp, lib = torch, "torch"
+        except Exception:
+            pass
+    if xp is None:
+        return None, None
+    if lib == "cupy":
+        put = xp.asarray
+        sync = xp.cuda.Device().synchronize
+    else:
+        put = lambda a: xp.as_tensor(a, device="cuda")   # noqa: E731
+        sync = xp.cuda.synchronize
+    a = {k: put(np.ascontiguousarray(v)) for k, v in inputs.items()}
+    if name == "linear_forward":
+        run = lambda: a["X"] @ a["W"].T   # noqa: E731
+    else:
+        run = lambda: (a["dA"].T @ a["X"], a["dA"] @ a["W"])   # noqa: E731
+    run()
+    sync()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        run()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), lib
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return run(args)
+
+
+def run(args, print_fn=print):
+    devices = [fdevice.normalize(d) for d in args.devices.split(",") if d.strip()]
+    usable, reason = fdevice.cuda_status() if "cuda" in devices else (False, "not requested")
+    simulated = usable and fdevice.simulator_enabled()
+    real_gpu = usable and not simulated
+    default = 4096 if real_gpu else (7 if simulated else 256)
+    batch, n_in, n_out = (v if v is not None else default
+                          for v in (args.batch, args.inputs, args.outputs))
+    notes = []
+    if simulated and max(batch, n_in, n_out) > SIM_MAX:
+        batch, n_in, n_out = (min(v, SIM_MAX) for v in (batch, n_in, n_out))
+        notes.append(f"sizes capped at {SIM_MAX} under the simulator")
+    if "cuda" in devices and not usable:
+        notes.append(f"no GPU found: {reason}. Compared the CPU kernels with the reference only.")
+    elif simulated:
+        notes.append("CUDA simulator (NUMBA_ENABLE_CUDASIM=1): CUDA kernels validated, "
+                     "not timed")
+    elif real_gpu:
+        notes.append(f"GPU: {reason}")
+    code = codes.ACTIVATION_CODES[args.activation]
+    rng = np.random.default_rng(0)
+    cases = _cases(batch, n_in, n_out, np.dtype(args.dtype), code, rng)
+    rows = []
+    backends = []
+    if "cpu" in devices:
+        backends.append(("cpu", fdevice.kernels("cpu"), False, True))
+    if "cuda" in devices and usable:
+        backends.append(("cuda", fdevice.kernels("cuda"), True, real_gpu))
+    for dev, K, on_gpu, timed in backends:
+        for case in cases:
+            row, _ = _run_case(case, K, on_gpu, args.repeat, timed, np.dtype(args.dtype))
+            row["device"] = dev
+            row["vs_cublas"] = None
+            if on_gpu and timed and row["median_s"]:
+                vendor_s, lib = _vendor_products(case[0], case[2], args.dtype, args.repeat)
+                if vendor_s:
+                    row["vs_cublas"] = vendor_s / row["median_s"]
+                    row["vendor"] = lib
+            rows.append(row)
+    header = (f"fastbp compare: batch {batch}, inputs {n_in}, outputs {n_out}, {args.dtype}, "
+              f"activation {args.activation}, median of {args.repeat}")
+    print_fn(header)
+    for note in notes:
+        print_fn(note)
+    print_fn(f"{'kernel':24s}{'device':>7s}{'max rel err':>13s}{'median ms':>11s}"
+             f"{'GFLOP/s':>10s}{'vs cuBLAS':>11s}")
+    fmt = lambda v, f: "-" if v is None else format(v, f)   # noqa: E731
+    for r in rows:
+        print_fn(f"{r['kernel']:24s}{r['device']:>7s}{r['max_rel_error']:>13.2e}"
+                 f"{fmt(r['median_s'] and r['median_s'] * 1e3, '11.3f'):>11s}"
+                 f"{fmt(r['gflops'], '10.3g'):>10s}{fmt(r['vs_cublas'], '11.2f'):>11s}")
+    result = {"batch": batch, "inputs": n_in, "outputs": n_out, "dtype": args.dtype,
+              "activation": args.activation, "repeat": args.repeat, "notes": notes,
+              "gpu": "real" if real_gpu else ("simulator" if simulated else None),
+              "rows": rows}
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+        print_fn(f"wrote {args.json}")
+    return 0
