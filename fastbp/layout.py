@@ -17,7 +17,17 @@ class NetworkLayout:
     """Offsets of a network with widths ``sizes`` and per-layer activation codes.
 
     sizes (L+1,), w_off/b_off/act_codes/slopes/pre_cum (L,), act_cum (L+1,); int64
-    except slopes (float64). pre_cum[l] == -1 when layer l's sigma' comes from its output.
+    except slopes (float64). Offsets into the activation workspaces are in rows of the
+    batch: layer l's output A_l starts at row act_cum[l] of ``acts``, its kept
+    pre-activation S_l at row pre_cum[l] of ``pres`` (-1: sigma' comes from A_l and S_l
+    shares A_l's memory).
+
+    Without checkpointing every layer keeps its own slots (act_cum is the prefix sum of
+    the widths). With ``checkpoint=k`` the layers form segments of k; only the last
+    layer of each segment (and the network's last layer) keeps its output for backward.
+    The other layers of all segments share one scratch region that starts at row
+    act_cum[L] (and pre_rows_kept of pres), and backward recomputes a segment's scratch
+    layers from its kept input before going through it (kernels/cpu/network.py).
     """
     sizes: np.ndarray
     act_codes: np.ndarray
@@ -27,27 +37,55 @@ class NetworkLayout:
     act_cum: np.ndarray
     pre_cum: np.ndarray
     n_params: int
-    pre_width: int   # sum of widths whose pre-activation S is kept
+    act_rows: int     # rows of the acts workspace: kept outputs, then the scratch region
+    pre_rows: int     # rows of the pres workspace: kept S, then the scratch region
+    checkpoint: int   # segment length k; 1 keeps every layer's output (no recompute)
 
     @classmethod
-    def build(cls, sizes, act_codes, slopes):
+    def build(cls, sizes, act_codes, slopes, checkpoint=1):
         sizes = np.asarray(sizes, dtype=np.int64)
         n_layers = len(sizes) - 1
+        widths = [int(w) for w in sizes[1:]]
         w_off = np.empty(n_layers, np.int64)
         b_off = np.empty(n_layers, np.int64)
-        pre_cum = np.full(n_layers, -1, np.int64)
-        offset = pre_width = 0
+        offset = 0
         for l in range(n_layers):
             w_off[l] = offset
-            offset += sizes[l + 1] * sizes[l]
+            offset += widths[l] * int(sizes[l])
             b_off[l] = offset
-            offset += sizes[l + 1]
-            if act_codes[l] not in codes.DERIVATIVE_FROM_OUTPUT:
-                pre_cum[l] = pre_width
-                pre_width += sizes[l + 1]
-        act_cum = np.concatenate([[0], np.cumsum(sizes[1:])]).astype(np.int64)
+            offset += widths[l]
+        kept = [l == n_layers - 1 or (l + 1) % checkpoint == 0 for l in range(n_layers)]
+        needs_pre = [act_codes[l] not in codes.DERIVATIVE_FROM_OUTPUT
+                     for l in range(n_layers)]
+        act_cum, act_rows = cls._place(widths, kept, [True] * n_layers, checkpoint)
+        pre_cum, pre_rows = cls._place(widths, kept, needs_pre, checkpoint)
         return cls(sizes, np.asarray(act_codes, np.int64), np.asarray(slopes, np.float64),
-                   w_off, b_off, act_cum, pre_cum, int(offset), int(pre_width))
+                   w_off, b_off, act_cum, pre_cum[:n_layers], int(offset), act_rows,
+                   pre_rows, int(checkpoint))
+
+    @staticmethod
+    def _place(widths, kept, wanted, checkpoint):
+        """Row offsets for the ``wanted`` layers: kept ones one after another, then a
+        scratch region that every segment's other layers reuse. Returns (offsets of
+        length L+1 with offsets[L] = start of the scratch region, -1 where not wanted;
+        total rows)."""
+        n_layers = len(widths)
+        offsets = np.full(n_layers + 1, -1, np.int64)
+        rows = 0
+        for l in range(n_layers):
+            if wanted[l] and kept[l]:
+                offsets[l] = rows
+                rows += widths[l]
+        offsets[n_layers] = scratch = rows
+        longest = 0
+        for start in range(0, n_layers, checkpoint):
+            used = 0
+            for l in range(start, min(start + checkpoint, n_layers)):
+                if wanted[l] and not kept[l]:
+                    offsets[l] = scratch + used
+                    used += widths[l]
+            longest = max(longest, used)
+        return offsets, rows + longest
 
     @property
     def n_layers(self):
@@ -68,7 +106,8 @@ class NetworkLayout:
 class Workspace:
     """Flat activation buffers for one network, grown to the largest batch seen.
 
-    acts holds every layer's output, pres the kept pre-activations, dbuf the two halves
+    acts holds the layers' outputs, pres the kept pre-activations (both laid out by
+    NetworkLayout, checkpoint scratch included), dbuf the two halves
     backward ping-pongs gradients between. Allocated on the first batch of a size larger
     than any before and reused after, so steady-state training allocates nothing here.
     """
@@ -85,8 +124,8 @@ class Workspace:
         if batch > self.rows:
             from .device import empty
             lay = self.layout
-            self.acts = empty(batch * int(lay.act_cum[-1]), self.dtype, self.device)
-            self.pres = empty(max(batch * lay.pre_width, 1), self.dtype, self.device)
+            self.acts = empty(batch * lay.act_rows, self.dtype, self.device)
+            self.pres = empty(max(batch * lay.pre_rows, 1), self.dtype, self.device)
             self.dbuf = empty(2 * batch * int(lay.sizes.max()), self.dtype, self.device)
             self.rows = batch
         return self.acts, self.pres, self.dbuf

@@ -84,6 +84,12 @@ class MLP:
         gives numpy copies); only input batches go in and the loss or requested outputs
         come out. Raises fastbp.device.CudaUnavailableError saying why when no GPU can
         be used. ``net.to(device)`` moves a network without changing its values.
+    checkpoint : int or None
+        Recompute instead of storing: with ``checkpoint=k`` only every k-th layer's
+        output (and the last layer's) is kept between forward and backward; backward
+        recomputes the others one segment of k layers at a time. Activation memory falls
+        to about (L/k + k) layer outputs instead of L, for about one extra forward pass
+        of the non-kept layers. None or 1: keep everything (the default).
 
     Attributes
     ----------
@@ -97,7 +103,8 @@ class MLP:
 
     def __init__(self, sizes, activation="relu", output_activation="identity",
                  loss="softmax_cross_entropy", dtype="float32", seed=None,
-                 leaky_relu_slope=codes.DEFAULT_LEAKY_RELU_SLOPE, device="cpu"):
+                 leaky_relu_slope=codes.DEFAULT_LEAKY_RELU_SLOPE, device="cpu",
+                 checkpoint=None):
         device = _device.require(device)
         self.device = "cpu"
         self._kernels = cpu_kernels
@@ -127,8 +134,11 @@ class MLP:
         self.leaky_relu_slope = validation.positive_float("leaky_relu_slope",
                                                           leaky_relu_slope)
         act_codes = [codes.ACTIVATION_CODES[a] for a in self.activations]
+        self.checkpoint = (1 if checkpoint is None
+                           else validation.positive_int("checkpoint", checkpoint))
         self.layout = NetworkLayout.build(self.sizes, act_codes,
-                                          [self.leaky_relu_slope] * len(act_codes))
+                                          [self.leaky_relu_slope] * len(act_codes),
+                                          self.checkpoint)
         self._loss_code = codes.LOSS_CODES[self.loss]
         self.params = np.zeros(self.layout.n_params, self.dtype)
         self.grads = np.zeros(self.layout.n_params, self.dtype)

@@ -6,11 +6,14 @@ The network travels as small integer arrays (its *layout*) plus flat buffers:
     sizes          (L+1,) int64 widths, sizes[0] = inputs
     act_codes      (L,)   int64 activation code per layer (kernels.codes)
     slopes         (L,)   float64 leaky_relu slope per layer
-    act_cum        (L+1,) int64 prefix sums of sizes[1:]: layer l's output A_l is
-                   acts[batch*act_cum[l] : batch*act_cum[l+1]] viewed (batch, sizes[l+1])
-    pre_cum        (L,)   int64 offset (in rows of ``batch``) of layer l's S in ``pres``,
-                   or -1 when sigma' comes from the output and S shares A's memory
-    acts, pres     flat workspaces, at least batch*act_cum[L] and batch*sum(kept S widths)
+    act_cum        (L+1,) int64 row offsets: layer l's output A_l is the (batch,
+                   sizes[l+1]) view of acts starting at batch*act_cum[l]. Layers with
+                   act_cum[l] < act_cum[L] keep their output until backward; the others
+                   (checkpointing, fastbp/layout.py) share a scratch region from row
+                   act_cum[L] on, and backward recomputes them segment by segment
+    pre_cum        (L,)   int64 row offset of layer l's S in ``pres``, or -1 when
+                   sigma' comes from the output and S shares A's memory
+    acts, pres     flat workspaces of NetworkLayout.act_rows and .pre_rows rows
     dbuf           flat workspace of at least 2*batch*max(sizes): backward ping-pongs the
                    gradient w.r.t. the current layer's output and input between its halves
 
@@ -45,20 +48,37 @@ def _weight_views(l, buf, sizes, w_off, b_off):
 
 
 @serial
+def _layer_input(l, X, batch, sizes, act_cum, pre_cum, acts, pres):
+    """The input of layer l: X for the first layer, else A_{l-1}."""
+    if l == 0:
+        return X
+    A, _ = _output_views(l - 1, batch, sizes, act_cum, pre_cum, acts, pres)
+    return A
+
+
+@serial
+def _layer_forward(l, params, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
+                   X, acts, pres):
+    batch = X.shape[0]
+    W, b = _weight_views(l, params, sizes, w_off, b_off)
+    A, S = _output_views(l, batch, sizes, act_cum, pre_cum, acts, pres)
+    layer_in = _layer_input(l, X, batch, sizes, act_cum, pre_cum, acts, pres)
+    linear_forward(layer_in, W, b, act_codes[l], slopes[l], S, A)
+    return A
+
+
+@serial
 def network_forward(params, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
                     X, acts, pres):
     """Forward through every layer; returns the last layer's output (a view of acts).
 
     X: (batch, sizes[0]) C-contiguous, params' dtype. See the module doc for the rest.
     """
-    batch = X.shape[0]
-    layer_in = X
+    out = X
     for l in range(act_codes.shape[0]):
-        W, b = _weight_views(l, params, sizes, w_off, b_off)
-        A, S = _output_views(l, batch, sizes, act_cum, pre_cum, acts, pres)
-        linear_forward(layer_in, W, b, act_codes[l], slopes[l], S, A)
-        layer_in = A
-    return layer_in
+        out = _layer_forward(l, params, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                             pre_cum, X, acts, pres)
+    return out
 
 
 @serial
@@ -75,6 +95,17 @@ def network_loss(params, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cu
 
 
 @serial
+def segment_start(l, act_cum):
+    """First layer of the checkpoint segment that ends at layer l: walk down while the
+    layer below keeps no output of its own (act_cum[j] >= act_cum[L], the scratch)."""
+    scratch = act_cum[act_cum.shape[0] - 1]
+    s = l
+    while s > 0 and act_cum[s - 1] >= scratch:
+        s -= 1
+    return s
+
+
+@serial
 def backprop(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
              X, acts, pres, dbuf, dX):
     """Backward through every layer after network_forward, from the gradient of the
@@ -82,31 +113,41 @@ def backprop(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum, pre
     ``dbuf[:batch*sizes[-1]]`` (viewed (batch, sizes[-1])). Fills ``grads``; when dX
     has X's shape it also receives the gradient w.r.t. the input X (pass an empty
     (0, 0) array to skip that product, as training does).
+
+    Goes segment by segment from the last: each segment's scratch layers are first
+    recomputed from its kept input (except the last segment's, still in place after
+    the forward), then backward runs through the segment. Without checkpointing every
+    segment is one layer and nothing is recomputed.
     """
     batch = X.shape[0]
     half = batch * sizes.max()
-    n_layers = act_codes.shape[0]
     want_dX = dX.shape[0] == batch
     cur = 0  # which half of dbuf holds dA of the current layer
-    for l in range(n_layers - 1, -1, -1):
-        n_out = sizes[l + 1]
-        n_in = sizes[l]
-        dA = dbuf[cur * half:cur * half + batch * n_out].reshape(batch, n_out)
-        if l == 0 and want_dX:
-            dX_l = dX
-        else:
-            dX_l = dbuf[(1 - cur) * half:(1 - cur) * half + batch * n_in].reshape(batch, n_in)
-        A, S = _output_views(l, batch, sizes, act_cum, pre_cum, acts, pres)
-        if l == 0:
-            layer_in = X
-        else:
-            layer_in, _ = _output_views(l - 1, batch, sizes, act_cum, pre_cum, acts, pres)
-        W, _ = _weight_views(l, params, sizes, w_off, b_off)
-        dW, db = _weight_views(l, grads, sizes, w_off, b_off)
-        # dS overwrites dA in place: dA is not needed once sigma' is applied.
-        linear_backward(dA, A, S, layer_in, W, act_codes[l], slopes[l], dA, dX_l, dW, db,
-                        l > 0 or want_dX)
-        cur = 1 - cur
+    last = act_codes.shape[0] - 1
+    while last >= 0:
+        first = segment_start(last, act_cum)
+        if last < act_codes.shape[0] - 1:
+            for l in range(first, last):
+                _layer_forward(l, params, sizes, w_off, b_off, act_codes, slopes,
+                               act_cum, pre_cum, X, acts, pres)
+        for l in range(last, first - 1, -1):
+            n_out = sizes[l + 1]
+            n_in = sizes[l]
+            dA = dbuf[cur * half:cur * half + batch * n_out].reshape(batch, n_out)
+            if l == 0 and want_dX:
+                dX_l = dX
+            else:
+                dX_l = dbuf[(1 - cur) * half:(1 - cur) * half + batch * n_in].reshape(
+                    batch, n_in)
+            A, S = _output_views(l, batch, sizes, act_cum, pre_cum, acts, pres)
+            layer_in = _layer_input(l, X, batch, sizes, act_cum, pre_cum, acts, pres)
+            W, _ = _weight_views(l, params, sizes, w_off, b_off)
+            dW, db = _weight_views(l, grads, sizes, w_off, b_off)
+            # dS overwrites dA in place: dA is not needed once sigma' is applied.
+            linear_backward(dA, A, S, layer_in, W, act_codes[l], slopes[l], dA, dX_l, dW,
+                            db, l > 0 or want_dX)
+            cur = 1 - cur
+        last = first - 1
 
 
 @serial

@@ -33,20 +33,34 @@ def _weight_views(l, buf, sizes, w_off, b_off):
     return buf[w0:w0 + n_out * n_in].reshape(n_out, n_in), buf[b0:b0 + n_out]
 
 
+def _layer_input(l, X, batch, sizes, act_cum, pre_cum, acts, pres):
+    """The input of layer l: X for the first layer, else A_{l-1}."""
+    if l == 0:
+        return X
+    return _output_views(l - 1, batch, sizes, act_cum, pre_cum, acts, pres)[0]
+
+
+def _layer_forward(l, params, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
+                   X, acts, pres):
+    batch = X.shape[0]
+    W, b = _weight_views(l, params, sizes, w_off, b_off)
+    A, S = _output_views(l, batch, sizes, act_cum, pre_cum, acts, pres)
+    layer_in = _layer_input(l, X, batch, sizes, act_cum, pre_cum, acts, pres)
+    linear_forward(layer_in, W, b, int(act_codes[l]), float(slopes[l]), S, A)
+    return A
+
+
 def network_forward(params, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
                     X, acts, pres):
     """Forward through every layer; returns the last layer's output (a view of acts).
 
     X: (batch, sizes[0]) C-contiguous device array of params' dtype.
     """
-    batch = X.shape[0]
-    layer_in = X
+    out = X
     for l in range(act_codes.shape[0]):
-        W, b = _weight_views(l, params, sizes, w_off, b_off)
-        A, S = _output_views(l, batch, sizes, act_cum, pre_cum, acts, pres)
-        linear_forward(layer_in, W, b, int(act_codes[l]), float(slopes[l]), S, A)
-        layer_in = A
-    return layer_in
+        out = _layer_forward(l, params, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                             pre_cum, X, acts, pres)
+    return out
 
 
 def network_loss(params, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
@@ -59,36 +73,51 @@ def network_loss(params, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cu
     return loss_forward_backward(loss_code, out, labels, targets, dZ, partials)
 
 
+def segment_start(l, act_cum):
+    """First layer of the checkpoint segment that ends at layer l (as on the CPU)."""
+    scratch = act_cum[-1]
+    s = l
+    while s > 0 and act_cum[s - 1] >= scratch:
+        s -= 1
+    return s
+
+
 def backprop(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
              X, acts, pres, dbuf, dX):
     """Backward through every layer after network_forward, from the loss gradient the
     caller wrote into ``dbuf[:batch*sizes[-1]]``. Fills ``grads``; when dX (device)
     has X's shape it also receives the gradient w.r.t. X (pass None or an empty
-    array to skip that product)."""
+    array to skip that product). Segment by segment, recomputing checkpointed layers,
+    exactly as kernels/cpu/network.py's backprop."""
     batch = X.shape[0]
     half = batch * int(sizes.max())
     n_layers = act_codes.shape[0]
     want_dX = dX is not None and dX.shape[0] == batch and dX.size > 0
     cur = 0
-    for l in range(n_layers - 1, -1, -1):
-        n_out = int(sizes[l + 1])
-        n_in = int(sizes[l])
-        dA = dbuf[cur * half:cur * half + batch * n_out].reshape(batch, n_out)
-        if l == 0 and want_dX:
-            dX_l = dX
-        else:
-            o = (1 - cur) * half
-            dX_l = dbuf[o:o + batch * n_in].reshape(batch, n_in)
-        A, S = _output_views(l, batch, sizes, act_cum, pre_cum, acts, pres)
-        if l == 0:
-            layer_in = X
-        else:
-            layer_in, _ = _output_views(l - 1, batch, sizes, act_cum, pre_cum, acts, pres)
-        W, _ = _weight_views(l, params, sizes, w_off, b_off)
-        dW, db = _weight_views(l, grads, sizes, w_off, b_off)
-        linear_backward(dA, A, S, layer_in, W, int(act_codes[l]), float(slopes[l]), dA,
-                        dX_l, dW, db, l > 0 or want_dX)
-        cur = 1 - cur
+    last = n_layers - 1
+    while last >= 0:
+        first = segment_start(last, act_cum)
+        if last < n_layers - 1:
+            for l in range(first, last):
+                _layer_forward(l, params, sizes, w_off, b_off, act_codes, slopes,
+                               act_cum, pre_cum, X, acts, pres)
+        for l in range(last, first - 1, -1):
+            n_out = int(sizes[l + 1])
+            n_in = int(sizes[l])
+            dA = dbuf[cur * half:cur * half + batch * n_out].reshape(batch, n_out)
+            if l == 0 and want_dX:
+                dX_l = dX
+            else:
+                o = (1 - cur) * half
+                dX_l = dbuf[o:o + batch * n_in].reshape(batch, n_in)
+            A, S = _output_views(l, batch, sizes, act_cum, pre_cum, acts, pres)
+            layer_in = _layer_input(l, X, batch, sizes, act_cum, pre_cum, acts, pres)
+            W, _ = _weight_views(l, params, sizes, w_off, b_off)
+            dW, db = _weight_views(l, grads, sizes, w_off, b_off)
+            linear_backward(dA, A, S, layer_in, W, int(act_codes[l]), float(slopes[l]),
+                            dA, dX_l, dW, db, l > 0 or want_dX)
+            cur = 1 - cur
+        last = first - 1
 
 
 def network_backward(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
