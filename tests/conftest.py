@@ -1,0 +1,332 @@
+"""Shared fixtures of fastbp's correctness tests.
+
+pyproject runs pytest with ``--import-mode=importlib``, so test modules cannot import one
+another (or this file): everything they share is a fixture defined here. The helper
+fixtures are session-scoped plain functions, which also makes them usable inside
+hypothesis tests (hypothesis rejects function-scoped fixtures).
+
+What lives here, and nowhere else:
+
+- ``rng``              a numpy Generator seeded from the test's id (reproducible).
+- ``random_array``     random normal data pushed away from zero (never 0, never a kink).
+- ``assert_close``     the one comparison rule: |actual - expected| <= rtol*(|expected| +
+                       scale), scale max|expected| or the magnitudes below, rtol by
+                       dtype (KERNEL_RTOL) unless given.
+- ``backward_magnitudes``, ``network_gradient_magnitudes``  the error yardsticks of
+                       backward passes (sums of absolute terms).
+- ``central_difference`` / ``numeric_gradient``  the finite-difference oracles, and
+  ``one_kernel_thread`` to run their thousands of tiny calls without pool waits.
+- ``loss_inputs``, ``cpu_loss``  random (Z, y) for a loss, and the CPU loss kernel
+                       called the way the network passes call it.
+- ``network_from_case``, ``reference_params``, ``network_buffers``:
+                       random networks with standard-normal parameters, matching
+                       data, the reference's view of their parameters, and poisoned
+                       workspaces for calling the compiled network passes directly.
+- ``network_cases``, ``fixed_network_case``  architectures as dicts (sizes, hidden
+                       activations, output activation, loss, batch): the hypothesis
+                       strategy, and the fixed one per activation x loss.
+"""
+import contextlib
+import zlib
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import strategies as st
+
+import fastbp
+from fastbp.kernels import codes, reference
+from fastbp.kernels import cpu
+from fastbp.layout import Workspace
+
+# Kernel vs float64 reference. float64 kernels differ from numpy only by summation
+# order and libm rounding; float32 kernels are compared with the float64 reference run
+# on the same (float32-representable) inputs.
+KERNEL_RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-4}
+
+# Analytic gradient vs central finite differences (float64 throughout).
+FD_RTOL = 1e-6
+
+# Values |x| < MIN_ABS are never drawn: far from relu/leaky_relu's kink at 0 compared
+# with any finite-difference step used here, and never exactly zero.
+MIN_ABS = 0.05
+
+
+@pytest.fixture
+def rng(request):
+    """A Generator seeded from the test id: reproducible, different per test case."""
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+def _random_array(rng, shape, dtype=np.float64, scale=1.0, min_abs=MIN_ABS):
+    z = rng.standard_normal(shape)
+    return np.ascontiguousarray(np.copysign(min_abs + np.abs(z), z) * scale, dtype=dtype)
+
+
+@pytest.fixture(scope="session")
+def random_array():
+    """random_array(rng, shape, dtype=float64, scale=1.0, min_abs=MIN_ABS): C-contiguous
+    scale * (sign(z) * (min_abs + |z|)), z standard normal; so |x| >= scale * min_abs."""
+    return _random_array
+
+
+def _assert_close(actual, expected, dtype=None, rtol=None, scale=None, what=""):
+    actual = np.asarray(actual)
+    expected = np.asarray(expected, dtype=np.float64)
+    if rtol is None:
+        rtol = KERNEL_RTOL[np.dtype(dtype if dtype is not None else actual.dtype)]
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert np.isfinite(expected).all(), f"{what}: the reference itself is not finite"
+    assert np.isfinite(actual).all(), f"{what}: non-finite values in {actual}"
+    if scale is None:
+        scale = np.abs(expected).max() if expected.size else 0.0
+    error = np.abs(actual.astype(np.float64) - expected)
+    bound = rtol * (np.abs(expected) + scale)
+    bad = ~(error <= bound)
+    if bad.any():
+        at = np.unravel_index(np.argmax(np.where(bad, error / np.maximum(bound, 1e-300), 0)),
+                              expected.shape)
+        raise AssertionError(
+            f"{what}: {bad.sum()} of {bad.size} entries differ by more than rtol={rtol:g} "
+            f"of (|expected| + scale); worst at {at}: actual {actual[at]!r}, expected "
+            f"{expected[at]!r}, error {error[at]:.3g} > bound {bound[at]:.3g}")
+
+
+@pytest.fixture(scope="session")
+def assert_close():
+    """assert_close(actual, expected, dtype=None, rtol=None, scale=None, what=""):
+    shapes equal, everything finite, and entry by entry
+
+        |actual - expected| <= rtol * (|expected| + scale)
+
+    ``scale`` (a number or an array broadcasting to expected) is the size of the terms
+    the computation rounds, the yardstick of its error; by default max|expected|, which
+    makes the check relative to the array's scale, so entries small by cancellation
+    (1 - tanh^2 at large s) are judged against the values around them. Backward passes
+    pass the magnitudes from ``backward_magnitudes``. rtol defaults to KERNEL_RTOL of
+    ``dtype`` (or of actual's dtype).
+    """
+    return _assert_close
+
+
+def _backward_magnitudes(dA, X, W):
+    """(dS, dX, dW, db) of a layer run on |dA|, |X|, |W| with sigma' = 1: the sums of
+    absolute terms that bound the rounding error of each backward output (every
+    activation here has |sigma'| <= 1.13)."""
+    return reference.linear_backward(np.abs(dA), dA, np.abs(X), np.abs(W), codes.IDENTITY)
+
+
+@pytest.fixture(scope="session")
+def backward_magnitudes():
+    """backward_magnitudes(dA, X, W) -> (dS, dX, dW, db) error yardsticks of one layer's
+    backward pass (see ``assert_close``'s scale)."""
+    return _backward_magnitudes
+
+
+@pytest.fixture(scope="session")
+def network_gradient_magnitudes():
+    """network_gradient_magnitudes(weights, ref_layers, X, dZ) -> [(dW, db) per layer]:
+    error yardsticks of a whole backward pass. ref_layers is reference.network_forward's
+    output [(S, A) per layer]; dZ the loss gradient, taken at its array scale (max|dZ|
+    everywhere) as the default rule of ``assert_close`` would. A hidden layer's output
+    enters as |S| + |A|: sigma(s) is only accurate to rounding of terms of size |s|
+    (gelu at s << 0 is a tiny difference of O(|s|) terms)."""
+    def network_gradient_magnitudes(weights, ref_layers, X, dZ):
+        dA = np.full(np.shape(dZ), np.abs(dZ).max())
+        out = [None] * len(weights)
+        for l in range(len(weights) - 1, -1, -1):
+            S_in, A_in = ref_layers[l - 1] if l > 0 else (X, X)
+            x_in = np.abs(S_in) + np.abs(A_in)
+            _, dA, dW, db = _backward_magnitudes(dA, x_in, weights[l])
+            out[l] = (dW, db)
+        return out
+    return network_gradient_magnitudes
+
+
+@pytest.fixture(scope="session")
+def kernel_rtol():
+    """kernel_rtol(dtype) -> the default rtol of ``assert_close`` for that dtype."""
+    return lambda dtype: KERNEL_RTOL[np.dtype(dtype)]
+
+
+@pytest.fixture(scope="session")
+def fd_rtol():
+    return FD_RTOL
+
+
+@pytest.fixture(scope="session")
+def one_kernel_thread():
+    """Context manager: numba's pool at one thread inside, restored after.
+
+    For tests that call the compiled passes thousands of times on tiny networks
+    (finite differences): each call enters parallel regions, and on a shared 2-core
+    machine a region waits for a descheduled pool thread (measured 10-20 ms a call
+    instead of 10 us). What they check is the arithmetic; the kernel tests run the
+    parallel paths with the full pool."""
+    @contextlib.contextmanager
+    def one_kernel_thread():
+        before = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            yield
+        finally:
+            numba.set_num_threads(before)
+    return one_kernel_thread
+
+
+@pytest.fixture(scope="session")
+def central_difference():
+    """central_difference(f, x, h): (f(x + h) - f(x - h)) / 2h for an *elementwise*
+    f, all entries at once; equals f'(x) entry by entry."""
+    def central_difference(f, x, h):
+        return (f(x + h) - f(x - h)) / (2.0 * h)
+    return central_difference
+
+
+@pytest.fixture(scope="session")
+def numeric_gradient():
+    """numeric_gradient(f, x, h): gradient of the scalar f at the float64 array x by
+    central differences, one entry at a time. x is restored afterwards."""
+    def numeric_gradient(f, x, h):
+        grad = np.empty(x.shape)
+        flat, gflat = x.reshape(-1), grad.reshape(-1)
+        for i in range(flat.size):
+            original = flat[i]
+            flat[i] = original + h
+            up = f(x)
+            flat[i] = original - h
+            down = f(x)
+            flat[i] = original
+            gflat[i] = (up - down) / (2.0 * h)
+        return grad
+    return numeric_gradient
+
+
+def _loss_targets(rng, loss_code, shape, dtype):
+    """y for a loss on outputs of ``shape``: int labels in [0, shape[1]) for
+    softmax_cross_entropy, normal targets for mse, uniform targets in [0, 1] for
+    bce_with_logits."""
+    if loss_code == codes.SOFTMAX_CROSS_ENTROPY:
+        return rng.integers(0, shape[1], size=shape[0]).astype(np.int64)
+    if loss_code == codes.MSE:
+        return _random_array(rng, shape, dtype)
+    return rng.uniform(0.0, 1.0, size=shape).astype(dtype)
+
+
+@pytest.fixture(scope="session")
+def loss_inputs():
+    """loss_inputs(rng, loss_code, shape, dtype, scale=3.0) -> (Z, y): random logits
+    (never zero) and matching labels or targets."""
+    def loss_inputs(rng, loss_code, shape, dtype, scale=3.0):
+        return (_random_array(rng, shape, dtype, scale=scale),
+                _loss_targets(rng, loss_code, shape, dtype))
+    return loss_inputs
+
+
+@pytest.fixture(scope="session")
+def cpu_loss():
+    """cpu_loss(loss_code, Z, y) -> (loss, dZ) through cpu.loss_forward_backward, with
+    the argument the loss ignores passed empty, as the network passes do."""
+    def cpu_loss(loss_code, Z, y):
+        dZ = np.full_like(Z, np.nan)
+        if loss_code == codes.SOFTMAX_CROSS_ENTROPY:
+            labels, targets = y, np.zeros((0, Z.shape[1]), Z.dtype)
+        else:
+            labels, targets = np.zeros(0, np.int64), y
+        return cpu.loss_forward_backward(loss_code, Z, labels, targets, dZ), dZ
+    return cpu_loss
+
+
+def _random_mlp(rng, sizes, activations, output_activation="identity",
+                loss="softmax_cross_entropy", dtype="float64", leaky_relu_slope=0.01):
+    """An MLP whose W are standard normal / sqrt(fan_in) and b standard normal / 2."""
+    net = fastbp.MLP(sizes, activation=activations, output_activation=output_activation,
+                     loss=loss, dtype=dtype, leaky_relu_slope=leaky_relu_slope, seed=0)
+    for layer in net.layers:
+        layer.W = rng.standard_normal((layer.n_out, layer.n_in)) / np.sqrt(layer.n_in)
+        layer.b = 0.5 * rng.standard_normal(layer.n_out)
+    return net
+
+
+def _mlp_batch(rng, net, batch):
+    """(X, y) for ``net``: X random normal; y int labels, normal targets (mse) or
+    uniform targets in [0, 1] (bce_with_logits)."""
+    X = _random_array(rng, (batch, net.sizes[0]), net.dtype)
+    return X, _loss_targets(rng, codes.LOSS_CODES[net.loss], (batch, net.sizes[-1]),
+                            net.dtype)
+
+
+@pytest.fixture(scope="session")
+def reference_params():
+    """reference_params(net) -> (weights, biases, act_codes, slopes): the network as
+    fastbp.kernels.reference's network functions take it, in float64."""
+    def reference_params(net):
+        weights = [np.array(layer.W, dtype=np.float64) for layer in net.layers]
+        biases = [np.array(layer.b, dtype=np.float64) for layer in net.layers]
+        act_codes = [codes.ACTIVATION_CODES[a] for a in net.activations]
+        slopes = [net.leaky_relu_slope] * len(act_codes)
+        return weights, biases, act_codes, slopes
+    return reference_params
+
+
+@pytest.fixture(scope="session")
+def network_buffers():
+    """network_buffers(net, batch, spare_rows=5) -> (acts, pres, dbuf) sized for
+    ``batch + spare_rows`` rows (as the API's workspace is after a bigger batch) and
+    filled with NaN, so a kernel that reads a slot it did not write shows up as NaN."""
+    def network_buffers(net, batch, spare_rows=5):
+        acts, pres, dbuf = Workspace(net.layout, net.dtype).ensure(batch + spare_rows)
+        for buf in (acts, pres, dbuf):
+            buf.fill(np.nan)
+        return acts, pres, dbuf
+    return network_buffers
+
+
+@pytest.fixture(scope="session")
+def network_from_case():
+    """network_from_case(case, rng, dtype="float64", leaky_relu_slope=0.01) ->
+    (net, X, y): the random network a case dict describes (see ``network_cases`` and
+    ``fixed_network_case``) and a batch of case["batch"] rows for it."""
+    def network_from_case(case, rng, dtype="float64", leaky_relu_slope=0.01):
+        net = _random_mlp(rng, case["sizes"], case["activations"],
+                          case["output_activation"], case["loss"], dtype,
+                          leaky_relu_slope=leaky_relu_slope)
+        X, y = _mlp_batch(rng, net, case["batch"])
+        return net, X, y
+    return network_from_case
+
+
+@pytest.fixture(scope="session")
+def fixed_network_case():
+    """fixed_network_case(activation, loss) -> case dict: 5 inputs, hidden layers of 17
+    and 3 units of ``activation``, an identity output for the logit losses and
+    ``activation`` on the output for mse; batch 7."""
+    def fixed_network_case(activation, loss):
+        n_out = 3 if loss == "softmax_cross_entropy" else 2
+        output = activation if loss == "mse" else "identity"
+        return dict(sizes=[5, 17, 3, n_out], activations=[activation, activation],
+                    output_activation=output, loss=loss, batch=7)
+    return fixed_network_case
+
+
+@st.composite
+def _network_case(draw, max_width=17, max_hidden=3):
+    loss = draw(st.sampled_from(codes.LOSSES))
+    n_hidden = draw(st.integers(0, max_hidden))
+    widths = st.sampled_from(tuple(w for w in (1, 2, 3, 5, 8, 17, 129) if w <= max_width))
+    min_out = 2 if loss == "softmax_cross_entropy" else 1
+    sizes = ([draw(widths)] + [draw(widths) for _ in range(n_hidden)]
+             + [draw(widths.filter(lambda w: w >= min_out))])
+    hidden = [draw(st.sampled_from(codes.ACTIVATIONS)) for _ in range(n_hidden)]
+    output = (draw(st.sampled_from(codes.ACTIVATIONS)) if loss == "mse" else "identity")
+    return dict(sizes=sizes, activations=hidden, output_activation=output, loss=loss,
+                batch=draw(st.sampled_from((1, 2, 3, 17))),
+                seed=draw(st.integers(0, 2**32 - 1)))
+
+
+@pytest.fixture(scope="session")
+def network_cases():
+    """network_cases(max_width=17, max_hidden=3): hypothesis strategy of dicts with
+    sizes, activations (hidden), output_activation, loss, batch and seed. Use with
+    ``data.draw(network_cases())``. Logit losses get an identity output layer; mse any."""
+    return _network_case
