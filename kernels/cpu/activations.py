@@ -13,6 +13,7 @@ import math
 from numba import prange
 
 from .. import codes
+from . import elementary
 from ._jit import parallel, scalar
 
 _SQRT_HALF = 0.7071067811865476          # 1/sqrt(2)
@@ -21,13 +22,7 @@ _SQRT_2_OVER_PI = 0.7978845608028654     # sqrt(2/pi)
 _GELU_TANH_C = 0.044715
 
 
-@scalar
-def sigmoid(s):
-    """Logistic function, without overflow for large |s|."""
-    if s >= 0:
-        return 1.0 / (1.0 + math.exp(-s))
-    e = math.exp(s)
-    return e / (1.0 + e)
+sigmoid = elementary.sigmoid
 
 
 @scalar
@@ -38,19 +33,19 @@ def activate(s, code, slope):
     if code == codes.SIGMOID:
         return sigmoid(s)
     if code == codes.TANH:
-        return math.tanh(s)
+        return elementary.tanh(s)
     if code == codes.RELU:
         return s if s > 0 else 0.0 * s
     if code == codes.LEAKY_RELU:
         return s if s > 0 else slope * s
     if code == codes.SOFTPLUS:
         # log(1 + e^s) = max(s, 0) + log1p(e^-|s|): no overflow for large s.
-        return max(s, 0.0) + math.log1p(math.exp(-abs(s)))
+        return max(s, 0.0) + math.log1p(elementary.exp(-abs(s)))
     if code == codes.GELU:
         return 0.5 * s * (1.0 + math.erf(s * _SQRT_HALF))
     # GELU_TANH
     inner = _SQRT_2_OVER_PI * (s + _GELU_TANH_C * s * s * s)
-    return 0.5 * s * (1.0 + math.tanh(inner))
+    return 0.5 * s * (1.0 + elementary.tanh(inner))
 
 
 @scalar
@@ -69,10 +64,11 @@ def activation_derivative(a, s, code, slope):
     if code == codes.SOFTPLUS:
         return sigmoid(s)
     if code == codes.GELU:
-        return 0.5 * (1.0 + math.erf(s * _SQRT_HALF)) + s * _INV_SQRT_2PI * math.exp(-0.5 * s * s)
+        return (0.5 * (1.0 + math.erf(s * _SQRT_HALF))
+                + s * _INV_SQRT_2PI * elementary.exp(-0.5 * s * s))
     # GELU_TANH
     inner = _SQRT_2_OVER_PI * (s + _GELU_TANH_C * s * s * s)
-    t = math.tanh(inner)
+    t = elementary.tanh(inner)
     dinner = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_TANH_C * s * s)
     return 0.5 * (1.0 + t) + 0.5 * s * (1.0 - t * t) * dinner
 

@@ -20,6 +20,7 @@ import numpy as np
 from numba import prange
 
 from .. import codes
+from . import elementary
 from .activations import sigmoid
 from .blocks import PARALLEL_MIN_ELEMENTS, block_bounds, n_blocks
 from ._jit import parallel, scalar, serial
@@ -34,7 +35,7 @@ def _softmax_cross_entropy_rows(Z, labels, targets, dZ, scale, r0, r1):
             m = max(m, Z[i, j])
         sumexp = 0.0
         for j in range(Z.shape[1]):
-            e = math.exp(Z[i, j] - m)
+            e = elementary.exp(Z[i, j] - m)
             dZ[i, j] = e
             sumexp += e
         inv = scale / sumexp
@@ -64,7 +65,7 @@ def _bce_with_logits_rows(Z, labels, T, dZ, scale, r0, r1):
         for j in range(Z.shape[1]):
             z = Z[i, j]
             t = T[i, j]
-            total += max(z, 0.0) - z * t + math.log1p(math.exp(-abs(z)))
+            total += max(z, 0.0) - z * t + math.log1p(elementary.exp(-abs(z)))
             dZ[i, j] = scale * (sigmoid(z) - t)
     return total
 
