@@ -273,6 +273,37 @@ class MLP:
             self.params, self.grads, *layout_args, self._loss_code, X, labels, targets,
             acts, pres, dbuf, opt_code, opt_state, opt_hparams, opt_step, **extra))
 
+    def train_epoch(self, X, y, optimizer, batch_size=32):
+        """Training steps over the rows of (X, y) in order, ``batch_size`` rows each (the
+        last step takes the remainder), with no return to Python between steps on the
+        CPU: one compiled call for the whole pass. Shuffle X and y first if wanted.
+
+        Returns the steps' mean losses as a float64 array. Stops after the first step
+        whose loss is NaN or infinite, so the array is shorter than
+        ceil(len(X) / batch_size) exactly when training diverged.
+        """
+        batch_size = validation.positive_int("batch_size", batch_size)
+        X = self._inputs(X)
+        labels, targets = self._targets(y, X.shape[0])
+        n_batches = -(-X.shape[0] // batch_size)
+        losses = np.empty(n_batches, np.float64)
+        if self.device != "cpu":   # the GPU steps are launched from the host anyway
+            for i in range(n_batches):
+                rows = slice(i * batch_size, (i + 1) * batch_size)
+                losses[i] = self._train_step_checked(
+                    X[rows], labels[rows] if labels.size else labels,
+                    targets[rows] if targets.size else targets, optimizer)
+                if not np.isfinite(losses[i]):
+                    return losses[:i + 1]
+            return losses
+        layout_args, acts, pres, dbuf = self._compiled(min(batch_size, X.shape[0]))
+        opt_code, _, _, opt_state, opt_hparams, first = optimizer.compiled_args_for(self)
+        ran = cpu_kernels.network_train_epoch(
+            self.params, self.grads, *layout_args, self._loss_code, X, labels, targets,
+            batch_size, acts, pres, dbuf, opt_code, opt_state, opt_hparams, first, losses)
+        optimizer.steps += ran - 1   # compiled_args_for counted the first step
+        return losses[:ran]
+
     def predict(self, X):
         """Class labels (batch,) int64 for softmax_cross_entropy; 0/1 labels for
         bce_with_logits ((batch,) for one output, else (batch, out)); the outputs

@@ -7,7 +7,8 @@ W is (out, in) as in torch.nn.Linear; outputs go into caller-allocated arrays.
 from .activations import activation_backward, activation_forward
 from .linear import linear_backward, linear_forward
 from .losses import bce_with_logits, loss_forward_backward, mse, softmax_cross_entropy
-from .network import backprop, network_backward, network_forward, network_loss, network_train_step
+from .network import (backprop, network_backward, network_forward, network_loss,
+                      network_train_epoch, network_train_step)
 from .optim import optimizer_update, sgd_update
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "linear_forward", "linear_backward",
     "softmax_cross_entropy", "mse", "bce_with_logits", "loss_forward_backward",
     "network_forward", "network_backward", "backprop", "network_loss", "network_train_step",
+    "network_train_epoch",
     "sgd_update", "optimizer_update",
 ]

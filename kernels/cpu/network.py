@@ -179,3 +179,33 @@ def network_train_step(params, grads, sizes, w_off, b_off, act_codes, slopes, ac
                             dbuf)
     optimizer_update(opt_code, params, grads, opt_state, opt_hparams, opt_step)
     return loss
+
+
+@serial
+def network_train_epoch(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                        pre_cum, loss_code, X, labels, targets, batch_size, acts, pres,
+                        dbuf, opt_code, opt_state, opt_hparams, first_step, losses):
+    """Consecutive training steps over the rows of X in minibatches of ``batch_size``
+    (the last may be smaller), in one call: no return to Python between steps.
+
+    X (n, sizes[0]); labels (n,) or empty; targets (n, sizes[-1]) or empty; the
+    workspaces sized for ``batch_size`` rows. Step i uses optimizer step number
+    first_step + i. Writes each step's mean loss into losses (n_batches,) float64 and
+    returns how many steps ran: it stops after the first step whose loss is not finite,
+    so the caller can see where training diverged.
+    """
+    n = X.shape[0]
+    n_batches = (n + batch_size - 1) // batch_size
+    for i in range(n_batches):
+        a = i * batch_size
+        b = min(a + batch_size, n)
+        lab = labels[a:b] if labels.shape[0] > 0 else labels
+        tgt = targets[a:b] if targets.shape[0] > 0 else targets
+        loss = network_train_step(params, grads, sizes, w_off, b_off, act_codes, slopes,
+                                  act_cum, pre_cum, loss_code, X[a:b], lab, tgt, acts,
+                                  pres, dbuf, opt_code, opt_state, opt_hparams,
+                                  first_step + i)
+        losses[i] = loss
+        if not (loss - loss == 0.0):   # NaN or infinite
+            return i + 1
+    return n_batches
