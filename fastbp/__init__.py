@@ -10,8 +10,10 @@ the thin API around it.
 """
 from .datasets import load_digits, train_test_split
 from .gradcheck import gradcheck
+from .jacobian import jacobian
 from .kernels.codes import ACTIVATIONS, LOSSES
 from .network import MLP, Layer
+from .persistence import ModelFileError, load
 from .optim import SGD, Adam, AdamW, Optimizer, RMSprop, make_optimizer
 from .schedules import CosineAnnealingLR, ExponentialLR, InverseScaling, StepLR
 from .threads import get_num_threads, set_num_threads
@@ -19,10 +21,20 @@ from .training import History, StopTraining, TrainingDiverged, accuracy, fit
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    # The scikit-learn estimators load lazily: importing them imports scikit-learn
+    # (when installed), which ``import fastbp`` alone should not pay for.
+    if name in ("MLPClassifier", "MLPRegressor"):
+        from . import estimators
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'fastbp' has no attribute {name!r}")
+
 __all__ = [
     "MLP", "Layer", "SGD", "Optimizer", "gradcheck", "fit", "accuracy", "load_digits",
     "Adam", "AdamW", "RMSprop", "make_optimizer",
     "StepLR", "ExponentialLR", "CosineAnnealingLR", "InverseScaling",
     "History", "StopTraining", "TrainingDiverged",
+    "jacobian", "load", "ModelFileError", "MLPClassifier", "MLPRegressor",
     "train_test_split", "set_num_threads", "get_num_threads", "ACTIVATIONS", "LOSSES", "__version__",
 ]

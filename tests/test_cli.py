@@ -1,0 +1,183 @@
+"""python -m fastbp train / predict: runs, files, and one-line errors."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp.cli import main
+
+FAST = ["--epochs", "2", "--hidden", "16", "--quiet"]
+
+
+def _run(*args, timeout=300):
+    env = dict(os.environ)
+    env.pop("FASTBP_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "fastbp", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def digits_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    X, y = fastbp.load_digits()
+    np.savez(d / "digits.npz", X=X, y=y)
+    header = ",".join([f"p{i}" for i in range(64)] + ["digit"])
+    np.savetxt(d / "digits.csv", np.c_[X, y], delimiter=",", fmt="%g", header=header,
+               comments="")
+    np.savetxt(d / "label_first.csv", np.c_[y, X], delimiter=",", fmt="%g")
+    np.savetxt(d / "features.csv", X[:20], delimiter=",", fmt="%g")
+    return d
+
+
+def test_default_run_in_a_subprocess(tmp_path):
+    """The documented command, as a user runs it (defaults, per-epoch lines)."""
+    out = _run("train", "--save", str(tmp_path / "m.npz"))
+    assert out.returncode == 0, out.stderr
+    assert "epoch  30/30" in out.stdout
+    acc = float(out.stdout.split("held-out accuracy ")[1].split()[0])
+    assert acc >= 0.97
+    assert out.stderr == ""
+    pred = _run("predict", str(tmp_path / "m.npz"), str(tmp_path / "none.csv"))
+    assert pred.returncode == 1 and pred.stderr.count("\n") == 1
+
+
+def test_train_save_predict_round_trip(tmp_path, digits_files, capsys):
+    model = tmp_path / "model.npz"
+    assert main(["train", *FAST, "--save", str(model), "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    acc = float(out.split("held-out accuracy ")[1].split()[0])
+    net = fastbp.load(model)
+    X, y = fastbp.load_digits()
+    # The standardisation is folded into the saved model: it takes raw pixels.
+    _, X_te, _, y_te = fastbp.train_test_split(X, y, 0.25, 3)
+    assert fastbp.accuracy(net, X_te, y_te) == pytest.approx(acc, abs=1e-4)
+
+    result = tmp_path / "pred.txt"
+    assert main(["predict", str(model), str(digits_files / "digits.csv"),
+                 "-o", str(result)]) == 0
+    err = capsys.readouterr().err
+    assert "accuracy" in err
+    lines = result.read_text().split()
+    assert len(lines) == 1797
+    assert np.array_equal(np.array(lines, dtype=int), net.predict(X))
+
+    assert main(["predict", str(model), str(digits_files / "features.csv")]) == 0
+    assert capsys.readouterr().out.split() == [str(v) for v in net.predict(X[:20])]
+    npy = tmp_path / "pred.npy"
+    assert main(["predict", str(model), str(digits_files / "digits.npz"), "-o", str(npy)]) == 0
+    assert np.array_equal(np.load(npy), net.predict(X))
+
+
+@pytest.mark.parametrize("name, extra", [
+    ("digits.npz", []),
+    ("digits.csv", ["--label-column", "digit"]),
+    ("label_first.csv", ["--label-column", "0"]),
+])
+def test_train_on_user_files(digits_files, name, extra, capsys):
+    assert main(["train", "--data", str(digits_files / name), *extra, *FAST,
+                 "--optimizer", "sgd", "--activation", "tanh", "--batch-size", "64",
+                 "--dtype", "float64"]) == 0
+    out = capsys.readouterr().out
+    assert f"{name}: 1347 training" in out and "10 classes" in out
+    assert float(out.split("held-out accuracy ")[1].split()[0]) > 0.8
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--epochs", "x"], "--epochs"),
+    (["train", "--epochs", "0"], "--epochs"),
+    (["train", "--hidden", "64,a"], "--hidden"),
+    (["train", "--activation", "swish"], "--activation"),
+    (["train", "--optimizer", "lbfgs"], "--optimizer"),
+    (["train", "--test-fraction", "1.5"], "--test-fraction"),
+    (["train", "--bogus"], "unrecognized"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_flag_errors_are_one_line(args, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1 and message in err
+
+
+def _bad_files(d):
+    (d / "text.csv").write_text("a,b\nx,y\n")
+    (d / "one_col.csv").write_text("1\n2\n")
+    (d / "neg.csv").write_text("1,2,-1\n3,4,0\n")
+    (d / "frac.csv").write_text("1,2,0.5\n3,4,0\n")
+    (d / "nan.csv").write_text("1,nan,1\n3,4,0\n")
+    (d / "oneclass.csv").write_text("1,2,0\n3,4,0\n")
+    (d / "data.txt").write_text("1,2,0\n")
+    np.savez(d / "noy.npz", X=np.zeros((4, 2)))
+    np.savez(d / "badx.npz", X=np.zeros(4), y=np.zeros(4))
+    (d / "junk.npz").write_bytes(b"PK\x03\x04junk")
+
+
+@pytest.mark.parametrize("name, message", [
+    ("missing.csv", "no such file"),
+    ("text.csv", "not a table of numbers"),
+    ("one_col.csv", "label column"),
+    ("neg.csv", "integers >= 0"),
+    ("frac.csv", "non-integral"),
+    ("nan.csv", "not a table of numbers|NaN"),
+    ("oneclass.csv", "2 classes"),
+    ("data.txt", "unknown file type"),
+    ("noy.npz", "'y'"),
+    ("badx.npz", "2-D"),
+    ("junk.npz", "not a readable"),
+])
+def test_data_file_errors_are_one_line(tmp_path, name, message, capsys):
+    _bad_files(tmp_path)
+    assert main(["train", "--data", str(tmp_path / name), *FAST]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1
+    assert any(m in err for m in message.split("|")), err
+
+
+def test_predict_errors_are_one_line(tmp_path, digits_files, capsys):
+    model = tmp_path / "m.npz"
+    fastbp.MLP([64, 8, 10], seed=0).save(model)
+    (tmp_path / "corrupt.npz").write_bytes(model.read_bytes()[:-40])
+    (tmp_path / "narrow.csv").write_text("1,2,3\n")
+    cases = [
+        ([str(tmp_path / "corrupt.npz"), str(digits_files / "features.csv")],
+         "not a readable fastbp model"),
+        ([str(digits_files / "digits.npz"), str(digits_files / "features.csv")],
+         "not a fastbp model"),
+        ([str(model), str(tmp_path / "narrow.csv")], "64 features"),
+        ([str(tmp_path / "nope.npz"), str(tmp_path / "narrow.csv")], "no such file"),
+    ]
+    for args, message in cases:
+        assert main(["predict", *args]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and err.count("\n") == 1 and message in err, err
+
+
+def test_plot_without_matplotlib_or_with_it(tmp_path, capsys):
+    png = tmp_path / "curves.png"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert main(["train", *FAST, "--plot", str(png)]) == 1
+        err = capsys.readouterr().err
+        assert "matplotlib" in err and err.count("\n") == 1 and not png.exists()
+        return
+    assert main(["train", *FAST, "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unavailable_device_is_one_line(capsys):
+    if fastbp.device.cuda_status()[0]:
+        pytest.skip("a GPU is usable here")
+    assert main(["train", *FAST, "--device", "cuda"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1 and "cuda" in err
+
+
+def test_console_script_is_declared():
+    from importlib.metadata import entry_points
+    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
+    assert scripts.get("fastbp") == "fastbp.cli:main"
