@@ -3,8 +3,9 @@
 For the layer shapes of the yardstick it times a layer's three matrix products
 (S = X W^T, dW = dS^T X, dX = dS W) done three ways, in one process:
 
-    blocked     what fastbp does: numba's threads each call single-threaded BLAS
-                (scipy's ?gemm) on their row/column block (kernels/cpu/blas.py)
+    cols        what fastbp does: numba's threads each call single-threaded BLAS
+                (scipy's ?gemm) on their block of output columns (kernels/cpu/blas.py)
+    rows        the same, with the forward and dX products split by batch rows
     blas-pool   numba's np.dot from one thread, letting OpenBLAS use its own pool
     hand-tiled  a prange numba kernel (row blocks, dot products over contiguous rows,
                 four output columns per pass), no BLAS
@@ -27,13 +28,29 @@ from fastbp.kernels.cpu.blas import gemm
 from fastbp.kernels.cpu.blocks import block_bounds
 
 # (batch, in, out) of every distinct layer in the yardstick configurations
-SHAPES = [(32, 64, 64), (32, 64, 10), (64, 784, 128), (64, 128, 10), (128, 784, 512),
+SHAPES = [(32, 64, 64), (32, 64, 10), (32, 128, 128), (64, 784, 128), (64, 128, 10), (128, 784, 512),
           (128, 512, 512), (64, 256, 256), (512, 1024, 4096), (512, 4096, 4096),
           (512, 4096, 1024)]
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def _blocked(X, W, dS, S, dW, dX, nblocks):
+def _col_blocks(X, W, dS, S, dW, dX, nblocks):
+    """What fastbp does: every product split into blocks of output columns."""
+    n_out, n_in = W.shape
+    for blk in prange(nblocks):
+        j0, j1 = block_bounds(blk, nblocks, n_out)
+        gemm(False, True, 1.0, X, W[j0:j1], 0.0, S[:, j0:j1])
+    for blk in prange(nblocks):
+        j0, j1 = block_bounds(blk, nblocks, n_out)
+        gemm(True, False, 1.0, dS[:, j0:j1], X, 0.0, dW[j0:j1])
+    for blk in prange(nblocks):
+        k0, k1 = block_bounds(blk, nblocks, n_in)
+        gemm(False, False, 1.0, dS, W[:, k0:k1], 0.0, dX[:, k0:k1])
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _row_blocks(X, W, dS, S, dW, dX, nblocks):
+    """The alternative: forward and dX split into blocks of batch rows."""
     batch, n_out = S.shape
     for blk in prange(nblocks):
         r0, r1 = block_bounds(blk, nblocks, batch)
@@ -136,7 +153,7 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     print(f"{args.dtype}, {args.threads} threads; GFLOP/s of a layer's three products "
           "(median)")
-    print(f"{'batch x in x out':>18} {'MFLOP':>8} {'blocked':>8} {'serial':>8} "
+    print(f"{'batch x in x out':>18} {'MFLOP':>8} {'cols':>8} {'rows':>8} {'serial':>8} "
           f"{'blas-pool':>9} {'hand':>8}")
     for batch, n_in, n_out in SHAPES:
         X = rng.standard_normal((batch, n_in)).astype(args.dtype)
@@ -150,7 +167,8 @@ def main(argv=None):
 
         def gflops(ms):
             return flops / ms / 1e6
-        blocked = median_ms(lambda: _blocked(X, W, dS, S, dW, dX, args.threads))
+        cols = median_ms(lambda: _col_blocks(X, W, dS, S, dW, dX, args.threads))
+        rows = median_ms(lambda: _row_blocks(X, W, dS, S, dW, dX, args.threads))
         serial = median_ms(lambda: _serial(X, W, dS, S, dW, dX))
         # np.dot from one numba thread, with OpenBLAS's own pool at --threads
         with threadpool_limits(args.threads, user_api="blas"):
@@ -159,7 +177,8 @@ def main(argv=None):
         if not (args.skip_hand and flops > 1e9):
             hand = median_ms(lambda: _hand_tiled(X, W, dS, S, dW, dX, dST))
         hand_txt = f"{gflops(hand):8.1f}" if hand else f"{'-':>8}"
-        print(f"{f'{batch}x{n_in}x{n_out}':>18} {flops / 1e6:8.2f} {gflops(blocked):8.1f} "
+        print(f"{f'{batch}x{n_in}x{n_out}':>18} {flops / 1e6:8.2f} {gflops(cols):8.1f} "
+              f"{gflops(rows):8.1f} "
               f"{gflops(serial):8.1f} {gflops(pool):9.1f} {hand_txt}", flush=True)
 
 

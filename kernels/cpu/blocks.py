@@ -12,7 +12,7 @@ from ._jit import scalar
 
 # Below these amounts of work one thread does the job (benchmarks/README.md, "Product
 # core", has the measurements that set them).
-PARALLEL_MIN_FLOPS = 2_000_000       # matrix products: 2 * m * n * k
+PARALLEL_MIN_FLOPS = 1_000_000       # matrix products: 2 * m * n * k
 PARALLEL_MIN_ELEMENTS = 32_768       # elementwise passes and reductions
 
 # numba.get_num_threads() inside compiled code calls the threading layer through a

@@ -6,32 +6,34 @@
                      dA, A, S, dS (batch, out)  dX (batch, in)  dW (out, in)  db (out,)
 
 How the work is split. One thread pool does everything: numba's threads each take a
-block and call single-threaded BLAS (kernels/cpu/blas.py) on it, then run the
-elementwise epilogue on the block while it is still in cache.
+block of columns and call single-threaded BLAS (kernels/cpu/blas.py) on it, then run
+the elementwise epilogue on the block while it is still in cache. Splitting by columns
+gives each thread a share of W instead of all of it, which measured 10-20% faster than
+splitting the batch for every yardstick layer (benchmarks/README.md, "Product core").
 
-- forward: row blocks of the batch; each computes S[rows] = X[rows] W^T, then adds b and
-  applies sigma to those rows.
-- backward, pass 1: column blocks of the layer's outputs; each computes dS[:, cols]
-  (sigma' fused), reduces db[cols] from it, then dW[cols] = dS[:, cols]^T X. A block
-  owns its rows of dW and entries of db outright: no races, no atomics, no partial
-  copies of dW.
-- backward, pass 2 (skipped for the first layer): row blocks; dX[rows] = dS[rows] W.
+- forward: blocks of output columns; each computes S[:, cols] = X W[cols]^T, then adds
+  b and applies sigma to those columns.
+- backward, pass 1: blocks of output columns; each computes dS[:, cols] (sigma'
+  fused), reduces db[cols] from it, then dW[cols] = dS[:, cols]^T X. A block owns its
+  rows of dW and entries of db outright: no races, no atomics, no partial copies.
+- backward, pass 2 (skipped for the first layer): blocks of input columns;
+  dX[:, cols] = dS W[:, cols].
 
-A layer whose product is below ``blocks.PARALLEL_MIN_FLOPS`` runs as one block on the calling
-thread: starting the pool costs more than such a layer's whole product.
+A layer whose product is below ``blocks.PARALLEL_MIN_FLOPS`` runs as one block on the
+calling thread: starting the pool costs more than such a layer's whole product.
 """
 from numba import prange
 
 from .activations import activate, activation_derivative
 from .blas import gemm
-from .blocks import PARALLEL_MIN_FLOPS, block_bounds, n_blocks
+from .blocks import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_FLOPS, block_bounds, n_blocks
 from ._jit import parallel, scalar, serial
 
 
 @scalar
-def _bias_activation_rows(S, b, A, code, slope, r0, r1):
+def _bias_activation_block(S, b, A, code, slope, r0, r1, j0, j1):
     for i in range(r0, r1):
-        for j in range(S.shape[1]):
+        for j in range(j0, j1):
             s = S[i, j] + b[j]
             S[i, j] = s
             A[i, j] = activate(s, code, slope)
@@ -54,9 +56,11 @@ def bias_activation(S, b, A, code, slope):
 
     S, A: (batch, out); b: (out,). A may be the same array as S.
     """
-    batch = S.shape[0]
-    for blk in prange(batch):
-        _bias_activation_rows(S, b, A, code, slope, blk, blk + 1)
+    batch, n = S.shape
+    nblocks = n_blocks(batch, batch * n, PARALLEL_MIN_ELEMENTS)
+    for blk in prange(nblocks):
+        r0, r1 = block_bounds(blk, nblocks, batch)
+        _bias_activation_block(S, b, A, code, slope, r0, r1, 0, n)
 
 
 @parallel
@@ -65,24 +69,24 @@ def activation_backward_bias(dA, A, S, dS, db, code, slope):
 
     dA, A, S, dS: (batch, out); db: (out,), overwritten.
     """
-    n = dA.shape[1]
-    nblocks = n_blocks(n, n, 1)
+    batch, n = dA.shape
+    nblocks = n_blocks(n, batch * n, PARALLEL_MIN_ELEMENTS)
     for blk in prange(nblocks):
         j0, j1 = block_bounds(blk, nblocks, n)
         _sigma_prime_bias_cols(dA, A, S, dS, db, code, slope, j0, j1)
 
 
 @scalar
-def _forward_rows(X, W, b, code, slope, S, A, r0, r1):
-    gemm(False, True, 1.0, X[r0:r1], W, 0.0, S[r0:r1])
-    _bias_activation_rows(S, b, A, code, slope, r0, r1)
+def _forward_cols(X, W, b, code, slope, S, A, j0, j1):
+    gemm(False, True, 1.0, X, W[j0:j1], 0.0, S[:, j0:j1])
+    _bias_activation_block(S, b, A, code, slope, 0, S.shape[0], j0, j1)
 
 
 @parallel
-def _forward_row_blocks(X, W, b, code, slope, S, A, nblocks):
+def _forward_col_blocks(X, W, b, code, slope, S, A, nblocks):
     for blk in prange(nblocks):
-        r0, r1 = block_bounds(blk, nblocks, X.shape[0])
-        _forward_rows(X, W, b, code, slope, S, A, r0, r1)
+        j0, j1 = block_bounds(blk, nblocks, W.shape[0])
+        _forward_cols(X, W, b, code, slope, S, A, j0, j1)
 
 
 @serial
@@ -94,11 +98,12 @@ def linear_forward(X, W, b, code, slope, S, A):
     leaky_relu slope. Pass the same array for S and A when S need not be kept.
     """
     batch, n_in = X.shape
-    nblocks = n_blocks(batch, 2 * batch * n_in * W.shape[0], PARALLEL_MIN_FLOPS)
+    n_out = W.shape[0]
+    nblocks = n_blocks(n_out, 2 * batch * n_in * n_out, PARALLEL_MIN_FLOPS)
     if nblocks == 1:
-        _forward_rows(X, W, b, code, slope, S, A, 0, batch)
+        _forward_cols(X, W, b, code, slope, S, A, 0, n_out)
     else:
-        _forward_row_blocks(X, W, b, code, slope, S, A, nblocks)
+        _forward_col_blocks(X, W, b, code, slope, S, A, nblocks)
 
 
 @scalar
@@ -115,10 +120,10 @@ def _weight_grad_col_blocks(dA, A, S, X, code, slope, dS, dW, db, nblocks):
 
 
 @parallel
-def _input_grad_row_blocks(dS, W, dX, nblocks):
+def _input_grad_col_blocks(dS, W, dX, nblocks):
     for blk in prange(nblocks):
-        r0, r1 = block_bounds(blk, nblocks, dS.shape[0])
-        gemm(False, False, 1.0, dS[r0:r1], W, 0.0, dX[r0:r1])
+        k0, k1 = block_bounds(blk, nblocks, W.shape[1])
+        gemm(False, False, 1.0, dS, W[:, k0:k1], 0.0, dX[:, k0:k1])
 
 
 @serial
@@ -131,15 +136,16 @@ def linear_backward(dA, A, S, X, W, code, slope, dS, dX, dW, db, compute_dX):
     ``compute_dX`` is true, dX (batch, in); the first layer skips dX.
     """
     batch, n_out = dA.shape
-    flops = 2 * batch * n_out * X.shape[1]
+    n_in = X.shape[1]
+    flops = 2 * batch * n_out * n_in
     nblocks = n_blocks(n_out, flops, PARALLEL_MIN_FLOPS)
     if nblocks == 1:
         _weight_grad_cols(dA, A, S, X, code, slope, dS, dW, db, 0, n_out)
     else:
         _weight_grad_col_blocks(dA, A, S, X, code, slope, dS, dW, db, nblocks)
     if compute_dX:
-        nblocks = n_blocks(batch, flops, PARALLEL_MIN_FLOPS)
+        nblocks = n_blocks(n_in, flops, PARALLEL_MIN_FLOPS)
         if nblocks == 1:
             gemm(False, False, 1.0, dS, W, 0.0, dX)
         else:
-            _input_grad_row_blocks(dS, W, dX, nblocks)
+            _input_grad_col_blocks(dS, W, dX, nblocks)
