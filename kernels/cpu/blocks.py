@@ -1,5 +1,11 @@
 """How kernels split work across numba's thread pool, and when they do not.
 
+A note for every loop over a block [start, stop): write ``range(uint64(start),
+uint64(stop))``. numba guards every signed array index against negative values
+(Python's wraparound), and a loop whose start LLVM cannot prove non-negative keeps that
+select per element, which stops vectorisation: a tanh epilogue over a 64 x 256 block
+took 128 us with int64 indices and 16 us with uint64 ones. (Loops from 0 are fine.)
+
 Every parallel kernel cuts its rows (or columns) into near-equal blocks, one task per
 block. Small work runs as one block on the calling thread instead: waking the pool
 costs microseconds on an idle machine and milliseconds on a busy one (measured here

@@ -17,7 +17,7 @@ batch is large enough (blocks.PARALLEL_MIN_ELEMENTS).
 import math
 
 import numpy as np
-from numba import prange
+from numba import prange, uint64
 
 from .. import codes
 from . import elementary
@@ -29,7 +29,7 @@ from ._jit import parallel, scalar, serial
 @scalar
 def _softmax_cross_entropy_rows(Z, labels, targets, dZ, scale, r0, r1):
     total = 0.0
-    for i in range(r0, r1):
+    for i in range(uint64(r0), uint64(r1)):
         m = Z[i, 0]
         for j in range(1, Z.shape[1]):
             m = max(m, Z[i, j])
@@ -50,7 +50,7 @@ def _softmax_cross_entropy_rows(Z, labels, targets, dZ, scale, r0, r1):
 @scalar
 def _mse_rows(Z, labels, T, dZ, scale, r0, r1):
     total = 0.0
-    for i in range(r0, r1):
+    for i in range(uint64(r0), uint64(r1)):
         for j in range(Z.shape[1]):
             diff = Z[i, j] - T[i, j]
             dZ[i, j] = 2.0 * scale * diff
@@ -61,7 +61,7 @@ def _mse_rows(Z, labels, T, dZ, scale, r0, r1):
 @scalar
 def _bce_with_logits_rows(Z, labels, T, dZ, scale, r0, r1):
     total = 0.0
-    for i in range(r0, r1):
+    for i in range(uint64(r0), uint64(r1)):
         for j in range(Z.shape[1]):
             z = Z[i, j]
             t = T[i, j]

@@ -55,7 +55,7 @@ on the calling thread for small networks and as one block per thread otherwise
 (blocks.PARALLEL_MIN_ELEMENTS).
 """
 import numpy as np
-from numba import prange
+from numba import prange, uint64
 
 from .. import codes
 from .blocks import PARALLEL_MIN_ELEMENTS, block_bounds, n_blocks
@@ -65,7 +65,7 @@ from ._jit import parallel, scalar, serial
 @scalar
 def _sum_squares_range(grads, i0, i1):
     total = 0.0
-    for i in range(i0, i1):
+    for i in range(uint64(i0), uint64(i1)):
         g = np.float64(grads[i])
         total += g * g
     return total
@@ -107,7 +107,7 @@ def _sgd_range(params, grads, buf, scale, lr, momentum, dampening, weight_decay,
                nesterov, first, i0, i1):
     """SGD (see the module doc); buf (n,) is used only when momentum != 0."""
     take = 1.0 - dampening
-    for i in range(i0, i1):
+    for i in range(uint64(i0), uint64(i1)):
         p = params[i]
         g = scale * grads[i] + weight_decay * p
         if momentum != 0.0:
@@ -132,7 +132,7 @@ def _adam_range(params, grads, m, v, vmax, scale, lr, beta1, beta2, eps, weight_
     bias2_sqrt = np.sqrt(1.0 - beta2 ** step)
     l2 = 0.0 if decoupled else weight_decay
     shrink = 1.0 - lr * weight_decay if decoupled else 1.0
-    for i in range(i0, i1):
+    for i in range(uint64(i0), uint64(i1)):
         p = params[i]
         g = scale * grads[i]
         if l2 != 0.0:
@@ -152,7 +152,7 @@ def _adam_range(params, grads, m, v, vmax, scale, lr, beta1, beta2, eps, weight_
 def _rmsprop_range(params, grads, square_avg, grad_avg, buf, scale, lr, alpha, eps,
                    weight_decay, momentum, centered, i0, i1):
     """RMSprop; grad_avg is used only when centered, buf only when momentum > 0."""
-    for i in range(i0, i1):
+    for i in range(uint64(i0), uint64(i1)):
         p = params[i]
         g = scale * grads[i]
         if weight_decay != 0.0:
