@@ -103,31 +103,53 @@ def clip_scale(grads, max_norm):
 
 
 @scalar
-def _sgd_range(params, grads, buf, scale, lr, momentum, dampening, weight_decay,
-               nesterov, first, i0, i1):
-    """SGD (see the module doc); buf (n,) is used only when momentum != 0."""
+def _sgd_plain_range(params, grads, scale, lr, weight_decay, i0, i1):
+    """SGD without momentum: p = p - lr * (g + wd * p)."""
+    for i in range(uint64(i0), uint64(i1)):
+        p = params[i]
+        params[i] = p - lr * (scale * grads[i] + weight_decay * p)
+
+
+@scalar
+def _sgd_momentum_range(params, grads, buf, scale, lr, momentum, dampening,
+                        weight_decay, nesterov, first, i0, i1):
+    """SGD with momentum (see the module doc); buf (n,) the momentum buffer."""
     take = 1.0 - dampening
     for i in range(uint64(i0), uint64(i1)):
         p = params[i]
         g = scale * grads[i] + weight_decay * p
-        if momentum != 0.0:
-            if first:
-                buf[i] = g
-            else:
-                buf[i] = momentum * buf[i] + take * g
-            b = buf[i]
-            if nesterov:
-                g = g + momentum * b
-            else:
-                g = b
+        if first:
+            buf[i] = g
+        else:
+            buf[i] = momentum * buf[i] + take * g
+        b = buf[i]
+        if nesterov:
+            g = g + momentum * b
+        else:
+            g = b
         params[i] = p - lr * g
 
 
 @scalar
-def _adam_range(params, grads, m, v, vmax, scale, lr, beta1, beta2, eps, weight_decay,
-                decoupled, amsgrad, step, i0, i1):
-    """Adam (decoupled=False, weight_decay is L2) or AdamW (decoupled=True); vmax is
-    read and written only when amsgrad. step >= 1."""
+def _second_moment(vmax, i, v):
+    """Adam's second moment as used: v itself (AMSGrad off; vmax is not touched)."""
+    return v
+
+
+@scalar
+def _second_moment_amsgrad(vmax, i, v):
+    """AMSGrad: the running maximum vmax[i] = max(vmax[i], v), which is used."""
+    vmax[i] = max(vmax[i], v)
+    return vmax[i]
+
+
+@scalar
+def _adam_range(params, grads, m, v, vmax, second_moment, scale, lr, beta1, beta2, eps,
+                weight_decay, decoupled, step, i0, i1):
+    """Adam (decoupled=False, weight_decay is L2) or AdamW (decoupled=True). step >= 1.
+    ``second_moment`` is _second_moment or _second_moment_amsgrad: passing the function
+    compiles one loop for each, and the plain one never stores into vmax (which then
+    may be any row: a possible store into an aliased row stops vectorisation)."""
     step_size = lr / (1.0 - beta1 ** step)
     bias2_sqrt = np.sqrt(1.0 - beta2 ** step)
     l2 = 0.0 if decoupled else weight_decay
@@ -141,10 +163,7 @@ def _adam_range(params, grads, m, v, vmax, scale, lr, beta1, beta2, eps, weight_
             p = p * shrink
         m[i] = beta1 * m[i] + (1.0 - beta1) * g
         v[i] = beta2 * v[i] + (1.0 - beta2) * (g * g)
-        vi = v[i]
-        if amsgrad:
-            vmax[i] = max(vmax[i], vi)
-            vi = vmax[i]
+        vi = second_moment(vmax, i, v[i])
         params[i] = p - step_size * m[i] / (np.sqrt(vi) / bias2_sqrt + eps)
 
 
@@ -177,17 +196,29 @@ def _update_range(opt_code, params, grads, state, hparams, step, scale, i0, i1):
     lr = hparams[codes.HP_LR]
     if opt_code == codes.SGD:
         momentum = hparams[codes.HP_SGD_MOMENTUM]
-        buf = state[0] if momentum != 0.0 else params
-        _sgd_range(params, grads, buf, scale, lr, momentum,
-                   hparams[codes.HP_SGD_DAMPENING], hparams[codes.HP_SGD_WEIGHT_DECAY],
-                   hparams[codes.HP_SGD_NESTEROV] != 0.0, step == 1, i0, i1)
+        weight_decay = hparams[codes.HP_SGD_WEIGHT_DECAY]
+        # Separate loops, not one with an aliased dummy buffer: a buffer that might be
+        # params keeps LLVM from vectorising (its overlap check fails at run time).
+        if momentum == 0.0:
+            _sgd_plain_range(params, grads, scale, lr, weight_decay, i0, i1)
+        else:
+            _sgd_momentum_range(params, grads, state[0], scale, lr, momentum,
+                                hparams[codes.HP_SGD_DAMPENING], weight_decay,
+                                hparams[codes.HP_SGD_NESTEROV] != 0.0, step == 1, i0, i1)
     elif opt_code == codes.ADAM or opt_code == codes.ADAMW:
-        amsgrad = hparams[codes.HP_ADAM_AMSGRAD] != 0.0
-        vmax = state[2] if amsgrad else state[1]
-        _adam_range(params, grads, state[0], state[1], vmax, scale, lr,
-                    hparams[codes.HP_ADAM_BETA1], hparams[codes.HP_ADAM_BETA2],
-                    hparams[codes.HP_ADAM_EPS], hparams[codes.HP_ADAM_WEIGHT_DECAY],
-                    opt_code == codes.ADAMW, amsgrad, step, i0, i1)
+        beta1 = hparams[codes.HP_ADAM_BETA1]
+        beta2 = hparams[codes.HP_ADAM_BETA2]
+        eps = hparams[codes.HP_ADAM_EPS]
+        weight_decay = hparams[codes.HP_ADAM_WEIGHT_DECAY]
+        decoupled = opt_code == codes.ADAMW
+        if hparams[codes.HP_ADAM_AMSGRAD] != 0.0:
+            _adam_range(params, grads, state[0], state[1], state[2],
+                        _second_moment_amsgrad, scale, lr, beta1, beta2, eps,
+                        weight_decay, decoupled, step, i0, i1)
+        else:
+            _adam_range(params, grads, state[0], state[1], state[1], _second_moment,
+                        scale, lr, beta1, beta2, eps, weight_decay, decoupled, step,
+                        i0, i1)
     elif opt_code == codes.RMSPROP:
         centered = hparams[codes.HP_RMSPROP_CENTERED] != 0.0
         momentum = hparams[codes.HP_RMSPROP_MOMENTUM]
