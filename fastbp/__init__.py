@@ -8,6 +8,14 @@
 The compute lives in ``fastbp.kernels`` (CPU kernels, numpy reference); this package is
 the thin API around it.
 """
+import os as _os
+
+# Before numba starts its GNU OpenMP thread pool: let idle pool threads sleep after
+# 10,000 spins instead of libgomp's default of busy-waiting for a long time. Spinning
+# idle threads took the cores from other thread pools in the process (PyTorch's steps
+# ran 2-11x slower beside an idle fastbp); fastbp's own step times did not change
+# (fastbp/threads.py). A value the user set wins.
+_os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 from .datasets import load_digits, train_test_split
 from .gradcheck import gradcheck
 from .jacobian import jacobian

@@ -8,6 +8,12 @@ the cores (measured on a 2-core machine: a 784-128-10 step went from 0.28 ms to 
 with both pools at 2 threads). fastbp therefore sets scipy's BLAS to one thread when it
 is imported, and ``set_num_threads(n)`` sizes numba's pool (and numpy's own BLAS, for
 the user's numpy work) to ``n``.
+
+Other thread pools in the same process: numba's pool is GNU OpenMP, whose idle threads
+busy-wait by default. fastbp/__init__.py sets GOMP_SPINCOUNT=10000 (unless set) before
+the pool starts, so idle threads soon sleep: with the default, PyTorch steps in the
+same process ran 3-11x slower (784-128-10: 0.29 -> 3.2 ms); with it, about 2x at worst;
+fastbp's own step times were the same either way (benchmarks/README.md).
 """
 import os
 
