@@ -349,7 +349,7 @@ def train(args):
         net.to("cpu")
     _fold_into_first_layer(net, mean, std)
     acc = accuracy(net, X_test, y_test)
-    print(f"held-out accuracy {acc:.4f} ({seconds:.1f} s training)")
+    print(f"test accuracy {acc:.4f} ({seconds:.1f} s training)")
     if args.save:
         net.save(args.save)
         print(f"model saved to {args.save}")

@@ -37,7 +37,7 @@ def test_default_run_in_a_subprocess(tmp_path):
     out = _run("train", "--save", str(tmp_path / "m.npz"))
     assert out.returncode == 0, out.stderr
     assert "epoch  30/30" in out.stdout
-    acc = float(out.stdout.split("held-out accuracy ")[1].split()[0])
+    acc = float(out.stdout.split("test accuracy ")[1].split()[0])
     assert acc >= 0.97
     assert out.stderr == ""
     pred = _run("predict", str(tmp_path / "m.npz"), str(tmp_path / "none.csv"))
@@ -48,7 +48,7 @@ def test_train_save_predict_round_trip(tmp_path, digits_files, capsys):
     model = tmp_path / "model.npz"
     assert main(["train", *FAST, "--save", str(model), "--seed", "3"]) == 0
     out = capsys.readouterr().out
-    acc = float(out.split("held-out accuracy ")[1].split()[0])
+    acc = float(out.split("test accuracy ")[1].split()[0])
     net = fastbp.load(model)
     X, y = fastbp.load_digits()
     # The standardisation is folded into the saved model: it takes raw pixels.
@@ -82,7 +82,7 @@ def test_train_on_user_files(digits_files, name, extra, capsys):
                  "--dtype", "float64"]) == 0
     out = capsys.readouterr().out
     assert f"{name}: 1347 training" in out and "10 classes" in out
-    assert float(out.split("held-out accuracy ")[1].split()[0]) > 0.8
+    assert float(out.split("test accuracy ")[1].split()[0]) > 0.8
 
 
 @pytest.mark.parametrize("args, message", [
