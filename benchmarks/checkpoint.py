@@ -1,6 +1,6 @@
 """Recomputation on a deep network: memory saved and time paid.
 
-32 layers of 1024 (tanh, the last one linear), batch 256, float32, softmax cross-entropy,
+32 layers of 1024 (tanh), then a linear 1024 -> 10 output layer; batch 256, float32, softmax cross-entropy,
 SGD. For each checkpoint setting it prints the activation workspace (the memory
 checkpointing saves: outputs kept for backward, plus the recompute scratch), the peak
 traced by tracemalloc during a step (numpy allocations, so the workspaces), and the median
@@ -45,7 +45,7 @@ def main(argv=None):
     y = rng.integers(0, SIZES[-1], BATCH)
     rows = [(int(k), *measure(int(k), X, y)) for k in args.settings.split(",")]
     base_ws, base_ms = rows[0][1], rows[0][3]
-    print(f"{len(SIZES) - 1} layers, widths {SIZES[1]}, batch {BATCH}, float32; "
+    print(f"{len(SIZES) - 2} layers of {SIZES[1]} + output layer, batch {BATCH}, float32; "
           f"parameters {rows[0][4] * 4 / 2**20:.0f} MiB (+ the same for gradients)")
     print(f"{'checkpoint':>10} {'workspace MiB':>14} {'peak traced MiB':>16} {'ms/step':>9} "
           f"{'memory x':>9} {'time x':>7}")
