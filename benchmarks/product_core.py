@@ -16,10 +16,13 @@ thread), which decide blocks.PARALLEL_MIN_FLOPS.
     python benchmarks/product_core.py [--threads 2] [--dtype float32]
 """
 import argparse
-import statistics
-import time
 
 import numpy as np
+
+try:   # run as a script (python benchmarks/x.py) or imported by asv as benchmarks.x
+    from .common import median_seconds
+except ImportError:
+    from common import median_seconds
 from numba import njit, prange
 from threadpoolctl import threadpool_limits
 
@@ -127,19 +130,9 @@ def _hand_tiled(X, W, dS, S, dW, dX, dST):
     _nn_hand(dS, W, dX)
 
 
-def median_ms(fn, budget_s=0.6, rounds=7):
-    fn()
-    start = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - start, 1e-7)
-    per_round = max(1, int(budget_s / rounds / once))
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(per_round):
-            fn()
-        samples.append((time.perf_counter() - start) / per_round)
-    return 1e3 * statistics.median(samples)
+def median_ms(fn, budget_s=1.0, rounds=7):
+    """Median milliseconds of one call of ``fn`` (common.median_seconds)."""
+    return 1e3 * median_seconds(fn, budget_s, rounds)
 
 
 def main(argv=None):

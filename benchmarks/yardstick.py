@@ -23,11 +23,14 @@ Medians over rounds of repeated calls; compare ratios within one run only.
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 
 import numpy as np
+
+try:   # run as a script (python benchmarks/x.py) or imported by asv as benchmarks.x
+    from .common import median_seconds
+except ImportError:
+    from common import median_seconds
 
 CONFIGS = {
     # name: (sizes, batch)
@@ -42,20 +45,8 @@ EPOCH_STEPS = 32   # steps per train_epoch call in the "epoch" column
 
 
 def median_ms(fn, budget_s=1.0, rounds=7):
-    """Median over ``rounds`` of the mean time of one call, in ms. Calls per round are
-    chosen so that all rounds together take about ``budget_s``."""
-    fn()
-    start = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - start, 1e-7)
-    per_round = max(1, int(budget_s / rounds / once))
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(per_round):
-            fn()
-        samples.append((time.perf_counter() - start) / per_round)
-    return 1e3 * statistics.median(samples)
+    """Median milliseconds of one call of ``fn`` (common.median_seconds)."""
+    return 1e3 * median_seconds(fn, budget_s, rounds)
 
 
 def make_data(sizes, batch, dtype, seed=0):

@@ -25,7 +25,6 @@ import numpy as np
 from . import device as _device
 from . import validation
 from .kernels import codes
-from .kernels import cpu as cpu_kernels
 
 
 def _nonnegative_float(name, value):
