@@ -25,6 +25,15 @@ def gradcheck(net, X, y, eps=None, max_params=None, seed=0):
     random subset of that many parameters (drawn with ``seed``) for big networks.
     Returns a float. The network's parameters are restored exactly; its gradients hold
     the backprop gradients of (X, y) afterwards.
+
+    Example::
+
+        >>> import numpy as np, fastbp
+        >>> net = fastbp.MLP([4, 8, 3], activation="tanh", dtype="float64", seed=0)
+        >>> rng = np.random.default_rng(0)
+        >>> X, y = rng.standard_normal((16, 4)), rng.integers(0, 3, 16)
+        >>> fastbp.gradcheck(net, X, y) < 1e-6
+        True
     """
     if eps is None:
         eps = 1e-5 if net.dtype == np.float64 else 1e-2
