@@ -23,6 +23,7 @@ from numba import cuda
 from .. import codes
 from ._launch import blocks, config
 from .activations import sigmoid
+from .reduce import block_sum
 
 _SOFTMAX_CROSS_ENTROPY = codes.SOFTMAX_CROSS_ENTROPY
 _MSE = codes.MSE
@@ -86,13 +87,7 @@ def _loss_kernel(block):
                 total += _elementwise_term(loss_code, Z, T, dZ, i, idx - i * n, scale)
         part = cuda.shared.array(NT, numba.float64)
         part[tid] = total
-        cuda.syncthreads()
-        half = NT // 2
-        while half > 0:
-            if tid < half:
-                part[tid] = part[tid] + part[tid + half]
-            cuda.syncthreads()
-            half //= 2
+        block_sum(part, tid)
         if tid == 0:
             partials[cuda.blockIdx.x] = part[0] * scale
 

@@ -25,6 +25,7 @@ from numba import cuda
 
 from .. import codes
 from ._launch import blocks, config
+from .reduce import block_sum
 
 
 @functools.lru_cache(maxsize=None)
@@ -40,13 +41,7 @@ def _sum_squares_kernel(block):
             total += v * v
         part = cuda.shared.array(NT, numba.float64)
         part[tid] = total
-        cuda.syncthreads()
-        half = NT // 2
-        while half > 0:
-            if tid < half:
-                part[tid] = part[tid] + part[tid + half]
-            cuda.syncthreads()
-            half //= 2
+        block_sum(part, tid)
         if tid == 0:
             partials[cuda.blockIdx.x] = part[0]
 
