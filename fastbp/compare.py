@@ -6,7 +6,9 @@ reference (max |got - ref| / max |ref| over every output), the median wall time 
 ``--repeat`` calls after a warm-up, GFLOP/s (matrix products: 2*m*n*k per product;
 elementwise kernels: one nominal flop per element), and for the products, where CuPy
 or PyTorch with CUDA is present, our speed as a fraction of cuBLAS's for the same
-products (1.0 = parity). GPU times come from CUDA events around each call.
+products in FP32 with TF32 off (1.0 = parity; fastbp's times include the fused bias,
+sigma, sigma' and db work, cuBLAS's are the bare products). GPU times, ours and
+cuBLAS's alike, come from CUDA events around each call.
 
 Without a usable GPU it compares the CPU kernels with the reference and says why no GPU
 was found. Under numba's CUDA simulator it validates the CUDA kernels on tiny sizes and
@@ -14,6 +16,7 @@ reports no GPU times (simulated time means nothing).
 """
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -107,63 +110,90 @@ def _run_case(case, K, on_gpu, repeat, timed, dtype):
     row = {"kernel": name, "max_rel_error": max(errs), "median_s": None, "gflops": None}
     if not timed:
         return row, arrays
-    times = []
     if on_gpu:
         from numba import cuda
-        for _ in range(repeat):
-            start, stop = cuda.event(), cuda.event()
-            start.record()
-            call(K, arrays)
-            stop.record()
-            stop.synchronize()
-            times.append(cuda.event_elapsed_time(start, stop) / 1e3)
+        row["median_s"] = median_gpu_seconds(lambda: call(K, arrays), cuda_events, repeat,
+                                             cuda.synchronize)
     else:
+        times = []
         for _ in range(repeat):
             t0 = time.perf_counter()
             call(K, arrays)
             times.append(time.perf_counter() - t0)
-    row["median_s"] = statistics.median(times)
-    row["gflops"] = flops / row["median_s"] / 1e9
+        row["median_s"] = statistics.median(times)
+    row["gflops"] = flops / row["median_s"] / 1e9 if row["median_s"] > 0 else None
     return row, arrays
 
 
-def _vendor_products(name, inputs, dtype, repeat):
-    """Median seconds of the same matrix products in cuBLAS (via CuPy or PyTorch)."""
-    if name not in ("linear_forward", "linear_backward"):
-        return None, None
-    xp = lib = None
+def vendor():
+    """cuBLAS through PyTorch (TF32 switched off, so FP32 products are FP32) or CuPy
+    (TF32 off unless CUPY_TF32=1): (description, to_device(host array) -> tensor taking
+    @, sync(), events() -> (start, stop)); None when neither has a GPU here."""
     try:
-        import cupy as xp
-        lib = "cupy"
+        import torch
+        if torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.set_float32_matmul_precision("highest")
+
+            def events():
+                return torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            return (f"torch {torch.__version__}", lambda a: torch.as_tensor(a, device="cuda"),
+                    torch.cuda.synchronize, events)
     except Exception:
-        try:
-            import torch
-            if torch.cuda.is_available():
-                xp, lib = torch, "torch"
-        except Exception:
-            pass
-    if xp is None:
-        return None, None
-    if lib == "cupy":
-        put = xp.asarray
-        sync = xp.cuda.Device().synchronize
-    else:
-        put = lambda a: xp.as_tensor(a, device="cuda")   # noqa: E731
-        sync = xp.cuda.synchronize
+        pass
+    try:
+        import cupy
+        if os.environ.get("CUPY_TF32", "0") != "0":
+            return None   # its products would be TF32: not an FP32 baseline
+        cupy.cuda.runtime.getDeviceCount()
+
+        def events():
+            return cupy.cuda.Event(), cupy.cuda.Event()
+        return (f"cupy {cupy.__version__}", cupy.asarray, cupy.cuda.Device().synchronize,
+                events)
+    except Exception:
+        return None
+
+
+def cuda_events():
+    """A (start, stop) pair of numba CUDA events."""
+    from numba import cuda
+    return cuda.event(), cuda.event()
+
+
+def median_gpu_seconds(run, events, repeat, sync):
+    """Median seconds of ``run()`` between two recorded GPU events, over ``repeat`` calls
+    after one untimed call (compilation, handles). ``events()`` makes a (start, stop)
+    pair of numba's, torch's or cupy's events; ``sync()`` waits for the device."""
+    run()
+    sync()
+    times = []
+    for _ in range(repeat):
+        start, stop = events()
+        start.record()
+        run()
+        stop.record()
+        stop.synchronize()
+        if type(start).__module__.startswith("cupy"):
+            import cupy
+            ms = cupy.cuda.get_elapsed_time(start, stop)
+        else:                        # numba's and torch's: start.elapsed_time(stop), in ms
+            ms = start.elapsed_time(stop)
+        times.append(ms / 1e3)
+    return statistics.median(times)
+
+
+def _vendor_products(name, inputs, repeat, lib):
+    """Median seconds of the same matrix products in cuBLAS (``lib`` from vendor())."""
+    if lib is None or name not in ("linear_forward", "linear_backward"):
+        return None
+    _, put, sync, events = lib
     a = {k: put(np.ascontiguousarray(v)) for k, v in inputs.items()}
     if name == "linear_forward":
         run = lambda: a["X"] @ a["W"].T   # noqa: E731
     else:
         run = lambda: (a["dA"].T @ a["X"], a["dA"] @ a["W"])   # noqa: E731
-    run()
-    sync()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        run()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), lib
+    return median_gpu_seconds(run, events, repeat, sync)
 
 
 def main(argv=None):
@@ -199,16 +229,20 @@ def run(args, print_fn=print):
         backends.append(("cpu", fdevice.kernels("cpu"), False, True))
     if "cuda" in devices and usable:
         backends.append(("cuda", fdevice.kernels("cuda"), True, real_gpu))
+    lib = vendor() if real_gpu else None
+    if real_gpu:
+        notes.append(f"cuBLAS FP32 baseline (no TF32): {lib[0]}" if lib else
+                     "no cuBLAS baseline: neither PyTorch with CUDA nor CuPy is installed")
     for dev, K, on_gpu, timed in backends:
         for case in cases:
             row, _ = _run_case(case, K, on_gpu, args.repeat, timed, np.dtype(args.dtype))
             row["device"] = dev
             row["vs_cublas"] = None
             if on_gpu and timed and row["median_s"]:
-                vendor_s, lib = _vendor_products(case[0], case[2], args.dtype, args.repeat)
+                vendor_s = _vendor_products(case[0], case[2], args.repeat, lib)
                 if vendor_s:
+                    row["cublas_s"] = vendor_s
                     row["vs_cublas"] = vendor_s / row["median_s"]
-                    row["vendor"] = lib
             rows.append(row)
     header = (f"fastbp compare: batch {batch}, inputs {n_in}, outputs {n_out}, {args.dtype}, "
               f"activation {args.activation}, median of {args.repeat}")

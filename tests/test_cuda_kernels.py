@@ -10,6 +10,7 @@ import pytest
 from fastbp import device as fdevice
 from fastbp.kernels import codes
 from fastbp.kernels import cpu as K_cpu
+from fastbp.kernels.cpu import blas as K_cpu_blas
 from fastbp.kernels import reference as ref
 
 usable, why = fdevice.cuda_status()
@@ -24,9 +25,13 @@ if usable:
 DTYPES = ["float32", "float64"]
 RTOL = {"float32": 2e-5, "float64": 1e-12}
 SLOPE = codes.DEFAULT_LEAKY_RELU_SLOPE
-# ((batch, in, out), (tile, work)): no size a multiple of the tile; in=9 spans several
-# k-steps. (4, 2): 4x4 threads with 2x2 outputs each; (2, 1): 2x2 threads, one output.
-CASES = [((5, 3, 7), (4, 2)), ((6, 9, 5), (4, 2)), ((6, 9, 5), (2, 1))]
+# ((batch, in, out), gemm geometry (bm, bn, bk, tm, tn)): no size a multiple of its tile
+# and several blocks each way; in=9 takes 5 k-steps of 2 (an odd count: both staging
+# buffers, ending on the first), 3 of 4, or exactly 3 of 3. (4, 4, 2, 2, 2): 2x2 threads
+# with 2x2 outputs each; (8, 4, 4, 2, 2): a rectangular 4x2-thread block staging 4 and
+# 2 elements per thread; (2, 2, 2, 1, 1): one output per thread.
+CASES = [((5, 3, 7), (4, 4, 2, 2, 2)), ((6, 9, 5), (8, 4, 4, 2, 2)),
+         ((6, 9, 5), (2, 2, 2, 1, 1)), ((9, 9, 7), (4, 4, 3, 2, 2)), ((3, 1, 2), (4, 4, 2, 2, 2))]
 
 
 def close(actual, expected, dtype, what=""):
@@ -79,13 +84,12 @@ def test_activations_forward_backward(rng, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_linear_forward(rng, dtype, shape, geometry):
     batch, n_in, n_out = shape
-    tile, work = geometry
     X, W, b = rand(rng, (batch, n_in), dtype), rand(rng, (n_out, n_in), dtype), rand(rng, n_out, dtype)
     for code in (codes.TANH, codes.GELU):
         S_ref, A_ref = ref.linear_forward(X, W, b, code)
         S_gpu = cuda.device_array((batch, n_out), dtype)
         A_gpu = cuda.device_array((batch, n_out), dtype)
-        with launch_config(tile=tile, work=work):
+        with launch_config(gemm=geometry):
             K_gpu.linear_forward(dev(X), dev(W), dev(b), code, SLOPE, S_gpu, A_gpu)
         S_cpu, A_cpu = np.empty((batch, n_out), dtype), np.empty((batch, n_out), dtype)
         K_cpu.linear_forward(X, W, b, code, SLOPE, S_cpu, A_cpu)
@@ -95,7 +99,7 @@ def test_linear_forward(rng, dtype, shape, geometry):
         close(A_gpu, A_cpu, dtype, f"A {name} vs CPU")
     # S and A in one array (sigma' from the output): the epilogue writes both in place.
     SA = cuda.device_array((batch, n_out), dtype)
-    with launch_config(tile=tile, work=work):
+    with launch_config(gemm=geometry):
         K_gpu.linear_forward(dev(X), dev(W), dev(b), codes.SIGMOID, SLOPE, SA, SA)
     close(SA, ref.linear_forward(X, W, b, codes.SIGMOID)[1], dtype, "sigmoid, S is A")
 
@@ -104,7 +108,6 @@ def test_linear_forward(rng, dtype, shape, geometry):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_linear_backward(rng, dtype, shape, geometry):
     batch, n_in, n_out = shape
-    tile, work = geometry
     X, W, b = rand(rng, (batch, n_in), dtype), rand(rng, (n_out, n_in), dtype), rand(rng, n_out, dtype)
     dA = rand(rng, (batch, n_out), dtype)
     for code, keep_S in ((codes.TANH, False), (codes.SOFTPLUS, True)):
@@ -118,7 +121,7 @@ def test_linear_backward(rng, dtype, shape, geometry):
         dX_d = cuda.device_array((batch, n_in), dtype)
         dW_d = cuda.device_array((n_out, n_in), dtype)
         db_d = cuda.device_array(n_out, dtype)
-        with launch_config(tile=tile, work=work):
+        with launch_config(gemm=geometry):
             K_gpu.linear_backward(dA_d, A_d, S_d, dev(X), dev(W), code, SLOPE, dA_d, dX_d,
                                   dW_d, db_d, True)
         name = codes.ACTIVATIONS[code]
@@ -135,7 +138,7 @@ def test_linear_backward(rng, dtype, shape, geometry):
     # compute_dX=False leaves dX untouched (the first layer skips that product).
     sentinel = np.full((batch, n_in), 7.0, dtype)
     dX_d = dev(sentinel)
-    with launch_config(tile=tile, work=work):
+    with launch_config(gemm=geometry):
         K_gpu.linear_backward(dev(dA), dev(A), dev(A), dev(X), dev(W), codes.TANH, SLOPE,
                               dev(dA), dX_d, cuda.device_array((n_out, n_in), dtype),
                               cuda.device_array(n_out, dtype), False)
@@ -220,13 +223,43 @@ def test_sgd(rng, dtype):
     close(p_d, ref.sgd_update(p, g, 0.3), dtype, "optimizer_update sgd")
 
 
-def test_launch_config_rejects_bad_tiles():
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geometry", [(4, 4, 2, 2, 2), (8, 4, 4, 2, 2, 1)])
+def test_gemm_every_transpose(rng, dtype, geometry):
+    """blas.gemm against A @ B in float64 and the CPU twin, for all four transposes;
+    C starts as NaN, so an output left unwritten fails."""
+    m, n, k = 9, 6, 7
+    for trans_a in (False, True):
+        for trans_b in (False, True):
+            A = rand(rng, (k, m) if trans_a else (m, k), dtype)
+            B = rand(rng, (n, k) if trans_b else (k, n), dtype)
+            want = (A.T if trans_a else A).astype(np.float64) @ (B.T if trans_b else B)
+            C_d = dev(np.full((m, n), np.nan, dtype))
+            with launch_config(gemm=geometry):
+                K_gpu.gemm(trans_a, trans_b, dev(A), dev(B), C_d)
+            C_cpu = np.empty((m, n), dtype)
+            K_cpu_blas.gemm(trans_a, trans_b, 1.0, A, B, 0.0, C_cpu)
+            what = f"gemm trans_a={trans_a} trans_b={trans_b}"
+            close(C_d, want, dtype, what + " vs reference")
+            close(C_d, C_cpu, dtype, what + " vs CPU")
+
+
+def test_launch_config_rejects_bad_geometry():
     with pytest.raises(ValueError, match="tile"):
         with launch_config(tile=3):
             pass
     with pytest.raises(ValueError, match="tile"):
         with launch_config(tile=64):
             pass
+    bad = {(4, 4, 2, 3, 2): "multiple of tm", (64, 64, 8, 1, 1): "<= 1024",
+           (4, 4, 1, 1, 1): "multiples of the", (4, 4, 2, 2): "five ints",
+           "4,4,x,2,2": "bm,bn,bk,tm,tn", (4, 4, 0, 2, 2): "positive",
+           (4, 4, 2, 2, 2, -1): "min_blocks >= 0"}
+    for geometry, message in bad.items():
+        with pytest.raises(ValueError, match=message):
+            with launch_config(gemm=geometry):
+                pass
+    assert K_gpu.config.gemm["float32"].check()   # the defaults stay valid and in place
 
 
 def _hparams(code, lr, max_norm, *rest):

@@ -1,7 +1,7 @@
 """``numba.cuda`` twins of the CPU kernels in ``kernels/cpu``, file for file and name for
 name, taking device arrays. Each module holds host-side launchers with the CPU names and
-the ``@cuda.jit`` kernels and device functions they launch; the launch geometry (tile,
-work per thread) lives in ``_launch.config``.
+the ``@cuda.jit`` kernels and device functions they launch; the launch geometry (the
+reduction tile, the matrix-product tile shape) lives in ``_launch.config``.
 
 Importing this package imports ``numba.cuda`` (numba's built-in one, or the numba-cuda
 package where installed); it needs a CUDA driver and GPU only when a kernel launches,
@@ -10,6 +10,7 @@ before anything here runs.
 """
 from ._launch import config, launch_config
 from .activations import activation_backward, activation_forward
+from .blas import gemm
 from .linear import activation_backward_bias, bias_activation, linear_backward, linear_forward
 from .losses import bce_with_logits, loss_forward_backward, mse, softmax_cross_entropy
 from .network import backprop, network_backward, network_forward, network_loss, network_train_step
@@ -17,7 +18,7 @@ from .optim import (adam_update, clip_scale, grad_norm, optimizer_update, rmspro
                     sgd_momentum_update, sgd_update, sgd_weight_decay_update)
 
 __all__ = [
-    "activation_forward", "activation_backward",
+    "activation_forward", "activation_backward", "gemm",
     "linear_forward", "linear_backward", "bias_activation", "activation_backward_bias",
     "softmax_cross_entropy", "mse", "bce_with_logits", "loss_forward_backward",
     "network_forward", "network_backward", "backprop", "network_loss", "network_train_step",

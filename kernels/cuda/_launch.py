@@ -1,30 +1,102 @@
 """Launch geometry shared by every CUDA kernel, set in one place.
 
-``config.tile`` is the side of a square thread block (tile x tile threads) and of the
-shared-memory tiles of the matrix products; ``config.work`` is how many outputs per
-dimension one thread of a matrix product computes (register blocking), so one block
-covers a (tile*work) x (tile*work) tile of the output. 1-D kernels use tile*tile threads.
+Two settings:
 
-On a GPU the defaults are tile 16, work 4 (a 64x64 output tile per 256-thread block).
-Under numba's CUDA simulator every thread is an OS thread, so the defaults shrink to
-tile 4, work 2; the code path is the same, only the constants differ. The environment
-variables FASTBP_CUDA_TILE / FASTBP_CUDA_WORK or :func:`launch_config` override them.
-tile must be a power of two (the block reductions halve it) and tile*tile <= 1024.
+``config.tile``
+    The side of the square thread block (tile x tile threads) of the column reductions
+    (db) and the thread count (tile*tile) of the 1-D elementwise and reduction kernels.
+    A power of two (the block reductions halve it) with tile*tile <= 1024.
+
+``config.gemm[dtype]``
+    The geometry of the matrix-product kernel (``blas.gemm``), a :class:`GemmGeometry`
+    ``(bm, bn, bk, tm, tn[, min_blocks])``: one block computes a bm x bn tile of C,
+    stepping through k bk at a time; each thread keeps tm x tn outputs in registers, so
+    a block has (bm/tm)*(bn/tn) threads. ``min_blocks`` > 0 asks the compiler (CUDA's
+    launch bounds) to fit that many blocks on a multiprocessor, capping the registers
+    per thread at the price of spills; 0 (the default) leaves registers uncapped.
+    float32 and float64 have their own (a float64 thread tile of 8x8 would need twice
+    the registers).
+
+On a GPU the defaults are tile 16, gemm float32 (128, 128, 8, 8, 8) and float64
+(64, 64, 8, 4, 4), both 256-thread blocks. Under numba's CUDA simulator every thread is
+an OS thread, so they shrink to tile 4 and gemm (8, 8, 4, 2, 2) (16 threads); the code
+path is the same, only the constants differ. The environment variables FASTBP_CUDA_TILE
+and FASTBP_CUDA_GEMM ("bm,bn,bk,tm,tn[,min_blocks]", both dtypes) or :func:`launch_config` override
+them; ``benchmarks/gpu_tune.py`` times candidate geometries on a real GPU.
 """
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numba
 
 SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
+DTYPES = ("float32", "float64")
+
+
+class GemmGeometry(NamedTuple):
+    """Tile shape of the matrix-product kernel; see the module docstring."""
+    bm: int
+    bn: int
+    bk: int
+    tm: int
+    tn: int
+    min_blocks: int = 0
+
+    @property
+    def threads(self):
+        return (self.bm // self.tm) * (self.bn // self.tn)
+
+    def check(self):
+        """Raise ValueError unless the geometry is launchable; return it."""
+        if any(not isinstance(v, int) or v < 1 for v in self[:5]) or \
+                not isinstance(self.min_blocks, int) or self.min_blocks < 0:
+            raise ValueError(f"gemm: expected five positive ints (bm, bn, bk, tm, tn) and "
+                             f"min_blocks >= 0, got {tuple(self)}")
+        if self.bm % self.tm or self.bn % self.tn:
+            raise ValueError(f"gemm: bm must be a multiple of tm and bn of tn, got {tuple(self)}")
+        if self.threads > 1024:
+            raise ValueError(f"gemm: (bm/tm)*(bn/tn) threads must be <= 1024, got "
+                             f"{self.threads} for {tuple(self)}")
+        # Every thread stages the same number of elements of each operand per k-step.
+        if (self.bm * self.bk) % self.threads or (self.bn * self.bk) % self.threads:
+            raise ValueError(f"gemm: bm*bk and bn*bk must be multiples of the "
+                             f"{self.threads} threads, got {tuple(self)}")
+        return self
+
+
+GPU_GEMM = {"float32": GemmGeometry(128, 128, 8, 8, 8),
+            "float64": GemmGeometry(64, 64, 8, 4, 4)}
+SIM_GEMM = GemmGeometry(8, 8, 4, 2, 2)
+
+
+def _check_tile(tile):
+    if not isinstance(tile, int) or tile < 1 or tile & (tile - 1) or tile * tile > 1024:
+        raise ValueError(f"tile: expected a power of two with tile*tile <= 1024, got {tile}")
+    return tile
+
+
+def _parse_gemm(value):
+    """A GemmGeometry from five or six ints, as a tuple/list or a "bm,bn,bk,tm,tn[,min_blocks]"
+    string."""
+    if isinstance(value, str):
+        try:
+            value = [int(v) for v in value.split(",")]
+        except ValueError:
+            raise ValueError(f"gemm: expected 'bm,bn,bk,tm,tn[,min_blocks]' (ints), got "
+                             f"{value!r}") from None
+    if len(value) not in (5, 6):
+        raise ValueError(f"gemm: expected five ints (bm, bn, bk, tm, tn) and optionally "
+                         f"min_blocks, got {value!r}")
+    return GemmGeometry(*value).check()
 
 
 @dataclass
 class LaunchConfig:
     tile: int
-    work: int
-    max_reduce_blocks: int   # blocks (and partial sums) of one loss reduction
+    gemm: dict = field(default_factory=dict)   # dtype name -> GemmGeometry
+    max_reduce_blocks: int = 256                # blocks (and partial sums) of one reduction
 
     @property
     def block(self):
@@ -32,33 +104,36 @@ class LaunchConfig:
         return self.tile * self.tile
 
 
-def _check(tile, work):
-    if tile < 1 or tile & (tile - 1) or tile * tile > 1024:
-        raise ValueError(f"tile: expected a power of two with tile*tile <= 1024, got {tile}")
-    if work < 1:
-        raise ValueError(f"work: expected a positive int, got {work}")
+def _default_config():
+    env_gemm = os.environ.get("FASTBP_CUDA_GEMM")
+    if env_gemm:
+        gemm = dict.fromkeys(DTYPES, _parse_gemm(env_gemm))
+    elif SIMULATOR:
+        gemm = dict.fromkeys(DTYPES, SIM_GEMM)
+    else:
+        gemm = dict(GPU_GEMM)
+    tile = _check_tile(int(os.environ.get("FASTBP_CUDA_TILE", 4 if SIMULATOR else 16)))
+    return LaunchConfig(tile=tile, gemm=gemm, max_reduce_blocks=8 if SIMULATOR else 256)
 
 
-config = LaunchConfig(
-    tile=int(os.environ.get("FASTBP_CUDA_TILE", 4 if SIMULATOR else 16)),
-    work=int(os.environ.get("FASTBP_CUDA_WORK", 2 if SIMULATOR else 4)),
-    max_reduce_blocks=8 if SIMULATOR else 256,
-)
-_check(config.tile, config.work)
+config = _default_config()
 
 
 @contextlib.contextmanager
-def launch_config(tile=None, work=None):
-    """Temporarily change the tile and work per thread (tests use tiny ones)."""
-    old = (config.tile, config.work)
-    new_tile = old[0] if tile is None else int(tile)
-    new_work = old[1] if work is None else int(work)
-    _check(new_tile, new_work)
-    config.tile, config.work = new_tile, new_work
+def launch_config(tile=None, gemm=None):
+    """Temporarily change the tile and/or the product geometry (both dtypes).
+
+    ``gemm``: (bm, bn, bk, tm, tn[, min_blocks]) or the same as a comma-separated
+    string. Tests use tiny ones; the tuning script tries candidates.
+    """
+    old_tile, old_gemm = config.tile, dict(config.gemm)
+    new_tile = old_tile if tile is None else _check_tile(tile)
+    new_gemm = old_gemm if gemm is None else dict.fromkeys(DTYPES, _parse_gemm(gemm))
+    config.tile, config.gemm = new_tile, new_gemm
     try:
         yield config
     finally:
-        config.tile, config.work = old
+        config.tile, config.gemm = old_tile, old_gemm
 
 
 def blocks(n, per_block):

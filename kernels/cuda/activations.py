@@ -4,9 +4,10 @@ kernels/cpu/activations.py).
     activation_forward   A = sigma(S)                  S, A: (batch, n) device arrays
     activation_backward  dS = dA * sigma'(S)            dA, A, S, dS: (batch, n)
 
-The scalar device functions ``sigmoid``, ``activate`` and ``activation_derivative`` are
-the one CUDA definition of every activation: the matrix-product epilogue, the fused
-sigma'/db pass and the losses call them. sigma' comes from the output A where the
+The scalar device functions ``sigmoid``, ``activate`` (or ``FORWARD[code]``, the same
+functions one per activation) and ``activation_derivative`` are the one CUDA definition
+of every activation: the matrix-product epilogue, the fused sigma'/db pass and the
+losses call them. sigma' comes from the output A where the
 function allows it (codes.DERIVATIVE_FROM_OUTPUT) and from S otherwise; S may be A and
 dS may be dA, as on the CPU.
 """
@@ -41,25 +42,74 @@ def sigmoid(s):
 
 
 @cuda.jit(device=True)
+def _identity(s, slope):
+    return s * 1.0
+
+
+@cuda.jit(device=True)
+def _sigmoid(s, slope):
+    return sigmoid(s)
+
+
+@cuda.jit(device=True)
+def _tanh(s, slope):
+    return math.tanh(s)
+
+
+@cuda.jit(device=True)
+def _relu(s, slope):
+    return s if s > 0 else 0.0 * s
+
+
+@cuda.jit(device=True)
+def _leaky_relu(s, slope):
+    return s if s > 0 else slope * s
+
+
+@cuda.jit(device=True)
+def _softplus(s, slope):
+    return max(s, 0.0) + math.log1p(math.exp(-abs(s)))
+
+
+@cuda.jit(device=True)
+def _gelu(s, slope):
+    return 0.5 * s * (1.0 + math.erf(s * _SQRT_HALF))
+
+
+@cuda.jit(device=True)
+def _gelu_tanh(s, slope):
+    inner = _SQRT_2_OVER_PI * (s + _GELU_TANH_C * s * s * s)
+    return 0.5 * s * (1.0 + math.tanh(inner))
+
+
+# FORWARD[code](s, slope) = sigma(s): one small device function per activation, for
+# kernels that fix the activation at compile time (the matrix-product epilogue, whose
+# unrolled loop would not stay in registers around a branch over every activation).
+FORWARD = (_identity, _sigmoid, _tanh, _relu, _leaky_relu, _softplus, _gelu, _gelu_tanh)
+assert len(FORWARD) == len(codes.ACTIVATIONS)
+# Activations of a few instructions: a fully unrolled loop of them stays small enough
+# for the compiler to unroll it (the others call exp/tanh/erf; see blas.py's epilogue).
+CHEAP = frozenset((codes.IDENTITY, codes.RELU, codes.LEAKY_RELU))
+
+
+@cuda.jit(device=True)
 def activate(s, code, slope):
     """sigma(s) for the activation ``code``; ``slope`` is leaky_relu's negative slope."""
     if code == _IDENTITY:
-        return s * 1.0
+        return _identity(s, slope)
     if code == _SIGMOID:
-        return sigmoid(s)
+        return _sigmoid(s, slope)
     if code == _TANH:
-        return math.tanh(s)
+        return _tanh(s, slope)
     if code == _RELU:
-        return s if s > 0 else 0.0 * s
+        return _relu(s, slope)
     if code == _LEAKY_RELU:
-        return s if s > 0 else slope * s
+        return _leaky_relu(s, slope)
     if code == _SOFTPLUS:
-        return max(s, 0.0) + math.log1p(math.exp(-abs(s)))
+        return _softplus(s, slope)
     if code == _GELU:
-        return 0.5 * s * (1.0 + math.erf(s * _SQRT_HALF))
-    # GELU_TANH
-    inner = _SQRT_2_OVER_PI * (s + _GELU_TANH_C * s * s * s)
-    return 0.5 * s * (1.0 + math.tanh(inner))
+        return _gelu(s, slope)
+    return _gelu_tanh(s, slope)
 
 
 @cuda.jit(device=True)

@@ -18,6 +18,7 @@ import functools
 import math
 
 import numba
+import numpy as np
 from numba import cuda
 
 from .. import codes
@@ -121,8 +122,10 @@ def bce_with_logits(Z, T, dZ, partials=None):
 
 
 def labels_unused(Z):
-    """A stand-in labels argument for the losses that read targets (never indexed)."""
-    return Z[0]
+    """A stand-in labels argument for the losses that read targets: never indexed, but
+    int64 like real labels, because the kernel compiles its softmax branch too and a
+    float array there fails to type on a GPU (the simulator does not type at all)."""
+    return cuda.device_array(0, dtype=np.int64)
 
 
 def loss_forward_backward(loss_code, Z, labels, targets, dZ, partials=None):

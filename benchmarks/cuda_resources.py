@@ -1,0 +1,172 @@
+"""What ptxas makes of each CUDA matrix-product kernel, without a GPU.
+
+For every variant of ``kernels/cuda/blas.py`` that the layers launch (forward with the
+bias-activation epilogue, the dW and dX products), both dtypes, and each geometry given,
+it compiles the kernel to PTX with numba-cuda, assembles it with ptxas for the target
+(sm_90 by default) and prints registers per thread, stack frame, spill bytes, shared
+memory, and the multiply-adds in the PTX. A non-zero stack frame means a register array
+(the accumulators) went to local memory; spills mean too many registers. Neither needs
+a GPU, so geometries can be screened here before a GPU session times them
+(``benchmarks/gpu_tune.py``).
+
+Needs numba-cuda with its NVVM (``pip install "numba-cuda[cu13]"``) and a ptxas
+(``pip install "nvidia-cuda-nvcc==13.*"`` or a CUDA toolkit); run it with the CUDA
+simulator off:
+
+    python benchmarks/cuda_resources.py
+    python benchmarks/cuda_resources.py --geometry 128,128,8,8,8 --geometry 64,64,16,4,4
+"""
+import argparse
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import types as pytypes
+
+
+def find_ptxas(given=None):
+    """ptxas from --ptxas, PATH, or the pip package nvidia-cuda-nvcc."""
+    if given:
+        return given
+    candidates = [shutil.which("ptxas") or ""]
+    try:
+        import nvidia
+        for root in nvidia.__path__:
+            candidates += sorted(glob.glob(os.path.join(root, "*", "bin", "ptxas")))
+    except ImportError:
+        pass
+    # prefer the newest: NVVM's PTX version must be one ptxas knows
+    found = [c for c in candidates if c and os.access(c, os.X_OK)]
+    return found[-1] if found else None
+
+
+def variants():
+    """(name, trans_a, trans_b, epilogue, activation code) of the products linear.py
+    launches; the forward with a few activations."""
+    from fastbp.kernels.cuda import blas
+    from fastbp.kernels import codes
+    return [(f"fwd +b {name}", False, True, blas.BIAS_ACTIVATION, codes.ACTIVATION_CODES[name])
+            for name in ("identity", "relu", "tanh", "gelu")] + [
+            ("dW = dS.T@X", True, False, blas.STORE, 0),
+            ("dX = dS@W", False, False, blas.STORE, 0)]
+
+
+def other_kernels(dtype):
+    """(name, kernel, argument types) of every other kernel in kernels/cuda, with the
+    argument types their launchers pass (float() and bool() scalars, int64 codes).
+    Keep in step with kernels/cuda when kernels are added."""
+    from numba import types
+    from fastbp.kernels.cuda import activations, linear, losses, optim
+    f = getattr(types, dtype)
+    m2, v1 = types.Array(f, 2, "C"), types.Array(f, 1, "C")
+    p1 = types.Array(types.float64, 1, "C")
+    labels = types.Array(types.int64, 1, "C")
+    i64, f64, b = types.int64, types.float64, types.boolean
+    tile = 16                 # the GPU default of _launch.config.tile
+    block = tile * tile
+    return [
+        ("activation_forward", activations._activation_forward_kernel, (m2, m2, i64, f64)),
+        ("activation_backward", activations._activation_backward_kernel,
+         (m2, m2, m2, m2, i64, f64)),
+        ("bias_activation", linear._bias_activation_kernel, (m2, v1, m2, i64, f64)),
+        ("backward_bias (dS, db)", linear._backward_bias(tile), (m2, m2, m2, m2, v1, i64, f64)),
+        # labels are int64 for every loss (an empty array where targets are read)
+        ("loss", losses._loss_kernel(block), (i64, m2, labels, m2, m2, p1)),
+        ("sum_squares", optim._sum_squares_kernel(block), (v1, p1)),
+        ("sgd", optim._sgd_kernel, (v1, v1, f64)),
+        ("sgd_weight_decay", optim._sgd_weight_decay_kernel, (v1, v1, f64, f64, f64)),
+        ("sgd_momentum", optim._sgd_momentum_kernel, (v1, v1, v1) + (f64,) * 5 + (b, b)),
+        ("adam", optim._adam_kernel, (v1,) * 5 + (f64,) * 8 + (b,)),
+        ("rmsprop", optim._rmsprop_kernel, (v1,) * 5 + (f64,) * 6 + (b,)),
+    ]
+
+
+def resources(geometry, dtype, trans_a, trans_b, epilogue, code, cc, ptxas):
+    from numba import types
+    from fastbp.kernels.cuda import blas
+    kernel = blas._kernel(geometry, dtype, trans_a, trans_b, epilogue, code)
+    f = getattr(types, dtype)
+    m2, v1 = types.Array(f, 2, "C"), types.Array(f, 1, "C")
+    return compiled(kernel, (m2, m2, m2, v1, m2, types.float64), cc, ptxas)
+
+
+def compiled(kernel, sig, cc, ptxas):
+    """ptxas's report on ``kernel`` compiled for the argument types ``sig``."""
+    from numba import cuda
+    options = getattr(kernel, "targetoptions", {})   # the kernel's own, e.g. launch_bounds
+    ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=cc,
+                              launch_bounds=options.get("launch_bounds"))
+    fma = len(re.findall(r"\bfma\.rn\.f(32|64)\b", ptx))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "k.ptx")
+        with open(path, "w") as fh:
+            fh.write(ptx)
+        arch = f"sm_{cc[0]}{cc[1]}"
+        out = subprocess.run([ptxas, f"-arch={arch}", "-v", path, "-o",
+                              os.path.join(tmp, "k.cubin")], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"ptxas failed: {out.stderr.strip()}")
+    info = out.stderr
+
+    def grab(pattern):
+        hit = re.search(pattern, info)
+        return int(hit.group(1)) if hit else 0
+    return {"registers": grab(r"Used (\d+) registers"),
+            "stack": grab(r"(\d+) bytes stack frame"),
+            "spill_st": grab(r"(\d+) bytes spill stores"),
+            "spill_ld": grab(r"(\d+) bytes spill loads"),
+            "smem": grab(r"(\d+) bytes smem"), "fma": fma}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--geometry", action="append", default=[],
+                        help="bm,bn,bk,tm,tn (repeatable; default: the GPU defaults)")
+    parser.add_argument("--dtype", action="append", choices=["float32", "float64"])
+    parser.add_argument("--cc", default="9.0", help="compute capability (9.0)")
+    parser.add_argument("--ptxas", help="path of ptxas")
+    parser.add_argument("--all", action="store_true",
+                        help="also compile every other CUDA kernel (elementwise, losses, "
+                             "optimizers): a check that all of them compile for the GPU, "
+                             "which the simulator cannot give")
+    args = parser.parse_args(argv)
+    import numba
+    if numba.config.ENABLE_CUDASIM:
+        sys.exit("cuda_resources: the CUDA simulator is on; unset NUMBA_ENABLE_CUDASIM")
+    ptxas = find_ptxas(args.ptxas)
+    if ptxas is None:
+        sys.exit('cuda_resources: no ptxas found; pip install "nvidia-cuda-nvcc==13.*" '
+                 "or pass --ptxas")
+    # Compiling device functions asks the current device for its compute capability;
+    # with no GPU, answer with the target's.
+    cc = tuple(int(v) for v in args.cc.split("."))
+    import numba.cuda.dispatcher as dispatcher
+    if not numba.cuda.is_available():
+        dispatcher.get_current_device = lambda: pytypes.SimpleNamespace(compute_capability=cc)
+    from fastbp.kernels.cuda import _launch
+    dtypes = args.dtype or ["float32", "float64"]
+    print(f"ptxas: {ptxas}; target sm_{cc[0]}{cc[1]}")
+    print(f"{'dtype':8s}{'geometry':>20s}  {'product':18s}{'regs':>5s}{'stack':>6s}"
+          f"{'spill st/ld':>12s}{'smem':>7s}{'fma':>6s}")
+    for dtype in dtypes:
+        geometries = ([_launch._parse_gemm(g) for g in args.geometry]
+                      or [_launch.GPU_GEMM[dtype]])
+        for geometry in geometries:
+            for name, trans_a, trans_b, epilogue, code in variants():
+                r = resources(geometry, dtype, trans_a, trans_b, epilogue, code, cc, ptxas)
+                show(dtype, ",".join(map(str, geometry)), name, r)
+        if args.all:
+            for name, kernel, sig in other_kernels(dtype):
+                show(dtype, "", name, compiled(kernel, sig, cc, ptxas))
+
+
+def show(dtype, geometry, name, r):
+    print(f"{dtype:8s}{geometry:>20s}  {name:18s}{r['registers']:5d}{r['stack']:6d}"
+          f"{r['spill_st']:>6d}/{r['spill_ld']:<5d}{r['smem']:7d}{r['fma']:6d}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The one prepared run for a lent GPU machine (issue 3): validate every CUDA kernel on
+# the real GPU, time it against the CPU and cuBLAS, and sweep the product geometries.
+#
+#   bash benchmarks/gpu_check.sh                 # all stages: compare, tests, tune
+#   bash benchmarks/gpu_check.sh compare tune    # only those stages, in that order
+#
+# Stages, each under its own time limit so that one slow stage cannot eat the others:
+#   compare  python -m fastbp compare at 4096 (batch, inputs, outputs), float32: the
+#            table for benchmarks/README.md (max error, ms, GFLOP/s, ratio to cuBLAS)
+#   tests    the CUDA tests, unchanged, on the real GPU (FASTBP_TEST_REAL_GPU=1)
+#   tune     benchmarks/gpu_tune.py: each candidate geometry against cuBLAS at 4096
+#
+# Everything goes to $OUT (the device tool's folder; ./gpu_check_out elsewhere): the
+# JSON and text of each stage and summary.txt. Installs nothing and needs no network:
+# the GPU image has numba-cuda, PyTorch and CuPy; fastbp runs from a copy of this
+# tree laid out as installed (kernels/ as fastbp/kernels) on PYTHONPATH.
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu_check_out}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=(compare tests tune)
+summary="$OUT/summary.txt"
+say() { echo "== $*" | tee -a "$summary"; }
+
+say "gpu_check $(date -u +%FT%TZ) stages: ${stages[*]}"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm \
+    --format=csv 2>&1 | tee -a "$summary"
+"$PY" - <<'EOF' 2>&1 | tee -a "$summary"
+import importlib.metadata as md, platform
+print("python", platform.python_version())
+for name in ("numpy", "numba", "numba-cuda", "llvmlite", "torch", "cupy-cuda13x", "scipy",
+             "pytest", "hypothesis"):
+    try:
+        print(f"  {name} {md.version(name)}")
+    except md.PackageNotFoundError:
+        print(f"  {name} not installed")
+EOF
+
+site=$(mktemp -d)
+cp -r fastbp "$site/fastbp"
+rm -rf "$site/fastbp/kernels"
+cp -r kernels "$site/fastbp/kernels"
+export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+"$PY" -c "import fastbp, fastbp.kernels.cuda; from fastbp import device; print('fastbp', fastbp.__version__, '|', device.cuda_status())" \
+    2>&1 | tee -a "$summary"
+
+status=0
+for stage in "${stages[@]}"; do
+    start=$(date +%s)
+    case "$stage" in
+    compare)
+        timeout 240 "$PY" -m fastbp compare --json "$OUT/compare.json" 2>&1 \
+            | tee "$OUT/compare.txt"
+        rc=${PIPESTATUS[0]} ;;
+    tests)
+        FASTBP_TEST_REAL_GPU=1 timeout 300 "$PY" -m pytest -q -p no:cacheprovider \
+            tests/test_cuda_kernels.py tests/test_cuda_network.py tests/test_compare.py \
+            > "$OUT/pytest.txt" 2>&1
+        rc=$?
+        tail -25 "$OUT/pytest.txt" ;;
+    tune)
+        timeout 240 "$PY" benchmarks/gpu_tune.py --json "$OUT/gpu_tune.json" 2>&1 \
+            | tee "$OUT/gpu_tune.txt"
+        rc=${PIPESTATUS[0]} ;;
+    *)
+        echo "unknown stage: $stage (compare, tests, tune)"; rc=2 ;;
+    esac
+    say "$stage: exit $rc after $(( $(date +%s) - start )) s"
+    [ "$rc" -ne 0 ] && status=1
+done
+cat "$summary"
+exit $status

@@ -1,0 +1,213 @@
+"""General matrix products on the GPU (numba.cuda twin of kernels/cpu/blas.py).
+
+    gemm(trans_a, trans_b, A, B, C)                       C = op(A) @ op(B)
+    gemm(trans_a, trans_b, A, B, C, bias, out, code, slope)
+                                   C = op(A) @ op(B) + bias,  out = sigma(C)  (fused)
+
+    op(M) = M.T if trans_M else M, as in the CPU twin; op(A) (m, k), op(B) (k, n),
+    C and out (m, n), bias (n,): C-contiguous device arrays of one float dtype; out may
+    be C. The CPU twin's alpha and beta are 1 and 0 here (no caller needs others); the
+    fused bias-and-activation epilogue is what it has instead.
+
+One kernel per (geometry, dtype, trans_a, trans_b, epilogue, activation), compiled on
+first use, so the transposes, the epilogue and sigma are compile-time constants: no
+branches, and the unrolled epilogue keeps the accumulators in registers.
+
+How a block works (geometry ``(bm, bn, bk, tm, tn)`` from ``_launch.config.gemm``):
+
+- It owns a bm x bn tile of C and walks k in steps of bk. Each step's slices,
+  op(A)[m0:m0+bm, k:k+bk] and op(B)[k:k+bk, n0:n0+bn], are staged in shared memory laid
+  out [k][row], so the inner loop reads a column of each.
+- Shared memory is double-buffered and the next slices are fetched into registers
+  before the current ones are multiplied: the global loads are in flight during the
+  arithmetic, and one barrier per step suffices.
+- Each thread keeps tm x tn outputs in registers, rows ty + i*(bm/tm) and columns
+  tx + j*(bn/tn): strided, so a warp's shared-memory reads are broadcasts or consecutive
+  words (no bank conflicts) and its stores to C coalesce. Per k it loads tm + tn values
+  for tm*tn fused multiply-adds.
+- The staging rows are padded (``_pad``) so the transposing stores of an operand that
+  is not k-major hit distinct banks.
+- Ragged edges read zeros (masked loads) and skip stores: any m, n, k is correct.
+- The epilogue's loops over the thread's outputs are unrolled, so that ``acc`` is
+  indexed by constants only and stays in registers (one run-time index would move the
+  whole array to local memory, main loop included). An activation that calls exp, tanh
+  or erf makes the loop too large to unroll, so for those the epilogue stores
+  S = C + bias from registers first, then a plain loop reads each S back (the thread's
+  own writes, from cache) and stores sigma(S).
+
+``benchmarks/cuda_resources.py`` prints the registers, stack and spills ptxas gives each
+variant (no GPU needed); ``benchmarks/gpu_tune.py`` times geometries against cuBLAS.
+"""
+import functools
+import inspect
+
+import numba
+import numpy as np
+from numba import cuda
+
+from ._launch import blocks, config
+from .activations import CHEAP, FORWARD
+
+# numba-cuda's jit takes launch bounds; the simulator's and numba's old built-in
+# CUDA target do not (there geometry.min_blocks has no effect).
+_HAS_LAUNCH_BOUNDS = "launch_bounds" in inspect.signature(cuda.jit).parameters
+
+STORE = 0            # epilogue: C = product
+BIAS_ACTIVATION = 1  # epilogue: C = product + bias, out = sigma(C)
+
+
+def _pad(bk):
+    """Row padding of a [bk][rows] staging buffer: a warp's transposing stores (32/bk
+    rows x bk k's) then fall into 32 different 4-byte banks when rows is a multiple of
+    32."""
+    return max(32 // bk, 1)
+
+
+def _operand(rows, bk, k_major, zero):
+    """Device functions staging one operand, seen as R x K (rows of the tile by k):
+    ``coords(e)`` maps a thread's e-th staged element to (row, k) within the tile,
+    ordered so consecutive threads read consecutive addresses of the source;
+    ``fetch(src, r, k, R, K)`` reads element (r, k), from src[k, r] when the source is
+    k_major (laid out K x R) and src[r, k] otherwise, or zero outside R x K."""
+    @cuda.jit(device=True)
+    def coords(e):
+        if k_major:                # source (K, R): walk rows fastest
+            k = e // rows
+            return e - k * rows, k
+        r = e // bk                # source (R, K): walk k fastest
+        return r, e - r * bk
+
+    @cuda.jit(device=True)
+    def fetch(src, r, k, R, K):
+        if r < R and k < K:     # in bounds and non-negative: index unsigned (no wraparound)
+            if k_major:
+                return src[np.uint64(k), np.uint64(r)]
+            return src[np.uint64(r), np.uint64(k)]
+        return zero(0)
+
+    return coords, fetch
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel(geometry, dtype, trans_a, trans_b, epilogue, code=0):
+    """The product kernel for one geometry, dtype name, transposes, epilogue and
+    activation code (used by the BIAS_ACTIVATION epilogue only)."""
+    BM, BN, BK, TM, TN, min_blocks = geometry
+    TY, TX = BM // TM, BN // TN          # thread grid of a block
+    NT = TX * TY
+    LA, LB = BM * BK // NT, BN * BK // NT  # elements each thread stages per k-step
+    LDA, LDB = BM + _pad(BK), BN + _pad(BK)
+    SA, SB = 2 * BK * LDA, 2 * BK * LDB    # shared elements of the two staging buffers
+    zero = np.dtype(dtype).type
+    sigma = FORWARD[code]
+    inline_sigma = code in CHEAP
+    nbtype = numba.from_dtype(np.dtype(dtype))
+    # op(A) is staged by its rows m, op(B) by its columns n: A is k-major (K x M) when
+    # transposed, B when not (op(B) = B is K x N).
+    a_coords, a_fetch = _operand(BM, BK, trans_a, zero)
+    b_coords, b_fetch = _operand(BN, BK, not trans_b, zero)
+    options = {"launch_bounds": (NT, min_blocks)} if min_blocks and _HAS_LAUNCH_BOUNDS else {}
+
+    @cuda.jit(**options)
+    def gemm(A, B, C, bias, out, slope):
+        M = C.shape[0]
+        N = C.shape[1]
+        K = A.shape[0] if trans_a else A.shape[1]   # folded: trans_a is a constant
+        tid = cuda.threadIdx.x
+        ty = tid // TX
+        tx = tid - ty * TX
+        m0 = cuda.blockIdx.y * BM
+        n0 = cuda.blockIdx.x * BN
+        # [buffer][k][row] staging, flat: the inner loop then steps one base index per
+        # k and reaches a thread's rows at constant offsets (no per-element index math).
+        As = cuda.shared.array(SA, nbtype)
+        Bs = cuda.shared.array(SB, nbtype)
+        acc = cuda.local.array((TM, TN), nbtype)
+        a_col = cuda.local.array(TM, nbtype)
+        b_row = cuda.local.array(TN, nbtype)
+        a_next = cuda.local.array(LA, nbtype)
+        b_next = cuda.local.array(LB, nbtype)
+        for i in range(TM):
+            for j in range(TN):
+                acc[i, j] = 0
+        steps = (K + BK - 1) // BK
+        for step in range(steps + 1):
+            # Fetch step `step` into registers (before the arithmetic on step-1, so the
+            # loads overlap it), ...
+            if step < steps:
+                k0 = step * BK
+                for l in range(LA):
+                    r, k = a_coords(tid + l * NT)
+                    a_next[l] = a_fetch(A, m0 + r, k0 + k, M, K)
+                for l in range(LB):
+                    r, k = b_coords(tid + l * NT)
+                    b_next[l] = b_fetch(B, n0 + r, k0 + k, N, K)
+            # ... multiply step-1's slices, staged in buffer (step-1) % 2, ...
+            if step > 0:
+                a_at = ((step - 1) & 1) * BK * LDA + ty
+                b_at = ((step - 1) & 1) * BK * LDB + tx
+                for kk in range(BK):
+                    # unsigned indices: numba adds no negative-index wraparound, which
+                    # cost a compare and a select per load here
+                    for i in range(TM):
+                        a_col[i] = As[np.uint64(a_at + i * TY)]
+                    for j in range(TN):
+                        b_row[j] = Bs[np.uint64(b_at + j * TX)]
+                    for i in range(TM):
+                        for j in range(TN):
+                            acc[i, j] += a_col[i] * b_row[j]
+                    a_at += LDA
+                    b_at += LDB
+            # ... then stage step into the other buffer. Nobody reads it now: the
+            # barrier that ended the previous iteration came after its last reads.
+            if step < steps:
+                nxt = step & 1
+                for l in range(LA):
+                    r, k = a_coords(tid + l * NT)
+                    As[np.uint64((nxt * BK + k) * LDA + r)] = a_next[l]
+                for l in range(LB):
+                    r, k = b_coords(tid + l * NT)
+                    Bs[np.uint64((nxt * BK + k) * LDB + r)] = b_next[l]
+            cuda.syncthreads()
+        for i in range(TM):
+            m = m0 + ty + i * TY
+            if m < M:
+                for j in range(TN):
+                    n = n0 + tx + j * TX
+                    if n < N:
+                        if epilogue == STORE:
+                            C[m, n] = acc[i, j]
+                        else:
+                            s = acc[i, j] + bias[n]
+                            C[m, n] = s
+                            if inline_sigma:
+                                out[m, n] = sigma(s, slope)
+        if epilogue == BIAS_ACTIVATION and not inline_sigma:
+            for e in range(TM * TN):
+                i = e // TN
+                m = m0 + ty + i * TY
+                n = n0 + tx + (e - i * TN) * TX
+                if m < M and n < N:
+                    out[m, n] = sigma(C[m, n], slope)
+
+    return gemm
+
+
+def gemm(trans_a, trans_b, A, B, C, bias=None, out=None, code=0, slope=0.0):
+    """C = op(A) @ op(B), or with ``bias`` given C = op(A) @ op(B) + bias and
+    out = sigma_code(C) in the same kernel (see the module docstring for shapes).
+
+    The geometry is ``config.gemm[C.dtype]``; kernels compile on first use.
+    """
+    M, N = C.shape
+    if M == 0 or N == 0:
+        return
+    dtype = np.dtype(C.dtype).name
+    geometry = config.gemm[dtype]
+    if bias is None:
+        epilogue, bias, out, code = STORE, C[0], C, 0   # placeholders, never read
+    else:
+        epilogue = BIAS_ACTIVATION
+    kernel = _kernel(geometry, dtype, bool(trans_a), bool(trans_b), epilogue, int(code))
+    grid = (blocks(N, geometry.bn), blocks(M, geometry.bm))
+    kernel[grid, geometry.threads](A, B, C, bias, out, slope)

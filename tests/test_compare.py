@@ -1,0 +1,105 @@
+"""The GPU timing and cuBLAS-ratio path of ``python -m fastbp compare``, run here with
+stand-ins for the GPU's events and for cuBLAS, so that it is exercised on every machine;
+on a real GPU benchmarks/gpu_check.sh runs it for real."""
+import time
+
+import numpy as np
+import pytest
+
+from fastbp import compare
+from fastbp import device as fdevice
+
+
+class ScriptedEvent:
+    """An event pair member whose elapsed_time returns the next scripted milliseconds."""
+
+    def __init__(self, script):
+        self.script = script
+
+    def record(self):
+        pass
+
+    def synchronize(self):
+        pass
+
+    def elapsed_time(self, stop):
+        return self.script.pop(0)
+
+
+class ClockEvent:
+    """An event that reads the host clock: elapsed_time in milliseconds, like numba's."""
+
+    def record(self):
+        self.t = time.perf_counter()
+
+    def synchronize(self):
+        pass
+
+    def elapsed_time(self, stop):
+        return (stop.t - self.t) * 1e3
+
+
+def clock_events():
+    return ClockEvent(), ClockEvent()
+
+
+def test_median_gpu_seconds_warms_up_then_takes_the_median():
+    script = [5.0, 1.0, 3.0]
+    calls = []
+    seconds = compare.median_gpu_seconds(lambda: calls.append(1),
+                                         lambda: (ScriptedEvent(script), ScriptedEvent(script)), 3,
+                                         lambda: calls.append("sync"))
+    assert seconds == pytest.approx(0.003)
+    assert calls == [1, "sync", 1, 1, 1]   # one untimed call, then three timed
+    assert script == []
+
+
+def test_vendor_products_time_the_layer_products():
+    rng = np.random.default_rng(3)
+    inputs = {"X": rng.standard_normal((6, 4)), "W": rng.standard_normal((5, 4)),
+              "dA": rng.standard_normal((6, 5))}
+    seen = []
+
+    def put(a):
+        seen.append(a.shape)
+        return np.asarray(a)
+    lib = ("numpy stand-in", put, lambda: None, clock_events)
+    assert compare._vendor_products("linear_forward", inputs, 2, lib) > 0
+    assert compare._vendor_products("linear_backward", inputs, 2, lib) > 0
+    assert compare._vendor_products("tanh", inputs, 2, lib) is None
+    assert compare._vendor_products("linear_forward", inputs, 2, None) is None
+    assert seen and all(len(s) == 2 for s in seen)
+
+
+usable, why = fdevice.cuda_status()
+
+
+@pytest.mark.skipif(not (usable and fdevice.simulator_enabled()),
+                    reason="needs the CUDA simulator (a real GPU times for real)")
+def test_compare_reports_the_cublas_ratio(monkeypatch, tmp_path, capsys):
+    """The whole table with a GPU's path taken: kernels run in the simulator, timed by
+    host-clock events; 'cuBLAS' is numpy. Checks the ratio is computed and reported."""
+    monkeypatch.setattr(fdevice, "simulator_enabled", lambda: False)
+    monkeypatch.setattr(fdevice, "cuda_status", lambda: (True, "a stand-in GPU"))
+    monkeypatch.setattr(compare, "vendor",
+                        lambda: ("numpy stand-in", np.asarray, lambda: None, clock_events))
+    monkeypatch.setattr(compare, "cuda_events", clock_events)
+    out = tmp_path / "compare.json"
+    args = compare.build_parser().parse_args(
+        ["--batch", "5", "--inputs", "3", "--outputs", "6", "--repeat", "2",
+         "--json", str(out)])
+    assert compare.run(args) == 0
+    import json
+    result = json.loads(out.read_text())
+    assert result["gpu"] == "real"
+    rows = {(r["device"], r["kernel"]): r for r in result["rows"]}
+    for name in ("linear_forward", "linear_backward"):
+        row = rows[("cuda", name)]
+        assert row["median_s"] > 0 and row["cublas_s"] > 0
+        assert row["vs_cublas"] == pytest.approx(row["cublas_s"] / row["median_s"])
+    assert rows[("cuda", "mse")]["vs_cublas"] is None
+    assert rows[("cpu", "linear_forward")]["vs_cublas"] is None
+    assert all(r["max_rel_error"] < 1e-4 for r in result["rows"])
+    text = capsys.readouterr().out
+    assert "cuBLAS FP32 baseline (no TF32): numpy stand-in" in text
+    assert "GPU: a stand-in GPU" in text
