@@ -9,12 +9,16 @@ memory, and the multiply-adds in the PTX. A non-zero stack frame means a registe
 a GPU, so geometries can be screened here before a GPU session times them
 (``benchmarks/gpu_tune.py``).
 
-Needs numba-cuda with its NVVM (``pip install "numba-cuda[cu13]"``) and a ptxas
-(``pip install "nvidia-cuda-nvcc==13.*"`` or a CUDA toolkit); run it with the CUDA
-simulator off:
+Needs numba-cuda with its NVVM (``pip install "fastbp[cuda13]"``) and, for registers
+and spills, a ptxas (``pip install "nvidia-cuda-nvcc==13.*"`` or a CUDA toolkit); run
+it with the CUDA simulator off:
 
     python benchmarks/cuda_resources.py
     python benchmarks/cuda_resources.py --geometry 128,128,8,8,8 --geometry 64,64,16,4,4
+    python benchmarks/cuda_resources.py --all --check --no-ptxas   # the test suite's check
+
+``--all`` compiles every other kernel of kernels/cuda too: the simulator runs kernels as
+Python and types nothing, so this is the one check, short of a GPU, that they compile.
 """
 import argparse
 import glob
@@ -94,12 +98,19 @@ def resources(geometry, dtype, trans_a, trans_b, epilogue, code, cc, ptxas):
 
 
 def compiled(kernel, sig, cc, ptxas):
-    """ptxas's report on ``kernel`` compiled for the argument types ``sig``."""
+    """What ``kernel`` compiles to for the argument types ``sig``: the PTX's local-memory
+    bytes and multiply-adds, and, when ptxas is given, its registers, stack, spills and
+    shared memory (None without ptxas)."""
     from numba import cuda
     options = getattr(kernel, "targetoptions", {})   # the kernel's own, e.g. launch_bounds
     ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=cc,
                               launch_bounds=options.get("launch_bounds"))
-    fma = len(re.findall(r"\bfma\.rn\.f(32|64)\b", ptx))
+    result = {"fma": len(re.findall(r"\bfma\.rn\.f(32|64)\b", ptx)),
+              "ptx_local": sum(int(n) for n in re.findall(r"\.local[^;]*\[(\d+)\]", ptx)),
+              "registers": None, "stack": None, "spill_st": None, "spill_ld": None,
+              "smem": None}
+    if ptxas is None:
+        return result
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "k.ptx")
         with open(path, "w") as fh:
@@ -114,32 +125,39 @@ def compiled(kernel, sig, cc, ptxas):
     def grab(pattern):
         hit = re.search(pattern, info)
         return int(hit.group(1)) if hit else 0
-    return {"registers": grab(r"Used (\d+) registers"),
-            "stack": grab(r"(\d+) bytes stack frame"),
-            "spill_st": grab(r"(\d+) bytes spill stores"),
-            "spill_ld": grab(r"(\d+) bytes spill loads"),
-            "smem": grab(r"(\d+) bytes smem"), "fma": fma}
+    result.update(registers=grab(r"Used (\d+) registers"),
+                  stack=grab(r"(\d+) bytes stack frame"),
+                  spill_st=grab(r"(\d+) bytes spill stores"),
+                  spill_ld=grab(r"(\d+) bytes spill loads"),
+                  smem=grab(r"(\d+) bytes smem"))
+    return result
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--geometry", action="append", default=[],
-                        help="bm,bn,bk,tm,tn (repeatable; default: the GPU defaults)")
+                        help="bm,bn,bk,tm,tn[,min_blocks] (repeatable; default: the GPU "
+                             "defaults)")
     parser.add_argument("--dtype", action="append", choices=["float32", "float64"])
     parser.add_argument("--cc", default="9.0", help="compute capability (9.0)")
-    parser.add_argument("--ptxas", help="path of ptxas")
+    parser.add_argument("--ptxas", help="path of ptxas (default: PATH or nvidia-cuda-nvcc)")
+    parser.add_argument("--no-ptxas", action="store_true",
+                        help="PTX only: no registers or spills, nothing beyond NVVM needed")
     parser.add_argument("--all", action="store_true",
                         help="also compile every other CUDA kernel (elementwise, losses, "
                              "optimizers): a check that all of them compile for the GPU, "
                              "which the simulator cannot give")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if a product kernel keeps anything in local memory "
+                             "(PTX local arrays; with ptxas also stack or spills)")
     args = parser.parse_args(argv)
     import numba
     if numba.config.ENABLE_CUDASIM:
         sys.exit("cuda_resources: the CUDA simulator is on; unset NUMBA_ENABLE_CUDASIM")
-    ptxas = find_ptxas(args.ptxas)
-    if ptxas is None:
-        sys.exit('cuda_resources: no ptxas found; pip install "nvidia-cuda-nvcc==13.*" '
-                 "or pass --ptxas")
+    ptxas = None if args.no_ptxas else find_ptxas(args.ptxas)
+    if ptxas is None and not args.no_ptxas:
+        sys.exit('cuda_resources: no ptxas found; pip install "nvidia-cuda-nvcc==13.*", '
+                 "pass --ptxas, or --no-ptxas for PTX only")
     # Compiling device functions asks the current device for its compute capability;
     # with no GPU, answer with the target's.
     cc = tuple(int(v) for v in args.cc.split("."))
@@ -148,25 +166,36 @@ def main(argv=None):
         dispatcher.get_current_device = lambda: pytypes.SimpleNamespace(compute_capability=cc)
     from fastbp.kernels.cuda import _launch
     dtypes = args.dtype or ["float32", "float64"]
-    print(f"ptxas: {ptxas}; target sm_{cc[0]}{cc[1]}")
-    print(f"{'dtype':8s}{'geometry':>20s}  {'product':18s}{'regs':>5s}{'stack':>6s}"
-          f"{'spill st/ld':>12s}{'smem':>7s}{'fma':>6s}")
+    print(f"ptxas: {ptxas or 'not used (PTX only)'}; target sm_{cc[0]}{cc[1]}")
+    print(f"{'dtype':8s}{'geometry':>18s}  {'kernel':22s}{'regs':>5s}{'stack':>6s}"
+          f"{'spill st/ld':>12s}{'smem':>7s}{'fma':>5s}{'ptx local':>10s}")
+    failures = []
     for dtype in dtypes:
         geometries = ([_launch._parse_gemm(g) for g in args.geometry]
                       or [_launch.GPU_GEMM[dtype]])
         for geometry in geometries:
             for name, trans_a, trans_b, epilogue, code in variants():
                 r = resources(geometry, dtype, trans_a, trans_b, epilogue, code, cc, ptxas)
-                show(dtype, ",".join(map(str, geometry)), name, r)
+                where = ",".join(map(str, geometry))
+                show(dtype, where, name, r)
+                if r["ptx_local"] or r["stack"] or r["spill_st"]:
+                    failures.append(f"{dtype} {where} {name}")
         if args.all:
             for name, kernel, sig in other_kernels(dtype):
                 show(dtype, "", name, compiled(kernel, sig, cc, ptxas))
+    if args.check and failures:
+        print("local memory in: " + "; ".join(failures))
+        return 1
+    return 0
 
 
 def show(dtype, geometry, name, r):
-    print(f"{dtype:8s}{geometry:>20s}  {name:18s}{r['registers']:5d}{r['stack']:6d}"
-          f"{r['spill_st']:>6d}/{r['spill_ld']:<5d}{r['smem']:7d}{r['fma']:6d}")
+    def cell(key, width):
+        return f"{'-' if r[key] is None else r[key]:>{width}}"
+    spills = "-" if r["spill_st"] is None else f"{r['spill_st']}/{r['spill_ld']}"
+    print(f"{dtype:8s}{geometry:>18s}  {name:22s}{cell('registers', 5)}{cell('stack', 6)}"
+          f"{spills:>12s}{cell('smem', 7)}{cell('fma', 5)}{cell('ptx_local', 10)}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
