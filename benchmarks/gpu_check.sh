@@ -8,8 +8,10 @@
 # Stages, each under its own time limit so that one slow stage cannot eat the others:
 #   compare  python -m fastbp compare at 4096 (batch, inputs, outputs), float32: the
 #            table for benchmarks/README.md (max error, ms, GFLOP/s, ratio to cuBLAS)
-#   tests    the CUDA tests, unchanged, on the real GPU (FASTBP_TEST_REAL_GPU=1)
+#   tests    the CUDA tests, unchanged, on the real GPU (FASTBP_TEST_REAL_GPU=1), and
+#            the compile check with the image's numba-cuda
 #   tune     benchmarks/gpu_tune.py: each candidate geometry against cuBLAS at 4096
+#   compare64  the compare stage in float64 (not run unless named)
 #
 # Everything goes to $OUT (the device tool's folder; ./gpu_check_out elsewhere): the
 # JSON and text of each stage and summary.txt. Installs nothing and needs no network:
@@ -56,9 +58,14 @@ for stage in "${stages[@]}"; do
         timeout 240 "$PY" -m fastbp compare --json "$OUT/compare.json" 2>&1 \
             | tee "$OUT/compare.txt"
         rc=${PIPESTATUS[0]} ;;
+    compare64)
+        timeout 240 "$PY" -m fastbp compare --dtype float64 --json "$OUT/compare64.json" \
+            2>&1 | tee "$OUT/compare64.txt"
+        rc=${PIPESTATUS[0]} ;;
     tests)
         FASTBP_TEST_REAL_GPU=1 timeout 300 "$PY" -m pytest -q -p no:cacheprovider \
             tests/test_cuda_kernels.py tests/test_cuda_network.py tests/test_compare.py \
+            tests/test_cuda_compile.py \
             > "$OUT/pytest.txt" 2>&1
         rc=$?
         tail -25 "$OUT/pytest.txt" ;;
@@ -67,7 +74,7 @@ for stage in "${stages[@]}"; do
             | tee "$OUT/gpu_tune.txt"
         rc=${PIPESTATUS[0]} ;;
     *)
-        echo "unknown stage: $stage (compare, tests, tune)"; rc=2 ;;
+        echo "unknown stage: $stage (compare, tests, tune, compare64)"; rc=2 ;;
     esac
     say "$stage: exit $rc after $(( $(date +%s) - start )) s"
     [ "$rc" -ne 0 ] && status=1
