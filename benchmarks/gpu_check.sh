@@ -16,16 +16,18 @@
 # Everything goes to $OUT (the device tool's folder; ./gpu_check_out elsewhere): the
 # JSON and text of each stage and summary.txt. Installs nothing and needs no network:
 # the GPU image has numba-cuda, PyTorch and CuPy; fastbp runs from a copy of this
-# tree laid out as installed (kernels/ as fastbp/kernels) on PYTHONPATH.
+# tree laid out as installed (kernels/ as fastbp/kernels).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_check_out}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=(compare tests tune)
 summary="$OUT/summary.txt"
+: > "$summary"
 say() { echo "== $*" | tee -a "$summary"; }
 
 say "gpu_check $(date -u +%FT%TZ) stages: ${stages[*]}"
@@ -42,12 +44,16 @@ for name in ("numpy", "numba", "numba-cuda", "llvmlite", "torch", "cupy-cuda13x"
         print(f"  {name} not installed")
 EOF
 
+# A copy of the tree laid out as installed (kernels/ as fastbp/kernels), run from its
+# root: Python puts the working directory first on sys.path, so run from this checkout
+# it would find fastbp/ without its kernels.
 site=$(mktemp -d)
-cp -r fastbp "$site/fastbp"
+tar -C . --exclude=.git --exclude=.venv --exclude=.asv --exclude="$(basename "$OUT")" \
+    -cf - . | tar -C "$site" -xf -
 rm -rf "$site/fastbp/kernels"
-cp -r kernels "$site/fastbp/kernels"
-export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
-"$PY" -c "import fastbp, fastbp.kernels.cuda; from fastbp import device; print('fastbp', fastbp.__version__, '|', device.cuda_status())" \
+mv "$site/kernels" "$site/fastbp/kernels"
+cd "$site"
+"$PY" -c "import fastbp, fastbp.kernels.cuda; from fastbp import device; print('fastbp', fastbp.__version__, 'from', fastbp.__file__, '|', device.cuda_status())" \
     2>&1 | tee -a "$summary"
 
 status=0

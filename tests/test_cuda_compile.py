@@ -25,7 +25,11 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_every_cuda_kernel_compiles_and_products_stay_in_registers():
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
+    import fastbp
+    # the subprocess imports the fastbp this process imported, wherever it lives
+    where = str(Path(fastbp.__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (where, os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0", PYTHONPATH=path)
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "cuda_resources.py"),
                            "--all", "--check", "--no-ptxas"],
                           capture_output=True, text=True, env=env, timeout=600)
