@@ -296,3 +296,21 @@ def test_optimizer_updates_match_cpu(rng, dtype, case):
     close(state_d, state, dtype, f"{codes.OPTIMIZERS[code]} state")
     assert np.array_equal(g_d.copy_to_host(), g)
     assert abs(K_gpu.grad_norm(g_d) - np.linalg.norm(g.astype(np.float64))) < 1e-6
+
+
+@pytest.mark.skipif(fdevice.simulator_enabled(),
+                    reason="real GPU only: the default 256-thread geometry on these sizes "
+                           "would take minutes in the simulator")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gemm_default_geometry_ragged_sizes(rng, dtype):
+    """The default tile shape on sizes that are multiples of nothing it uses (several
+    blocks each way, a partial k-step), every transpose, against float64."""
+    m, n, k = 301, 259, 133
+    for trans_a in (False, True):
+        for trans_b in (False, True):
+            A = rand(rng, (k, m) if trans_a else (m, k), dtype)
+            B = rand(rng, (n, k) if trans_b else (k, n), dtype)
+            want = (A.T if trans_a else A).astype(np.float64) @ (B.T if trans_b else B)
+            C_d = dev(np.full((m, n), np.nan, dtype))
+            K_gpu.gemm(trans_a, trans_b, dev(A), dev(B), C_d)
+            close(C_d, want, dtype, f"default geometry trans_a={trans_a} trans_b={trans_b}")
