@@ -103,3 +103,40 @@ def test_compare_reports_the_cublas_ratio(monkeypatch, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "cuBLAS FP32 baseline (no TF32): numpy stand-in" in text
     assert "GPU: a stand-in GPU" in text
+
+
+def _cpu_compare(tmp_path, capsys):
+    out = tmp_path / "compare.json"
+    args = compare.build_parser().parse_args(
+        ["--batch", "6", "--inputs", "5", "--outputs", "4", "--repeat", "1",
+         "--devices", "cpu", "--json", str(out)])
+    code = compare.run(args)
+    import json
+    return code, {r["kernel"]: r for r in json.loads(out.read_text())["rows"]}, \
+        capsys.readouterr().out
+
+
+def test_compare_passes_correct_kernels(tmp_path, capsys):
+    code, rows, text = _cpu_compare(tmp_path, capsys)
+    assert code == 0 and all(r["ok"] for r in rows.values())
+    assert "FAILED" not in text and "failed:" not in text
+
+
+def test_compare_reports_a_wrong_and_a_broken_kernel(monkeypatch, tmp_path, capsys):
+    from fastbp.kernels import cpu as K
+    real_sgd = K.sgd_update
+
+    def off_by_a_little(p, g, lr):   # wrong answer: the check must catch it
+        real_sgd(p, g, lr * 1.01)
+
+    def broken(*args):
+        raise RuntimeError("cannot compile here")
+    monkeypatch.setattr(K, "sgd_update", off_by_a_little)
+    monkeypatch.setattr(K, "mse", broken)
+    code, rows, text = _cpu_compare(tmp_path, capsys)
+    assert code == 1
+    assert not rows["sgd_update"]["ok"] and rows["sgd_update"]["max_rel_error"] > 1e-4
+    assert rows["mse"]["error"] == "RuntimeError: cannot compile here"
+    assert rows["linear_forward"]["ok"]            # the rest of the table is still there
+    assert "mse                         cpu  FAILED: RuntimeError" in text
+    assert "failed: cpu mse, cpu sgd_update" in text
