@@ -4,7 +4,8 @@ For each geometry (bm, bn, bk, tm, tn[, min_blocks]) and each of the three produ
 layer runs (forward X @ W.T + b with sigma fused; dW = dS.T @ X; dX = dS @ W), at one
 size (default m = n = k = 4096), it checks the result against cuBLAS in float64 (the
 largest error relative to the largest reference value), and times it: median of
-``--repeat`` launches measured with CUDA events, after a warm-up that compiles it. The
+``--repeat`` samples of 3 back-to-back launches measured with CUDA events, after a
+warm-up that compiles it. The
 same products in cuBLAS FP32 (PyTorch with TF32 off, or CuPy, whose default is off) are
 timed the same way in the same run (``fastbp.compare.vendor``), and the table gives TFLOP/s and the fraction of
 cuBLAS. The JSON (``--json``) holds every number.
@@ -89,7 +90,8 @@ def main(argv=None):
             want = tA @ tB
             want = want.cpu().numpy() if hasattr(want, "cpu") else want.get()
             fA, fB = lib[1](np.ascontiguousarray(opA)), lib[1](np.ascontiguousarray(opB))
-            vendor_s[name] = median_gpu_seconds(lambda: fA @ fB, lib[3], args.repeat, lib[2])
+            vendor_s[name] = median_gpu_seconds(lambda: fA @ fB, lib[3], args.repeat, lib[2],
+                                                inner=3)
         else:
             want = opA.astype(np.float64) @ opB
         if fused:
@@ -127,7 +129,7 @@ def main(argv=None):
                     row["max_rel_error"] = err if np.isfinite(err) else float("inf")
                     if not simulated:
                         sec = median_gpu_seconds(run, cuda_events, args.repeat,
-                                                 cuda.synchronize)
+                                                 cuda.synchronize, inner=3)
                         row.update(ms=sec * 1e3, tflops=flops / sec / 1e12)
                         if name in vendor_s:
                             row["vs_cublas"] = vendor_s[name] / sec

@@ -32,6 +32,7 @@ SIM_MAX = 12   # largest size the simulator is given (it runs one OS thread per 
 # Largest relative error a kernel may show against the float64 reference and pass:
 # float32 products over k = 4096 land near 1e-6, float64 near 1e-14.
 TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
+GPU_INNER = 5  # calls per timed GPU sample (see median_gpu_seconds)
 
 
 def build_parser(parser=None):
@@ -119,7 +120,7 @@ def _run_case(case, K, on_gpu, repeat, timed, dtype):
     if on_gpu:
         from numba import cuda
         row["median_s"] = median_gpu_seconds(lambda: call(K, arrays), cuda_events, repeat,
-                                             cuda.synchronize)
+                                             cuda.synchronize, inner=GPU_INNER)
     else:
         times = []
         for _ in range(repeat):
@@ -167,17 +168,21 @@ def cuda_events():
     return cuda.event(), cuda.event()
 
 
-def median_gpu_seconds(run, events, repeat, sync):
-    """Median seconds of ``run()`` between two recorded GPU events, over ``repeat`` calls
-    after one untimed call (compilation, handles). ``events()`` makes a (start, stop)
-    pair of numba's, torch's or cupy's events; ``sync()`` waits for the device."""
+def median_gpu_seconds(run, events, repeat, sync, inner=1):
+    """Median seconds per ``run()`` call between two recorded GPU events, over ``repeat``
+    samples of ``inner`` back-to-back calls each, after one untimed call (compilation,
+    handles). Several calls per sample hide the host's launch latency (tens of
+    microseconds from Python), which would otherwise dominate short kernels.
+    ``events()`` makes a (start, stop) pair of numba's, torch's or cupy's events;
+    ``sync()`` waits for the device."""
     run()
     sync()
     times = []
     for _ in range(repeat):
         start, stop = events()
         start.record()
-        run()
+        for _ in range(inner):
+            run()
         stop.record()
         stop.synchronize()
         if type(start).__module__.startswith("cupy"):
@@ -185,7 +190,7 @@ def median_gpu_seconds(run, events, repeat, sync):
             ms = cupy.cuda.get_elapsed_time(start, stop)
         else:                        # numba's and torch's: start.elapsed_time(stop), in ms
             ms = start.elapsed_time(stop)
-        times.append(ms / 1e3)
+        times.append(ms / 1e3 / inner)
     return statistics.median(times)
 
 
@@ -199,7 +204,7 @@ def _vendor_products(name, inputs, repeat, lib):
         run = lambda: a["X"] @ a["W"].T   # noqa: E731
     else:
         run = lambda: (a["dA"].T @ a["X"], a["dA"] @ a["W"])   # noqa: E731
-    return median_gpu_seconds(run, events, repeat, sync)
+    return median_gpu_seconds(run, events, repeat, sync, inner=GPU_INNER)
 
 
 def main(argv=None):
@@ -258,7 +263,8 @@ def run(args, print_fn=print):
             row["device"] = dev
             rows.append(row)
     header = (f"fastbp compare: batch {batch}, inputs {n_in}, outputs {n_out}, {args.dtype}, "
-              f"activation {args.activation}, median of {args.repeat}")
+              f"activation {args.activation}, median of {args.repeat}"
+              + (f" (GPU: each sample {GPU_INNER} back-to-back calls)" if real_gpu else ""))
     print_fn(header)
     for note in notes:
         print_fn(note)

@@ -52,6 +52,13 @@ def test_median_gpu_seconds_warms_up_then_takes_the_median():
     assert seconds == pytest.approx(0.003)
     assert calls == [1, "sync", 1, 1, 1]   # one untimed call, then three timed
     assert script == []
+    # samples of several calls: the per-call time is the sample over the calls
+    calls.clear()
+    script[:] = [10.0, 2.0, 6.0]
+    seconds = compare.median_gpu_seconds(lambda: calls.append(1),
+                                         lambda: (ScriptedEvent(script), ScriptedEvent(script)),
+                                         3, lambda: None, inner=2)
+    assert seconds == pytest.approx(0.003) and len(calls) == 1 + 3 * 2
 
 
 def test_vendor_products_time_the_layer_products():
