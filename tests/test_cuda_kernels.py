@@ -29,9 +29,11 @@ SLOPE = codes.DEFAULT_LEAKY_RELU_SLOPE
 # and several blocks each way; in=9 takes 5 k-steps of 2 (an odd count: both staging
 # buffers, ending on the first), 3 of 4, or exactly 3 of 3. (4, 4, 2, 2, 2): 2x2 threads
 # with 2x2 outputs each; (8, 4, 4, 2, 2): a rectangular 4x2-thread block staging 4 and
-# 2 elements per thread; (2, 2, 2, 1, 1): one output per thread.
+# 2 elements per thread; (2, 2, 2, 1, 1): one output per thread; (8, 8, 2, 4, 4): 4x4
+# outputs per thread, each a run of 4 adjacent rows and columns.
 CASES = [((5, 3, 7), (4, 4, 2, 2, 2)), ((6, 9, 5), (8, 4, 4, 2, 2)),
-         ((6, 9, 5), (2, 2, 2, 1, 1)), ((9, 9, 7), (4, 4, 3, 2, 2)), ((3, 1, 2), (4, 4, 2, 2, 2))]
+         ((6, 9, 5), (2, 2, 2, 1, 1)), ((9, 9, 7), (4, 4, 3, 2, 2)), ((3, 1, 2), (4, 4, 2, 2, 2)),
+         ((11, 9, 10), (8, 8, 2, 4, 4))]
 
 
 def close(actual, expected, dtype, what=""):
@@ -224,7 +226,9 @@ def test_sgd(rng, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("geometry", [(4, 4, 2, 2, 2), (8, 4, 4, 2, 2, 1)])
+# (16, 8, 2, 8, 4): thread outputs in runs of 4 (vector loads on a GPU), two runs per
+# thread along m; (8, 4, 4, 2, 2, 1): runs of 2, and launch bounds (ignored here).
+@pytest.mark.parametrize("geometry", [(4, 4, 2, 2, 2), (8, 4, 4, 2, 2, 1), (16, 8, 2, 8, 4)])
 def test_gemm_every_transpose(rng, dtype, geometry):
     """blas.gemm against A @ B in float64 and the CPU twin, for all four transposes;
     C starts as NaN, so an output left unwritten fails."""

@@ -21,12 +21,13 @@ How a block works (geometry ``(bm, bn, bk, tm, tn)`` from ``_launch.config.gemm`
 - Shared memory is double-buffered and the next slices are fetched into registers
   before the current ones are multiplied: the global loads are in flight during the
   arithmetic, and one barrier per step suffices.
-- Each thread keeps tm x tn outputs in registers, rows ty + i*(bm/tm) and columns
-  tx + j*(bn/tn): strided, so a warp's shared-memory reads are broadcasts or consecutive
-  words (no bank conflicts) and its stores to C coalesce. Per k it loads tm + tn values
-  for tm*tn fused multiply-adds.
+- Each thread keeps tm x tn outputs in registers, in runs of 4 adjacent rows (and
+  columns; 2 or 1 where 4 does not divide tm or tn), the runs bm/tm*4 rows apart: a run
+  is one 16-byte shared load (LDS.128), a warp's loads are broadcasts or 128 consecutive
+  bytes per quarter-warp (no bank conflicts), and its stores to C stay within a few
+  cache lines. Per k a thread loads (tm + tn)/4 vectors for tm*tn fused multiply-adds.
 - The staging rows are padded (``_pad``) so the transposing stores of an operand that
-  is not k-major hit distinct banks.
+  is not k-major hit distinct banks, and stay 16-byte aligned for the vector loads.
 - Ragged edges read zeros (masked loads) and skip stores: any m, n, k is correct.
 - The epilogue's loops over the thread's outputs are unrolled, so that ``acc`` is
   indexed by constants only and stays in registers (one run-time index would move the
@@ -56,11 +57,16 @@ STORE = 0            # epilogue: C = product
 BIAS_ACTIVATION = 1  # epilogue: C = product + bias, out = sigma(C)
 
 
+def _run(t):
+    """Outputs per contiguous run of a thread: 4, 2 or 1, whichever divides t."""
+    return 4 if t % 4 == 0 else (2 if t % 2 == 0 else 1)
+
+
 def _pad(bk):
-    """Row padding of a [bk][rows] staging buffer: a warp's transposing stores (32/bk
-    rows x bk k's) then fall into 32 different 4-byte banks when rows is a multiple of
-    32."""
-    return max(32 // bk, 1)
+    """Row padding of a [bk][rows] staging buffer: with 32/bk, a warp's transposing
+    stores (32/bk rows x bk k's) fall into 32 different 4-byte banks when rows is a
+    multiple of 32; rounded up to a multiple of 4 so rows stay 16-byte aligned."""
+    return -(-max(32 // bk, 1) // 4) * 4
 
 
 def _operand(rows, bk, k_major, zero):
@@ -95,7 +101,13 @@ def _kernel(geometry, dtype, trans_a, trans_b, epilogue, code=0):
     BM, BN, BK, TM, TN, min_blocks = geometry
     TY, TX = BM // TM, BN // TN          # thread grid of a block
     NT = TX * TY
+    # A thread's outputs come in runs of VM rows (VN columns) that are adjacent in
+    # shared memory, so each run is one vector load (LDS.64/.128); runs are TY*VM rows
+    # apart, so a warp's loads stay conflict-free and its stores to C coalesce.
+    VM, VN = _run(TM), _run(TN)
     LA, LB = BM * BK // NT, BN * BK // NT  # elements each thread stages per k-step
+    # rows padded for conflict-free staging, kept a multiple of 4 so every row of the
+    # staging buffers starts 16-byte aligned (vector loads need it)
     LDA, LDB = BM + _pad(BK), BN + _pad(BK)
     SA, SB = 2 * BK * LDA, 2 * BK * LDB    # shared elements of the two staging buffers
     zero = np.dtype(dtype).type
@@ -144,15 +156,15 @@ def _kernel(geometry, dtype, trans_a, trans_b, epilogue, code=0):
                     b_next[l] = b_fetch(B, n0 + r, k0 + k, N, K)
             # ... multiply step-1's slices, staged in buffer (step-1) % 2, ...
             if step > 0:
-                a_at = ((step - 1) & 1) * BK * LDA + ty
-                b_at = ((step - 1) & 1) * BK * LDB + tx
+                a_at = ((step - 1) & 1) * BK * LDA + ty * VM
+                b_at = ((step - 1) & 1) * BK * LDB + tx * VN
                 for kk in range(BK):
                     # unsigned indices: numba adds no negative-index wraparound, which
                     # cost a compare and a select per load here
                     for i in range(TM):
-                        a_col[i] = As[np.uint64(a_at + i * TY)]
+                        a_col[i] = As[np.uint64(a_at + (i // VM) * (TY * VM) + i % VM)]
                     for j in range(TN):
-                        b_row[j] = Bs[np.uint64(b_at + j * TX)]
+                        b_row[j] = Bs[np.uint64(b_at + (j // VN) * (TX * VN) + j % VN)]
                     for i in range(TM):
                         for j in range(TN):
                             acc[i, j] += a_col[i] * b_row[j]
@@ -170,10 +182,10 @@ def _kernel(geometry, dtype, trans_a, trans_b, epilogue, code=0):
                     Bs[np.uint64((nxt * BK + k) * LDB + r)] = b_next[l]
             cuda.syncthreads()
         for i in range(TM):
-            m = m0 + ty + i * TY
+            m = m0 + (i // VM) * (TY * VM) + ty * VM + i % VM
             if m < M:
                 for j in range(TN):
-                    n = n0 + tx + j * TX
+                    n = n0 + (j // VN) * (TX * VN) + tx * VN + j % VN
                     if n < N:
                         if epilogue == STORE:
                             C[m, n] = acc[i, j]
@@ -185,8 +197,9 @@ def _kernel(geometry, dtype, trans_a, trans_b, epilogue, code=0):
         if epilogue == BIAS_ACTIVATION and not inline_sigma:
             for e in range(TM * TN):
                 i = e // TN
-                m = m0 + ty + i * TY
-                n = n0 + tx + (e - i * TN) * TX
+                j = e - i * TN
+                m = m0 + (i // VM) * (TY * VM) + ty * VM + i % VM
+                n = n0 + (j // VN) * (TX * VN) + tx * VN + j % VN
                 if m < M and n < N:
                     out[m, n] = sigma(C[m, n], slope)
 
