@@ -88,7 +88,8 @@ def main(argv=None):
         if lib:   # reference in float64 on the GPU (a CPU product at 4096 takes a while)
             tA, tB = lib[1](opA.astype(np.float64)), lib[1](opB.astype(np.float64))
             want = tA @ tB
-            want = want.cpu().numpy() if hasattr(want, "cpu") else want.get()
+            want = (want.cpu().numpy() if hasattr(want, "cpu")          # torch
+                    else want.get() if hasattr(want, "get") else np.asarray(want))   # cupy
             fA, fB = lib[1](np.ascontiguousarray(opA)), lib[1](np.ascontiguousarray(opB))
             vendor_s[name] = median_gpu_seconds(lambda: fA @ fB, lib[3], args.repeat, lib[2],
                                                 inner=3)

@@ -1,0 +1,83 @@
+"""The GPU tools of benchmarks/ run here as far as a machine without a GPU allows:
+gpu_tune.py's timing and cuBLAS-ratio path with stand-ins for the GPU's events and for
+cuBLAS (kernels in the simulator), and gpu_check.sh's stages that are quick in the
+simulator, from a copy laid out as installed. A GPU session runs them for real."""
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastbp import compare
+from fastbp import device as fdevice
+
+REPO = Path(__file__).resolve().parents[1]
+usable, why = fdevice.cuda_status()
+needs_sim = pytest.mark.skipif(not (usable and fdevice.simulator_enabled()),
+                               reason="needs the CUDA simulator")
+
+
+class ClockEvent:
+    def record(self):
+        self.t = time.perf_counter()
+
+    def synchronize(self):
+        pass
+
+    def elapsed_time(self, stop):
+        return (stop.t - self.t) * 1e3
+
+
+def clock_events():
+    return ClockEvent(), ClockEvent()
+
+
+def load_gpu_tune():
+    spec = importlib.util.spec_from_file_location("gpu_tune", REPO / "benchmarks" / "gpu_tune.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_sim
+def test_gpu_tune_times_validates_and_picks_a_geometry(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(fdevice, "simulator_enabled", lambda: False)
+    monkeypatch.setattr(fdevice, "cuda_status", lambda: (True, "a stand-in GPU"))
+    monkeypatch.setattr(compare, "vendor",
+                        lambda: ("numpy stand-in", np.asarray, lambda: None, clock_events))
+    monkeypatch.setattr(compare, "cuda_events", clock_events)
+    out = tmp_path / "tune.json"
+    gpu_tune = load_gpu_tune()
+    assert gpu_tune.main(["--size", "7", "--geometry", "4,4,2,2,2", "--geometry",
+                          "8,4,4,2,2", "--repeat", "2", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["vendor"] == "numpy stand-in" and len(result["rows"]) == 6
+    for row in result["rows"]:
+        assert "error" not in row, row
+        assert row["max_rel_error"] < 1e-5 and row["ms"] > 0 and row["vs_cublas"] > 0
+    assert result["best"] in ("4,4,2,2,2", "8,4,4,2,2")
+    assert "best geometry by mean fraction of cuBLAS" in capsys.readouterr().out
+
+
+@needs_sim
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("tar") is None,
+                    reason="needs bash and tar")
+def test_gpu_check_runs_its_quick_stages_from_an_installed_layout(tmp_path):
+    out = tmp_path / "out"
+    env = dict(os.environ, OUT=str(out), PYTHON=sys.executable, NUMBA_ENABLE_CUDASIM="1")
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "compare",
+                           "tune"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = (out / "summary.txt").read_text()
+    assert "compare: exit 0" in summary and "tune: exit 0" in summary
+    # fastbp came from the copy (with kernels/ inside it), not from this checkout
+    line = next(l for l in summary.splitlines() if l.startswith("fastbp "))
+    assert str(REPO) not in line and "simulator" in line
+    assert json.loads((out / "compare.json").read_text())["gpu"] == "simulator"
+    assert json.loads((out / "gpu_tune.json").read_text())["rows"]
