@@ -61,7 +61,7 @@ def variants():
 def other_kernels(dtype):
     """(name, kernel, argument types) of every other kernel in kernels/cuda, with the
     argument types their launchers pass (float() and bool() scalars, int64 codes).
-    Keep in step with kernels/cuda when kernels are added."""
+    tests/test_cuda_compile.py fails when a kernel of kernels/cuda is missing here."""
     from numba import types
     from fastbp.kernels.cuda import activations, linear, losses, optim
     f = getattr(types, dtype)

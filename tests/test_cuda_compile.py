@@ -18,12 +18,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.skipif(
+
+@pytest.mark.skipif(
     importlib.util.find_spec("numba_cuda") is None,
     reason='numba-cuda is not installed (pip install "fastbp[cuda13]"): the GPU compile '
            "check cannot run")
-
-
 def test_every_cuda_kernel_compiles_and_products_stay_in_registers():
     import fastbp
     # the subprocess imports the fastbp this process imported, wherever it lives
@@ -39,3 +38,42 @@ def test_every_cuda_kernel_compiles_and_products_stay_in_registers():
                  "backward_bias", "loss", "sum_squares", "adam", "rmsprop"):
         rows = [line for line in proc.stdout.splitlines() if f" {name} " in line + " "]
         assert {line.split()[0] for line in rows} >= {"float32", "float64"}, (name, out)
+
+
+def test_the_compile_check_lists_every_kernel():
+    """cuda_resources.py names each kernel with its argument types by hand; this fails
+    when a kernel (or a factory of kernels) is added to kernels/cuda without it."""
+    import functools
+    import importlib
+    import pkgutil
+
+    from fastbp import device as fdevice
+    if not (fdevice.simulator_enabled() and fdevice.cuda_status()[0]):
+        pytest.skip("inspects the simulator's kernel objects")
+    from numba.cuda.simulator.kernel import FakeCUDAKernel
+
+    import fastbp.kernels.cuda as kernels_cuda
+    from fastbp.kernels.cuda import blas
+    spec = importlib.util.spec_from_file_location(
+        "cuda_resources", REPO / "benchmarks" / "cuda_resources.py")
+    resources = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(resources)
+    modules = [importlib.import_module(f"fastbp.kernels.cuda.{m.name}")
+               for m in pkgutil.iter_modules(kernels_cuda.__path__)]
+    factories = [v for mod in modules for v in vars(mod).values()
+                 if isinstance(v, functools._lru_cache_wrapper)
+                 and v.__module__ == mod.__name__ and v is not blas._kernel]
+    for factory in factories:   # cleared, so a listing must call each one afresh
+        factory.cache_clear()
+    listed = {id(k) for dtype in ("float32", "float64")
+              for _, k, _ in resources.other_kernels(dtype)}
+    kernels = [(mod.__name__, name, v) for mod in modules for name, v in vars(mod).items()
+               if isinstance(v, FakeCUDAKernel) and not v._device
+               and v.fn.__module__ == mod.__name__]
+    assert kernels and factories
+    missing = [f"{m}.{name}" for m, name, k in kernels if id(k) not in listed]
+    missing += [f"{f.__module__}.{f.__name__}" for f in factories
+                if f.cache_info().currsize == 0]
+    assert not missing, f"add to benchmarks/cuda_resources.py other_kernels(): {missing}"
+    # the products are compiled through blas._kernel by resources(), for every variant
+    assert {v[0] for v in resources.variants()} >= {"dW = dS.T@X", "dX = dS@W"}
