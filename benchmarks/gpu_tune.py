@@ -17,6 +17,7 @@ Under numba's CUDA simulator it runs the same code on a tiny size (default 9) an
 tiny geometry to check the script itself; its times mean nothing and are not printed.
 """
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -53,7 +54,9 @@ def main(argv=None):
     parser.add_argument("--json", default="gpu_tune.json")
     args = parser.parse_args(argv)
 
-    sys.path.insert(0, os.path.dirname(HERE))
+    if importlib.util.find_spec("fastbp") is None:
+        # not installed: run from a tree laid out as installed (benchmarks/gpu_check.sh)
+        sys.path.insert(0, os.path.dirname(HERE))
     from fastbp import device as fdevice
     usable, reason = fdevice.cuda_status()
     if not usable:

@@ -27,6 +27,7 @@ What lives here, and nowhere else:
                        strategy, and the fixed one per activation x loss.
 """
 import contextlib
+import time
 import zlib
 
 import numba
@@ -330,3 +331,36 @@ def network_cases():
     sizes, activations (hidden), output_activation, loss, batch and seed. Use with
     ``data.draw(network_cases())``. Logit losses get an identity output layer; mse any."""
     return _network_case
+
+
+class _ClockEvent:
+    """A stand-in GPU event that reads the host clock; elapsed_time in milliseconds, like
+    numba's and torch's events."""
+
+    def record(self):
+        self.t = time.perf_counter()
+
+    def synchronize(self):
+        pass
+
+    def elapsed_time(self, stop):
+        return (stop.t - self.t) * 1e3
+
+
+@pytest.fixture(scope="session")
+def clock_events():
+    """A factory of (start, stop) host-clock events, in place of a GPU's."""
+    return lambda: (_ClockEvent(), _ClockEvent())
+
+
+@pytest.fixture
+def stand_in_gpu(monkeypatch, clock_events):
+    """Make ``compare`` and ``gpu_tune`` take their real-GPU path here: CUDA kernels run
+    in the simulator, timed by host-clock events, and 'cuBLAS' is numpy."""
+    from fastbp import compare
+    from fastbp import device as fdevice
+    monkeypatch.setattr(fdevice, "simulator_enabled", lambda: False)
+    monkeypatch.setattr(fdevice, "cuda_status", lambda: (True, "a stand-in GPU"))
+    monkeypatch.setattr(compare, "vendor",
+                        lambda: ("numpy stand-in", np.asarray, lambda: None, clock_events))
+    monkeypatch.setattr(compare, "cuda_events", clock_events)

@@ -1,7 +1,6 @@
 """The GPU timing and cuBLAS-ratio path of ``python -m fastbp compare``, run here with
 stand-ins for the GPU's events and for cuBLAS, so that it is exercised on every machine;
 on a real GPU benchmarks/gpu_check.sh runs it for real."""
-import time
 
 import numpy as np
 import pytest
@@ -26,23 +25,6 @@ class ScriptedEvent:
         return self.script.pop(0)
 
 
-class ClockEvent:
-    """An event that reads the host clock: elapsed_time in milliseconds, like numba's."""
-
-    def record(self):
-        self.t = time.perf_counter()
-
-    def synchronize(self):
-        pass
-
-    def elapsed_time(self, stop):
-        return (stop.t - self.t) * 1e3
-
-
-def clock_events():
-    return ClockEvent(), ClockEvent()
-
-
 def test_median_gpu_seconds_warms_up_then_takes_the_median():
     script = [5.0, 1.0, 3.0]
     calls = []
@@ -61,7 +43,7 @@ def test_median_gpu_seconds_warms_up_then_takes_the_median():
     assert seconds == pytest.approx(0.003) and len(calls) == 1 + 3 * 2
 
 
-def test_vendor_products_time_the_layer_products():
+def test_vendor_products_time_the_layer_products(clock_events):
     rng = np.random.default_rng(3)
     inputs = {"X": rng.standard_normal((6, 4)), "W": rng.standard_normal((5, 4)),
               "dA": rng.standard_normal((6, 5))}
@@ -83,14 +65,9 @@ usable, why = fdevice.cuda_status()
 
 @pytest.mark.skipif(not (usable and fdevice.simulator_enabled()),
                     reason="needs the CUDA simulator (a real GPU times for real)")
-def test_compare_reports_the_cublas_ratio(monkeypatch, tmp_path, capsys):
+def test_compare_reports_the_cublas_ratio(stand_in_gpu, tmp_path, capsys):
     """The whole table with a GPU's path taken: kernels run in the simulator, timed by
     host-clock events; 'cuBLAS' is numpy. Checks the ratio is computed and reported."""
-    monkeypatch.setattr(fdevice, "simulator_enabled", lambda: False)
-    monkeypatch.setattr(fdevice, "cuda_status", lambda: (True, "a stand-in GPU"))
-    monkeypatch.setattr(compare, "vendor",
-                        lambda: ("numpy stand-in", np.asarray, lambda: None, clock_events))
-    monkeypatch.setattr(compare, "cuda_events", clock_events)
     out = tmp_path / "compare.json"
     args = compare.build_parser().parse_args(
         ["--batch", "5", "--inputs", "3", "--outputs", "6", "--repeat", "2",

@@ -225,14 +225,9 @@ def test_sgd(rng, dtype):
     close(p_d, ref.sgd_update(p, g, 0.3), dtype, "optimizer_update sgd")
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-# (16, 8, 2, 8, 4): thread outputs in runs of 4 (vector loads on a GPU), two runs per
-# thread along m; (8, 4, 4, 2, 2, 1): runs of 2, and launch bounds (ignored here).
-@pytest.mark.parametrize("geometry", [(4, 4, 2, 2, 2), (8, 4, 4, 2, 2, 1), (16, 8, 2, 8, 4)])
-def test_gemm_every_transpose(rng, dtype, geometry):
-    """blas.gemm against A @ B in float64 and the CPU twin, for all four transposes;
-    C starts as NaN, so an output left unwritten fails."""
-    m, n, k = 9, 6, 7
+def check_every_transpose(rng, dtype, m, n, k, geometry=None):
+    """blas.gemm against A @ B in float64 and the CPU twin, for all four transposes, with
+    ``geometry`` (None: the default); C starts as NaN, so an unwritten output fails."""
     for trans_a in (False, True):
         for trans_b in (False, True):
             A = rand(rng, (k, m) if trans_a else (m, k), dtype)
@@ -243,9 +238,17 @@ def test_gemm_every_transpose(rng, dtype, geometry):
                 K_gpu.gemm(trans_a, trans_b, dev(A), dev(B), C_d)
             C_cpu = np.empty((m, n), dtype)
             K_cpu_blas.gemm(trans_a, trans_b, 1.0, A, B, 0.0, C_cpu)
-            what = f"gemm trans_a={trans_a} trans_b={trans_b}"
+            what = f"gemm {geometry or 'default'} trans_a={trans_a} trans_b={trans_b}"
             close(C_d, want, dtype, what + " vs reference")
             close(C_d, C_cpu, dtype, what + " vs CPU")
+
+
+# (16, 8, 2, 8, 4): thread outputs in runs of 4 (vector loads on a GPU), two runs per
+# thread along m; (8, 4, 4, 2, 2, 1): runs of 2, and launch bounds (ignored here).
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geometry", [(4, 4, 2, 2, 2), (8, 4, 4, 2, 2, 1), (16, 8, 2, 8, 4)])
+def test_gemm_every_transpose(rng, dtype, geometry):
+    check_every_transpose(rng, dtype, 9, 6, 7, geometry)
 
 
 def test_launch_config_rejects_bad_geometry():
@@ -308,13 +311,5 @@ def test_optimizer_updates_match_cpu(rng, dtype, case):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_gemm_default_geometry_ragged_sizes(rng, dtype):
     """The default tile shape on sizes that are multiples of nothing it uses (several
-    blocks each way, a partial k-step), every transpose, against float64."""
-    m, n, k = 301, 259, 133
-    for trans_a in (False, True):
-        for trans_b in (False, True):
-            A = rand(rng, (k, m) if trans_a else (m, k), dtype)
-            B = rand(rng, (n, k) if trans_b else (k, n), dtype)
-            want = (A.T if trans_a else A).astype(np.float64) @ (B.T if trans_b else B)
-            C_d = dev(np.full((m, n), np.nan, dtype))
-            K_gpu.gemm(trans_a, trans_b, dev(A), dev(B), C_d)
-            close(C_d, want, dtype, f"default geometry trans_a={trans_a} trans_b={trans_b}")
+    blocks each way, a partial k-step), every transpose."""
+    check_every_transpose(rng, dtype, 301, 259, 133)

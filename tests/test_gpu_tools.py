@@ -8,34 +8,16 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from fastbp import compare
 from fastbp import device as fdevice
 
 REPO = Path(__file__).resolve().parents[1]
 usable, why = fdevice.cuda_status()
 needs_sim = pytest.mark.skipif(not (usable and fdevice.simulator_enabled()),
                                reason="needs the CUDA simulator")
-
-
-class ClockEvent:
-    def record(self):
-        self.t = time.perf_counter()
-
-    def synchronize(self):
-        pass
-
-    def elapsed_time(self, stop):
-        return (stop.t - self.t) * 1e3
-
-
-def clock_events():
-    return ClockEvent(), ClockEvent()
 
 
 def load_gpu_tune():
@@ -46,12 +28,7 @@ def load_gpu_tune():
 
 
 @needs_sim
-def test_gpu_tune_times_validates_and_picks_a_geometry(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(fdevice, "simulator_enabled", lambda: False)
-    monkeypatch.setattr(fdevice, "cuda_status", lambda: (True, "a stand-in GPU"))
-    monkeypatch.setattr(compare, "vendor",
-                        lambda: ("numpy stand-in", np.asarray, lambda: None, clock_events))
-    monkeypatch.setattr(compare, "cuda_events", clock_events)
+def test_gpu_tune_times_validates_and_picks_a_geometry(stand_in_gpu, tmp_path, capsys):
     out = tmp_path / "tune.json"
     gpu_tune = load_gpu_tune()
     assert gpu_tune.main(["--size", "7", "--geometry", "4,4,2,2,2", "--geometry",
