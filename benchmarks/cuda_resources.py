@@ -68,6 +68,7 @@ def other_kernels(dtype):
     m2, v1 = types.Array(f, 2, "C"), types.Array(f, 1, "C")
     p1 = types.Array(types.float64, 1, "C")
     labels = types.Array(types.int64, 1, "C")
+    counter = types.Array(types.int32, 1, "C")   # the updates' non-finite count
     i64, f64, b = types.int64, types.float64, types.boolean
     tile = 16                 # the GPU default of _launch.config.tile
     block = tile * tile
@@ -80,11 +81,13 @@ def other_kernels(dtype):
         # labels are int64 for every loss (an empty array where targets are read)
         ("loss", losses._loss_kernel(block), (i64, m2, labels, m2, m2, p1)),
         ("sum_squares", optim._sum_squares_kernel(block), (v1, p1)),
-        ("sgd", optim._sgd_kernel, (v1, v1, f64)),
-        ("sgd_weight_decay", optim._sgd_weight_decay_kernel, (v1, v1, f64, f64, f64)),
-        ("sgd_momentum", optim._sgd_momentum_kernel, (v1, v1, v1) + (f64,) * 5 + (b, b)),
-        ("adam", optim._adam_kernel, (v1,) * 5 + (f64,) * 8 + (b,)),
-        ("rmsprop", optim._rmsprop_kernel, (v1,) * 5 + (f64,) * 6 + (b,)),
+        ("sgd", optim._sgd_kernel, (counter, v1, v1, f64)),
+        ("sgd_weight_decay", optim._sgd_weight_decay_kernel,
+         (counter, v1, v1, f64, f64, f64)),
+        ("sgd_momentum", optim._sgd_momentum_kernel,
+         (counter, v1, v1, v1) + (f64,) * 5 + (b, b)),
+        ("adam", optim._adam_kernel, (counter,) + (v1,) * 5 + (f64,) * 8 + (b,)),
+        ("rmsprop", optim._rmsprop_kernel, (counter,) + (v1,) * 5 + (f64,) * 6 + (b,)),
     ]
 
 

@@ -266,21 +266,78 @@ def load_training_data(path, label_column="-1"):
 
 
 # -- train -----------------------------------------------------------------------------
-def _standardizer(X):
+def _standardizer(X, dtype):
+    """(mean, scale) of the training features X (n, d), float64: x is standardised as
+    (x - mean) / scale, and the scaling is later folded into the first layer's weights
+    of ``dtype``.
+
+    A column counts as constant, and gets scale 1 (it is only centred), when its
+    variance is negligible against its magnitude: var <= n eps var + (n |mean| eps)^2
+    with eps the float64 machine epsilon, the rule of scikit-learn's StandardScaler
+    (sklearn.preprocessing._data._is_constant_feature). The variance of a constant
+    column of 14.62 rounds to about 1e-27, not 0, and dividing by its root gave first-
+    layer weights near 1e13 that float32 rounding ruined. A column whose spread is real
+    but so small that 1 / scale or mean / scale cannot be held in ``dtype`` (features
+    near 1e-40 in float32) is refused, naming it, instead of folding to infinity.
+    """
+    n = X.shape[0]
     mean = X.mean(axis=0)
-    std = X.std(axis=0)
-    std[std == 0] = 1.0
-    return mean, std
+    var = X.var(axis=0)
+    eps = np.finfo(np.float64).eps
+    constant = var <= n * eps * var + (n * np.abs(mean) * eps) ** 2
+    scale = np.where(constant, 1.0, np.sqrt(var))
+    limit = np.finfo(dtype).max
+    with np.errstate(over="ignore", divide="ignore"):
+        too_small = ~constant & ((1.0 / scale > limit) | (np.abs(mean) / scale > limit))
+    if too_small.any():
+        j = int(np.flatnonzero(too_small)[0])
+        raise CommandLineError(
+            f"feature column {j + 1} (1-based, label column not counted): its spread "
+            f"({scale[j]:.3g}) is too small to fold the standardisation into "
+            f"{np.dtype(dtype).name} weights; rescale that column or use --dtype float64")
+    return mean, scale
 
 
-def _fold_into_first_layer(net, mean, std):
-    """Make ``net`` take raw features x where it was trained on (x - mean) / std:
-    W' = W / std (per input column), b' = b - W' @ mean."""
+# How far the folded network's outputs may stray from the trained network's on
+# standardised inputs, relative to the outputs' magnitude (float rounding of W/scale and
+# b - W @ mean is ~1e-7 in float32, ~1e-16 in float64).
+_FOLD_RTOL = {"float32": 1e-3, "float64": 1e-9}
+
+
+def _fold_into_first_layer(net, mean, scale, X):
+    """Make ``net`` take raw features x where it was trained on (x - mean) / scale:
+    W' = W / scale (per input column), b' = b - W' @ mean, computed in float64.
+
+    Checked on the rows X (raw features): the folded network's outputs must equal the
+    trained network's outputs on the standardised rows to _FOLD_RTOL, or
+    CommandLineError says why (weights beyond the dtype's range, or a column whose
+    mean is so large against its spread that b' = b - W' @ mean cancels in the dtype);
+    the network is left unfolded then.
+    """
     layer = net.layers[0]
-    W = np.asarray(layer.W, dtype=np.float64) / std
+    W = np.asarray(layer.W, dtype=np.float64) / scale
     b = np.asarray(layer.b, dtype=np.float64) - W @ mean
+    limit = np.finfo(net.dtype).max
+    if not (np.all(np.abs(W) <= limit) and np.all(np.abs(b) <= limit)):
+        raise CommandLineError(
+            f"the trained first layer cannot take raw features in {net.dtype.name}: "
+            f"folding the standardisation into it gives weights beyond {limit:.3g}; "
+            f"rescale the features or use --dtype float64")
+    trained = net.forward((X - mean) / scale).astype(np.float64)
+    W_old, b_old = layer.W.copy(), layer.b.copy()
     layer.W = W.astype(net.dtype)
     layer.b = b.astype(net.dtype)
+    folded = net.forward(X).astype(np.float64)
+    error = np.abs(folded - trained).max() / (1.0 + np.abs(trained).max())
+    if not error <= _FOLD_RTOL[net.dtype.name]:
+        layer.W, layer.b = W_old, b_old
+        ratio = np.abs(mean) / scale
+        j = int(np.argmax(ratio))
+        raise CommandLineError(
+            f"folding the standardisation into {net.dtype.name} weights would change the "
+            f"network's outputs (relative error {error:.2g}): feature column {j + 1} has "
+            f"a mean {ratio[j]:.3g} times its spread, which cancels in b - W @ mean; "
+            f"center that column or use --dtype float64")
 
 
 def _import_pyplot():
@@ -332,7 +389,7 @@ def train(args):
     if len(X_train) == 0 or len(X_test) == 0:
         raise CommandLineError(f"--test-fraction {args.test_fraction} leaves an empty "
                                f"split of {len(X)} samples")
-    mean, std = _standardizer(X_train)
+    mean, scale = _standardizer(X_train, args.dtype)
     net = MLP([X.shape[1], *args.hidden, n_classes], activation=args.activation,
               dtype=args.dtype, seed=args.seed, device=args.device)
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
@@ -340,14 +397,14 @@ def train(args):
     print(f"{name}: {len(X_train)} training and {len(X_test)} held-out samples, "
           f"{X.shape[1]} features, {n_classes} classes; {net}; {optimizer}")
     start = time.perf_counter()
-    history = fit(net, (X_train - mean) / std, y_train, epochs=args.epochs,
+    history = fit(net, (X_train - mean) / scale, y_train, epochs=args.epochs,
                   batch_size=args.batch_size, optimizer=optimizer, seed=args.seed,
-                  validation_data=((X_test - mean) / std, y_test),
+                  validation_data=((X_test - mean) / scale, y_test),
                   verbose=False if args.quiet else True)
     seconds = time.perf_counter() - start
     if net.device != "cpu":
         net.to("cpu")
-    _fold_into_first_layer(net, mean, std)
+    _fold_into_first_layer(net, mean, scale, X)
     acc = accuracy(net, X_test, y_test)
     print(f"test accuracy {acc:.4f} ({seconds:.1f} s training)")
     if args.save:

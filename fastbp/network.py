@@ -7,7 +7,7 @@ the flat buffers and workspaces, and hands both to the compiled whole-network pa
 import numpy as np
 
 from . import device as _device
-from . import validation
+from . import divergence, validation
 from .kernels import codes
 from .kernels import cpu as cpu_kernels
 from .layout import NetworkLayout, Workspace
@@ -260,49 +260,81 @@ class MLP:
 
     def train_step(self, X, y, optimizer):
         """One training step on (X, y): forward, loss, backward and the optimizer's
-        update, all in one compiled call. Returns the mean loss before the update."""
+        update, all in one compiled call. Returns the mean loss before the update.
+
+        Raises fastbp.TrainingDiverged when the update left any parameter NaN or
+        infinite (the update counts them as it writes them, at no extra cost). This
+        call keeps no copy of the parameters, so they then hold those values: keep a
+        copy (``net.params.copy()``) to go back to, or train with ``fit``, which
+        restores the start of the epoch. A non-finite loss whose update stayed finite
+        is returned as it is.
+        """
         X = self._inputs(X)
         labels, targets = self._targets(y, X.shape[0])
-        return self._train_step_checked(X, labels, targets, optimizer)
+        loss, nonfinite = self._train_step_checked(X, labels, targets, optimizer)
+        if nonfinite:
+            raise divergence.TrainingDiverged(
+                f"train_step: {divergence.describe(loss, nonfinite, self.n_params)} at "
+                f"optimizer step {optimizer.steps}; the parameters now hold those values. "
+                f"Try a smaller learning rate (it was {optimizer.lr:g}) or gradient "
+                f"clipping (max_grad_norm=...).", None, None, loss, None, nonfinite)
+        return loss
 
     def _train_step_checked(self, X, labels, targets, optimizer):
+        """(loss before the update, how many parameters the update left non-finite)."""
         layout_args, acts, pres, dbuf = self._compiled(X.shape[0])
         opt_code, _, _, opt_state, opt_hparams, opt_step = optimizer.compiled_args_for(self)
         X, labels, targets, extra = self._placed(X, labels, targets)
-        return float(self._kernels.network_train_step(
+        loss, nonfinite = self._kernels.network_train_step(
             self.params, self.grads, *layout_args, self._loss_code, X, labels, targets,
-            acts, pres, dbuf, opt_code, opt_state, opt_hparams, opt_step, **extra))
+            acts, pres, dbuf, opt_code, opt_state, opt_hparams, opt_step, **extra)
+        return float(loss), int(nonfinite)
 
     def train_epoch(self, X, y, optimizer, batch_size=32):
         """Training steps over the rows of (X, y) in order, ``batch_size`` rows each (the
         last step takes the remainder), with no return to Python between steps on the
         CPU: one compiled call for the whole pass. Shuffle X and y first if wanted.
 
-        Returns the steps' mean losses as a float64 array. Stops after the first step
-        whose loss is NaN or infinite, so the array is shorter than
-        ceil(len(X) / batch_size) exactly when training diverged.
+        Returns the steps' mean losses (each before its update) as a float64 array of
+        ceil(len(X) / batch_size) entries. When a step's loss, or the parameters after
+        its update, are NaN or infinite, the parameters, the optimizer's state and its
+        step count are restored to their values at the start of this call and
+        fastbp.TrainingDiverged is raised naming the step (``batch``, 1-based).
         """
         batch_size = validation.positive_int("batch_size", batch_size)
         X = self._inputs(X)
         labels, targets = self._targets(y, X.shape[0])
         n_batches = -(-X.shape[0] // batch_size)
         losses = np.empty(n_batches, np.float64)
+        start = divergence.Snapshot(self, optimizer)
+        ran, nonfinite = n_batches, 0
         if self.device != "cpu":   # the GPU steps are launched from the host anyway
             for i in range(n_batches):
                 rows = slice(i * batch_size, (i + 1) * batch_size)
-                losses[i] = self._train_step_checked(
+                losses[i], nonfinite = self._train_step_checked(
                     X[rows], labels[rows] if labels.size else labels,
                     targets[rows] if targets.size else targets, optimizer)
-                if not np.isfinite(losses[i]):
-                    return losses[:i + 1]
-            return losses
-        layout_args, acts, pres, dbuf = self._compiled(min(batch_size, X.shape[0]))
-        opt_code, _, _, opt_state, opt_hparams, first = optimizer.compiled_args_for(self)
-        ran = cpu_kernels.network_train_epoch(
-            self.params, self.grads, *layout_args, self._loss_code, X, labels, targets,
-            batch_size, acts, pres, dbuf, opt_code, opt_state, opt_hparams, first, losses)
-        optimizer.steps += ran - 1   # compiled_args_for counted the first step
-        return losses[:ran]
+                if divergence.diverged(losses[i], nonfinite):
+                    ran = i + 1
+                    break
+        else:
+            layout_args, acts, pres, dbuf = self._compiled(min(batch_size, X.shape[0]))
+            opt_code, _, _, opt_state, opt_hparams, first = optimizer.compiled_args_for(self)
+            ran, nonfinite = cpu_kernels.network_train_epoch(
+                self.params, self.grads, *layout_args, self._loss_code, X, labels, targets,
+                batch_size, acts, pres, dbuf, opt_code, opt_state, opt_hparams, first,
+                losses)
+            optimizer.steps += ran - 1   # compiled_args_for counted the first step
+        if divergence.diverged(losses[ran - 1], nonfinite):
+            start.restore()
+            raise divergence.TrainingDiverged(
+                f"train_epoch: {divergence.describe(losses[ran - 1], nonfinite, self.n_params)}"
+                f" at step {ran} of {n_batches}; the parameters, optimizer state and step "
+                f"count were restored to their values at the start of this call. Try a "
+                f"smaller learning rate (it was {optimizer.lr:g}) or gradient clipping "
+                f"(max_grad_norm=...).", None, ran, float(losses[ran - 1]), None,
+                int(nonfinite))
+        return losses
 
     def predict(self, X):
         """Class labels (batch,) int64 for softmax_cross_entropy; 0/1 labels for

@@ -127,9 +127,19 @@ class Optimizer:
         return self.code, self.state, self.hparams, self.steps
 
     def step(self):
-        """Update the network's parameters from the gradients in ``net.grads``."""
+        """Update the network's parameters from the gradients in ``net.grads``.
+
+        Raises fastbp.TrainingDiverged when the update left any parameter NaN or
+        infinite; the parameters then hold those values (no copy is kept: see
+        fastbp.divergence)."""
         kernels = _device.kernels(getattr(self.net, "device", "cpu"))
-        kernels.optimizer_update(*self.compiled_args_for(self.net))
+        nonfinite = kernels.optimizer_update(*self.compiled_args_for(self.net))
+        if nonfinite:
+            from .divergence import TrainingDiverged, describe
+            raise TrainingDiverged(
+                f"{type(self).__name__}.step: "
+                f"{describe(None, nonfinite, self.net.n_params)} at step {self.steps}; "
+                f"the parameters now hold those values.", None, None, None, None, nonfinite)
 
     def compiled_args_for(self, net):
         if net is not self.net:

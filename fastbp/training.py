@@ -14,7 +14,8 @@ import warnings
 
 import numpy as np
 
-from . import validation
+from . import divergence, validation
+from .divergence import TrainingDiverged
 from .optim import SGD, Optimizer, copy_back, host_copy, make_optimizer
 from .schedules import LRSchedule
 
@@ -24,23 +25,6 @@ ON_NONFINITE = ("raise", "stop")
 class StopTraining(Exception):
     """Raise from a callback to end training after the current epoch (as returning
     True does)."""
-
-
-class TrainingDiverged(FloatingPointError):
-    """The training loss became NaN or infinite.
-
-    Attributes: ``epoch`` and ``batch`` (1-based) where the non-finite loss appeared,
-    ``loss`` (its value), ``history`` (the epochs completed before). When it is raised,
-    the network's parameters and the optimizer's state and step count have been
-    restored to their values at the start of ``epoch``.
-    """
-
-    def __init__(self, message, epoch, batch, loss, history):
-        super().__init__(message)
-        self.epoch = epoch
-        self.batch = batch
-        self.loss = loss
-        self.history = history
 
 
 class History(dict):
@@ -210,7 +194,8 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
     verbose : "auto" (default): a tqdm progress bar on stderr when stderr is a terminal,
         nothing otherwise. True: also one line per epoch through ``print_fn``. False:
         print nothing.
-    on_nonfinite : what to do when a minibatch's loss is NaN or infinite. Either way
+    on_nonfinite : what to do when a minibatch's loss is NaN or infinite, or its update
+        leaves any parameter NaN or infinite (checked after every step). Either way
         the parameters, the optimizer state and its step count are first restored to
         their values at the start of that epoch (the "last good weights": the end of
         the previous epoch; the update that produced the non-finite loss and the
@@ -264,9 +249,9 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
         targets_epoch = np.empty_like(targets)
     else:
         X_epoch, labels_epoch, targets_epoch = X, labels, targets
-    # Host copies (the network's buffers may live on a GPU).
-    good_params = host_copy(net.params)
-    good_state = host_copy(optimizer.state)
+    # Host copies (the network's buffers may live on a GPU): the start of the epoch,
+    # which a divergent step falls back to.
+    good = divergence.Snapshot(net, optimizer)
     best_params = host_copy(net.params) if patience is not None else None
     best_loss = math.inf
     waited = 0
@@ -291,33 +276,27 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
                     np.take(labels, order, out=labels_epoch)
                 if targets.size:
                     np.take(targets, order, axis=0, out=targets_epoch)
-            # The snapshot a non-finite loss falls back to (one copy per epoch).
-            host_copy(net.params, good_params)
-            if good_state.shape != optimizer.state.shape:   # a callback swapped state
-                good_state = host_copy(optimizer.state)
-            else:
-                host_copy(optimizer.state, good_state)
-            good_steps = optimizer.steps
+            good.take()   # one copy per epoch; every step is checked, so it is finite
             lr = optimizer.lr
             total = 0.0
             for batch, a in enumerate(range(0, n, batch_size), start=1):
                 b = min(a + batch_size, n)
                 lab = labels_epoch[a:b] if labels.size else labels
                 tgt = targets_epoch[a:b] if targets.size else targets
-                loss = net._train_step_checked(X_epoch[a:b], lab, tgt, optimizer)
-                if not math.isfinite(loss):
-                    copy_back(net.params, good_params)
-                    copy_back(optimizer.state, good_state)
-                    optimizer.steps = good_steps
+                loss, nonfinite = net._train_step_checked(X_epoch[a:b], lab, tgt,
+                                                          optimizer)
+                if divergence.diverged(loss, nonfinite):
+                    good.restore()
                     message = (
-                        f"fit: the training loss became {loss} at epoch {epoch}, batch "
-                        f"{batch} of {n_batches}; the parameters and optimizer state "
-                        f"were restored to their values at the start of epoch {epoch}. "
-                        f"Try a smaller learning rate (it was {lr:g}) or gradient "
-                        f"clipping (max_grad_norm=...), and check the data; "
+                        f"fit: {divergence.describe(loss, nonfinite, net.n_params)} at "
+                        f"epoch {epoch}, batch {batch} of {n_batches}; the parameters "
+                        f"and optimizer state were restored to their values at the start "
+                        f"of epoch {epoch}. Try a smaller learning rate (it was {lr:g}) "
+                        f"or gradient clipping (max_grad_norm=...), and check the data; "
                         f"on_nonfinite='stop' returns the history instead of raising.")
                     if on_nonfinite == "raise":
-                        raise TrainingDiverged(message, epoch, batch, loss, history)
+                        raise TrainingDiverged(message, epoch, batch, loss, history,
+                                               nonfinite)
                     warnings.warn(message, RuntimeWarning, stacklevel=2)
                     history.stop_reason = "nonfinite"
                     history.diverged_at = (epoch, batch)

@@ -13,6 +13,11 @@ import numpy as np
 
 DTYPES = ("float32", "float64")
 
+# The largest width or batch size the kernels can index: BLAS ?gemm takes every
+# dimension and leading dimension as a 32-bit integer (kernels/cpu/blas.py), and CUDA
+# grids are sized with 32-bit counts.
+MAX_DIMENSION = 2**31 - 1
+
 
 def _kind_name(arr):
     return f"{arr.dtype} array"
@@ -40,7 +45,7 @@ def _finite_cast(name, arr, dtype):
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ValueError(f"{name}: expected finite values, got NaN or infinity")
     with np.errstate(over="ignore", invalid="ignore"):
-        out = np.ascontiguousarray(arr, dtype=dtype)
+        out = canonical(np.ascontiguousarray(arr, dtype=dtype))
     if arr.dtype.kind == "f" and arr.dtype.itemsize > out.dtype.itemsize \
             and not np.isfinite(out).all():
         limit = np.finfo(out.dtype).max
@@ -48,6 +53,25 @@ def _finite_cast(name, arr, dtype):
                          f"(|x| <= {limit:.3g}), got values up to "
                          f"{np.abs(arr).max():.3g}")
     return _writeable(out)
+
+
+def canonical(arr):
+    """``arr`` (C-contiguous) with exactly the strides of a fresh C-ordered array.
+
+    numpy flags an array C-contiguous whatever the stride of a size-1 axis:
+    ``x[None, :]`` has row stride 0, ``X[3:2:-1]`` a negative one and a one-row
+    Fortran array the item size. Kernels derive BLAS leading dimensions from the row
+    stride, and OpenBLAS skips a product whose leading dimension is illegal (printing
+    a warning, leaving the output as it was). Such arrays are therefore copied (they
+    have a size-1 axis, so the copy is small).
+    """
+    expected, step = [], arr.itemsize
+    for n in reversed(arr.shape):
+        expected.insert(0, step)
+        step *= n
+    if arr.strides != tuple(expected):
+        return np.array(arr, order="C", copy=True)
+    return arr
 
 
 def _writeable(arr):
@@ -73,6 +97,9 @@ def as_float_matrix(name, value, n_features, dtype):
                          f"got {arr.ndim}-D with shape {arr.shape}")
     if arr.shape[0] == 0:
         raise ValueError(f"{name}: expected a non-empty batch, got shape {arr.shape}")
+    if arr.shape[0] > MAX_DIMENSION:
+        raise ValueError(f"{name}: expected at most {MAX_DIMENSION} rows (2**31 - 1, "
+                         f"the largest batch the kernels can index), got {arr.shape[0]}")
     if arr.shape[1] != n_features:
         raise ValueError(f"{name}: expected {n_features} features per row, "
                          f"got shape {arr.shape}")
@@ -104,7 +131,7 @@ def class_labels(name, value, batch, n_classes):
         shown = int(first) if arr.dtype.kind in "iu" else float(first)
         raise ValueError(f"{name}: expected class labels in [0, {n_classes}), "
                          f"got {shown!r}")
-    return _writeable(np.ascontiguousarray(arr, dtype=np.int64))
+    return _writeable(canonical(np.ascontiguousarray(arr, dtype=np.int64)))
 
 
 def float_targets(name, value, batch, n_outputs, dtype, unit_interval=False):
@@ -148,6 +175,9 @@ def layer_sizes(value):
             raise TypeError(f"sizes: expected integer widths, got {s!r} in {sizes!r}")
         if s <= 0:
             raise ValueError(f"sizes: expected positive widths, got {s!r} in {sizes!r}")
+        if s > MAX_DIMENSION:
+            raise ValueError(f"sizes: expected widths of at most {MAX_DIMENSION} (2**31 - 1, "
+                             f"the largest the kernels can index), got {s!r}")
     return tuple(int(s) for s in sizes)
 
 

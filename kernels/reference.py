@@ -82,10 +82,12 @@ def softmax_cross_entropy(Z, labels):
     z = _f64(Z)
     batch = z.shape[0]
     m = z.max(axis=1, keepdims=True)
-    lse = m[:, 0] + np.log(np.exp(z - m).sum(axis=1))
+    e = np.exp(z - m)
+    sumexp = e.sum(axis=1)
     rows = np.arange(batch)
-    loss = np.mean(lse - z[rows, labels])
-    p = np.exp(z - lse[:, None])
+    # (max - z_y) + log(sumexp): adding log(sumexp) to a huge max first would lose it
+    loss = np.mean((m[:, 0] - z[rows, labels]) + np.log(sumexp))
+    p = e / sumexp[:, None]
     p[rows, labels] -= 1.0
     return loss, p / batch
 
@@ -99,7 +101,9 @@ def mse(Z, T):
 def bce_with_logits(Z, T):
     """(loss, dZ): torch.nn.BCEWithLogitsLoss (mean over every element)."""
     z, t = _f64(Z), _f64(T)
-    loss = np.mean(np.maximum(z, 0.0) - z * t + np.log1p(np.exp(-np.abs(z))))
+    # max(z, 0) - z*t written so that no large z - z*t cancels (t near 1)
+    loss = np.mean((1.0 - t) * np.maximum(z, 0.0) - t * np.minimum(z, 0.0)
+                   + np.log1p(np.exp(-np.abs(z))))
     return loss, (1.0 / (1.0 + np.exp(-z)) - t) / z.size
 
 

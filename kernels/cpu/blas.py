@@ -11,6 +11,12 @@ fastbp/threads.py: two thread pools on the same cores slowed steps down 100x her
         C (m, n); op(A) (m, k); op(B) (k, n); 2-D float32 or float64 arrays of one
         dtype whose rows may be strided but whose elements within a row are contiguous
         (row slices and column blocks of C-contiguous arrays qualify).
+
+A one-row operand may carry any row stride (numpy calls ``x[None, :]``, with stride 0,
+C-contiguous); BLAS wants a leading dimension of at least the row's length even though
+it never steps a row, and OpenBLAS silently skips a product whose leading dimension is
+illegal (it only prints to stderr). ``_leading_dimension`` therefore never derives it
+from the stride of a size-1 axis.
 """
 import llvmlite.binding as llvm
 import numpy as np
@@ -55,6 +61,15 @@ def _data(typingctx, array):
 
 
 @scalar
+def _leading_dimension(M):
+    """BLAS's leading dimension of the row-major matrix M: its row stride in elements,
+    or its row length when it has a single row (whose stride is arbitrary)."""
+    if M.shape[0] > 1:
+        return max(M.strides[0] // M.itemsize, 1)
+    return max(M.shape[1], 1)
+
+
+@scalar
 def gemm(trans_a, trans_b, alpha, A, B, beta, C):
     """C = alpha * op(A) @ op(B) + beta * C on row-major views (module docstring)."""
     m, n = C.shape
@@ -62,9 +77,9 @@ def gemm(trans_a, trans_b, alpha, A, B, beta, C):
     if m == 0 or n == 0:
         return
     item = C.itemsize
-    lda = max(A.strides[0] // item, 1)
-    ldb = max(B.strides[0] // item, 1)
-    ldc = max(C.strides[0] // item, 1)
+    lda = _leading_dimension(A)
+    ldb = _leading_dimension(B)
+    ldc = _leading_dimension(C)
     # A row-major (r, c) matrix is the column-major (c, r) matrix of the same memory,
     # so row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the
     # operands and keep each one's transpose flag.

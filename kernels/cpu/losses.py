@@ -9,7 +9,13 @@ Definitions are PyTorch's:
                            Z, T (batch, n)
 
 Each returns the loss as a float and writes dZ = d loss / d Z into a caller-given
-array of Z's shape. All are stable for huge logits (no exp of a positive number).
+array of Z's shape. All are stable for huge logits (no exp of a positive number), and
+no term is a difference of two large numbers: cross-entropy's row loss is
+(max_j Z_ij - Z_i[y_i]) + log(sum_j exp(Z_ij - max)), not max + log(...) - Z_i[y_i]
+(with logits of 1e16 the latter rounds to 0 instead of ln 2), and binary
+cross-entropy's max(z, 0) - z*t is evaluated as (1 - t) max(z, 0) - t min(z, 0), which
+has no z - z*t to cancel when t is near 1 (kernels/reference.py does the same in
+float64; tests/test_loss_precision.py pins the values).
 Each works on row blocks: ``_<loss>_rows`` does rows [r0, r1) and returns their
 summed (unscaled) loss; the public function runs one block, or one per thread when the
 batch is large enough (blocks.PARALLEL_MIN_ELEMENTS).
@@ -43,7 +49,7 @@ def _softmax_cross_entropy_rows(Z, labels, targets, dZ, scale, r0, r1):
             dZ[i, j] = dZ[i, j] * inv
         y = labels[i]
         dZ[i, y] -= scale
-        total += m + math.log(sumexp) - Z[i, y]
+        total += (m - Z[i, y]) + math.log(sumexp)
     return total
 
 
@@ -65,7 +71,8 @@ def _bce_with_logits_rows(Z, labels, T, dZ, scale, r0, r1):
         for j in range(Z.shape[1]):
             z = Z[i, j]
             t = T[i, j]
-            total += max(z, 0.0) - z * t + math.log1p(elementary.exp(-abs(z)))
+            total += ((1.0 - t) * max(z, 0.0) - t * min(z, 0.0)
+                      + math.log1p(elementary.exp(-abs(z))))
             dZ[i, j] = scale * (sigmoid(z) - t)
     return total
 

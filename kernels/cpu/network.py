@@ -172,13 +172,14 @@ def network_train_step(params, grads, sizes, w_off, b_off, act_codes, slopes, ac
     """One training step in one call: forward, loss, backward, optimizer update.
 
     Arguments as network_backward, then the optimizer's (see optim.optimizer_update).
-    Returns the mean loss before the update.
+    Returns (loss, nonfinite): the mean loss before the update, and how many
+    parameters the update left NaN or infinite (0 when all are finite).
     """
     loss = network_backward(params, grads, sizes, w_off, b_off, act_codes, slopes,
                             act_cum, pre_cum, loss_code, X, labels, targets, acts, pres,
                             dbuf)
-    optimizer_update(opt_code, params, grads, opt_state, opt_hparams, opt_step)
-    return loss
+    nonfinite = optimizer_update(opt_code, params, grads, opt_state, opt_hparams, opt_step)
+    return loss, nonfinite
 
 
 @serial
@@ -191,8 +192,10 @@ def network_train_epoch(params, grads, sizes, w_off, b_off, act_codes, slopes, a
     X (n, sizes[0]); labels (n,) or empty; targets (n, sizes[-1]) or empty; the
     workspaces sized for ``batch_size`` rows. Step i uses optimizer step number
     first_step + i. Writes each step's mean loss into losses (n_batches,) float64 and
-    returns how many steps ran: it stops after the first step whose loss is not finite,
-    so the caller can see where training diverged.
+    returns (steps run, nonfinite): it stops after the first step whose loss is not
+    finite or whose update left parameters NaN or infinite (nonfinite of them, 0 when
+    the stop was for the loss or there was no stop), so the caller can see where
+    training diverged.
     """
     n = X.shape[0]
     n_batches = (n + batch_size - 1) // batch_size
@@ -201,11 +204,11 @@ def network_train_epoch(params, grads, sizes, w_off, b_off, act_codes, slopes, a
         b = min(a + batch_size, n)
         lab = labels[a:b] if labels.shape[0] > 0 else labels
         tgt = targets[a:b] if targets.shape[0] > 0 else targets
-        loss = network_train_step(params, grads, sizes, w_off, b_off, act_codes, slopes,
-                                  act_cum, pre_cum, loss_code, X[a:b], lab, tgt, acts,
-                                  pres, dbuf, opt_code, opt_state, opt_hparams,
-                                  first_step + i)
+        loss, nonfinite = network_train_step(params, grads, sizes, w_off, b_off, act_codes,
+                                             slopes, act_cum, pre_cum, loss_code, X[a:b],
+                                             lab, tgt, acts, pres, dbuf, opt_code,
+                                             opt_state, opt_hparams, first_step + i)
         losses[i] = loss
-        if not (loss - loss == 0.0):   # NaN or infinite
-            return i + 1
-    return n_batches
+        if nonfinite or not (loss - loss == 0.0):   # NaN or infinite
+            return i + 1, nonfinite
+    return n_batches, 0

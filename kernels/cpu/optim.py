@@ -11,6 +11,9 @@ any of them:
         state     (k, n) same dtype, the optimizer's state rows (row order: codes.py)
         hparams   (m,) float64, layout in codes.py: [lr, max_grad_norm, ...]
         step      int, 1 for the first update (bias corrections, first momentum step)
+        returns   int, how many parameters the update left NaN or infinite (0: all
+                  finite). Counted inside the update loops from the values they
+                  store, so spotting a divergent step costs no extra pass over memory.
 
 The formulas are torch.optim's documented algorithms (PyTorch 2.x, maximize=False,
 foreach/fused off), applied elementwise; ``g`` is the gradient entry after clipping:
@@ -103,11 +106,22 @@ def clip_scale(grads, max_norm):
 
 
 @scalar
+def _nonfinite(x):
+    """1 when x is NaN or infinite, else 0. x - x is NaN exactly then (the kernels'
+    fastmath flags leave out nnan/ninf, so LLVM may not fold it to 0); a select, not a
+    branch, so the update loops that count with it still vectorise."""
+    return 0 if x - x == 0.0 else 1
+
+
+@scalar
 def _sgd_plain_range(params, grads, scale, lr, weight_decay, i0, i1):
     """SGD without momentum: p = p - lr * (g + wd * p)."""
+    bad = 0
     for i in range(uint64(i0), uint64(i1)):
         p = params[i]
         params[i] = p - lr * (scale * grads[i] + weight_decay * p)
+        bad += _nonfinite(params[i])
+    return bad
 
 
 @scalar
@@ -115,6 +129,7 @@ def _sgd_momentum_range(params, grads, buf, scale, lr, momentum, dampening,
                         weight_decay, nesterov, first, i0, i1):
     """SGD with momentum (see the module doc); buf (n,) the momentum buffer."""
     take = 1.0 - dampening
+    bad = 0
     for i in range(uint64(i0), uint64(i1)):
         p = params[i]
         g = scale * grads[i] + weight_decay * p
@@ -128,6 +143,8 @@ def _sgd_momentum_range(params, grads, buf, scale, lr, momentum, dampening,
         else:
             g = b
         params[i] = p - lr * g
+        bad += _nonfinite(params[i])
+    return bad
 
 
 @scalar
@@ -154,6 +171,7 @@ def _adam_range(params, grads, m, v, vmax, second_moment, scale, lr, beta1, beta
     bias2_sqrt = np.sqrt(1.0 - beta2 ** step)
     l2 = 0.0 if decoupled else weight_decay
     shrink = 1.0 - lr * weight_decay if decoupled else 1.0
+    bad = 0
     for i in range(uint64(i0), uint64(i1)):
         p = params[i]
         g = scale * grads[i]
@@ -165,12 +183,15 @@ def _adam_range(params, grads, m, v, vmax, second_moment, scale, lr, beta1, beta
         v[i] = beta2 * v[i] + (1.0 - beta2) * (g * g)
         vi = second_moment(vmax, i, v[i])
         params[i] = p - step_size * m[i] / (np.sqrt(vi) / bias2_sqrt + eps)
+        bad += _nonfinite(params[i])
+    return bad
 
 
 @scalar
 def _rmsprop_range(params, grads, square_avg, grad_avg, buf, scale, lr, alpha, eps,
                    weight_decay, momentum, centered, i0, i1):
     """RMSprop; grad_avg is used only when centered, buf only when momentum > 0."""
+    bad = 0
     for i in range(uint64(i0), uint64(i1)):
         p = params[i]
         g = scale * grads[i]
@@ -188,11 +209,14 @@ def _rmsprop_range(params, grads, square_avg, grad_avg, buf, scale, lr, alpha, e
             params[i] = p - lr * buf[i]
         else:
             params[i] = p - lr * g / denom
+        bad += _nonfinite(params[i])
+    return bad
 
 
 @scalar
 def _update_range(opt_code, params, grads, state, hparams, step, scale, i0, i1):
-    """The update of ``opt_code`` on elements [i0, i1), picking the state rows."""
+    """The update of ``opt_code`` on elements [i0, i1), picking the state rows; returns
+    how many of those elements it left non-finite."""
     lr = hparams[codes.HP_LR]
     if opt_code == codes.SGD:
         momentum = hparams[codes.HP_SGD_MOMENTUM]
@@ -200,26 +224,25 @@ def _update_range(opt_code, params, grads, state, hparams, step, scale, i0, i1):
         # Separate loops, not one with an aliased dummy buffer: a buffer that might be
         # params keeps LLVM from vectorising (its overlap check fails at run time).
         if momentum == 0.0:
-            _sgd_plain_range(params, grads, scale, lr, weight_decay, i0, i1)
-        else:
-            _sgd_momentum_range(params, grads, state[0], scale, lr, momentum,
+            return _sgd_plain_range(params, grads, scale, lr, weight_decay, i0, i1)
+        return _sgd_momentum_range(params, grads, state[0], scale, lr, momentum,
                                 hparams[codes.HP_SGD_DAMPENING], weight_decay,
-                                hparams[codes.HP_SGD_NESTEROV] != 0.0, step == 1, i0, i1)
-    elif opt_code == codes.ADAM or opt_code == codes.ADAMW:
+                                   hparams[codes.HP_SGD_NESTEROV] != 0.0, step == 1, i0,
+                                   i1)
+    if opt_code == codes.ADAM or opt_code == codes.ADAMW:
         beta1 = hparams[codes.HP_ADAM_BETA1]
         beta2 = hparams[codes.HP_ADAM_BETA2]
         eps = hparams[codes.HP_ADAM_EPS]
         weight_decay = hparams[codes.HP_ADAM_WEIGHT_DECAY]
         decoupled = opt_code == codes.ADAMW
         if hparams[codes.HP_ADAM_AMSGRAD] != 0.0:
-            _adam_range(params, grads, state[0], state[1], state[2],
+            return _adam_range(params, grads, state[0], state[1], state[2],
                         _second_moment_amsgrad, scale, lr, beta1, beta2, eps,
                         weight_decay, decoupled, step, i0, i1)
-        else:
-            _adam_range(params, grads, state[0], state[1], state[1], _second_moment,
-                        scale, lr, beta1, beta2, eps, weight_decay, decoupled, step,
-                        i0, i1)
-    elif opt_code == codes.RMSPROP:
+        return _adam_range(params, grads, state[0], state[1], state[1], _second_moment,
+                           scale, lr, beta1, beta2, eps, weight_decay, decoupled, step,
+                           i0, i1)
+    if opt_code == codes.RMSPROP:
         centered = hparams[codes.HP_RMSPROP_CENTERED] != 0.0
         momentum = hparams[codes.HP_RMSPROP_MOMENTUM]
         row = 1
@@ -230,33 +253,39 @@ def _update_range(opt_code, params, grads, state, hparams, step, scale, i0, i1):
         buf = state[0]
         if momentum > 0.0:
             buf = state[row]
-        _rmsprop_range(params, grads, state[0], grad_avg, buf, scale, lr,
-                       hparams[codes.HP_RMSPROP_ALPHA], hparams[codes.HP_RMSPROP_EPS],
-                       hparams[codes.HP_RMSPROP_WEIGHT_DECAY], momentum, centered, i0, i1)
+        return _rmsprop_range(params, grads, state[0], grad_avg, buf, scale, lr,
+                              hparams[codes.HP_RMSPROP_ALPHA], hparams[codes.HP_RMSPROP_EPS],
+                              hparams[codes.HP_RMSPROP_WEIGHT_DECAY], momentum, centered,
+                              i0, i1)
+    # An unknown code updates nothing; the API only builds codes from codes.OPTIMIZERS.
+    return 0
 
 
 @parallel
 def _update_blocks(opt_code, params, grads, state, hparams, step, scale, nblocks):
+    bad = 0
     for blk in prange(nblocks):
         i0, i1 = block_bounds(blk, nblocks, params.shape[0])
-        _update_range(opt_code, params, grads, state, hparams, step, scale, i0, i1)
+        bad += _update_range(opt_code, params, grads, state, hparams, step, scale, i0, i1)
+    return bad
 
 
 @serial
 def optimizer_update(opt_code, params, grads, state, hparams, step):
-    """One update of ``opt_code``, in place; see the module docstring."""
+    """One update of ``opt_code``, in place; returns how many parameters it left NaN
+    or infinite. See the module docstring."""
     scale = clip_scale(grads, hparams[codes.HP_MAX_GRAD_NORM])
     n = params.shape[0]
     nblocks = n_blocks(n, n, PARALLEL_MIN_ELEMENTS)
     if nblocks == 1:
-        _update_range(opt_code, params, grads, state, hparams, step, scale, 0, n)
-    else:
-        _update_blocks(opt_code, params, grads, state, hparams, step, scale, nblocks)
+        return _update_range(opt_code, params, grads, state, hparams, step, scale, 0, n)
+    return _update_blocks(opt_code, params, grads, state, hparams, step, scale, nblocks)
 
 
 @serial
 def sgd_update(params, grads, lr):
-    """Plain SGD in place: params -= lr * grads. params, grads: (n,), one float dtype."""
+    """Plain SGD in place: params -= lr * grads. params, grads: (n,), one float dtype.
+    Returns how many parameters it left NaN or infinite."""
     hparams = np.zeros(codes.N_HPARAMS[codes.SGD])
     hparams[codes.HP_LR] = lr
-    optimizer_update(codes.SGD, params, grads, params[:0].reshape(0, 0), hparams, 1)
+    return optimizer_update(codes.SGD, params, grads, params[:0].reshape(0, 0), hparams, 1)

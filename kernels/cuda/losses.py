@@ -49,7 +49,8 @@ def _softmax_row(Z, labels, dZ, i, scale):
         if j == y:
             g = g - scale
         dZ[i, j] = g
-    return m + math.log(sumexp) - Z[i, y]
+    # (max - z_y) first: max + log(sumexp) - z_y loses log(sumexp) for huge logits
+    return (m - Z[i, y]) + math.log(sumexp)
 
 
 @cuda.jit(device=True)
@@ -62,7 +63,8 @@ def _elementwise_term(loss_code, Z, T, dZ, i, j, scale):
         dZ[i, j] = 2.0 * scale * diff
         return diff * diff
     dZ[i, j] = scale * (sigmoid(z) - t)
-    return max(z, 0.0) - z * t + math.log1p(math.exp(-abs(z)))
+    # max(z, 0) - z*t without the cancellation of z - z*t for t near 1
+    return (1.0 - t) * max(z, 0.0) - t * min(z, 0.0) + math.log1p(math.exp(-abs(z)))
 
 
 @functools.lru_cache(maxsize=None)

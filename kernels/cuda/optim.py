@@ -12,6 +12,9 @@ before further use).
         hparams   (m,) float64 host array (numpy), layout in codes.py
         step      int, 1 for the first update
         partials  optional float64 device scratch of the gradient-norm reduction
+        returns   int, how many parameters the update left NaN or infinite (0: all
+                  finite), counted by the update kernels into a one-element int32
+                  device counter (``nonfinite``, allocated per call when not given)
 
 The hyperparameters stay on the host and travel as kernel arguments, so schedules that
 change the learning rate between steps cost no transfer. Clipping needs the gradient
@@ -21,6 +24,7 @@ import functools
 import math
 
 import numba
+import numpy as np
 from numba import cuda
 
 from .. import codes
@@ -66,24 +70,35 @@ def clip_scale(grads, max_norm, partials=None):
     return coef if coef < 1.0 else 1.0
 
 
+@cuda.jit(device=True)
+def _count_nonfinite(nonfinite, params, i):
+    """Add 1 to the counter nonfinite[0] when the stored params[i] is NaN or infinite
+    (x - x is NaN exactly then), as the CPU update loops count."""
+    p = params[i]
+    if not (p - p == 0.0):
+        cuda.atomic.add(nonfinite, 0, 1)
+
+
 @cuda.jit
-def _sgd_kernel(params, grads, lr):
+def _sgd_kernel(nonfinite, params, grads, lr):
     i = cuda.grid(1)
     if i < params.shape[0]:
         params[i] = params[i] - lr * grads[i]
+        _count_nonfinite(nonfinite, params, i)
 
 
 @cuda.jit
-def _sgd_weight_decay_kernel(params, grads, scale, lr, weight_decay):
+def _sgd_weight_decay_kernel(nonfinite, params, grads, scale, lr, weight_decay):
     i = cuda.grid(1)
     if i < params.shape[0]:
         p = params[i]
         params[i] = p - lr * (scale * grads[i] + weight_decay * p)
+        _count_nonfinite(nonfinite, params, i)
 
 
 @cuda.jit
-def _sgd_momentum_kernel(params, grads, buf, scale, lr, momentum, dampening, weight_decay,
-                         nesterov, first):
+def _sgd_momentum_kernel(nonfinite, params, grads, buf, scale, lr, momentum, dampening,
+                         weight_decay, nesterov, first):
     i = cuda.grid(1)
     if i < params.shape[0]:
         p = params[i]
@@ -97,10 +112,11 @@ def _sgd_momentum_kernel(params, grads, buf, scale, lr, momentum, dampening, wei
             params[i] = p - lr * (g + momentum * b)
         else:
             params[i] = p - lr * b
+        _count_nonfinite(nonfinite, params, i)
 
 
 @cuda.jit
-def _adam_kernel(params, grads, m, v, vmax, scale, step_size, bias2_sqrt, beta1, beta2,
+def _adam_kernel(nonfinite, params, grads, m, v, vmax, scale, step_size, bias2_sqrt, beta1, beta2,
                  eps, l2, shrink, amsgrad):
     i = cuda.grid(1)
     if i < params.shape[0]:
@@ -117,10 +133,11 @@ def _adam_kernel(params, grads, m, v, vmax, scale, step_size, bias2_sqrt, beta1,
             vmax[i] = max(vmax[i], vi)
             vi = vmax[i]
         params[i] = p - step_size * m[i] / (math.sqrt(vi) / bias2_sqrt + eps)
+        _count_nonfinite(nonfinite, params, i)
 
 
 @cuda.jit
-def _rmsprop_kernel(params, grads, square_avg, grad_avg, buf, scale, lr, alpha, eps,
+def _rmsprop_kernel(nonfinite, params, grads, square_avg, grad_avg, buf, scale, lr, alpha, eps,
                     weight_decay, momentum, centered):
     i = cuda.grid(1)
     if i < params.shape[0]:
@@ -140,6 +157,7 @@ def _rmsprop_kernel(params, grads, square_avg, grad_avg, buf, scale, lr, alpha, 
             params[i] = p - lr * buf[i]
         else:
             params[i] = p - lr * g / denom
+        _count_nonfinite(nonfinite, params, i)
 
 
 def _grid(params):
@@ -147,30 +165,52 @@ def _grid(params):
     return blocks(params.shape[0], tpb), tpb
 
 
-def sgd_update(params, grads, lr):
-    """Plain SGD in place: params -= lr * grads. params, grads: (n,) device arrays."""
+def new_counter():
+    """A zeroed one-element int32 device counter for the update kernels' non-finite
+    count (``nonfinite`` of the launchers below)."""
+    return cuda.to_device(np.zeros(1, np.int32))
+
+
+def _counted(nonfinite):
+    """``nonfinite`` zeroed, or a new zeroed counter when it is None."""
+    if nonfinite is None:
+        return new_counter()
+    nonfinite.copy_to_device(np.zeros(1, np.int32))
+    return nonfinite
+
+
+def sgd_update(params, grads, lr, nonfinite=None):
+    """Plain SGD in place: params -= lr * grads. params, grads: (n,) device arrays.
+    Returns how many parameters it left NaN or infinite."""
+    nonfinite = _counted(nonfinite)
+    _sgd_plain_update(nonfinite, params, grads, lr)
+    return int(nonfinite.copy_to_host()[0])
+
+
+def _sgd_plain_update(nonfinite, params, grads, lr):
     if params.shape[0]:
-        _sgd_kernel[_grid(params)](params, grads, float(lr))
+        _sgd_kernel[_grid(params)](nonfinite, params, grads, float(lr))
 
 
-def sgd_weight_decay_update(params, grads, scale, lr, weight_decay):
+def sgd_weight_decay_update(nonfinite, params, grads, scale, lr, weight_decay):
     """SGD without momentum: p -= lr * (scale * g + weight_decay * p)."""
     if params.shape[0]:
-        _sgd_weight_decay_kernel[_grid(params)](params, grads, float(scale), float(lr),
-                                                float(weight_decay))
+        _sgd_weight_decay_kernel[_grid(params)](nonfinite, params, grads, float(scale),
+                                                float(lr), float(weight_decay))
 
 
-def sgd_momentum_update(params, grads, buf, scale, lr, momentum, dampening, weight_decay,
-                        nesterov, first):
+def sgd_momentum_update(nonfinite, params, grads, buf, scale, lr, momentum, dampening,
+                        weight_decay, nesterov, first):
     """SGD with momentum / Nesterov (CPU twin's formulas); buf (n,) device row."""
     if params.shape[0]:
-        _sgd_momentum_kernel[_grid(params)](params, grads, buf, float(scale), float(lr),
+        _sgd_momentum_kernel[_grid(params)](nonfinite, params, grads, buf, float(scale),
+                                            float(lr),
                                             float(momentum), float(dampening),
                                             float(weight_decay), bool(nesterov), bool(first))
 
 
-def adam_update(params, grads, m, v, vmax, scale, lr, beta1, beta2, eps, weight_decay,
-                decoupled, amsgrad, step):
+def adam_update(nonfinite, params, grads, m, v, vmax, scale, lr, beta1, beta2, eps,
+                weight_decay, decoupled, amsgrad, step):
     """Adam (decoupled=False) or AdamW (decoupled=True); vmax used only with amsgrad."""
     if not params.shape[0]:
         return
@@ -178,39 +218,42 @@ def adam_update(params, grads, m, v, vmax, scale, lr, beta1, beta2, eps, weight_
     bias2_sqrt = math.sqrt(1.0 - beta2 ** step)
     l2 = 0.0 if decoupled else weight_decay
     shrink = 1.0 - lr * weight_decay if decoupled else 1.0
-    _adam_kernel[_grid(params)](params, grads, m, v, vmax, float(scale), float(step_size),
-                                float(bias2_sqrt), float(beta1), float(beta2), float(eps),
+    _adam_kernel[_grid(params)](nonfinite, params, grads, m, v, vmax, float(scale),
+                                float(step_size), float(bias2_sqrt), float(beta1), float(beta2), float(eps),
                                 float(l2), float(shrink), bool(amsgrad))
 
 
-def rmsprop_update(params, grads, square_avg, grad_avg, buf, scale, lr, alpha, eps,
-                   weight_decay, momentum, centered):
+def rmsprop_update(nonfinite, params, grads, square_avg, grad_avg, buf, scale, lr, alpha,
+                   eps, weight_decay, momentum, centered):
     """RMSprop; grad_avg used only when centered, buf only when momentum > 0."""
     if params.shape[0]:
-        _rmsprop_kernel[_grid(params)](params, grads, square_avg, grad_avg, buf,
+        _rmsprop_kernel[_grid(params)](nonfinite, params, grads, square_avg, grad_avg, buf,
                                        float(scale), float(lr), float(alpha), float(eps),
                                        float(weight_decay), float(momentum), bool(centered))
 
 
-def optimizer_update(opt_code, params, grads, state, hparams, step, partials=None):
-    """Dispatch to the update of ``opt_code``; see the module docstring."""
+def optimizer_update(opt_code, params, grads, state, hparams, step, partials=None,
+                     nonfinite=None):
+    """Dispatch to the update of ``opt_code``; returns how many parameters it left NaN
+    or infinite. See the module docstring."""
     lr = float(hparams[codes.HP_LR])
     scale = clip_scale(grads, float(hparams[codes.HP_MAX_GRAD_NORM]), partials)
+    nonfinite = _counted(nonfinite)
     if opt_code == codes.SGD:
         momentum = float(hparams[codes.HP_SGD_MOMENTUM])
         weight_decay = float(hparams[codes.HP_SGD_WEIGHT_DECAY])
         if momentum != 0.0:
-            sgd_momentum_update(params, grads, state[0], scale, lr, momentum,
+            sgd_momentum_update(nonfinite, params, grads, state[0], scale, lr, momentum,
                                 hparams[codes.HP_SGD_DAMPENING], weight_decay,
                                 hparams[codes.HP_SGD_NESTEROV] != 0.0, step == 1)
         elif scale == 1.0 and weight_decay == 0.0:
-            sgd_update(params, grads, lr)
+            _sgd_plain_update(nonfinite, params, grads, lr)
         else:
-            sgd_weight_decay_update(params, grads, scale, lr, weight_decay)
+            sgd_weight_decay_update(nonfinite, params, grads, scale, lr, weight_decay)
     elif opt_code == codes.ADAM or opt_code == codes.ADAMW:
         amsgrad = hparams[codes.HP_ADAM_AMSGRAD] != 0.0
         vmax = state[2] if amsgrad else state[1]
-        adam_update(params, grads, state[0], state[1], vmax, scale, lr,
+        adam_update(nonfinite, params, grads, state[0], state[1], vmax, scale, lr,
                     hparams[codes.HP_ADAM_BETA1], hparams[codes.HP_ADAM_BETA2],
                     hparams[codes.HP_ADAM_EPS], hparams[codes.HP_ADAM_WEIGHT_DECAY],
                     opt_code == codes.ADAMW, amsgrad, step)
@@ -223,8 +266,9 @@ def optimizer_update(opt_code, params, grads, state, hparams, step, partials=Non
             grad_avg = state[row]
             row += 1
         buf = state[row] if momentum > 0.0 else state[0]
-        rmsprop_update(params, grads, state[0], grad_avg, buf, scale, lr,
+        rmsprop_update(nonfinite, params, grads, state[0], grad_avg, buf, scale, lr,
                        hparams[codes.HP_RMSPROP_ALPHA], hparams[codes.HP_RMSPROP_EPS],
                        hparams[codes.HP_RMSPROP_WEIGHT_DECAY], momentum, centered)
     else:
         raise ValueError(f"opt_code: no CUDA update for optimizer code {opt_code}")
+    return int(nonfinite.copy_to_host()[0])
