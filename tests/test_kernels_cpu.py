@@ -377,10 +377,11 @@ def test_network_train_step_is_backward_then_sgd(case, dtype, rng, network_call,
     before = [(layer.W.astype(np.float64), layer.b.astype(np.float64))
               for layer in call.net.layers]
     opt_state = np.zeros((0, call.net.n_params), dtype)
-    loss = cpu.network_train_step(call.net.params, call.net.grads, *call.layout_args(),
-                                  call.loss_code, call.X, call.labels, call.targets,
-                                  *call.workspace(), codes.SGD, opt_state,
-                                  _sgd_hparams(lr), 1)
+    loss, nonfinite = cpu.network_train_step(
+        call.net.params, call.net.grads, *call.layout_args(), call.loss_code, call.X,
+        call.labels, call.targets, *call.workspace(), codes.SGD, opt_state,
+        _sgd_hparams(lr), 1)
+    assert nonfinite == 0
     assert_close(loss, call.ref_loss, dtype=dtype, what="loss before the update")
     call.assert_grads_match_reference(assert_close)
     for l, (layer, (W, b)) in enumerate(zip(call.net.layers, before)):

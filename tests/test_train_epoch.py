@@ -35,15 +35,17 @@ def test_epoch_regression_targets():
     assert list(losses) == [b.train_step(X[i:i + 8], T[i:i + 8], ob) for i in range(0, 33, 8)]
 
 
-def test_epoch_stops_at_first_nonfinite_loss():
+def test_epoch_raises_at_first_divergent_step_and_restores_its_start():
     rng = np.random.default_rng(1)
     X, y = _data(rng, n=64)
     net = fastbp.MLP([6, 9, 4], activation="relu", dtype="float64", seed=0)
-    opt = fastbp.SGD(net, lr=1e300)   # the first update blows the weights up
-    losses = net.train_epoch(X, y, opt, batch_size=8)
-    assert len(losses) < 8 and not np.isfinite(losses[-1])
-    assert np.isfinite(losses[:-1]).all()
-    assert opt.steps == len(losses)
+    opt = fastbp.SGD(net, lr=1e300)   # the first updates blow the weights up
+    before = net.params.copy()
+    with pytest.raises(fastbp.TrainingDiverged, match=r"step [12] of 8") as err:
+        net.train_epoch(X, y, opt, batch_size=8)
+    assert err.value.batch in (1, 2) and err.value.nonfinite > 0
+    np.testing.assert_array_equal(net.params, before)
+    assert opt.steps == 0
 
 
 def test_epoch_checks_its_arguments():

@@ -49,7 +49,8 @@ def _softmax_cross_entropy_rows(Z, labels, targets, dZ, scale, r0, r1):
             dZ[i, j] = dZ[i, j] * inv
         y = labels[i]
         dZ[i, y] -= scale
-        total += (m - Z[i, y]) + math.log(sumexp)
+        # in float64: the difference of two float32 logits is then exact and finite
+        total += (np.float64(m) - np.float64(Z[i, y])) + math.log(sumexp)
     return total
 
 

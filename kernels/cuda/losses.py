@@ -50,7 +50,8 @@ def _softmax_row(Z, labels, dZ, i, scale):
             g = g - scale
         dZ[i, j] = g
     # (max - z_y) first: max + log(sumexp) - z_y loses log(sumexp) for huge logits
-    return (m - Z[i, y]) + math.log(sumexp)
+    # in float64, where the difference of two float32 logits is exact and finite
+    return (numba.float64(m) - numba.float64(Z[i, y])) + math.log(sumexp)
 
 
 @cuda.jit(device=True)

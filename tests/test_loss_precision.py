@@ -1,0 +1,132 @@
+"""Loss values for huge logits: no cancellation between large terms.
+
+The cross-entropy row loss used to be max + log(sum exp(z - max)) - z[y]: with logits of
+1e12 the max swallowed log(sumexp) (0.693115234375 instead of ln 2 = 0.6931471805599453)
+and from 1e16 on the value was 0. Binary cross-entropy's max(z, 0) - z*t cancels the
+same way when t is near 1. Each value is checked against a float64 computation done the
+stable way with exact arithmetic where it matters (math.fsum, fractions), for equal and
+unequal large logits, in both dtypes, on the CPU kernels, the API, the float64
+reference and the CUDA kernels (simulator).
+"""
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import device as fdevice
+from fastbp.kernels import codes, reference
+from fastbp.kernels import cpu
+
+LN2 = math.log(2.0)
+BIG = [1.0, 1e6, 1e12, 1e14, 1e15, 1e16, 1e20, 1e30, 3e38]
+
+
+def _stable_cross_entropy(Z, labels):
+    """Mean over rows of (max - z_y) + log(sum exp(z - max)), in float64, from the
+    logits as stored (exact differences via Fraction)."""
+    total = []
+    for z, y in zip(np.asarray(Z), labels):
+        m = max(Fraction(float(v)) for v in z)
+        sumexp = math.fsum(math.exp(float(Fraction(float(v)) - m)) for v in z)
+        total.append(float(m - Fraction(float(z[y]))) + math.log(sumexp))
+    return math.fsum(total) / len(total)
+
+
+def _stable_bce(Z, T):
+    """Mean of (1 - t) max(z, 0) - t min(z, 0) + log1p(exp(-|z|)) with exact products."""
+    terms = []
+    for z, t in zip(np.asarray(Z, np.float64).ravel(), np.asarray(T, np.float64).ravel()):
+        fz, ft = Fraction(float(z)), Fraction(float(t))
+        terms.append(float((1 - ft) * max(fz, 0) - ft * min(fz, 0))
+                     + math.log1p(math.exp(-abs(float(z)))))
+    return math.fsum(terms) / len(terms)
+
+
+def _cases(dtype):
+    """(Z, labels): equal large logits, unequal ones, negative ones, mixed rows."""
+    out = []
+    limit = float(np.finfo(dtype).max)
+    for L in BIG:
+        if L > limit:
+            continue
+        out.append(np.array([[L, L]], dtype))
+        out.append(np.array([[L, L, -L]], dtype))
+        out.append(np.array([[-L, -L]], dtype))
+        out.append(np.array([[L, np.nextafter(dtype(L), dtype(0))]], dtype))
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_value_through_the_api_is_ln2_for_every_L(dtype):
+    """The report's case: W = 0, b = [L, L], one row of ones, label 1."""
+    for L in BIG:
+        if L > float(np.finfo(dtype).max):
+            continue
+        net = fastbp.MLP([2, 2], loss="softmax_cross_entropy", dtype=dtype.__name__)
+        net.layers[0].W = np.zeros((2, 2))
+        net.layers[0].b = np.array([L, L])
+        X, y = np.ones((1, 2)), np.array([1])
+        assert net.compute_loss(X, y) == pytest.approx(LN2, rel=1e-7), L
+        assert net.backward(X, y) == pytest.approx(LN2, rel=1e-7), L
+        np.testing.assert_allclose(net.grads, [0.5, 0.5, -0.5, -0.5, 0.5, -0.5], atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_kernel_and_reference_against_stable_float64(dtype):
+    for Z in _cases(dtype):
+        for label in range(Z.shape[1]):
+            labels = np.full(Z.shape[0], label, np.int64)
+            expected = _stable_cross_entropy(Z, labels)
+            dZ = np.empty_like(Z)
+            got = cpu.softmax_cross_entropy(Z, labels, dZ)
+            ref, _ = reference.softmax_cross_entropy(Z, labels)
+            tol = 1e-6 if dtype == np.float32 else 1e-14
+            assert got == pytest.approx(expected, rel=tol, abs=tol), (Z, label)
+            assert ref == pytest.approx(expected, rel=1e-14, abs=1e-14), (Z, label)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bce_with_logits_has_no_cancellation_near_t_1(dtype):
+    # z large, t just below 1: the loss is z (1 - t), about 11.9 here in float32
+    z = dtype(1e8)
+    t = np.nextafter(dtype(1), dtype(0))
+    cases = [(np.array([[z]], dtype), np.array([[t]], dtype)),
+             (np.array([[-z, z, 3.0]], dtype), np.array([[1.0 - t, t, 0.25]], dtype)),
+             (np.array([[1e30, -1e30]], dtype), np.array([[1.0, 0.0]], dtype))]
+    for Z, T in cases:
+        expected = _stable_bce(Z, T)
+        got = cpu.bce_with_logits(Z, T, np.empty_like(Z))
+        ref, _ = reference.bce_with_logits(Z, T)
+        tol = 1e-6 if dtype == np.float32 else 1e-14
+        assert got == pytest.approx(expected, rel=tol, abs=tol), (Z, T)
+        assert ref == pytest.approx(expected, rel=1e-14, abs=1e-14), (Z, T)
+
+
+needs_cuda = pytest.mark.skipif(not fdevice.cuda_status()[0],
+                                reason=f"CUDA not usable: {fdevice.cuda_status()[1]}")
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cuda_losses_against_stable_float64(dtype):
+    from numba import cuda
+    from fastbp.kernels import cuda as K
+    Z = np.array([[1e16, 1e16], [1e14, -1e14]], dtype)
+    labels = np.array([1, 1], np.int64)
+    dZ = cuda.device_array_like(Z)
+    got = K.softmax_cross_entropy(cuda.to_device(Z), cuda.to_device(labels), dZ)
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    assert got == pytest.approx(_stable_cross_entropy(Z, labels), rel=tol)
+    Zb = np.array([[1e8, -1e8]], dtype)
+    t = np.nextafter(dtype(1), dtype(0))
+    Tb = np.array([[t, 1.0 - t]], dtype)
+    got = K.bce_with_logits(cuda.to_device(Zb), cuda.to_device(Tb),
+                            cuda.device_array_like(Zb))
+    assert got == pytest.approx(_stable_bce(Zb, Tb), rel=tol)
+
+
+def test_loss_codes_cover_every_loss():
+    """The review covered every loss fastbp has: a new one must be added here."""
+    assert set(codes.LOSSES) == {"softmax_cross_entropy", "mse", "bce_with_logits"}
