@@ -10,9 +10,11 @@
 and "y") or a .csv file (numbers, an optional header row, the label in the last
 column or the one ``--label-column`` names). Labels must be integers >= 0; the network
 gets max(label) + 1 outputs and predicts labels directly. Features are standardised
-with the training split's mean and standard deviation, and the scaling is folded into
-the first layer afterwards, so a saved model takes raw features, as ``predict`` gives
-them.
+with the training split's mean and standard deviation (columns constant there are
+set to 0: they carry no information), and the scaling is folded into the first layer
+afterwards, so a saved model takes raw features, as ``predict`` gives them. The fold is
+checked: where it would change the network's outputs (a column's mean many orders of
+magnitude beyond its spread, in float32) training ends with an error instead.
 
 Errors in flags or files print one line starting with "error:" and exit with status 2
 (usage) or 1 (anything else), never a traceback (set FASTBP_DEBUG=1 to see one).
@@ -267,46 +269,49 @@ def load_training_data(path, label_column="-1"):
 
 # -- train -----------------------------------------------------------------------------
 def _standardizer(X, dtype):
-    """(mean, scale) of the training features X (n, d), float64: x is standardised as
-    (x - mean) / scale, and the scaling is later folded into the first layer's weights
-    of ``dtype``.
+    """(mean, inv_scale) of the training features X (n, d), float64: x is standardised
+    as (x - mean) * inv_scale, and the scaling is later folded into the first layer's
+    weights of ``dtype``.
 
-    A column counts as constant, and gets scale 1 (it is only centred), when its
-    variance is negligible against its magnitude: var <= n eps var + (n |mean| eps)^2
-    with eps the float64 machine epsilon, the rule of scikit-learn's StandardScaler
-    (sklearn.preprocessing._data._is_constant_feature). The variance of a constant
-    column of 14.62 rounds to about 1e-27, not 0, and dividing by its root gave first-
-    layer weights near 1e13 that float32 rounding ruined. A column whose spread is real
-    but so small that 1 / scale or mean / scale cannot be held in ``dtype`` (features
-    near 1e-40 in float32) is refused, naming it, instead of folding to infinity.
+    A column counts as constant when its variance is negligible against its magnitude:
+    var <= n eps var + (n |mean| eps)^2 with eps the float64 machine epsilon, the rule
+    of scikit-learn's StandardScaler (sklearn.preprocessing._data._is_constant_feature).
+    The variance of a constant column of 14.62 rounds to about 1e-27, not 0, and
+    dividing by its root gave first-layer weights near 1e13 that float32 rounding
+    ruined. A constant column carries no information in the training data, so it is
+    standardised to 0 (inv_scale 0): the network ignores it, and folding adds nothing
+    that could cancel. A column whose spread is real but so small that 1 / spread
+    cannot be held in ``dtype`` (features near 1e-40 in float32) is refused, naming it,
+    instead of folding to infinity.
     """
     n = X.shape[0]
     mean = X.mean(axis=0)
     var = X.var(axis=0)
     eps = np.finfo(np.float64).eps
     constant = var <= n * eps * var + (n * np.abs(mean) * eps) ** 2
-    scale = np.where(constant, 1.0, np.sqrt(var))
-    limit = np.finfo(dtype).max
-    with np.errstate(over="ignore", divide="ignore"):
-        too_small = ~constant & ((1.0 / scale > limit) | (np.abs(mean) / scale > limit))
+    with np.errstate(divide="ignore"):
+        inv_scale = np.where(constant, 0.0, 1.0 / np.sqrt(var))
+    too_small = inv_scale > np.finfo(dtype).max
     if too_small.any():
         j = int(np.flatnonzero(too_small)[0])
         raise CommandLineError(
             f"feature column {j + 1} (1-based, label column not counted): its spread "
-            f"({scale[j]:.3g}) is too small to fold the standardisation into "
+            f"({np.sqrt(var[j]):.3g}) is too small to fold the standardisation into "
             f"{np.dtype(dtype).name} weights; rescale that column or use --dtype float64")
-    return mean, scale
+    return mean, inv_scale
 
 
 # How far the folded network's outputs may stray from the trained network's on
-# standardised inputs, relative to the outputs' magnitude (float rounding of W/scale and
-# b - W @ mean is ~1e-7 in float32, ~1e-16 in float64).
-_FOLD_RTOL = {"float32": 1e-3, "float64": 1e-9}
+# standardised inputs, relative to the outputs' magnitude. Rounding W * inv_scale and
+# b - W @ mean costs about eps * |mean| * inv_scale (eps 6e-8 in float32, 1e-16 in
+# float64): these bounds admit columns whose mean is up to ~1e4 (float32) or ~1e10
+# (float64) times their spread, where the outputs change far below any decision.
+_FOLD_RTOL = {"float32": 1e-3, "float64": 1e-6}
 
 
-def _fold_into_first_layer(net, mean, scale, X):
-    """Make ``net`` take raw features x where it was trained on (x - mean) / scale:
-    W' = W / scale (per input column), b' = b - W' @ mean, computed in float64.
+def _fold_into_first_layer(net, mean, inv_scale, X):
+    """Make ``net`` take raw features x where it was trained on (x - mean) * inv_scale:
+    W' = W * inv_scale (per input column), b' = b - W' @ mean, computed in float64.
 
     Checked on the rows X (raw features): the folded network's outputs must equal the
     trained network's outputs on the standardised rows to _FOLD_RTOL, or
@@ -315,7 +320,7 @@ def _fold_into_first_layer(net, mean, scale, X):
     the network is left unfolded then.
     """
     layer = net.layers[0]
-    W = np.asarray(layer.W, dtype=np.float64) / scale
+    W = np.asarray(layer.W, dtype=np.float64) * inv_scale
     b = np.asarray(layer.b, dtype=np.float64) - W @ mean
     limit = np.finfo(net.dtype).max
     if not (np.all(np.abs(W) <= limit) and np.all(np.abs(b) <= limit)):
@@ -323,7 +328,7 @@ def _fold_into_first_layer(net, mean, scale, X):
             f"the trained first layer cannot take raw features in {net.dtype.name}: "
             f"folding the standardisation into it gives weights beyond {limit:.3g}; "
             f"rescale the features or use --dtype float64")
-    trained = net.forward((X - mean) / scale).astype(np.float64)
+    trained = net.forward((X - mean) * inv_scale).astype(np.float64)
     W_old, b_old = layer.W.copy(), layer.b.copy()
     layer.W = W.astype(net.dtype)
     layer.b = b.astype(net.dtype)
@@ -331,7 +336,7 @@ def _fold_into_first_layer(net, mean, scale, X):
     error = np.abs(folded - trained).max() / (1.0 + np.abs(trained).max())
     if not error <= _FOLD_RTOL[net.dtype.name]:
         layer.W, layer.b = W_old, b_old
-        ratio = np.abs(mean) / scale
+        ratio = np.abs(mean) * inv_scale
         j = int(np.argmax(ratio))
         raise CommandLineError(
             f"folding the standardisation into {net.dtype.name} weights would change the "
@@ -389,7 +394,7 @@ def train(args):
     if len(X_train) == 0 or len(X_test) == 0:
         raise CommandLineError(f"--test-fraction {args.test_fraction} leaves an empty "
                                f"split of {len(X)} samples")
-    mean, scale = _standardizer(X_train, args.dtype)
+    mean, inv_scale = _standardizer(X_train, args.dtype)
     net = MLP([X.shape[1], *args.hidden, n_classes], activation=args.activation,
               dtype=args.dtype, seed=args.seed, device=args.device)
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
@@ -397,14 +402,14 @@ def train(args):
     print(f"{name}: {len(X_train)} training and {len(X_test)} held-out samples, "
           f"{X.shape[1]} features, {n_classes} classes; {net}; {optimizer}")
     start = time.perf_counter()
-    history = fit(net, (X_train - mean) / scale, y_train, epochs=args.epochs,
+    history = fit(net, (X_train - mean) * inv_scale, y_train, epochs=args.epochs,
                   batch_size=args.batch_size, optimizer=optimizer, seed=args.seed,
-                  validation_data=((X_test - mean) / scale, y_test),
+                  validation_data=((X_test - mean) * inv_scale, y_test),
                   verbose=False if args.quiet else True)
     seconds = time.perf_counter() - start
     if net.device != "cpu":
         net.to("cpu")
-    _fold_into_first_layer(net, mean, scale, X)
+    _fold_into_first_layer(net, mean, inv_scale, X)
     acc = accuracy(net, X_test, y_test)
     print(f"test accuracy {acc:.4f} ({seconds:.1f} s training)")
     if args.save:
