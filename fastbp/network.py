@@ -61,7 +61,9 @@ class MLP:
     Parameters
     ----------
     sizes : sequence of int
-        Layer widths, inputs first: [784, 128, 10] is one hidden layer of 128.
+        Layer widths, inputs first: [784, 128, 10] is one hidden layer of 128. Each
+        at most 2**31 - 1, as is a batch's row count: the kernels hand dimensions to
+        BLAS as 32-bit integers (ValueError naming ``sizes`` or ``X`` beyond that).
     activation : str or list of str
         Hidden layers' activation, one name for all or one per hidden layer; names in
         ``fastbp.ACTIVATIONS``.
@@ -97,7 +99,8 @@ class MLP:
     layers : list of Layer, with W, b, dW, db views into params and grads.
 
     Inputs X are (batch, sizes[0]) float or integer arrays; they are copied to ``dtype``
-    in C order when they are not already, and are never modified. The network keeps
+    in C order (with canonical strides: a one-row view such as ``x[None, :]`` counts as
+    not C-ordered) when they are not already, and are never modified. The network keeps
     workspaces between calls, so one instance must not be used from two threads at once.
     """
 

@@ -377,6 +377,9 @@ def test_non_contiguous_targets_equal_contiguous_copy(loss):
     (5, TypeError, ["sequence", "5"]),
     (None, TypeError, ["sequence", "None"]),
     ("53", TypeError, ["sequence", "'53'"]),
+    # BLAS takes 32-bit dimensions: refused before anything is allocated
+    ([2**31, 2], ValueError, ["2147483647", "2147483648"]),
+    ([3, 2**40, 2], ValueError, ["2147483647", str(2**40)]),
 ], ids=repr)
 def test_bad_sizes(sizes, exc, fragments):
     with pytest.raises(exc) as info:
@@ -385,6 +388,14 @@ def test_bad_sizes(sizes, exc, fragments):
     assert re.search(r"\bsizes\b", message) and "expected" in message, message
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} missing from {message!r}"
+
+
+def test_batch_past_32_bits_is_refused_before_any_copy():
+    net = fastbp.MLP([3, 2], seed=0)
+    huge = np.broadcast_to(np.ones((1, 3), np.float32), (2**31, 3))   # no memory
+    for call in (net.forward, lambda X: net.backward(X, np.zeros(2**31, np.int64))):
+        with pytest.raises(ValueError, match=r"X: expected at most 2147483647 rows"):
+            call(huge)
 
 
 def test_numpy_integer_sizes_are_accepted():
