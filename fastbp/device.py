@@ -14,6 +14,8 @@ import shutil
 
 import numpy as np
 
+from .validation import canonical
+
 DEVICES = ("cpu", "cuda")
 
 INSTALL_HINT = ('install the GPU dependencies with  pip install "fastbp[cuda]"  '
@@ -156,7 +158,7 @@ def to_host(a):
 def to_device(a):
     """A new device array holding a copy of the numpy array ``a``."""
     from numba import cuda
-    return cuda.to_device(np.ascontiguousarray(a))
+    return cuda.to_device(canonical(np.ascontiguousarray(a)))
 
 
 def empty(shape, dtype, device):
@@ -187,7 +189,7 @@ def copy_into(dst, src):
         if is_device_array(src):
             dst.copy_to_device(src)
         else:
-            dst.copy_to_device(np.ascontiguousarray(src, dtype=dst.dtype))
+            dst.copy_to_device(canonical(np.ascontiguousarray(src, dtype=dst.dtype)))
     else:
         dst[...] = to_host(src)
 
