@@ -318,7 +318,10 @@ def train(args):
 
     plt = _import_pyplot() if args.plot else None   # fail before training, not after
     if args.save:
-        check_writable(args.save)
+        try:
+            check_writable(args.save)
+        except OSError as exc:
+            raise CommandLineError(f"--save {args.save}: {exc.strerror}") from None
     if args.data is None:
         X, y = load_digits()
         name = "digits"

@@ -152,7 +152,10 @@ def _temp_prefix(target):
 def _remove_dead_temps(target):
     """Remove temporary files of saves to ``target`` whose process (on this host) no
     longer exists: a save killed with SIGKILL leaves its temporary file behind. Files of
-    live processes, of other hosts, or of unknown form are left alone."""
+    live processes, of other hosts, or of unknown form are left alone. POSIX only
+    (elsewhere os.kill cannot ask whether a process exists)."""
+    if os.name != "posix":
+        return
     folder = os.path.dirname(target)
     mark = f".{os.path.basename(target)}{_TEMP_MARK}"
     host = _temp_prefix(target)[len(mark):].split(".")[0]
@@ -253,7 +256,7 @@ def save(net, path, optimizer=None):
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
-            os.fchmod(f.fileno(), mode)
+        os.chmod(tmp, mode)   # mkstemp made it 0600
         os.replace(tmp, target)
         done = True
     except OSError as exc:
