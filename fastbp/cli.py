@@ -176,6 +176,18 @@ def _check_labels(y, where):
                            f"integers >= 0 and at most {MAX_LABEL}")
 
 
+def _check_destination(flag, path):
+    """CommandLineError now, not after the work, when ``path`` (None: not asked for)
+    cannot be written."""
+    if path is None:
+        return
+    from .persistence import check_writable
+    try:
+        check_writable(path)
+    except OSError as exc:
+        raise CommandLineError(f"{flag} {path}: {exc.strerror}") from None
+
+
 def _column_index(spec, header, n_cols, path):
     if header is not None and spec in header:
         return header.index(spec)
@@ -313,15 +325,11 @@ def _plot(plt, history, path, title):
 def train(args):
     from .network import MLP
     from .optim import make_optimizer
-    from .persistence import check_writable
     from .training import accuracy, fit
 
-    plt = _import_pyplot() if args.plot else None   # fail before training, not after
-    if args.save:
-        try:
-            check_writable(args.save)
-        except OSError as exc:
-            raise CommandLineError(f"--save {args.save}: {exc.strerror}") from None
+    for flag, path in (("--save", args.save), ("--plot", args.plot)):
+        _check_destination(flag, path)   # fail before training, not after
+    plt = _import_pyplot() if args.plot else None
     if args.data is None:
         X, y = load_digits()
         name = "digits"
@@ -391,6 +399,7 @@ def predict(args):
     from .persistence import load
 
     _check_file(args.model)
+    _check_destination("--output", args.output)
     net = load(args.model)
     X, y = _read_predict_data(args.data, net.sizes[0], args.label_column)
     pred = net.predict(X)

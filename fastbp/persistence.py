@@ -193,14 +193,15 @@ def _target(path):
 
 def _path_error(exc, path):
     """``exc`` (an OSError from the temporary file) re-raised naming ``path``."""
-    return type(exc)(exc.errno, f"cannot write a model file there ({exc.strerror})",
+    return type(exc)(exc.errno, f"cannot write a file there ({exc.strerror})",
                      os.fspath(path))
 
 
 def check_writable(path):
-    """Raise OSError (naming ``path``) unless a model file can be saved to ``path``:
-    its folder exists and a file can be created in it, and ``path`` is not a folder.
-    The command line calls this before training, not after."""
+    """Raise OSError (naming ``path``) unless a file can be written at ``path`` (a
+    model file saved, a plot drawn): its folder exists and a file can be created in it
+    (tried, so permissions, read-only file systems and root are all accounted for), and
+    ``path`` is not a folder. The command line calls this before training, not after."""
     target = _target(path)
     if os.path.isdir(target):
         raise IsADirectoryError(errno.EISDIR, "is a directory, expected a file path",

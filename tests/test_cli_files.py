@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
+import fastbp
 from fastbp.cli import main
 from fastbp.tables import read_csv
 
@@ -90,12 +91,23 @@ def test_unwritable_save_fails_before_training(tmp_path, capsys):
     blocker.write_text("not a folder")
     target = blocker / "model.npz"
     err = _one_error(capsys, ["train", "--save", str(target), "--epochs", "1"])
-    assert err.startswith(f"error: --save {target}: cannot write a model file there "
+    assert err.startswith(f"error: --save {target}: cannot write a file there "
                           "(Not a directory)"), err
     missing = tmp_path / "no_folder" / "model.npz"
     err = _one_error(capsys, ["train", "--save", str(missing), "--epochs", "1"])
-    assert err.startswith(f"error: --save {missing}: cannot write a model file there "
+    assert err.startswith(f"error: --save {missing}: cannot write a file there "
                           "(No such file or directory)"), err
     err = _one_error(capsys, ["train", "--save", str(tmp_path), "--epochs", "1"])
     assert f"--save {tmp_path}: is a directory" in err
+    err = _one_error(capsys, ["train", "--plot", str(target.with_suffix(".png")),
+                              "--epochs", "1"])
+    assert f"--plot {target.with_suffix('.png')}: cannot write" in err
+    model = tmp_path / "m.npz"
+    fastbp.MLP([2, 3, 2], seed=0).save(model)
+    data = tmp_path / "x.csv"
+    data.write_text("1,2\n3,4\n")
+    err = _one_error(capsys, ["predict", str(model), str(data), "-o", str(target)])
+    assert f"--output {target}: cannot write" in err
+    model.unlink()
+    data.unlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
