@@ -18,7 +18,7 @@ So ``multiprocessing.get_context("spawn").Pool(...)`` is the safe choice.
 
 Threads. One network runs one call at a time: a second thread that calls forward,
 backward, compute_loss, train_step or train_epoch on a network (or an optimizer's
-step) while another thread is inside such a call on the same network gets a
+step, or fastbp.jacobian) while another thread is inside such a call on the same network gets a
 RuntimeError at once (the workspaces and gradients are shared, so the two would
 silently mix). Different networks in different threads run concurrently, as before.
 """

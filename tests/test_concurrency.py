@@ -155,7 +155,7 @@ def test_second_thread_on_one_network_is_refused():
              "compute_loss": lambda: net.compute_loss(X, y),
              "train_step": lambda: net.train_step(X, y, opt),
              "train_epoch": lambda: net.train_epoch(X, y, opt, 8),
-             "step": opt.step,
+             "step": opt.step, "jacobian": lambda: fastbp.jacobian(net, X),
              "fit": lambda: net.fit(X, y, epochs=1, optimizer=opt, verbose=False)}
     for name, call in calls.items():
         with pytest.raises(RuntimeError, match="in use by another thread"):
