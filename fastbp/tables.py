@@ -13,6 +13,7 @@ its header name when there is a header), e.g.
 import codecs
 import csv
 import io
+import warnings
 
 import numpy as np
 
@@ -26,11 +27,20 @@ class Table:
 
     values : (n_rows, n_columns) float64, every value finite
     header : list of n_columns str, or None
-    lines : list of n_rows int, the file line of each row (1-based)
+    lines : list of n_rows int, the file line of each row (1-based; found only when
+        asked for, by ``where``)
     """
 
-    def __init__(self, path, values, header, lines):
-        self.path, self.values, self.header, self.lines = path, values, header, lines
+    def __init__(self, path, values, header, text, lines=None):
+        self.path, self.values, self.header = path, values, header
+        self._text, self._lines = text, lines
+
+    @property
+    def lines(self):
+        if self._lines is None:
+            rows = [line for line, _ in _rows(self.path, self._text)]
+            self._lines = rows[1:] if self.header is not None else rows
+        return self._lines
 
     def where(self, row, column):
         """"PATH: line L, column C ('name')" for ``values[row, column]``."""
@@ -72,16 +82,53 @@ def _number(path, line, column, header, cell):
     return value
 
 
-def _rows(path, reader):
-    """The reader's rows, its own errors (a NUL byte, a huge quoted field) located."""
+def _rows(path, text):
+    """(line, cells) of every non-blank row of the CSV ``text``; the csv module's own
+    errors (a NUL byte, a huge quoted field) located."""
+    reader = csv.reader(io.StringIO(text, newline=""))
     while True:
         try:
-            yield next(reader)
+            cells = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
             raise TableError(f"{path}: line {reader.line_num}: not a CSV row "
                              f"({exc})") from None
+        if any(c.strip() for c in cells):
+            yield reader.line_num, cells
+
+
+def _parse(path, text, header, width, first_line):
+    """(values, lines), cell by cell: slow, but names the line and column of the first
+    cell that is not a finite number, or of a row of the wrong length."""
+    rows, lines = [], []
+    for line, cells in _rows(path, text):
+        if header is not None and line == first_line:
+            continue
+        if len(cells) != width:
+            raise TableError(f"{path}: line {line}: {len(cells)} values, but line "
+                             f"{first_line} has {width}")
+        rows.append([_number(path, line, j, header, c) for j, c in enumerate(cells)])
+        lines.append(line)
+    if not rows:
+        raise TableError(f"{path}: no data rows (only the header on line {first_line})")
+    return np.array(rows, dtype=np.float64), lines
+
+
+def _parse_fast(text, header, width, first_line):
+    """The values by numpy's parser (about 20 times faster than ``_parse``), or None
+    when it fails or finds anything but finite numbers, for ``_parse`` to locate."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values = np.loadtxt(io.StringIO(text), delimiter=",", quotechar='"',
+                                comments=None, ndmin=2, dtype=np.float64,
+                                skiprows=first_line if header is not None else 0)
+    except ValueError:
+        return None
+    if values.shape[0] == 0 or values.shape[1] != width or not np.isfinite(values).all():
+        return None
+    return values
 
 
 def read_csv(path):
@@ -91,27 +138,17 @@ def read_csv(path):
     cannot be read."""
     with open(path, "rb") as f:
         text = _decode(path, f.read())
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header, width, first_line = None, None, None
-    rows, lines = [], []
-    for cells in _rows(path, reader):
-        line = reader.line_num
-        if not any(c.strip() for c in cells):
-            continue   # blank line
-        if width is None:
-            width, first_line = len(cells), line
-            try:
-                [float(c) for c in cells]
-            except ValueError:
-                header = [c.strip() for c in cells]
-                continue
-        if len(cells) != width:
-            raise TableError(f"{path}: line {line}: {len(cells)} values, but line "
-                             f"{first_line} has {width}")
-        rows.append([_number(path, line, j, header, c) for j, c in enumerate(cells)])
-        lines.append(line)
-    if width is None:
+    first = next(_rows(path, text), None)
+    if first is None:
         raise TableError(f"{path}: empty file")
-    if not rows:
-        raise TableError(f"{path}: no data rows (only the header on line {first_line})")
-    return Table(path, np.array(rows, dtype=np.float64), header, lines)
+    first_line, cells = first
+    try:
+        [float(c) for c in cells]
+        header = None
+    except ValueError:
+        header = [c.strip() for c in cells]
+    values = _parse_fast(text, header, len(cells), first_line)
+    if values is not None:
+        return Table(path, values, header, text)
+    values, lines = _parse(path, text, header, len(cells), first_line)
+    return Table(path, values, header, text, lines)

@@ -111,3 +111,24 @@ def test_unwritable_save_fails_before_training(tmp_path, capsys):
     model.unlink()
     data.unlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_fast_and_cell_by_cell_parsers_agree(tmp_path):
+    """read_csv parses with numpy and falls back to the cell-by-cell parser (which
+    locates faults) only when numpy fails: both must read a table the same way."""
+    from fastbp import tables
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal((30, 4)) * 10.0 ** rng.integers(-8, 8, (30, 4))
+    lines = [",".join(repr(float(v)) for v in row) for row in values]
+    a, b, c, d = (repr(float(v)) for v in values[5])
+    lines[5] = f' {a} ,"{b}",{c},{d}'           # spaces, quotes
+    text = "\ufeffa,b,c,d\r\n" + "\r\n".join(lines[:10]) + "\r\n\r\n" + \
+        "\n".join(lines[10:]) + "\n"
+    path = tmp_path / "t.csv"
+    path.write_bytes(text.encode())
+    table = read_csv(path)
+    assert table._lines is None                  # numpy's parser read it
+    decoded = text[1:]
+    slow, slow_lines = tables._parse(str(path), decoded, table.header, 4, 1)
+    assert np.array_equal(table.values, slow) and np.array_equal(table.values, values)
+    assert table.lines == slow_lines and table.lines[10] == 13
