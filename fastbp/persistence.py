@@ -381,8 +381,9 @@ def _open_model(path, read):
     except (FileNotFoundError, IsADirectoryError, PermissionError, ModelFileError):
         raise
     except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError, OverflowError,
-            MemoryError, NotImplementedError, UnicodeDecodeError, TypeError,
-            RuntimeError) as exc:
+            NotImplementedError, UnicodeDecodeError, TypeError, RuntimeError) as exc:
+        # (No MemoryError: the headers are checked first, so one can only come from a
+        # network too large for this machine, which is not a fault of the file.)
         raise ModelFileError(f"{path}: not a readable fastbp model file "
                              f"({type(exc).__name__}: {exc})") from None
 

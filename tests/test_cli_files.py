@@ -110,6 +110,8 @@ def test_unwritable_save_fails_before_training(tmp_path, capsys):
     assert f"--output {target}: cannot write" in err
     model.unlink()
     data.unlink()
+    err = _one_error(capsys, ["compare", "--json", str(target.with_suffix(".json"))])
+    assert f"{target.with_suffix('.json')}: cannot write a file there" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
