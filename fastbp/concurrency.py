@@ -14,7 +14,9 @@ Processes. With multiprocessing, the start methods that work are:
   ``Pool.map`` waiting forever. numba's other threading layers (TBB, workqueue, Intel
   OpenMP) are fork-safe and are not refused.
 
-So ``multiprocessing.get_context("spawn").Pool(...)`` is the safe choice.
+So ``multiprocessing.get_context("spawn").Pool(...)`` is the safe choice. (Choosing a
+fork-safe numba threading layer, NUMBA_THREADING_LAYER=tbb with TBB installed, also
+makes "fork" work; "workqueue" is fork-safe too but cannot serve two threads at once.)
 
 Threads. One network runs one call at a time: a second thread that calls forward,
 backward, compute_loss, train_step or train_epoch on a network (or an optimizer's
