@@ -24,8 +24,8 @@ import numbers
 import numpy as np
 
 from . import device as _device
-from .concurrency import using
 from . import validation
+from .concurrency import using
 from .kernels import codes
 
 
