@@ -19,10 +19,12 @@ fork-safe numba threading layer, NUMBA_THREADING_LAYER=tbb with TBB installed, a
 makes "fork" work; "workqueue" is fork-safe too but cannot serve two threads at once.)
 
 Threads. One network runs one call at a time: a second thread that calls forward,
-backward, compute_loss, train_step or train_epoch on a network (or an optimizer's
-step, or fastbp.jacobian) while another thread is inside such a call on the same network gets a
-RuntimeError at once (the workspaces and gradients are shared, so the two would
-silently mix). Different networks in different threads run concurrently, as before.
+backward, compute_loss, train_step, train_epoch or fit on a network (or an optimizer's
+step, or fastbp.jacobian) while another thread is inside such a call on the same
+network gets a RuntimeError at once (the workspaces and gradients are shared, so the
+two would silently mix). ``fit`` holds the network for its whole run. The same thread
+may nest calls (a fit callback may predict). Different networks in different threads
+run concurrently, as before.
 """
 import functools
 import os
@@ -118,6 +120,19 @@ def exclusive(method):
             return method(self, *args, **kwargs)
         finally:
             lock.release()
+    return guarded
+
+
+def exclusive_function(func):
+    """``exclusive`` for a function whose first argument is the network
+    (``fastbp.fit``): the network stays locked for the whole call, so a second thread
+    training the same network is refused at once, not only when two steps collide."""
+    what = func.__name__
+
+    @functools.wraps(func)
+    def guarded(*args, **kwargs):
+        with using(args[0] if args else kwargs.get("net"), what):
+            return func(*args, **kwargs)
     return guarded
 
 

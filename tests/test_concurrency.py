@@ -189,3 +189,30 @@ def test_two_networks_in_two_threads_match_sequential_runs():
         t.join()
     for s in (0, 1):
         assert threaded[s].tobytes() == sequential[s].tobytes()
+
+
+def test_fit_holds_the_network_for_its_whole_run():
+    """A second thread is refused between fit's steps too, not only when two kernel
+    calls collide; fit's own thread may still use the network (callbacks)."""
+    rng = np.random.default_rng(2)
+    net = fastbp.MLP([4, 6, 3], seed=0)
+    X, y = rng.standard_normal((16, 4)), np.arange(16) % 3
+    inside, release, seen = threading.Event(), threading.Event(), []
+
+    def callback(epoch, logs):
+        seen.append(net.predict(X[:2]).shape)      # same thread: allowed
+        inside.set()
+        release.wait(60)
+
+    first = threading.Thread(target=fastbp.fit, args=(net, X, y),
+                             kwargs=dict(epochs=1, callbacks=[callback], verbose=False))
+    first.start()
+    assert inside.wait(60)
+    with pytest.raises(RuntimeError, match="fit: this network is in use"):
+        fastbp.fit(net, X, y, epochs=1, verbose=False)
+    with pytest.raises(RuntimeError, match="train_step: this network is in use"):
+        net.train_step(X, y, fastbp.SGD(net))
+    release.set()
+    first.join()
+    assert seen == [(2,)]
+    fastbp.fit(net=net, X=X, y=y, epochs=1, verbose=False)   # free again; keywords work
