@@ -113,15 +113,25 @@ def test_read_only_cache_falls_back_to_compiling_in_memory(tmp_path):
 
 
 def test_numba_cache_dir_is_honoured(tmp_path):
-    """NUMBA_CACHE_DIR moves the cache and the staleness stamp together."""
-    done = _python("""
+    """NUMBA_CACHE_DIR moves the cache and the staleness stamp together; an unwritable
+    one makes numba fall back to its next folder (here the sources' __pycache__),
+    silently, and fastbp stamps the folder numba really uses."""
+    code = """
+        import warnings
+        warnings.simplefilter("error", RuntimeWarning)   # no warning: a folder is writable
         from fastbp.kernels.cpu import _jit
         print(_jit.CACHE_DIR)
-        """, tmp_path, env={"NUMBA_CACHE_DIR": str(tmp_path / "cache")})
+        """
+    done = _python(code, tmp_path, env={"NUMBA_CACHE_DIR": str(tmp_path / "cache")})
     assert done.returncode == 0, done.stderr[-3000:]
     cache = done.stdout.strip()
     assert cache.startswith(str(tmp_path / "cache"))
     assert os.path.isfile(os.path.join(cache, "fastbp-kernel-sources.sha256"))
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    done = _python(code, tmp_path, env={"NUMBA_CACHE_DIR": str(tmp_path / "blocker")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    in_tree = os.path.join(fastbp.kernels.cpu.__path__[0], "__pycache__")
+    assert done.stdout.strip() == in_tree
 
 
 class _Blocking:
