@@ -213,6 +213,9 @@ def main(argv=None):
 
 
 def run(args, print_fn=print):
+    if args.json:   # fail before the timings, not after them
+        from .persistence import check_writable
+        check_writable(args.json)
     devices = [fdevice.normalize(d) for d in args.devices.split(",") if d.strip()]
     usable, reason = fdevice.cuda_status() if "cuda" in devices else (False, "not requested")
     simulated = usable and fdevice.simulator_enabled()

@@ -1,6 +1,7 @@
 """The Jacobian of a network's outputs with respect to its inputs."""
 import numpy as np
 
+from .concurrency import using
 from .kernels.cpu.jacobian import network_jacobian
 
 
@@ -37,9 +38,10 @@ def jacobian(net, X):
     if getattr(net, "device", "cpu") not in ("cpu", None):
         raise ValueError(f"net: jacobian runs on the CPU; got a network on {net.device!r}")
     batch, n_in = X.shape
-    layout_args, acts, pres, dbuf = net._compiled(batch)
     grads = np.empty(net.n_params, net.dtype)
     dX = np.empty((batch, n_in), net.dtype)
     J = np.empty((batch, net.sizes[-1], n_in), net.dtype)
-    network_jacobian(net.params, *layout_args, X, acts, pres, dbuf, grads, dX, J)
+    with using(net, "jacobian"):   # it uses the network's workspaces
+        layout_args, acts, pres, dbuf = net._compiled(batch)
+        network_jacobian(net.params, *layout_args, X, acts, pres, dbuf, grads, dX, J)
     return J

@@ -6,6 +6,7 @@ the flat buffers and workspaces, and hands both to the compiled whole-network pa
 """
 import numpy as np
 
+from . import concurrency as _concurrency
 from . import device as _device
 from . import divergence, validation
 from .kernels import codes
@@ -101,7 +102,9 @@ class MLP:
     Inputs X are (batch, sizes[0]) float or integer arrays; they are copied to ``dtype``
     in C order (with canonical strides: a one-row view such as ``x[None, :]`` counts as
     not C-ordered) when they are not already, and are never modified. The network keeps
-    workspaces between calls, so one instance must not be used from two threads at once.
+    workspaces between calls, so one instance runs one call at a time: a second thread
+    calling into it meanwhile gets a RuntimeError (fastbp.concurrency). Different
+    networks may train in different threads at once.
     """
 
     def __init__(self, sizes, activation="relu", output_activation="identity",
@@ -112,6 +115,7 @@ class MLP:
         self.device = "cpu"
         self._kernels = cpu_kernels
         self._staging = None
+        self._in_use = _concurrency.new_lock()
         self.sizes = validation.layer_sizes(sizes)
         n_hidden = len(self.sizes) - 2
         if isinstance(activation, str):
@@ -226,6 +230,7 @@ class MLP:
         return X, labels, targets, {"partials": self._staging.partials}
 
     # -- the passes ------------------------------------------------------------------
+    @_concurrency.exclusive
     def forward(self, X):
         """The last layer's output (logits for the logit losses) as a new
         (batch, sizes[-1]) array of ``dtype``."""
@@ -235,6 +240,7 @@ class MLP:
         out = self._kernels.network_forward(self.params, *layout_args, X, acts, pres)
         return out.copy() if self.device == "cpu" else out.copy_to_host()
 
+    @_concurrency.exclusive
     def compute_loss(self, X, y):
         """Mean loss on (X, y) as a float; gradients are left untouched."""
         X = self._inputs(X)
@@ -252,6 +258,7 @@ class MLP:
         labels, targets = self._targets(y, X.shape[0])
         return self._backward_checked(X, labels, targets)
 
+    @_concurrency.exclusive
     def _backward_checked(self, X, labels, targets):
         """backward on inputs that already passed ``_inputs``/``_targets`` (the training
         loop checks a whole data set once, then feeds views of it)."""
@@ -283,6 +290,7 @@ class MLP:
                 f"clipping (max_grad_norm=...).", None, None, loss, None, nonfinite)
         return loss
 
+    @_concurrency.exclusive
     def _train_step_checked(self, X, labels, targets, optimizer):
         """(loss before the update, how many parameters the update left non-finite)."""
         layout_args, acts, pres, dbuf = self._compiled(X.shape[0])
@@ -293,6 +301,7 @@ class MLP:
             acts, pres, dbuf, opt_code, opt_state, opt_hparams, opt_step, **extra)
         return float(loss), int(nonfinite)
 
+    @_concurrency.exclusive
     def train_epoch(self, X, y, optimizer, batch_size=32):
         """Training steps over the rows of (X, y) in order, ``batch_size`` rows each (the
         last step takes the remainder), with no return to Python between steps on the

@@ -18,12 +18,14 @@ Every setting lives in ``hparams`` and every buffer in ``state``, so
 ``state_dict()`` (plain numpy arrays and numbers) captures an optimizer completely and
 ``optimizer_from_state_dict(net, d)`` rebuilds it.
 """
+import inspect
 import numbers
 
 import numpy as np
 
 from . import device as _device
 from . import validation
+from .concurrency import using
 from .kernels import codes
 
 
@@ -133,7 +135,8 @@ class Optimizer:
         infinite; the parameters then hold those values (no copy is kept: see
         fastbp.divergence)."""
         kernels = _device.kernels(getattr(self.net, "device", "cpu"))
-        nonfinite = kernels.optimizer_update(*self.compiled_args_for(self.net))
+        with using(self.net, "step"):
+            nonfinite = kernels.optimizer_update(*self.compiled_args_for(self.net))
         if nonfinite:
             from .divergence import TrainingDiverged, describe
             raise TrainingDiverged(
@@ -356,7 +359,19 @@ def optimizer_from_state_dict(net, d):
     if hparams.shape != (codes.N_HPARAMS[code],):
         raise ValueError(f"state_dict: hparams: expected shape ({codes.N_HPARAMS[code]},) "
                          f"for {codes.OPTIMIZERS[code]}, got {hparams.shape}")
-    opt = cls.__new__(cls)
-    Optimizer.__init__(opt, net, hparams, cls.n_state_rows(hparams))
+    opt = cls(net, **_constructor_kwargs(cls, net, hparams))
+    if not np.array_equal(opt.hparams, hparams):
+        raise ValueError(f"state_dict: hparams {hparams.tolist()} are not settings "
+                         f"{cls.__name__} makes (it would use {opt.hparams.tolist()})")
     opt.load_state_dict(d)
     return opt
+
+
+def _constructor_kwargs(cls, net, hparams):
+    """The keyword arguments of ``cls(net, ...)`` that give ``hparams``, read through
+    the class's own properties, so that rebuilding runs the constructor's checks."""
+    shell = cls.__new__(cls)
+    Optimizer.__init__(shell, net, hparams, 0)
+    names = [name for name in inspect.signature(cls.__init__).parameters
+             if name not in ("self", "net")]
+    return {name: getattr(shell, name) for name in names}

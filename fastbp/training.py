@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 
 from . import divergence, validation
+from .concurrency import exclusive_function
 from .divergence import TrainingDiverged
 from .optim import SGD, Optimizer, copy_back, host_copy, make_optimizer
 from .schedules import LRSchedule
@@ -162,6 +163,7 @@ class _Scorer:
         return loss, float(np.mean(r2))
 
 
+@exclusive_function   # one training of a network at a time (fastbp.concurrency)
 def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=None,
         validation_data=None, validation_split=None, early_stopping=None, schedule=None,
         callbacks=None, verbose="auto", on_nonfinite="raise", print_fn=print):

@@ -118,7 +118,7 @@ def _bad_files(d):
 
 @pytest.mark.parametrize("name, message", [
     ("missing.csv", "no such file"),
-    ("text.csv", "not a table of numbers"),
+    ("text.csv", "line 2, column 1 ('a'): 'x' is not a number"),
     ("one_col.csv", "label column"),
     ("neg.csv", "integers >= 0"),
     ("frac.csv", "non-integral"),

@@ -1,7 +1,10 @@
 """The numba decorators every CPU kernel uses, set in one place.
 
 ``cache=True`` keeps compiled machine code on disk (NUMBA_CACHE_DIR moves it), so a
-warm start costs milliseconds instead of seconds per kernel.
+warm start costs milliseconds instead of seconds per kernel. Where numba finds no
+folder it can write (NUMBA_CACHE_DIR, the sources' __pycache__ and the user-wide cache
+all read-only), the kernels compile in memory in each process instead, with one
+RuntimeWarning at import.
 
 ``error_model="numpy"``: a float division by zero gives inf or NaN as in numpy instead
 of a Python exception. Python's model puts a check and a possible raise on every
@@ -18,29 +21,48 @@ folded away, and those functions are inlined into kernels with the kernels' flag
 import glob
 import hashlib
 import os
+import warnings
 
 from numba import njit
 
 FASTMATH = {"nsz", "arcp", "contract"}
 
+
+def _where_numba_caches():
+    """The folder numba caches the functions of this folder's modules in, or None when
+    it has none it can write.
+
+    numba picks the folder per source file from its locators (NUMBA_CACHE_DIR, i.e.
+    numba.config.CACHE_DIR, first; then __pycache__ beside the source; then the
+    user-wide cache), each tried for writability; with none left, ``cache=True`` raises
+    RuntimeError ("no locator available") at decoration, which would make every kernel
+    module fail to import. Asking numba with a probe function of this file, through the
+    dispatcher's public ``stats``, gives its real choice without its private classes.
+    """
+    def probe():
+        return 0
+    try:
+        return njit(cache=True)(probe).stats.cache_path
+    except RuntimeError:
+        return None
+
+
+CACHE_DIR = _where_numba_caches()
+if CACHE_DIR is None:
+    warnings.warn("fastbp: numba has no writable cache folder (NUMBA_CACHE_DIR, the "
+                  "package's __pycache__ and the user cache are all read-only), so the "
+                  "kernels are compiled in memory in each process; set NUMBA_CACHE_DIR "
+                  "to a writable folder to keep them", RuntimeWarning, stacklevel=2)
+_CACHE = CACHE_DIR is not None
+
 # Elementwise scalar helpers, inlined into the kernels that call them.
-scalar = njit(cache=True, inline="always", fastmath=FASTMATH, error_model="numpy")
+scalar = njit(cache=_CACHE, inline="always", fastmath=FASTMATH, error_model="numpy")
 
 # Array kernels that parallelise with prange.
-parallel = njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
+parallel = njit(cache=_CACHE, parallel=True, fastmath=FASTMATH, error_model="numpy")
 
 # Drivers that only call other kernels (their parallelism lives in the callees).
-serial = njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-
-
-def _cache_dir():
-    """The folder numba caches this package's functions in (the locator numba would
-    pick for a function of this module), or __pycache__ beside the sources."""
-    try:
-        from numba.core.caching import _CacheImpl
-        return _CacheImpl(_cache_dir)._locator.get_cache_path()
-    except Exception:  # private numba API: fall back to numba's default location
-        return os.path.join(os.path.dirname(__file__), "__pycache__")
+serial = njit(cache=_CACHE, fastmath=FASTMATH, error_model="numpy")
 
 
 def clear_stale_cache():
@@ -61,7 +83,9 @@ def clear_stale_cache():
         with open(path, "rb") as f:
             digest.update(f.read())
     digest = digest.hexdigest()
-    cache = _cache_dir()
+    cache = CACHE_DIR
+    if cache is None:
+        return   # nothing cached on disk
     stamp = os.path.join(cache, "fastbp-kernel-sources.sha256")
     try:
         with open(stamp) as f:
@@ -77,7 +101,7 @@ def clear_stale_cache():
         with open(stamp, "w") as f:
             f.write(digest)
     except OSError:
-        pass  # a read-only cache folder: numba then compiles in memory each process
+        pass  # the stamp is only an optimisation; numba checked the folder itself
 
 
 clear_stale_cache()

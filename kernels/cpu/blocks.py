@@ -12,7 +12,7 @@ costs microseconds on an idle machine and milliseconds on a busy one (measured h
 with other processes on the cores: a 2-iteration prange took 40-150 us), which is more
 than a small layer's entire work.
 """
-from numba.np.ufunc.parallel import _iget_num_threads, _launch_threads
+from numba.np.ufunc.parallel import _iget_num_threads
 
 from ._jit import scalar
 
@@ -23,9 +23,12 @@ PARALLEL_MIN_ELEMENTS = 32_768       # elementwise passes and reductions
 
 # numba.get_num_threads() inside compiled code calls the threading layer through a
 # ctypes pointer, which makes every caller uncacheable; the intrinsic calls the same
-# function by symbol name. The symbol exists once the pool is launched, which must
-# happen before cached code that uses it is loaded, hence at import.
-_launch_threads()
+# function by symbol name. The symbol exists once numba's pool is launched, which must
+# happen before cached code that uses it is loaded. It is not launched here, at import:
+# a process that has launched GNU OpenMP's pool cannot fork safely, and importing must
+# not cost that. Every caller of n_blocks is a prange kernel or calls one, and numba
+# launches the pool itself before it loads such cached code (its parfor reload hook);
+# fastbp's API also launches it before its first kernel call (fastbp/concurrency.py).
 
 
 @scalar
