@@ -70,27 +70,34 @@ def _clipped(P):
     return np.clip(P, eps, 1 - eps)
 
 
+def _mean_over_samples(values, sample_weight):
+    """Per-output (weighted) means over samples of values (n, k), as np.average's
+    axis=0 (a plain mean is much cheaper to call on small minibatches)."""
+    if sample_weight is None:
+        return values.sum(axis=0) / values.shape[0]
+    return np.average(values, weights=sample_weight, axis=0)
+
+
 def _log_loss(Y, P, sample_weight):
     """Multiclass log loss: -sum_k y_k log p_k, averaged over samples."""
-    return float(-np.average(xlogy(Y, _clipped(P)), weights=sample_weight, axis=0).sum())
+    return -float(_mean_over_samples(xlogy(Y, _clipped(P)), sample_weight).sum())
 
 
 def _binary_log_loss(Y, P, sample_weight):
     """Binary / multilabel log loss, summed over outputs, averaged over samples."""
     P = _clipped(P)
-    return float(-np.average(xlogy(Y, P) + xlogy(1 - Y, 1 - P), weights=sample_weight,
-                             axis=0).sum())
+    return -float(_mean_over_samples(xlogy(Y, P) + xlogy(1 - Y, 1 - P),
+                                     sample_weight).sum())
 
 
 def _half_squared_error(Y, P, sample_weight):
     """Half the squared error, averaged over samples and outputs."""
-    return float(0.5 * np.average((Y - P) ** 2, weights=sample_weight, axis=0).mean())
+    return 0.5 * float(_mean_over_samples((Y - P) ** 2, sample_weight).mean())
 
 
 def _half_poisson_deviance(Y, P, sample_weight):
     """Half the Poisson deviance, summed over outputs, averaged over samples."""
-    return float(np.average(xlogy(Y, Y / P) - Y + P, weights=sample_weight,
-                            axis=0).sum())
+    return float(_mean_over_samples(xlogy(Y, Y / P) - Y + P, sample_weight).sum())
 
 
 # out_activation_ -> (output function applied in place, loss of (Y, P, sample_weight))
@@ -183,7 +190,9 @@ class _Stochastic:
         return self._opt.lr
 
     def step(self):
-        self._opt.step()
+        # the compiled update straight away (Optimizer.step's device dispatch is for
+        # networks that may live on a GPU; LossGrad's never does)
+        cpu_kernels.optimizer_update(*self._opt.compiled_args_for(self._opt.net))
 
     def iteration_ends(self, time_step):
         pass
@@ -271,7 +280,7 @@ class AdamOptimizer(_Stochastic):
     def step(self):
         t = self._opt.steps + 1
         self._opt.hparams[codes.HP_ADAM_EPS] = self.epsilon / math.sqrt(1 - self.beta_2 ** t)
-        self._opt.step()
+        super().step()
 
 
 class TorchOptimizer(_Stochastic):

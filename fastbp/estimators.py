@@ -48,7 +48,7 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError  # noqa: F401
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils import check_random_state, column_or_1d, gen_batches, shuffle
+from sklearn.utils import check_random_state, column_or_1d, gen_batches
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import (_check_partial_fit_first_call, type_of_target,
@@ -373,8 +373,10 @@ class BaseMultilayerPerceptron(BaseEstimator):
 
         self.n_iter_ = 0
         for _ in range(self.max_iter):
-            if self.shuffle:
-                sample_idx = shuffle(sample_idx, random_state=self._random_state)
+            if self.shuffle:   # sklearn.utils.shuffle's draw, without its checks
+                order = np.arange(n_samples)
+                self._random_state.shuffle(order)
+                sample_idx = sample_idx[order]
             accumulated_loss = 0.0
             for batch_slice in gen_batches(n_samples, batch_size):
                 rows = sample_idx[batch_slice] if self.shuffle else batch_slice
