@@ -64,8 +64,6 @@ except ImportError:   # scikit-learn < 1.6
     def validate_data(est, *args, **kwargs):
         return est._validate_data(*args, **kwargs)
 
-HAVE_SKLEARN = True
-
 # check_estimator checks that cannot pass, with the reason (sklearn >= 1.6 takes this
 # dict as ``expected_failed_checks``). Empty: every check passes.
 EXPECTED_FAILED_CHECKS = {"MLPClassifier": {}, "MLPRegressor": {}}
