@@ -57,7 +57,10 @@ def test_string_labels_and_probabilities():
     X, y = _blobs()
     names = np.array(["cat", "dog", "emu"])[y]
     clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=60, learning_rate_init=0.02,
-                        random_state=0).fit(X, names)
+                        random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, names)
     assert list(clf.classes_) == ["cat", "dog", "emu"]
     proba = clf.predict_proba(X)
     assert proba.shape == (150, 3) and np.allclose(proba.sum(axis=1), 1)
@@ -242,6 +245,21 @@ def test_invalid_parameters_fail_in_fit(params, message):
     X, y = _blobs(30)
     with pytest.raises(ValueError, match=message):
         clf.fit(X, y)
+
+
+def test_dropin_benchmark_runs():
+    """benchmarks/sklearn_dropin.py on one small case: both libraries fit, and with the
+    same seed and algorithm they score the same."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "sklearn_dropin.py"
+    spec = importlib.util.spec_from_file_location("sklearn_dropin", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    [row] = bench.main(["--datasets", "iris", "--repeats", "1", "--max-iter", "5",
+                        "--hidden", "8"])
+    assert row["fastbp_score"] == row["sklearn_score"] and row["fastbp_iter"] == 5
+    assert row["fastbp_s"] > 0 and row["sklearn_s"] > 0
 
 
 def test_import_without_sklearn():
