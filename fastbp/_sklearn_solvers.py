@@ -190,9 +190,11 @@ class _Stochastic:
         return self._opt.lr
 
     def step(self):
-        # the compiled update straight away (Optimizer.step's device dispatch is for
-        # networks that may live on a GPU; LossGrad's never does)
-        cpu_kernels.optimizer_update(*self._opt.compiled_args_for(self._opt.net))
+        # the compiled update straight away: Optimizer.step's device dispatch and state
+        # placement are for networks that may live on a GPU, and LossGrad's never does
+        code, state, hparams, step = self._opt.compiled_args()
+        net = self._opt.net
+        cpu_kernels.optimizer_update(code, net.params, net.grads, state, hparams, step)
 
     def iteration_ends(self, time_step):
         pass
