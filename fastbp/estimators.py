@@ -31,7 +31,6 @@ scikit-learn must be installed to use these classes (``import fastbp`` alone doe
 need it).
 """
 import math
-import numbers
 import warnings
 from numbers import Integral, Real
 
