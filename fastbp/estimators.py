@@ -510,6 +510,10 @@ _PARAMETERS_DOC = """
     activation : {"identity", "logistic", "tanh", "relu"} or one of fastbp.ACTIVATIONS
         ("sigmoid" is "logistic"), default="relu"
     solver : {"lbfgs", "sgd", "adam"}, or fastbp's "adamw", "rmsprop"; default="adam"
+        "adamw": torch.optim.AdamW with lr=learning_rate_init, betas=(beta_1, beta_2),
+        eps=epsilon, weight_decay=weight_decay; "rmsprop": torch.optim.RMSprop with
+        lr=learning_rate_init, eps=epsilon and torch's other defaults. Both minimise the
+        same loss (alpha included) as the scikit-learn solvers.
     alpha : float, default=0.0001
         L2 penalty: alpha / (2 * n_samples) * sum of squared weights (biases excluded)
         is added to the loss (n_samples: of the minibatch, or the sum of its sample
