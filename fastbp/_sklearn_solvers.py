@@ -1,0 +1,290 @@
+"""The numerical side of fastbp's scikit-learn estimators, in scikit-learn's conventions.
+
+scikit-learn's MLP (sklearn/neural_network, version 1.x) trains on these definitions,
+which differ from fastbp's own ``MLP``/``fit`` (PyTorch's):
+
+* the output layer's function is applied outside the network: softmax (multiclass),
+  logistic (binary: one output; multilabel: one per label), identity (squared error)
+  or exp (Poisson); the network itself ends in a linear ("identity") layer;
+* the losses (sklearn/neural_network/_base.py): log loss of the clipped probabilities,
+  summed over outputs and averaged over samples; *half* the squared error, averaged
+  over samples and outputs; half the Poisson deviance, summed over outputs;
+* sample weights: every average above is weighted, and the gradient is divided by the
+  sum of the weights (the number of samples when there are none);
+* the L2 penalty ``alpha``: ``loss += alpha / (2 * sw_sum) * sum(W ** 2)`` over the
+  weights of every layer, biases excluded (sw_sum as above);
+* each output function is the canonical link of its loss, so the gradient w.r.t. the
+  last layer's pre-activation is ``(P - Y) * sample_weight / sw_sum``.
+
+:class:`LossGrad` evaluates that loss and fills ``net.grads`` with its gradient: the
+forward pass and the backpropagation through the layers are fastbp's compiled kernels
+(``network_forward``, ``backprop``); only the output function, the loss value and the
+output gradient (an (n, outputs) array) are numpy.
+
+The optimizers ``SGDOptimizer`` and ``AdamOptimizer`` make scikit-learn's updates
+(sklearn/neural_network/_stochastic_optimizers.py) with fastbp's fused, compiled
+torch.optim updates, translated exactly:
+
+* scikit-learn's SGD keeps a velocity ``v = momentum * v - lr * g`` and adds it (or,
+  Nesterov, ``momentum * v - lr * g``); torch's keeps ``b = momentum * b + g`` and
+  subtracts ``lr * b`` (Nesterov ``lr * (g + momentum * b)``). With ``v = -lr * b`` the
+  two are the same while lr is constant; when scikit-learn's schedule changes lr,
+  ``b`` is rescaled by ``lr_old / lr_new`` so that ``v`` carries over unchanged.
+* scikit-learn's Adam divides by ``sqrt(v) + eps``, torch's by
+  ``sqrt(v) / sqrt(1 - beta2^t) + eps``; passing ``eps / sqrt(1 - beta2^t)`` to the
+  torch form at step t gives scikit-learn's update.
+"""
+import math
+
+import numpy as np
+from scipy.special import expit, xlogy
+
+from . import device as _device
+from .kernels import codes
+from .kernels import cpu as cpu_kernels
+from .optim import SGD, Adam, optimizer_from_state_dict
+
+
+# -- output functions and losses (scikit-learn's _base.py definitions) ---------------
+def _softmax(Z):
+    Z -= Z.max(axis=1, keepdims=True)
+    np.exp(Z, out=Z)
+    Z /= Z.sum(axis=1, keepdims=True)
+    return Z
+
+
+def _logistic(Z):
+    return expit(Z, out=Z)
+
+
+def _identity(Z):
+    return Z
+
+
+def _exp(Z):
+    return np.exp(Z, out=Z)
+
+
+def _clipped(P):
+    eps = np.finfo(P.dtype).eps
+    return np.clip(P, eps, 1 - eps)
+
+
+def _mean_over_samples(values, sample_weight):
+    """Per-output (weighted) means over samples of values (n, k), as np.average's
+    axis=0 (a plain mean is much cheaper to call on small minibatches)."""
+    if sample_weight is None:
+        return values.sum(axis=0) / values.shape[0]
+    return np.average(values, weights=sample_weight, axis=0)
+
+
+def _log_loss(Y, P, sample_weight):
+    """Multiclass log loss: -sum_k y_k log p_k, averaged over samples."""
+    return -float(_mean_over_samples(xlogy(Y, _clipped(P)), sample_weight).sum())
+
+
+def _binary_log_loss(Y, P, sample_weight):
+    """Binary / multilabel log loss, summed over outputs, averaged over samples."""
+    P = _clipped(P)
+    return -float(_mean_over_samples(xlogy(Y, P) + xlogy(1 - Y, 1 - P),
+                                     sample_weight).sum())
+
+
+def _half_squared_error(Y, P, sample_weight):
+    """Half the squared error, averaged over samples and outputs."""
+    return 0.5 * float(_mean_over_samples((Y - P) ** 2, sample_weight).mean())
+
+
+def _half_poisson_deviance(Y, P, sample_weight):
+    """Half the Poisson deviance, summed over outputs, averaged over samples."""
+    return float(_mean_over_samples(xlogy(Y, Y / P) - Y + P, sample_weight).sum())
+
+
+# out_activation_ -> (output function applied in place, loss of (Y, P, sample_weight))
+OUTPUTS = {
+    "softmax": (_softmax, _log_loss),
+    "logistic": (_logistic, _binary_log_loss),
+    "identity": (_identity, _half_squared_error),
+    "exp": (_exp, _half_poisson_deviance),
+}
+
+
+def output_function(out_activation):
+    """The in-place output function of ``out_activation_``."""
+    return OUTPUTS[out_activation][0]
+
+
+class LossGrad:
+    """scikit-learn's MLP loss and its gradient on a fastbp network (CPU).
+
+    ``net`` must end in an "identity" layer; ``out_activation`` is one of OUTPUTS;
+    ``alpha`` the L2 penalty. Calling ``loss_grad(X, Y, sample_weight)`` with X
+    (n, n_in) C-contiguous of the network's dtype, Y (n, n_out) of that dtype and
+    sample_weight (n,) or None returns the loss (a float) and leaves its gradient in
+    ``net.grads`` (the layout of ``net.params``).
+    """
+
+    def __init__(self, net, out_activation, alpha):
+        if net.device != "cpu":
+            raise ValueError(f"net: scikit-learn's solvers run on the CPU; got a network "
+                             f"on {net.device!r}")
+        self.net = net
+        self.output, self.loss = OUTPUTS[out_activation]
+        self.alpha = float(alpha)
+        self._W = [layer.W for layer in net.layers]
+        self._dW = [layer.dW for layer in net.layers]
+        self._no_dX = np.zeros((0, 0), net.dtype)
+
+    def __call__(self, X, Y, sample_weight=None):
+        net = self.net
+        n, n_out = X.shape[0], net.sizes[-1]
+        layout_args, acts, pres, dbuf = net._compiled(n)
+        Z = cpu_kernels.network_forward(net.params, *layout_args, X, acts, pres)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            P = self.output(np.array(Z))   # Z itself stays: backprop reads the layer
+            loss = self.loss(Y, P, sample_weight)
+            sw_sum = n if sample_weight is None else float(sample_weight.sum())
+            # The output gradient (P - Y) * sw / sw_sum, where backprop reads it.
+            dZ = dbuf[:n * n_out].reshape(n, n_out)
+            np.subtract(P, Y, out=dZ)
+            if sample_weight is not None:
+                dZ *= sample_weight.reshape(-1, 1)
+            dZ /= sw_sum
+        cpu_kernels.backprop(net.params, net.grads, *layout_args, X, acts, pres, dbuf,
+                             self._no_dX)
+        if self.alpha:
+            scale = self.alpha / sw_sum
+            squares = 0.0
+            for W, dW in zip(self._W, self._dW):
+                flat = W.reshape(-1)
+                squares += float(np.dot(flat, flat))
+                dW += scale * W
+            loss += 0.5 * self.alpha * squares / sw_sum
+        return loss
+
+
+def sklearn_order(net):
+    """Indices into ``net.params`` in scikit-learn's packing: every layer's coefs_
+    (n_in, n_out) raveled, then every layer's intercepts_."""
+    index = np.arange(net.n_params)
+    coefs, intercepts = [], []
+    for l in range(len(net.layers)):
+        w_slice, w_shape, b_slice = net.layout.weight_slice(l)
+        coefs.append(index[w_slice].reshape(w_shape).T.ravel())
+        intercepts.append(index[b_slice])
+    return np.concatenate(coefs + intercepts)
+
+
+# -- stochastic optimizers: scikit-learn's updates on fastbp's compiled ones ---------
+class _Stochastic:
+    """Shared by the optimizers below: ``step()`` after ``net.grads`` is filled,
+    ``iteration_ends(t)`` after each epoch, ``trigger_stopping(msg, verbose)`` when
+    the loss stops improving (scikit-learn's interface), and pickling through
+    fastbp's optimizer state_dict."""
+
+    def __init__(self, opt):
+        self._opt = opt
+
+    @property
+    def learning_rate(self):
+        return self._opt.lr
+
+    def step(self):
+        # the compiled update straight away: Optimizer.step's device dispatch and state
+        # placement are for networks that may live on a GPU, and LossGrad's never does
+        code, state, hparams, step = self._opt.compiled_args()
+        net = self._opt.net
+        cpu_kernels.optimizer_update(code, net.params, net.grads, state, hparams, step)
+
+    def iteration_ends(self, time_step):
+        pass
+
+    def trigger_stopping(self, msg, verbose):
+        if verbose:
+            print(msg + " Stopping.")
+        return True
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_opt"] = self._opt.state_dict()
+        return state
+
+    def bind(self, net):
+        """After unpickling: rebuild the fastbp optimizer for ``net``."""
+        if isinstance(self._opt, dict):
+            self._opt = optimizer_from_state_dict(net, self._opt)
+
+
+class SGDOptimizer(_Stochastic):
+    """scikit-learn's SGDOptimizer: momentum (Nesterov's or not) and the learning-rate
+    schedules "constant", "invscaling" (lr_init / (t + 1) ** power_t, t the samples
+    seen) and "adaptive" (lr / 5 each time the loss stops improving)."""
+
+    def __init__(self, net, learning_rate_init=0.1, lr_schedule="constant", momentum=0.9,
+                 nesterov=True, power_t=0.5):
+        super().__init__(SGD(net, lr=learning_rate_init, momentum=momentum,
+                             nesterov=bool(nesterov and momentum > 0)))
+        self.learning_rate_init = float(learning_rate_init)
+        self.lr_schedule = lr_schedule
+        self.momentum = float(momentum)
+        self.power_t = float(power_t)
+
+    def _set_learning_rate(self, lr):
+        old = self._opt.lr
+        if lr == old:
+            return
+        if self._opt.state.shape[0]:
+            # keep scikit-learn's velocity v = -lr * b across the change (module doc)
+            state = _device.to_host(self._opt.state)
+            state *= old / lr
+            self._opt.state = _device.move(state, self._opt.net.device)
+        self._opt.hparams[codes.HP_LR] = lr
+
+    def iteration_ends(self, time_step):
+        if self.lr_schedule == "invscaling":
+            self._set_learning_rate(self.learning_rate_init
+                                    / (time_step + 1) ** self.power_t)
+
+    def trigger_stopping(self, msg, verbose):
+        if self.lr_schedule != "adaptive":
+            return super().trigger_stopping(msg, verbose)
+        if self.learning_rate <= 1e-6:
+            if verbose:
+                print(msg + " Learning rate too small. Stopping.")
+            return True
+        self._set_learning_rate(self.learning_rate / 5.0)
+        if verbose:
+            print(msg + " Setting learning rate to %f" % self.learning_rate)
+        return False
+
+
+class AdamOptimizer(_Stochastic):
+    """scikit-learn's AdamOptimizer; ``learning_rate`` is its bias-corrected rate
+    lr_init * sqrt(1 - beta_2^t) / (1 - beta_1^t) of the last step."""
+
+    def __init__(self, net, learning_rate_init=0.001, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-8):
+        super().__init__(Adam(net, lr=learning_rate_init, betas=(beta_1, beta_2),
+                              eps=epsilon))
+        self.learning_rate_init = float(learning_rate_init)
+        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+
+    @property
+    def t(self):
+        return self._opt.steps
+
+    @property
+    def learning_rate(self):
+        t = max(self.t, 1)
+        return (self.learning_rate_init * math.sqrt(1 - self.beta_2 ** t)
+                / (1 - self.beta_1 ** t))
+
+    def step(self):
+        t = self._opt.steps + 1
+        self._opt.hparams[codes.HP_ADAM_EPS] = self.epsilon / math.sqrt(1 - self.beta_2 ** t)
+        super().step()
+
+
+class TorchOptimizer(_Stochastic):
+    """A fastbp optimizer (torch.optim's algorithm and meaning) for the solvers
+    scikit-learn does not have ("adamw", "rmsprop")."""
