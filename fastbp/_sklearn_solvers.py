@@ -40,6 +40,7 @@ import numpy as np
 from scipy.special import expit, xlogy
 
 from . import device as _device
+from .divergence import Snapshot
 from .kernels import codes
 from .kernels import cpu as cpu_kernels
 from .optim import SGD, Adam, optimizer_from_state_dict
@@ -190,11 +191,19 @@ class _Stochastic:
         return self._opt.lr
 
     def step(self):
+        """The update from ``net.grads``; returns how many parameters it left NaN or
+        infinite (0: all finite)."""
         # the compiled update straight away: Optimizer.step's device dispatch and state
         # placement are for networks that may live on a GPU, and LossGrad's never does
         code, state, hparams, step = self._opt.compiled_args()
         net = self._opt.net
-        cpu_kernels.optimizer_update(code, net.params, net.grads, state, hparams, step)
+        return cpu_kernels.optimizer_update(code, net.params, net.grads, state, hparams,
+                                            step)
+
+    def snapshot(self):
+        """A fastbp.divergence.Snapshot of the network's parameters and this optimizer's
+        state, to restore when a step diverges."""
+        return Snapshot(self._opt.net, self._opt)
 
     def iteration_ends(self, time_step):
         pass

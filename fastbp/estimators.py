@@ -30,7 +30,6 @@ scikit-learn; or "float32"/"float64").
 scikit-learn must be installed to use these classes (``import fastbp`` alone does not
 need it).
 """
-import math
 import warnings
 from numbers import Integral, Real
 
@@ -55,7 +54,13 @@ from sklearn.utils.multiclass import (_check_partial_fit_first_call, type_of_tar
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from . import _sklearn_solvers as solvers
+from .concurrency import using
 from .kernels import codes
+from .validation import canonical
+
+# scikit-learn's message (its test_mlp.py matches it), with where it happened appended
+_NONFINITE_WEIGHTS = ("Solver produced non-finite parameter weights. The input data may "
+                      "contain large values and need to be preprocessed.")
 
 try:
     from sklearn.utils.validation import validate_data
@@ -259,20 +264,21 @@ class BaseMultilayerPerceptron(BaseEstimator):
         self.n_outputs_ = y.shape[1]
         # minibatches are gathered by rows: CSR when sparse, C order when dense
         X = X.tocsr().astype(net.dtype) if hasattr(X, "toarray") else \
-            np.ascontiguousarray(X, dtype=net.dtype)
-        Y = np.ascontiguousarray(y, dtype=net.dtype)
+            canonical(np.ascontiguousarray(X, dtype=net.dtype))
+        Y = canonical(np.ascontiguousarray(y, dtype=net.dtype))
         if sample_weight is not None:
             sample_weight = sample_weight.astype(net.dtype, copy=False)
         loss_grad = solvers.LossGrad(net, self.out_activation_, self.alpha)
 
-        if self.solver in _STOCHASTIC_SOLVERS:
-            self._fit_stochastic(net, loss_grad, X, Y, y, sample_weight, incremental)
-        else:
-            self._fit_lbfgs(net, loss_grad, X, Y, sample_weight)
+        # the solvers call the kernels directly: hold the network as fastbp.fit does
+        with using(net, "fit"):
+            if self.solver in _STOCHASTIC_SOLVERS:
+                self._fit_stochastic(net, loss_grad, X, Y, y, sample_weight, incremental)
+            else:
+                self._fit_lbfgs(net, loss_grad, X, Y, sample_weight)
 
         if not np.isfinite(net.params).all():
-            raise ValueError("Solver produced non-finite parameter weights. The input data "
-                             "may contain large values and need to be preprocessed.")
+            raise ValueError(_NONFINITE_WEIGHTS)
         return self
 
     def _fit_lbfgs(self, net, loss_grad, X, Y, sample_weight):
@@ -375,13 +381,19 @@ class BaseMultilayerPerceptron(BaseEstimator):
                 self._random_state.shuffle(order)
                 sample_idx = sample_idx[order]
             accumulated_loss = 0.0
-            for batch_slice in gen_batches(n_samples, batch_size):
+            start = self._optimizer.snapshot()   # every step is checked: it is finite
+            for batch, batch_slice in enumerate(gen_batches(n_samples, batch_size), 1):
                 rows = sample_idx[batch_slice] if self.shuffle else batch_slice
                 X_batch = _dense(X_train[rows])
                 sw_batch = None if sw_train is None else sw_train[rows]
                 batch_loss = loss_grad(X_batch, Y_train[rows], sw_batch)
                 accumulated_loss += batch_loss * (batch_slice.stop - batch_slice.start)
-                self._optimizer.step()
+                if self._optimizer.step():   # the update left parameters NaN or infinite
+                    start.restore()
+                    raise ValueError(
+                        f"{_NONFINITE_WEIGHTS} (iteration {self.n_iter_ + 1}, minibatch "
+                        f"{batch}; the parameters and solver state were restored to "
+                        f"their values at the start of that iteration)")
 
             self.n_iter_ += 1
             self.loss_ = accumulated_loss / n_samples
@@ -391,8 +403,6 @@ class BaseMultilayerPerceptron(BaseEstimator):
                 print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
             self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val)
             self._optimizer.iteration_ends(self.t_)
-            if not math.isfinite(self.loss_) and not np.isfinite(net.params).all():
-                break   # diverged: more epochs cannot bring the weights back
             if self._no_improvement_count > self.n_iter_no_change:
                 if early_stopping:
                     msg = ("Validation score did not improve more than tol=%f for %d "
