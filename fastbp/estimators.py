@@ -382,6 +382,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
                 sample_idx = sample_idx[order]
             accumulated_loss = 0.0
             start = self._optimizer.snapshot()   # every step is checked: it is finite
+            diverged = None
             for batch, batch_slice in enumerate(gen_batches(n_samples, batch_size), 1):
                 rows = sample_idx[batch_slice] if self.shuffle else batch_slice
                 X_batch = _dense(X_train[rows])
@@ -389,11 +390,18 @@ class BaseMultilayerPerceptron(BaseEstimator):
                 batch_loss = loss_grad(X_batch, Y_train[rows], sw_batch)
                 accumulated_loss += batch_loss * (batch_slice.stop - batch_slice.start)
                 if self._optimizer.step():   # the update left parameters NaN or infinite
-                    start.restore()
-                    raise ValueError(
-                        f"{_NONFINITE_WEIGHTS} (iteration {self.n_iter_ + 1}, minibatch "
-                        f"{batch}; the parameters and solver state were restored to "
-                        f"their values at the start of that iteration)")
+                    where = f"iteration {self.n_iter_ + 1}, minibatch {batch}"
+                    if not early_stopping:
+                        start.restore()
+                        raise ValueError(
+                            f"{_NONFINITE_WEIGHTS} ({where}; the parameters and solver "
+                            f"state were restored to their values at the start of that "
+                            f"iteration)")
+                    # As scikit-learn: with early stopping a divergent fit ends with a
+                    # NaN validation score and the best validation weights, no error.
+                    diverged = where
+                    accumulated_loss = np.nan
+                    break
 
             self.n_iter_ += 1
             self.loss_ = accumulated_loss / n_samples
@@ -403,6 +411,11 @@ class BaseMultilayerPerceptron(BaseEstimator):
                 print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
             self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val)
             self._optimizer.iteration_ends(self.t_)
+            if diverged is not None:   # more iterations cannot bring the weights back
+                warnings.warn(f"Solver produced non-finite parameter weights at {diverged}; "
+                              f"training stopped and the weights of the best validation "
+                              f"score were restored", RuntimeWarning, stacklevel=3)
+                break
             if self._no_improvement_count > self.n_iter_no_change:
                 if early_stopping:
                     msg = ("Validation score did not improve more than tol=%f for %d "

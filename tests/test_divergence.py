@@ -106,15 +106,30 @@ def test_optimizer_step_raises():
         opt.step()
 
 
-def test_estimator_divergence_is_reported():
-    """Through fit: FloatingPointError (fastbp's TrainingDiverged) or ValueError, the
-    type scikit-learn raises; never a silent fit with non-finite weights."""
+def test_estimator_divergence_is_reported_at_the_step():
+    """scikit-learn's ValueError and message, plus where; the weights are restored."""
     pytest.importorskip("sklearn")
     X = np.random.default_rng(0).standard_normal((8, 2))
     reg = fastbp.MLPRegressor(hidden_layer_sizes=(3,), max_iter=3, random_state=0,
                               solver="sgd", learning_rate_init=1e300, batch_size=2)
-    with pytest.raises((FloatingPointError, ValueError)):
+    with pytest.raises(ValueError, match=r"non-finite parameter weights.*iteration 1, "
+                                         r"minibatch [1-4]\b"):
         reg.fit(X, 3 * X[:, 0])
+    assert all(np.isfinite(W).all() for W in reg.coefs_)
+
+
+def test_estimator_with_early_stopping_keeps_its_best_finite_weights():
+    """scikit-learn's behaviour (no error, a NaN last validation score), stopped at the
+    divergent step with a warning naming it."""
+    pytest.importorskip("sklearn")
+    X = np.random.default_rng(1).standard_normal((40, 2))
+    reg = fastbp.MLPRegressor(hidden_layer_sizes=(3,), max_iter=5, random_state=0,
+                              solver="sgd", learning_rate_init=1e300, batch_size=4,
+                              early_stopping=True)
+    with pytest.warns(RuntimeWarning, match=r"non-finite parameter weights at iteration"):
+        reg.fit(X, 3 * X[:, 0])
+    assert np.isnan(reg.validation_scores_[-1])
+    assert all(np.isfinite(W).all() for W in reg.coefs_)
 
 
 def _hparams(code):
