@@ -1,7 +1,7 @@
 """The Jacobian of a network's outputs with respect to its inputs."""
 import numpy as np
 
-from .kernels.cpu.jacobian import network_jacobian
+from .kernels.cpu.jacobian import network_jacobian_for
 
 
 def jacobian(net, X):
@@ -41,5 +41,6 @@ def jacobian(net, X):
     grads = np.empty(net.n_params, net.dtype)
     dX = np.empty((batch, n_in), net.dtype)
     J = np.empty((batch, net.sizes[-1], n_in), net.dtype)
-    network_jacobian(net.params, *layout_args, X, acts, pres, dbuf, grads, dX, J)
+    network_jacobian_for(net.layout.act_codes)(net.params, *layout_args, X, acts, pres,
+                                                 dbuf, grads, dX, J)
     return J

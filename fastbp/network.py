@@ -107,7 +107,6 @@ class MLP:
                  checkpoint=None):
         device = _device.require(device)
         self.device = "cpu"
-        self._kernels = cpu_kernels
         self._staging = None
         self.sizes = validation.layer_sizes(sizes)
         n_hidden = len(self.sizes) - 2
@@ -140,6 +139,8 @@ class MLP:
                                           [self.leaky_relu_slope] * len(act_codes),
                                           self.checkpoint)
         self._loss_code = codes.LOSS_CODES[self.loss]
+        # The CPU passes compiled for this network's activations only.
+        self._kernels = cpu_kernels.network_passes(act_codes)
         self.params = np.zeros(self.layout.n_params, self.dtype)
         self.grads = np.zeros(self.layout.n_params, self.dtype)
         self.layers = [Layer(self, l) for l in range(self.layout.n_layers)]
@@ -161,7 +162,8 @@ class MLP:
         self.params = _device.move(self.params, device)
         self.grads = _device.move(self.grads, device)
         self.device = device
-        self._kernels = _device.kernels(device)
+        self._kernels = (cpu_kernels.network_passes(self.layout.act_codes)
+                         if device == "cpu" else _device.kernels(device))
         self.layers = [Layer(self, l) for l in range(self.layout.n_layers)]
         self._workspace = Workspace(self.layout, self.dtype, device)
         self._staging = (_device.Staging(self.sizes[0], self.sizes[-1], self.dtype)
@@ -298,7 +300,7 @@ class MLP:
             return losses
         layout_args, acts, pres, dbuf = self._compiled(min(batch_size, X.shape[0]))
         opt_code, _, _, opt_state, opt_hparams, first = optimizer.compiled_args_for(self)
-        ran = cpu_kernels.network_train_epoch(
+        ran = self._kernels.network_train_epoch(
             self.params, self.grads, *layout_args, self._loss_code, X, labels, targets,
             batch_size, acts, pres, dbuf, opt_code, opt_state, opt_hparams, first, losses)
         optimizer.steps += ran - 1   # compiled_args_for counted the first step

@@ -190,7 +190,8 @@ def _rmsprop_range(params, grads, square_avg, grad_avg, buf, scale, lr, alpha, e
             params[i] = p - lr * g / denom
 
 
-@scalar
+# compiled once (not inlined), shared by the one-thread path and the parallel loop
+@serial
 def _update_range(opt_code, params, grads, state, hparams, step, scale, i0, i1):
     """The update of ``opt_code`` on elements [i0, i1), picking the state rows."""
     lr = hparams[codes.HP_LR]
@@ -249,7 +250,8 @@ def optimizer_update(opt_code, params, grads, state, hparams, step):
     n = params.shape[0]
     nblocks = n_blocks(n, n, PARALLEL_MIN_ELEMENTS)
     if nblocks == 1:
-        _update_range(opt_code, params, grads, state, hparams, step, scale, 0, n)
+        i0, i1 = block_bounds(0, 1, n)   # run-time values: a constant 0 would compile
+        _update_range(opt_code, params, grads, state, hparams, step, scale, i0, i1)  # 2nd copy
     else:
         _update_blocks(opt_code, params, grads, state, hparams, step, scale, nblocks)
 
