@@ -141,6 +141,7 @@ class MLP:
         self._loss_code = codes.LOSS_CODES[self.loss]
         # The CPU passes compiled for this network's activations only.
         self._kernels = cpu_kernels.network_passes(act_codes)
+        self._warmed = set()
         self.params = np.zeros(self.layout.n_params, self.dtype)
         self.grads = np.zeros(self.layout.n_params, self.dtype)
         self.layers = [Layer(self, l) for l in range(self.layout.n_layers)]
@@ -210,6 +211,14 @@ class MLP:
                                            unit_interval=self.loss == "bce_with_logits")
         return self._no_labels, targets
 
+    def _warm(self, name, optimizer=None):
+        """Compile pass ``name`` before its first call here, announcing a cold compile
+        on stderr (fastbp.warmup)."""
+        if self.device == "cpu" and name not in self._warmed:
+            from .warmup import warmup
+            warmup(self, optimizer, (name,))
+            self._warmed.add(name)
+
     def _compiled(self, batch):
         acts, pres, dbuf = self._workspace.ensure(batch)
         return self.layout.compiled_args(), acts, pres, dbuf
@@ -229,6 +238,7 @@ class MLP:
         """The last layer's output (logits for the logit losses) as a new
         (batch, sizes[-1]) array of ``dtype``."""
         X = self._inputs(X)
+        self._warm("forward")
         layout_args, acts, pres, _ = self._compiled(X.shape[0])
         X, _, _, _ = self._placed(X)
         out = self._kernels.network_forward(self.params, *layout_args, X, acts, pres)
@@ -238,6 +248,7 @@ class MLP:
         """Mean loss on (X, y) as a float; gradients are left untouched."""
         X = self._inputs(X)
         labels, targets = self._targets(y, X.shape[0])
+        self._warm("loss")
         layout_args, acts, pres, dbuf = self._compiled(X.shape[0])
         X, labels, targets, extra = self._placed(X, labels, targets)
         return float(self._kernels.network_loss(self.params, *layout_args, self._loss_code,
@@ -254,6 +265,7 @@ class MLP:
     def _backward_checked(self, X, labels, targets):
         """backward on inputs that already passed ``_inputs``/``_targets`` (the training
         loop checks a whole data set once, then feeds views of it)."""
+        self._warm("backward")
         layout_args, acts, pres, dbuf = self._compiled(X.shape[0])
         X, labels, targets, extra = self._placed(X, labels, targets)
         return float(self._kernels.network_backward(
@@ -268,6 +280,7 @@ class MLP:
         return self._train_step_checked(X, labels, targets, optimizer)
 
     def _train_step_checked(self, X, labels, targets, optimizer):
+        self._warm("train_step", optimizer)
         layout_args, acts, pres, dbuf = self._compiled(X.shape[0])
         opt_code, _, _, opt_state, opt_hparams, opt_step = optimizer.compiled_args_for(self)
         X, labels, targets, extra = self._placed(X, labels, targets)
@@ -298,6 +311,7 @@ class MLP:
                 if not np.isfinite(losses[i]):
                     return losses[:i + 1]
             return losses
+        self._warm("train_epoch", optimizer)
         layout_args, acts, pres, dbuf = self._compiled(min(batch_size, X.shape[0]))
         opt_code, _, _, opt_state, opt_hparams, first = optimizer.compiled_args_for(self)
         ran = self._kernels.network_train_epoch(

@@ -109,6 +109,20 @@ def save(net, path, optimizer=None):
             os.remove(tmp)
 
 
+EXPECTED = "expected a fastbp model written by `fastbp train --save` or `MLP.save`"
+
+
+def unreadable_reason(path, exc):
+    """Why numpy could not read the .npz file ``path`` (``exc``), without numpy's
+    advice to load it unsafely: fastbp's files never hold pickled objects, and fastbp
+    never unpickles any."""
+    if not zipfile.is_zipfile(path):
+        return "not a .npz archive"
+    if "pickle" in str(exc).lower():
+        return "it holds pickled Python objects, which fastbp never loads"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _read_all(path):
     """Every array of the archive, fully read (so CRC checks run on every byte)."""
     try:
@@ -119,7 +133,7 @@ def _read_all(path):
     except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError,
             NotImplementedError, UnicodeDecodeError, TypeError) as exc:
         raise ModelFileError(f"{path}: not a readable fastbp model file "
-                             f"({type(exc).__name__}: {exc})") from None
+                             f"({unreadable_reason(path, exc)}); {EXPECTED}") from None
 
 
 def _scalar(path, arrays, key, kind):
@@ -136,7 +150,7 @@ def _check_network(path, arrays):
     if "format" not in arrays or arrays["format"].dtype.kind != "U" \
             or arrays["format"].shape != () or str(arrays["format"][()]) != FORMAT:
         raise ModelFileError(f"{path}: not a fastbp model file (no '{FORMAT}' format "
-                             "marker)")
+                             f"marker); {EXPECTED}")
     if "format_version" not in arrays:
         raise ModelFileError(f"{path}: the format version is missing")
     version = _scalar(path, arrays, "format_version", "iu")

@@ -17,6 +17,7 @@ import numpy as np
 from . import validation
 from .optim import SGD, Optimizer, copy_back, host_copy, make_optimizer
 from .schedules import LRSchedule
+from .warmup import PASSES, warmup
 
 ON_NONFINITE = ("raise", "stop")
 
@@ -274,6 +275,8 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
     if scorer is not None:
         history["val_loss"] = []
         history[scorer.metric] = []
+    # Compile (or load) the kernels first: the bar and the epoch times count training.
+    warmup(net, optimizer, PASSES if scorer is not None else ("train_step",))
     bar = None
     if show_bar:
         from tqdm import tqdm
