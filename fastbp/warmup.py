@@ -45,6 +45,9 @@ def _pass_call(net, optimizer, name):
         labels, targets = net._no_labels, np.zeros((1, net.sizes[-1]), net.dtype)
     acts, pres, dbuf = Workspace(net.layout, net.dtype).ensure(1)
     layout = net.layout.compiled_args()
+    if optimizer is not None:   # stand-ins of the types its update takes (its state may
+        opt = (optimizer.code, np.zeros((1, 1), net.dtype),   # still be on a GPU)
+               np.zeros(1, np.float64), optimizer.steps + 1)
     if name == "forward":
         return passes.network_forward, (net.params, *layout, X, acts, pres)
     if name == "loss":
@@ -56,13 +59,11 @@ def _pass_call(net, optimizer, name):
     if name == "train_step":
         return passes.network_train_step, (
             net.params, net.grads, *layout, net._loss_code, X, labels, targets, acts,
-            pres, dbuf, optimizer.code, optimizer.state, optimizer.hparams,
-            optimizer.steps + 1)
+            pres, dbuf, *opt)
     if name == "train_epoch":
         return passes.network_train_epoch, (
             net.params, net.grads, *layout, net._loss_code, X, labels, targets, 1, acts,
-            pres, dbuf, optimizer.code, optimizer.state, optimizer.hparams,
-            optimizer.steps + 1, np.empty(1, np.float64))
+            pres, dbuf, *opt, np.empty(1, np.float64))
     raise ValueError(f"passes: unknown pass {name!r}; expected some of "
                      f"{', '.join(ESTIMATE_S)}")
 

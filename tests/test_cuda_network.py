@@ -138,6 +138,8 @@ def test_optimizer_state_follows_network():
 def test_unknown_device_rejected():
     with pytest.raises(ValueError, match="device"):
         fastbp.MLP([2, 2], device="tpu")
+    with pytest.raises(ValueError, match="device"):   # one rule, as on the command line
+        fastbp.MLP([2, 2], device="gpu")
     with pytest.raises(TypeError, match="device"):
         fastbp.MLP([2, 2], device=0)
 
