@@ -2,13 +2,16 @@
 
 Uses the float32 relu network the command-line tests compile anyway.
 """
+import importlib
 import io
 
 import numpy as np
 from numba import njit
 
 import fastbp
-from fastbp import warmup as fwarmup
+
+# the module, not fastbp.warmup (the package exports the function by that name)
+fwarmup = importlib.import_module("fastbp.warmup")
 
 
 def _net():
@@ -50,10 +53,12 @@ def test_one_line_before_compiling(monkeypatch):
     assert stand_in.signatures   # it did compile
 
 
-def test_passes_are_shared_per_activation_set():
+def test_passes_are_shared_per_activation_set(monkeypatch):
     """Networks with the same activations share their compiled passes; the set is what
-    the passes are specialised for."""
+    the passes are specialised for, for the first SPECIALISED_SETS sets of a process."""
     from fastbp.kernels.cpu import network
+    monkeypatch.setattr(network, "_specialised", [])
+    monkeypatch.setattr(network, "SPECIALISED_SETS", 2)
     a = fastbp.MLP([4, 3, 2], activation="relu")
     b = fastbp.MLP([5, 7, 7, 3], activation="relu")
     c = fastbp.MLP([4, 3, 2], activation="tanh")
@@ -61,3 +66,25 @@ def test_passes_are_shared_per_activation_set():
     assert a._kernels.act_set == (1 << fastbp.kernels.codes.RELU
                                   | 1 << fastbp.kernels.codes.IDENTITY)
     assert network.network_forward is network.passes(network.ALL).network_forward
+    d = fastbp.MLP([4, 3, 2], activation="gelu")   # a third set: the general passes
+    assert d._kernels is network.passes(network.ALL)
+    assert fastbp.MLP([4, 3, 2], activation="tanh")._kernels is c._kernels
+
+
+def test_a_sets_passes_give_the_general_passes_results_bit_for_bit(monkeypatch):
+    """The per-set passes run the same loops as the passes of every activation: equal
+    outputs, gradients and updates, to the bit (float32 relu, as the CLI tests)."""
+    from fastbp.kernels.cpu import network
+    X = np.random.default_rng(1).standard_normal((40, 64))
+    y = np.arange(40) % 10
+    results = []
+    relu_identity = network.activation_set([3, 0])
+    for passes in (network.passes(relu_identity), network.passes(network.ALL)):
+        net = _net()
+        net._kernels = passes
+        opt = fastbp.Adam(net)
+        losses = [net.train_step(X, y, opt) for _ in range(3)]
+        results.append((net.forward(X), net.params.copy(), losses))
+    (out_a, params_a, loss_a), (out_b, params_b, loss_b) = results
+    assert out_a.tobytes() == out_b.tobytes() and params_a.tobytes() == params_b.tobytes()
+    assert loss_a == loss_b

@@ -296,9 +296,27 @@ def passes(act_set):
         network_train_step=network_train_step, network_train_epoch=network_train_epoch)
 
 
+# A process gives its own passes to the first SPECIALISED_SETS activation sets it meets;
+# networks with other sets share the passes of ALL. One set's passes compile in about a
+# fifth of the time of ALL's (benchmarks/README.md, "Compile time"), which is what a
+# first run (one network) waits for; but each set pays that again, so a process that
+# builds networks of many different activation sets (a test suite, a search over
+# activations) is better served by compiling ALL once. Results are bit-identical either
+# way: the same loops run, only the choice between them is made at compile time.
+SPECIALISED_SETS = 2
+_specialised = []
+
+
 def network_passes(act_codes):
-    """``passes`` for a network whose layers have the activation codes ``act_codes``."""
-    return passes(activation_set(act_codes))
+    """The passes for a network whose layers have the activation codes ``act_codes``:
+    those of its activation set (``passes``) for the first SPECIALISED_SETS sets this
+    process asks for, those of ALL after that."""
+    act_set = activation_set(act_codes)
+    if act_set not in _specialised:
+        if len(_specialised) >= SPECIALISED_SETS:
+            return passes(ALL)
+        _specialised.append(act_set)
+    return passes(act_set)
 
 
 _ALL_PASSES = passes(ALL)
