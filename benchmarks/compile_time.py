@@ -73,7 +73,8 @@ def cold_seconds(kernel, dtype):
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
         out = subprocess.run(
             [sys.executable, "-c", f"KERNELS = {KERNELS!r}\n" + CHILD, kernel, dtype],
-            env=env, check=True, capture_output=True, text=True)
+            env=env, check=True, capture_output=True, text=True,
+            cwd=cache)   # not the repository root: import the installed fastbp
     return float(out.stdout.split()[-1])
 
 

@@ -102,8 +102,9 @@ def loss_forward_backward(loss_code, Z, labels, targets, dZ):
     scale = 1.0 / count
     nblocks = n_blocks(batch, batch * n, PARALLEL_MIN_ELEMENTS)
     if nblocks == 1:
-        r0, r1 = block_bounds(0, 1, batch)   # run-time values: a constant 0 would compile
-        total = _rows(loss_code, Z, labels, targets, dZ, scale, r0, r1)   # a 2nd _rows
+        # bounds as run-time values: a constant 0 would compile a second _rows for it
+        r0, r1 = block_bounds(0, 1, batch)
+        total = _rows(loss_code, Z, labels, targets, dZ, scale, r0, r1)
     else:
         total = _row_blocks(loss_code, Z, labels, targets, dZ, scale, nblocks)
     return total * scale

@@ -250,8 +250,9 @@ def optimizer_update(opt_code, params, grads, state, hparams, step):
     n = params.shape[0]
     nblocks = n_blocks(n, n, PARALLEL_MIN_ELEMENTS)
     if nblocks == 1:
-        i0, i1 = block_bounds(0, 1, n)   # run-time values: a constant 0 would compile
-        _update_range(opt_code, params, grads, state, hparams, step, scale, i0, i1)  # 2nd copy
+        # bounds as run-time values: a constant 0 would compile a second _update_range
+        i0, i1 = block_bounds(0, 1, n)
+        _update_range(opt_code, params, grads, state, hparams, step, scale, i0, i1)
     else:
         _update_blocks(opt_code, params, grads, state, hparams, step, scale, nblocks)
 
