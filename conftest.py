@@ -1,14 +1,15 @@
 """Root conftest: decide, before anything imports numba, whether the CUDA tests run on a
 real GPU or in numba's CUDA simulator.
 
-NUMBA_ENABLE_CUDASIM must be set before ``import numba`` (FIELD_NOTES.md), so this file
-only touches os.environ and imports nothing heavy. The rule:
+NUMBA_ENABLE_CUDASIM must be set before ``import numba`` (numba reads it once, when it
+is first imported, not when numba.cuda is), so this file only touches os.environ and
+imports nothing heavy. The rule:
 
 - NUMBA_ENABLE_CUDASIM already set by the caller: left as it is.
 - FASTBP_TEST_REAL_GPU=1: real GPU (tests fail loudly if it cannot be used).
 - FASTBP_TEST_REAL_GPU=0: simulator.
 - otherwise: real GPU when ``nvidia-smi -L`` lists one and the numba-cuda package is
-  installed (pip install "fastbp[cuda]"), else the simulator.
+  installed (pip install -e ".[cuda]"), else the simulator.
 
 The CUDA tests are the same either way (tiny ragged shapes).
 """

@@ -103,12 +103,14 @@ class BackwardForwardRatio(_Network):
             acts, pres, dbuf = Workspace(net.layout, net.dtype).ensure(X.shape[0])
             no_targets = np.zeros((0, net.sizes[-1]), net.dtype)
 
+            passes = cpu.network_passes(net.layout.act_codes)   # this network's kernels
+
             def forward():
-                cpu.network_forward(net.params, *lay, X, acts, pres)
+                passes.network_forward(net.params, *lay, X, acts, pres)
 
             def forward_backward():
-                cpu.network_backward(net.params, net.grads, *lay, 0, X, y, no_targets,
-                                     acts, pres, dbuf)
+                passes.network_backward(net.params, net.grads, *lay, 0, X, y, no_targets,
+                                        acts, pres, dbuf)
         else:
             def forward():
                 net.forward(X)

@@ -9,7 +9,7 @@ memory, and the multiply-adds in the PTX. A non-zero stack frame means a registe
 a GPU, so geometries can be screened here before a GPU session times them
 (``benchmarks/gpu_tune.py``).
 
-Needs numba-cuda with its NVVM (``pip install "fastbp[cuda13]"``) and, for registers
+Needs numba-cuda with its NVVM (``pip install -e ".[cuda]"``) and, for registers
 and spills, a ptxas (``pip install "nvidia-cuda-nvcc==13.*"`` or a CUDA toolkit); run
 it with the CUDA simulator off:
 

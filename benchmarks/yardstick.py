@@ -75,12 +75,14 @@ def fastbp_systems(sizes, batch, dtype, X, y):
     def epoch():
         net.train_epoch(X_epoch, y_epoch, opt, batch_size=batch)
 
+    passes = cpu.network_passes(net.layout.act_codes)   # this network's kernels
+
     def forward():
-        cpu.network_forward(net.params, *lay, Xc, acts, pres)
+        passes.network_forward(net.params, *lay, Xc, acts, pres)
 
     def forward_backward():
-        cpu.network_backward(net.params, net.grads, *lay, 0, Xc, y, net._no_targets,
-                             acts, pres, dbuf)
+        passes.network_backward(net.params, net.grads, *lay, 0, Xc, y, net._no_targets,
+                                acts, pres, dbuf)
     return step, epoch, forward, forward_backward
 
 

@@ -26,6 +26,7 @@ from .optim import SGD, Adam, AdamW, Optimizer, RMSprop, make_optimizer
 from .schedules import CosineAnnealingLR, ExponentialLR, InverseScaling, StepLR
 from .threads import get_num_threads, set_num_threads
 from .training import History, StopTraining, TrainingDiverged, accuracy, fit
+from .warmup import warmup
 
 __version__ = "0.1.0"
 
@@ -43,6 +44,6 @@ __all__ = [
     "Adam", "AdamW", "RMSprop", "make_optimizer",
     "StepLR", "ExponentialLR", "CosineAnnealingLR", "InverseScaling",
     "History", "StopTraining", "TrainingDiverged",
-    "jacobian", "load", "ModelFileError", "MLPClassifier", "MLPRegressor",
+    "jacobian", "load", "ModelFileError", "warmup", "MLPClassifier", "MLPRegressor",
     "train_test_split", "set_num_threads", "get_num_threads", "ACTIVATIONS", "LOSSES", "__version__",
 ]

@@ -140,7 +140,8 @@ class LossGrad:
         net = self.net
         n, n_out = X.shape[0], net.sizes[-1]
         layout_args, acts, pres, dbuf = net._compiled(n)
-        Z = cpu_kernels.network_forward(net.params, *layout_args, X, acts, pres)
+        passes = net._kernels   # compiled for this network's activations only
+        Z = passes.network_forward(net.params, *layout_args, X, acts, pres)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             P = self.output(np.array(Z))   # Z itself stays: backprop reads the layer
             loss = self.loss(Y, P, sample_weight)
@@ -151,8 +152,8 @@ class LossGrad:
             if sample_weight is not None:
                 dZ *= sample_weight.reshape(-1, 1)
             dZ /= sw_sum
-        cpu_kernels.backprop(net.params, net.grads, *layout_args, X, acts, pres, dbuf,
-                             self._no_dX)
+        passes.backprop(net.params, net.grads, *layout_args, X, acts, pres, dbuf,
+                        self._no_dX)
         if self.alpha:
             scale = self.alpha / sw_sum
             squares = 0.0

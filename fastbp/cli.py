@@ -3,6 +3,8 @@
     python -m fastbp train [--data FILE] [options]   train, report held-out accuracy
     python -m fastbp predict MODEL DATA [--output F] predictions of a saved model
     python -m fastbp compare [options]               validate and time every kernel
+    python -m fastbp warmup [--dtype ...] [--activations ...]
+                                                     compile the kernels ahead of time
 
 (``fastbp`` is the same as ``python -m fastbp`` once the package is installed.)
 
@@ -30,6 +32,7 @@ import numpy as np
 from .datasets import load_digits, train_test_split
 from .kernels import codes
 from .tables import read_csv
+from .warmup import warmup
 
 # Defaults of ``train``, chosen by measurement on the digits (2 shared vCPUs): held-out
 # accuracy over seeds 0-9 from 96.9% (seed 7) to 99.1%, mean 98.3%, seed 0 (the
@@ -54,11 +57,11 @@ class _Parser(argparse.ArgumentParser):
 
 def _parse_hidden(text):
     try:
-        sizes = [int(s) for s in text.split(",") if s.strip()]
+        sizes = [int(s) for s in text.split(",")]   # int() refuses an empty width
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated widths like 64,32, "
                                          f"got {text!r}") from None
-    if not sizes or any(s <= 0 for s in sizes):
+    if any(s <= 0 for s in sizes):
         raise argparse.ArgumentTypeError(f"expected positive widths like 64,32, got {text!r}")
     return sizes
 
@@ -88,9 +91,21 @@ def _fraction(text):
     return value
 
 
-def build_parser():
+def _names(choices):
+    """argparse type: comma-separated names, each one of ``choices``."""
+    def parse(text):
+        names = [name.strip() for name in text.split(",")]
+        bad = [name for name in names if name not in choices]
+        if bad:
+            raise argparse.ArgumentTypeError(f"expected names among {', '.join(choices)}, "
+                                             f"got {bad[0]!r}")
+        return names
+    return parse
+
+
+def build_parser(prog="fastbp"):
     d = DEFAULTS
-    parser = _Parser(prog="python -m fastbp",
+    parser = _Parser(prog=prog,
                      description="Train MLPs by backpropagation on compiled kernels.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = sub.add_parser(
@@ -121,7 +136,8 @@ def build_parser():
                        help=f"minibatch size (default {d['batch_size']})")
     train.add_argument("--dtype", default=d["dtype"], choices=("float32", "float64"),
                        help=f"(default {d['dtype']})")
-    train.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    train.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                       help="cpu (default) or cuda")
     train.add_argument("--seed", type=int, default=d["seed"],
                        help="seeds the split, the weights and the shuffling (default 0)")
     train.add_argument("--test-fraction", type=_fraction, default=d["test_fraction"],
@@ -147,8 +163,26 @@ def build_parser():
                          help="write here (.npy, or text: one line per row); default stdout")
 
     from .compare import build_parser as compare_parser
-    compare_parser(sub.add_parser("compare", help="validate and time every kernel on CPU "
-                                                  "and GPU side by side (table + JSON)"))
+    compare_parser(sub.add_parser(
+        "compare", help="validate and time every kernel on CPU and GPU side by side "
+                        "(table + JSON)",
+        description="Check every kernel (activations, fused linear forward and backward, "
+                    "losses, SGD) against the float64 reference on CPU and GPU and time "
+                    "them side by side; prints a table, writes JSON, and exits 1 if a "
+                    "kernel fails its check."))
+
+    warm = sub.add_parser(
+        "warmup", help="compile the kernels ahead of time (else the first run does)",
+        description="Compile the CPU kernels that train and predict use, for the given "
+                    "dtypes and hidden activations, into numba's on-disk cache, so the "
+                    "first training run starts at once. One process per dtype, so two "
+                    "dtypes use two cores.")
+    warm.add_argument("--dtype", type=_names(("float32", "float64")), default=["float32"],
+                      metavar="D1,D2", help="float32 (default), float64 or both")
+    warm.add_argument("--activations", type=_names(codes.ACTIVATIONS),
+                      default=[d["activation"]], metavar="A1,A2,...",
+                      help="hidden activations to compile networks for (default "
+                           f"{d['activation']}; the output layer is identity)")
     return parser
 
 
@@ -224,7 +258,9 @@ def _read_npz(path, need_y):
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
-        raise CommandLineError(f"{path}: not a readable .npz file ({exc})") from None
+        from .persistence import unreadable_reason
+        raise CommandLineError(f"{path}: not a readable .npz file "
+                               f"({unreadable_reason(path, exc)})") from None
     if X.ndim != 2:
         raise CommandLineError(f"{path}: X should be 2-D (samples, features), got shape "
                                f"{X.shape}")
@@ -409,7 +445,8 @@ def train(args):
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
     optimizer = make_optimizer(args.optimizer, net, lr=lr)
     print(f"{name}: {len(X_train)} training and {len(X_test)} held-out samples, "
-          f"{X.shape[1]} features, {n_classes} classes; {net}; {optimizer}")
+          f"{X.shape[1]} features, {n_classes} classes; {net}; {optimizer}", flush=True)
+    warmup(net, optimizer)   # compilation, if any, is not training time
     start = time.perf_counter()
     history = fit(net, (X_train - mean) * inv_scale, y_train, epochs=args.epochs,
                   batch_size=args.batch_size, optimizer=optimizer, seed=args.seed,
@@ -461,6 +498,10 @@ def predict(args):
     from .persistence import load
 
     _check_file(args.model)
+    if os.path.splitext(args.model)[1].lower() == ".csv":
+        raise CommandLineError(f"{args.model}: a .csv file where the model is expected; "
+                               "the order is: predict MODEL DATA, MODEL a fastbp model "
+                               "written by `fastbp train --save` or `MLP.save`")
     _check_destination("--output", args.output)
     net = load(args.model)
     X, y = _read_predict_data(args.data, net.sizes[0], args.label_column)
@@ -487,10 +528,43 @@ def predict(args):
     return 0
 
 
-def main(argv=None):
-    """Entry point of ``python -m fastbp`` and the ``fastbp`` script; returns the exit
-    status."""
-    args = build_parser().parse_args(argv)
+# -- warmup ----------------------------------------------------------------------------
+def warm_networks(dtype, activations):
+    """Compile (or load) the kernels ``train`` and ``predict`` use with their default
+    network on the digits, for one dtype and each hidden activation; returns seconds."""
+    from .network import MLP
+    from .optim import make_optimizer
+
+    seconds = 0.0
+    for activation in activations:
+        net = MLP([64, *DEFAULTS["hidden"], 10], activation=activation, dtype=dtype)
+        seconds += warmup(net, make_optimizer(DEFAULTS["optimizer"], net))
+    return seconds
+
+
+def warmup_command(args):
+    start = time.perf_counter()
+    if len(args.dtype) == 1:
+        warm_networks(args.dtype[0], args.activations)
+    else:
+        # one process per dtype: numba compiles one function at a time per process
+        import concurrent.futures
+        import multiprocessing
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(len(args.dtype),
+                                                    mp_context=context) as pool:
+            for future in [pool.submit(warm_networks, d, args.activations)
+                           for d in args.dtype]:
+                future.result()
+    print(f"fastbp's kernels are compiled for {', '.join(args.dtype)} and "
+          f"{', '.join(args.activations)} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def main(argv=None, prog="fastbp"):
+    """Entry point of the ``fastbp`` script (and of ``python -m fastbp``, which passes
+    its own ``prog`` for the usage lines); returns the exit status."""
+    args = build_parser(prog).parse_args(argv)
     try:
         if args.command == "train":
             return train(args)
@@ -499,6 +573,8 @@ def main(argv=None):
         if args.command == "compare":
             from .compare import run as compare
             return compare(args)
+        if args.command == "warmup":
+            return warmup_command(args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

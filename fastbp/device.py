@@ -18,9 +18,10 @@ from .validation import canonical
 
 DEVICES = ("cpu", "cuda")
 
-INSTALL_HINT = ('install the GPU dependencies with  pip install "fastbp[cuda]"  '
-                "(numba-cuda with its CUDA 12 runtime; an NVIDIA driver must be installed "
-                "separately), or use device=\"cpu\"")
+# The one install hint for the GPU path, used in every message and skip reason. It works
+# from a clone (run in fastbp's folder); the NVIDIA driver comes from the system.
+INSTALL_COMMAND = 'pip install -e ".[cuda]"'
+INSTALL_HINT = f'GPU support: {INSTALL_COMMAND} in fastbp\'s folder (plus an NVIDIA driver)'
 
 
 class CudaUnavailableError(RuntimeError):
@@ -28,12 +29,11 @@ class CudaUnavailableError(RuntimeError):
 
 
 def normalize(device):
-    """"cpu" or "cuda" from a device name (case-insensitive; "gpu" means "cuda")."""
+    """"cpu" or "cuda" from a device name (case-insensitive); anything else is a
+    ValueError, as the command line refuses it."""
     if not isinstance(device, str):
         raise TypeError(f"device: expected 'cpu' or 'cuda', got {type(device).__name__}")
     name = device.strip().lower()
-    if name == "gpu" or name.startswith("cuda:0"):
-        name = "cuda"
     if name not in DEVICES:
         raise ValueError(f"device: expected one of {DEVICES}, got {device!r}")
     return name
@@ -59,37 +59,42 @@ def cuda_package():
 
 
 def cuda_status():
-    """(usable, reason): whether CUDA kernels can run here, and why not."""
+    """(usable, reason): whether CUDA kernels can run here, and why not (one short
+    sentence; ``require`` adds the install hint)."""
     if simulator_enabled():
         try:
             import numba.cuda  # noqa: F401
         except Exception as exc:
             return False, (f"numba's CUDA simulator is on but numba.cuda failed to import "
-                           f"({type(exc).__name__}: {exc}); {INSTALL_HINT}")
+                           f"({_short(exc)})")
         return True, "numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1): correct but slow"
     package = cuda_package()
     if package is None:
-        return False, f"no CUDA package (numba.cuda) is installed; {INSTALL_HINT}"
+        return False, "numba-cuda is not installed"
     try:
         from numba import cuda
     except Exception as exc:
-        return False, (f"numba.cuda failed to import ({type(exc).__name__}: {exc}): the "
-                       f"CUDA runtime libraries are probably missing; {INSTALL_HINT}")
+        return False, f"numba.cuda failed to import ({_short(exc)})"
     try:
         if cuda.is_available():
             return True, f"{_gpu_name(cuda)} via {package}"
     except Exception as exc:
-        return False, f"the CUDA driver failed ({type(exc).__name__}: {exc}); {INSTALL_HINT}"
+        return False, f"the CUDA driver failed ({_short(exc)})"
     detail = _driver_error(cuda)
     if detail:
         if "cannot be found" in detail or "not found" in detail:
-            return False, (f"no NVIDIA driver found ({_one_line(detail)}): this machine has "
-                           f"no usable NVIDIA GPU driver; install the NVIDIA driver on a "
-                           f"machine with a GPU, or use device=\"cpu\"")
-        return False, f"the CUDA driver failed to initialise: {_one_line(detail)}"
-    return False, ("the CUDA driver loaded but reports no usable GPU (none present, none "
-                   "visible through CUDA_VISIBLE_DEVICES, or none supported); use "
-                   "device=\"cpu\"")
+            return False, "no NVIDIA driver found"
+        return False, f"the CUDA driver failed to initialise ({_short(detail)})"
+    return False, ("the CUDA driver reports no usable GPU (none present, or none visible "
+                   "through CUDA_VISIBLE_DEVICES)")
+
+
+def _short(error, limit=80):
+    """The first sentence of an error, at most ``limit`` characters."""
+    text = _one_line(error if isinstance(error, str)
+                     else f"{type(error).__name__}: {error}")
+    text = text.split(". ")[0]
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _gpu_name(cuda):
@@ -132,7 +137,8 @@ def require(device):
     if device == "cuda":
         usable, reason = cuda_status()
         if not usable:
-            raise CudaUnavailableError(f'device="cuda" is not available: {reason}')
+            raise CudaUnavailableError(f'device="cuda" is not available: {reason}. '
+                                       f'{INSTALL_HINT}; or use device="cpu"')
     return device
 
 

@@ -113,7 +113,6 @@ class MLP:
                  checkpoint=None):
         device = _device.require(device)
         self.device = "cpu"
-        self._kernels = cpu_kernels
         self._staging = None
         self._in_use = _concurrency.new_lock()
         self.sizes = validation.layer_sizes(sizes)
@@ -147,6 +146,9 @@ class MLP:
                                           [self.leaky_relu_slope] * len(act_codes),
                                           self.checkpoint)
         self._loss_code = codes.LOSS_CODES[self.loss]
+        # The CPU passes compiled for this network's activations only.
+        self._kernels = cpu_kernels.network_passes(act_codes)
+        self._warmed = set()
         self.params = np.zeros(self.layout.n_params, self.dtype)
         self.grads = np.zeros(self.layout.n_params, self.dtype)
         self.layers = [Layer(self, l) for l in range(self.layout.n_layers)]
@@ -168,7 +170,8 @@ class MLP:
         self.params = _device.move(self.params, device)
         self.grads = _device.move(self.grads, device)
         self.device = device
-        self._kernels = _device.kernels(device)
+        self._kernels = (cpu_kernels.network_passes(self.layout.act_codes)
+                         if device == "cpu" else _device.kernels(device))
         self.layers = [Layer(self, l) for l in range(self.layout.n_layers)]
         self._workspace = Workspace(self.layout, self.dtype, device)
         self._staging = (_device.Staging(self.sizes[0], self.sizes[-1], self.dtype)
@@ -215,6 +218,14 @@ class MLP:
                                            unit_interval=self.loss == "bce_with_logits")
         return self._no_labels, targets
 
+    def _warm(self, name, optimizer=None):
+        """Compile pass ``name`` before its first call here, announcing a cold compile
+        on stderr (fastbp.warmup)."""
+        if self.device == "cpu" and name not in self._warmed:
+            from .warmup import warmup
+            warmup(self, optimizer, (name,))
+            self._warmed.add(name)
+
     def _compiled(self, batch):
         acts, pres, dbuf = self._workspace.ensure(batch)
         return self.layout.compiled_args(), acts, pres, dbuf
@@ -235,6 +246,7 @@ class MLP:
         """The last layer's output (logits for the logit losses) as a new
         (batch, sizes[-1]) array of ``dtype``."""
         X = self._inputs(X)
+        self._warm("forward")
         layout_args, acts, pres, _ = self._compiled(X.shape[0])
         X, _, _, _ = self._placed(X)
         out = self._kernels.network_forward(self.params, *layout_args, X, acts, pres)
@@ -245,6 +257,7 @@ class MLP:
         """Mean loss on (X, y) as a float; gradients are left untouched."""
         X = self._inputs(X)
         labels, targets = self._targets(y, X.shape[0])
+        self._warm("loss")
         layout_args, acts, pres, dbuf = self._compiled(X.shape[0])
         X, labels, targets, extra = self._placed(X, labels, targets)
         return float(self._kernels.network_loss(self.params, *layout_args, self._loss_code,
@@ -262,6 +275,7 @@ class MLP:
     def _backward_checked(self, X, labels, targets):
         """backward on inputs that already passed ``_inputs``/``_targets`` (the training
         loop checks a whole data set once, then feeds views of it)."""
+        self._warm("backward")
         layout_args, acts, pres, dbuf = self._compiled(X.shape[0])
         X, labels, targets, extra = self._placed(X, labels, targets)
         return float(self._kernels.network_backward(
@@ -293,6 +307,7 @@ class MLP:
     @_concurrency.exclusive
     def _train_step_checked(self, X, labels, targets, optimizer):
         """(loss before the update, how many parameters the update left non-finite)."""
+        self._warm("train_step", optimizer)
         layout_args, acts, pres, dbuf = self._compiled(X.shape[0])
         opt_code, _, _, opt_state, opt_hparams, opt_step = optimizer.compiled_args_for(self)
         X, labels, targets, extra = self._placed(X, labels, targets)
@@ -330,9 +345,10 @@ class MLP:
                     ran = i + 1
                     break
         else:
+            self._warm("train_epoch", optimizer)
             layout_args, acts, pres, dbuf = self._compiled(min(batch_size, X.shape[0]))
             opt_code, _, _, opt_state, opt_hparams, first = optimizer.compiled_args_for(self)
-            ran, nonfinite = cpu_kernels.network_train_epoch(
+            ran, nonfinite = self._kernels.network_train_epoch(
                 self.params, self.grads, *layout_args, self._loss_code, X, labels, targets,
                 batch_size, acts, pres, dbuf, opt_code, opt_state, opt_hparams, first,
                 losses)

@@ -271,6 +271,20 @@ def save(net, path, optimizer=None):
     _sync_folder(os.path.dirname(target))
 
 
+EXPECTED = "expected a fastbp model written by `fastbp train --save` or `MLP.save`"
+
+
+def unreadable_reason(path, exc):
+    """Why numpy could not read the .npz file ``path`` (``exc``), without numpy's
+    advice to load it unsafely: fastbp's files never hold pickled objects, and fastbp
+    never unpickles any."""
+    if not zipfile.is_zipfile(path):
+        return "not a .npz archive"
+    if "pickle" in str(exc).lower():
+        return "it holds pickled Python objects, which fastbp never loads"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _sync_folder(folder):
     """fsync the folder so the rename itself survives a power cut (POSIX; a no-op
     where folders cannot be opened)."""
@@ -296,7 +310,8 @@ def _entries(path, archive):
     file_size = os.fstat(archive.fp.fileno()).st_size if hasattr(archive.fp, "fileno") \
         else None
     if "format.npy" not in archive.namelist():
-        raise _bad(path, f"not a fastbp model file (no '{FORMAT}' format marker)")
+        raise _bad(path, f"not a fastbp model file (no '{FORMAT}' format marker); "
+                         f"{EXPECTED}")
     entries = {}
     for info in archive.infolist():
         name = info.filename
@@ -385,7 +400,7 @@ def _open_model(path, read):
         # (No MemoryError: the headers are checked first, so one can only come from a
         # network too large for this machine, which is not a fault of the file.)
         raise ModelFileError(f"{path}: not a readable fastbp model file "
-                             f"({type(exc).__name__}: {exc})") from None
+                             f"({unreadable_reason(path, exc)}); {EXPECTED}") from None
 
 
 def _scalar(path, arrays, key, kind):
@@ -413,7 +428,7 @@ def _check_description(path, arrays):
     if "format" not in arrays or arrays["format"].dtype.kind != "U" \
             or arrays["format"].shape != () or str(arrays["format"][()]) != FORMAT:
         raise ModelFileError(f"{path}: not a fastbp model file (no '{FORMAT}' format "
-                             "marker)")
+                             f"marker); {EXPECTED}")
     if "format_version" not in arrays:
         raise ModelFileError(f"{path}: the format version is missing")
     version = _scalar(path, arrays, "format_version", "iu")

@@ -19,6 +19,7 @@ from .concurrency import exclusive_function
 from .divergence import TrainingDiverged
 from .optim import SGD, Optimizer, copy_back, host_copy, make_optimizer
 from .schedules import LRSchedule
+from .warmup import PASSES, warmup
 
 ON_NONFINITE = ("raise", "stop")
 
@@ -261,6 +262,8 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
     if scorer is not None:
         history["val_loss"] = []
         history[scorer.metric] = []
+    # Compile (or load) the kernels first: the bar and the epoch times count training.
+    warmup(net, optimizer, PASSES if scorer is not None else ("train_step",))
     bar = None
     if show_bar:
         from tqdm import tqdm

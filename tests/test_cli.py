@@ -94,6 +94,12 @@ def test_train_on_user_files(digits_files, name, extra, capsys):
     (["train", "--test-fraction", "1.5"], "--test-fraction"),
     (["train", "--bogus"], "unrecognized"),
     (["frobnicate"], "invalid choice"),
+    (["train", "--hidden", "64,,32"], "--hidden"),
+    (["train", "--hidden", "64,"], "--hidden"),
+    (["train", "--device", "gpu"], "--device"),
+    (["train", "--device", "foo"], "--device"),
+    (["warmup", "--dtype", "float16"], "--dtype"),
+    (["warmup", "--activations", "relu,swish"], "--activations"),
 ])
 def test_flag_errors_are_one_line(args, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -187,3 +193,76 @@ def test_console_script_is_declared():
     from importlib.metadata import entry_points
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     assert scripts.get("fastbp") == "fastbp.cli:main"
+
+
+def test_model_errors_never_suggest_unpickling(tmp_path, digits_files, capsys):
+    """Swapped arguments or a corrupt model: say what was expected, never numpy's advice
+    to load the file with allow_pickle."""
+    (tmp_path / "random.npz").write_bytes(np.random.default_rng(0).bytes(200))
+    (tmp_path / "text.npz").write_text("1,2,3\n")
+    model = tmp_path / "m.npz"
+    fastbp.MLP([64, 8, 10], seed=0).save(model)
+    cases = [
+        [str(digits_files / "features.csv"), str(model)],          # swapped
+        [str(tmp_path / "random.npz"), str(digits_files / "features.csv")],
+        [str(tmp_path / "text.npz"), str(digits_files / "features.csv")],
+        [str(digits_files / "digits.npz"), str(digits_files / "features.csv")],
+    ]
+    for args in cases:
+        assert main(["predict", *args]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and err.count("\n") == 1, err
+        assert "pickle" not in err.replace("pickled Python objects", ""), err
+        assert "train --save" in err and "MLP.save" in err, err
+
+
+def test_help_names_the_program_and_describes_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert capsys.readouterr().out.startswith("usage: fastbp ")
+    out = _run("--help")
+    assert out.returncode == 0 and out.stdout.startswith("usage: python -m fastbp "), out
+    for command in ("train", "predict", "compare", "warmup"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        help_text = capsys.readouterr().out
+        description = help_text.split("\n\n")[1]
+        assert not description.startswith(("options:", "positional")), help_text
+
+
+def test_train_compiles_before_its_clock_starts(monkeypatch, capsys):
+    """The CLI compiles (warmup) before it starts timing, and fit does before its bar."""
+    from fastbp import cli, training
+    calls = []
+    monkeypatch.setattr(cli, "warmup", lambda net, opt: calls.append("cli warmup"))
+    real_warmup, real_fit = training.warmup, training.fit
+
+    def fit(*args, **kwargs):
+        calls.append("fit")
+        return real_fit(*args, **kwargs)
+
+    def fit_warmup(*args, **kwargs):
+        calls.append("fit warmup")
+        return real_warmup(*args, **kwargs)
+
+    class Bar:
+        def __init__(self, *args, **kwargs):
+            calls.append("bar")
+
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: None
+
+    import tqdm
+    monkeypatch.setattr(training, "fit", fit)
+    monkeypatch.setattr(training, "warmup", fit_warmup)
+    monkeypatch.setattr(training, "_stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(tqdm, "tqdm", Bar)
+    assert main(["train", "--epochs", "2", "--hidden", "16"]) == 0   # with the bar
+    assert calls == ["cli warmup", "fit", "fit warmup", "bar"], calls
+
+
+def test_warmup_command(capsys):
+    """Compiles what train uses by default (the suite compiles that network anyway)."""
+    assert main(["warmup"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("fastbp's kernels are compiled for float32 and relu"), out

@@ -5,7 +5,7 @@ a product kernel whose accumulators sit in local memory).
 
 Compiles to sm_90 PTX with numba-cuda's NVVM, in a subprocess with the simulator off
 (benchmarks/cuda_resources.py --all --check --no-ptxas). No GPU needed, but numba-cuda
-with its CUDA libraries is (pip install "fastbp[cuda13]"; .ci/run installs it); without
+with its CUDA libraries is (pip install -e ".[cuda]"; .ci/run installs it); without
 numba-cuda the test skips and says so.
 """
 import importlib.util
@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.skipif(
     importlib.util.find_spec("numba_cuda") is None,
-    reason='numba-cuda is not installed (pip install "fastbp[cuda13]"): the GPU compile '
-           "check cannot run")
+    reason='numba-cuda is not installed (pip install -e ".[cuda]" in fastbp\'s folder): '
+           "the GPU compile check cannot run")
 def test_every_cuda_kernel_compiles_and_products_stay_in_registers():
     import fastbp
     # the subprocess imports the fastbp this process imported, wherever it lives

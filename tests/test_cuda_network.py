@@ -138,6 +138,8 @@ def test_optimizer_state_follows_network():
 def test_unknown_device_rejected():
     with pytest.raises(ValueError, match="device"):
         fastbp.MLP([2, 2], device="tpu")
+    with pytest.raises(ValueError, match="device"):   # one rule, as on the command line
+        fastbp.MLP([2, 2], device="gpu")
     with pytest.raises(TypeError, match="device"):
         fastbp.MLP([2, 2], device=0)
 
@@ -148,7 +150,8 @@ def test_unavailable_cuda_says_why_and_what_to_install(monkeypatch):
     with pytest.raises(fdevice.CudaUnavailableError) as info:
         fastbp.MLP([2, 2], device="cuda")
     message = str(info.value)
-    assert "no CUDA package" in message and 'pip install "fastbp[cuda]"' in message
+    assert "numba-cuda is not installed" in message and fdevice.INSTALL_COMMAND in message
+    assert message.count("pip install") == 1 and len(message) < 200 and "\n" not in message
     assert isinstance(info.value, RuntimeError)
 
 

@@ -8,7 +8,7 @@ from .activations import activation_backward, activation_forward
 from .linear import linear_backward, linear_forward
 from .losses import bce_with_logits, loss_forward_backward, mse, softmax_cross_entropy
 from .network import (backprop, network_backward, network_forward, network_loss,
-                      network_train_epoch, network_train_step)
+                      network_passes, network_train_epoch, network_train_step)
 from .optim import optimizer_update, sgd_update
 
 __all__ = [
@@ -16,6 +16,6 @@ __all__ = [
     "linear_forward", "linear_backward",
     "softmax_cross_entropy", "mse", "bce_with_logits", "loss_forward_backward",
     "network_forward", "network_backward", "backprop", "network_loss", "network_train_step",
-    "network_train_epoch",
+    "network_train_epoch", "network_passes",
     "sgd_update", "optimizer_update",
 ]

@@ -8,19 +8,31 @@ tanh, relu, leaky_relu) and from the pre-activation S otherwise (softplus, gelu,
 gelu_tanh); see ``codes.DERIVATIVE_FROM_OUTPUT``. Callers may pass the same array for
 S and A when the derivative comes from the output, and for dA and dS (in place).
 
-Each activation is a pair of scalar functions, ``f(s, slope)`` and ``df(a, s, slope)``.
-Loops over arrays never branch on the activation code per element: ``specialise``
-calls a loop with the pair for ``code``, so numba compiles one copy of the loop per
-activation, each a plain loop that LLVM vectorises (with the code tested inside the
+Each activation is a pair of scalar functions, ``f(s, slope)`` and ``df(a, s, slope)``
+(``PAIRS[code]``). Loops over arrays never branch on the activation code per element:
+``specialised(loop)`` gives a function ``run(act_set, code, args)`` that calls
+``loop(f, df, args)`` with the pair for ``code``, so numba compiles one copy of the loop
+per activation, each a plain loop that LLVM vectorises (with the code tested inside the
 loop, tanh ran at 3.8 ns per element instead of 1.0).
+
+Which copies get compiled is a compile-time choice: ``act_set`` is an *activation set*, an
+integer bit mask (``activation_set``) that reaches the kernels as a numba literal, and
+only the activations in it are compiled in. A network's passes are compiled for the
+set of activations its layers use (kernels/cpu/network.py, ``network_passes``); the
+public single-layer kernels below take any code and are compiled with ``ALL``. With
+all eight activations in every kernel, a network's first training step took about two
+minutes to compile (benchmarks/README.md, "Compile time").
 """
+import functools
 import math
 
-from numba import prange, uint64
+from numba import njit, prange, types, uint64
+from numba.core.errors import TypingError
+from numba.extending import overload
 
 from .. import codes
 from . import elementary
-from ._jit import parallel, scalar
+from ._jit import FASTMATH, parallel, scalar
 from .blocks import PARALLEL_MIN_ELEMENTS, block_bounds, n_blocks
 
 _SQRT_HALF = 0.7071067811865476          # 1/sqrt(2)
@@ -118,26 +130,86 @@ def _gelu_tanh_grad(a, s, slope):
     return 0.5 * (1.0 + t) + 0.5 * s * (1.0 - t * t) * dinner
 
 
-@scalar
-def specialise(code, loop, args):
-    """``loop(f, df, args)`` with the activation ``code``'s pair of scalar functions:
-    one compiled copy of ``loop`` per activation, none branching per element."""
-    if code == codes.IDENTITY:
-        loop(_identity, _identity_grad, args)
-    elif code == codes.SIGMOID:
-        loop(_sigmoid, _sigmoid_grad, args)
-    elif code == codes.TANH:
-        loop(_tanh, _tanh_grad, args)
-    elif code == codes.RELU:
-        loop(_relu, _relu_grad, args)
-    elif code == codes.LEAKY_RELU:
-        loop(_leaky_relu, _leaky_relu_grad, args)
-    elif code == codes.SOFTPLUS:
-        loop(_softplus, _softplus_grad, args)
-    elif code == codes.GELU:
-        loop(_gelu, _gelu_grad, args)
-    else:
-        loop(_gelu_tanh, _gelu_tanh_grad, args)
+# (f, df) of each activation, indexed by its code (kernels/codes.py).
+PAIRS = (
+    (_identity, _identity_grad), (_sigmoid, _sigmoid_grad), (_tanh, _tanh_grad),
+    (_relu, _relu_grad), (_leaky_relu, _leaky_relu_grad), (_softplus, _softplus_grad),
+    (_gelu, _gelu_grad), (_gelu_tanh, _gelu_tanh_grad),
+)
+assert len(PAIRS) == len(codes.ACTIVATIONS)
+
+
+def activation_set(act_codes):
+    """The activation set (a bit mask, bit ``code`` set) of the codes ``act_codes``."""
+    mask = 0
+    for code in act_codes:
+        mask |= 1 << int(code)
+    return mask
+
+
+ALL = activation_set(range(len(codes.ACTIVATIONS)))   # every activation
+
+
+@functools.lru_cache(maxsize=None)
+def _bound(loop, code):
+    """``loop`` with activation ``code``'s pair bound in: ``bound(args)``."""
+    f, df = PAIRS[code]
+
+    @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+    def bound(args):
+        loop(f, df, args)
+    return bound
+
+
+def specialised(loop):
+    """``run(act_set, code, args)``: ``loop(f, df, args)`` with the pair of activation
+    ``code``, compiled only for the activations of the set ``act_set`` (a literal bit mask).
+
+    ``loop`` is an inline scalar function ``loop(f, df, args)``. ``run`` compiles to one
+    function per set holding one inlined copy of ``loop`` per activation of the set and
+    a branch on ``code`` between them (none for a set of one); a ``code`` outside the
+    set runs the set's highest activation, as an unknown code ran gelu_tanh before.
+    """
+    def run(act_set, code, args):
+        raise NotImplementedError("compiled code only")
+
+    @overload(run, prefer_literal=True)
+    def _run(act_set, code, args):
+        if not isinstance(act_set, types.IntegerLiteral):
+            raise TypingError(f"{loop.__name__}: the activation set must be a "
+                              f"compile-time constant, got {act_set}")
+        mask = act_set.literal_value
+        if not 0 < mask <= ALL:
+            raise TypingError(f"{loop.__name__}: activation set {mask:#x} is empty or "
+                              f"names unknown activations")
+        last = mask.bit_length() - 1
+        # Branch c is taken for code c when c is in the set and not the last member
+        # (which takes the rest). The tests of t0..t6 are compile-time constants, so
+        # numba drops the branches of activations outside the set before typing them.
+        t0, t1, t2, t3, t4, t5, t6 = (bool(mask >> c & 1) and c != last
+                                      for c in range(len(PAIRS) - 1))
+        b0, b1, b2, b3, b4, b5, b6 = (_bound(loop, c) for c in range(len(PAIRS) - 1))
+        b_last = _bound(loop, last)
+
+        def impl(act_set, code, args):
+            if t0 and code == 0:
+                b0(args)
+            elif t1 and code == 1:
+                b1(args)
+            elif t2 and code == 2:
+                b2(args)
+            elif t3 and code == 3:
+                b3(args)
+            elif t4 and code == 4:
+                b4(args)
+            elif t5 and code == 5:
+                b5(args)
+            elif t6 and code == 6:
+                b6(args)
+            else:
+                b_last(args)
+        return impl
+    return run
 
 
 @scalar
@@ -161,6 +233,10 @@ def _backward_rows(f, df, args):
                 dS[i, j] = dA[i, j] * df(A[i, j], S[i, j], slope)
 
 
+_forward_rows_for = specialised(_forward_rows)
+_backward_rows_for = specialised(_backward_rows)
+
+
 @parallel
 def activation_forward(S, A, code, slope):
     """A = sigma(S), elementwise. S, A: (batch, n), same float dtype; A may be S."""
@@ -168,7 +244,7 @@ def activation_forward(S, A, code, slope):
     nblocks = n_blocks(batch, batch * n, PARALLEL_MIN_ELEMENTS)
     for blk in prange(nblocks):
         r0, r1 = block_bounds(blk, nblocks, batch)
-        specialise(code, _forward_rows, (S, A, slope, r0, r1))
+        _forward_rows_for(ALL, code, (S, A, slope, r0, r1))
 
 
 @parallel
@@ -182,4 +258,4 @@ def activation_backward(dA, A, S, dS, code, slope):
     nblocks = n_blocks(batch, batch * n, PARALLEL_MIN_ELEMENTS)
     for blk in prange(nblocks):
         r0, r1 = block_bounds(blk, nblocks, batch)
-        specialise(code, _backward_rows, (dA, A, S, dS, slope, r0, r1))
+        _backward_rows_for(ALL, code, (dA, A, S, dS, slope, r0, r1))

@@ -8,20 +8,18 @@ one-hot output gradient e_k on every row, gives column k of every row's Jacobian
 once: ``sizes[-1]`` backward passes after a single forward pass (one forward per
 output for checkpointed networks), all in one call.
 """
-from ._jit import serial
-from .network import backprop, network_forward, segment_start
+import functools
+
+from .activations import ALL, activation_set
+from ._jit import scalar, serial
+from .network import backprop_for, forward_for, segment_start
 
 
-@serial
-def network_jacobian(params, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
-                     X, acts, pres, dbuf, grads, dX, J):
-    """Fill J (batch, sizes[-1], sizes[0]) with d output / d input per row.
-
-    X: (batch, sizes[0]); acts, pres, dbuf: workspaces as for network_forward and
-    backprop; grads (n_params,) scratch that receives parameter gradients nobody reads;
-    dX (batch, sizes[0]) scratch. All one float dtype, C-contiguous. See network.py for
-    the layout arguments.
-    """
+@scalar
+def jacobian_for(act_set, params, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                 pre_cum, X, acts, pres, dbuf, grads, dX, J):
+    """network_jacobian for networks whose activations are in ``act_set`` (a
+    compile-time constant; see network.passes)."""
     batch = X.shape[0]
     n_out = sizes[sizes.shape[0] - 1]
     n_in = sizes[0]
@@ -33,14 +31,44 @@ def network_jacobian(params, sizes, w_off, b_off, act_codes, slopes, act_cum, pr
             checkpointed = True
     for k in range(n_out):
         if k == 0 or checkpointed:
-            network_forward(params, sizes, w_off, b_off, act_codes, slopes, act_cum,
-                            pre_cum, X, acts, pres)
+            forward_for(act_set, params, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                        pre_cum, X, acts, pres)
         # backprop overwrites dbuf as it goes, so the seed is written afresh each time.
         seed = dbuf[:batch * n_out].reshape(batch, n_out)
         seed[:, :] = 0.0
         seed[:, k] = 1.0
-        backprop(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
-                 X, acts, pres, dbuf, dX)
+        backprop_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
+                     act_cum, pre_cum, X, acts, pres, dbuf, dX)
         for i in range(batch):
             for j in range(n_in):
                 J[i, k, j] = dX[i, j]
+
+
+@functools.lru_cache(maxsize=None)
+def jacobian_pass(act_set):
+    """network_jacobian compiled for the activation set ``act_set`` only (as
+    network.passes)."""
+    act_set = int(act_set)
+
+    @serial
+    def network_jacobian(params, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                         pre_cum, X, acts, pres, dbuf, grads, dX, J):
+        """Fill J (batch, sizes[-1], sizes[0]) with d output / d input per row.
+
+        X: (batch, sizes[0]); acts, pres, dbuf: workspaces as for network_forward and
+        backprop; grads (n_params,) scratch that receives parameter gradients nobody
+        reads; dX (batch, sizes[0]) scratch. All one float dtype, C-contiguous. See
+        network.py for the layout arguments.
+        """
+        jacobian_for(act_set, params, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                     pre_cum, X, acts, pres, dbuf, grads, dX, J)
+    return network_jacobian
+
+
+def network_jacobian_for(act_codes):
+    """network_jacobian for a network whose layers have the activation codes
+    ``act_codes``."""
+    return jacobian_pass(activation_set(act_codes))
+
+
+network_jacobian = jacobian_pass(ALL)

@@ -24,7 +24,7 @@ calling thread: starting the pool costs more than such a layer's whole product.
 """
 from numba import prange, uint64
 
-from .activations import specialise
+from .activations import ALL, specialised
 from .blas import gemm
 from .blocks import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_FLOPS, block_bounds, n_blocks
 from ._jit import parallel, scalar, serial
@@ -51,9 +51,7 @@ def _bias_activation_loop(f, df, args):
                 A[i, j] = f(s, slope)
 
 
-@scalar
-def _bias_activation_block(S, b, A, code, slope, r0, r1, j0, j1):
-    specialise(code, _bias_activation_loop, (S, b, A, slope, r0, r1, j0, j1))
+_bias_activation_for = specialised(_bias_activation_loop)
 
 
 @scalar
@@ -75,9 +73,7 @@ def _sigma_prime_bias_loop(f, df, args):
                 db[j] += d
 
 
-@scalar
-def _sigma_prime_bias_cols(dA, A, S, dS, db, code, slope, j0, j1):
-    specialise(code, _sigma_prime_bias_loop, (dA, A, S, dS, db, slope, j0, j1))
+_sigma_prime_bias_for = specialised(_sigma_prime_bias_loop)
 
 
 @parallel
@@ -90,7 +86,7 @@ def bias_activation(S, b, A, code, slope):
     nblocks = n_blocks(batch, batch * n, PARALLEL_MIN_ELEMENTS)
     for blk in prange(nblocks):
         r0, r1 = block_bounds(blk, nblocks, batch)
-        _bias_activation_block(S, b, A, code, slope, r0, r1, 0, n)
+        _bias_activation_for(ALL, code, (S, b, A, slope, r0, r1, 0, n))
 
 
 @parallel
@@ -103,20 +99,39 @@ def activation_backward_bias(dA, A, S, dS, db, code, slope):
     nblocks = n_blocks(n, batch * n, PARALLEL_MIN_ELEMENTS)
     for blk in prange(nblocks):
         j0, j1 = block_bounds(blk, nblocks, n)
-        _sigma_prime_bias_cols(dA, A, S, dS, db, code, slope, j0, j1)
+        _sigma_prime_bias_for(ALL, code, (dA, A, S, dS, db, slope, j0, j1))
 
 
-@scalar
-def _forward_cols(X, W, b, code, slope, S, A, j0, j1):
+# A block's work is a compiled function of its own (not inlined): the one-thread path
+# and the parallel loop's body share one compiled copy of the epilogue loops, and the
+# parallel loop's body stays small, where numba's parfor passes are slow on big bodies.
+@serial
+def _forward_cols(act_set, X, W, b, code, slope, S, A, j0, j1):
     gemm(False, True, 1.0, X, W[j0:j1], 0.0, S[:, j0:j1])
-    _bias_activation_block(S, b, A, code, slope, 0, S.shape[0], j0, j1)
+    _bias_activation_for(act_set, code, (S, b, A, slope, 0, S.shape[0], j0, j1))
 
 
 @parallel
-def _forward_col_blocks(X, W, b, code, slope, S, A, nblocks):
+def _forward_col_blocks(act_set, X, W, b, code, slope, S, A, nblocks):
     for blk in prange(nblocks):
         j0, j1 = block_bounds(blk, nblocks, W.shape[0])
-        _forward_cols(X, W, b, code, slope, S, A, j0, j1)
+        _forward_cols(act_set, X, W, b, code, slope, S, A, j0, j1)
+
+
+@scalar
+def linear_forward_for(act_set, X, W, b, code, slope, S, A):
+    """linear_forward compiled for the activation set ``act_set`` (a compile-time
+    constant, activations.py) that ``code`` belongs to."""
+    batch, n_in = X.shape
+    n_out = W.shape[0]
+    nblocks = n_blocks(n_out, 2 * batch * n_in * n_out, PARALLEL_MIN_FLOPS)
+    if nblocks == 1:
+        # bounds as run-time values: a constant 0 would make numba compile a second
+        # copy of _forward_cols for it, beside the parallel loop's
+        j0, j1 = block_bounds(0, 1, n_out)
+        _forward_cols(act_set, X, W, b, code, slope, S, A, j0, j1)
+    else:
+        _forward_col_blocks(act_set, X, W, b, code, slope, S, A, nblocks)
 
 
 @serial
@@ -127,26 +142,20 @@ def linear_forward(X, W, b, code, slope, S, A):
     all C-contiguous. ``code`` is an activation code (kernels.codes), ``slope`` the
     leaky_relu slope. Pass the same array for S and A when S need not be kept.
     """
-    batch, n_in = X.shape
-    n_out = W.shape[0]
-    nblocks = n_blocks(n_out, 2 * batch * n_in * n_out, PARALLEL_MIN_FLOPS)
-    if nblocks == 1:
-        _forward_cols(X, W, b, code, slope, S, A, 0, n_out)
-    else:
-        _forward_col_blocks(X, W, b, code, slope, S, A, nblocks)
+    linear_forward_for(ALL, X, W, b, code, slope, S, A)
 
 
-@scalar
-def _weight_grad_cols(dA, A, S, X, code, slope, dS, dW, db, j0, j1):
-    _sigma_prime_bias_cols(dA, A, S, dS, db, code, slope, j0, j1)
+@serial
+def _weight_grad_cols(act_set, dA, A, S, X, code, slope, dS, dW, db, j0, j1):
+    _sigma_prime_bias_for(act_set, code, (dA, A, S, dS, db, slope, j0, j1))
     gemm(True, False, 1.0, dS[:, j0:j1], X, 0.0, dW[j0:j1])
 
 
 @parallel
-def _weight_grad_col_blocks(dA, A, S, X, code, slope, dS, dW, db, nblocks):
+def _weight_grad_col_blocks(act_set, dA, A, S, X, code, slope, dS, dW, db, nblocks):
     for blk in prange(nblocks):
         j0, j1 = block_bounds(blk, nblocks, dA.shape[1])
-        _weight_grad_cols(dA, A, S, X, code, slope, dS, dW, db, j0, j1)
+        _weight_grad_cols(act_set, dA, A, S, X, code, slope, dS, dW, db, j0, j1)
 
 
 @parallel
@@ -154,6 +163,27 @@ def _input_grad_col_blocks(dS, W, dX, nblocks):
     for blk in prange(nblocks):
         k0, k1 = block_bounds(blk, nblocks, W.shape[1])
         gemm(False, False, 1.0, dS, W[:, k0:k1], 0.0, dX[:, k0:k1])
+
+
+@scalar
+def linear_backward_for(act_set, dA, A, S, X, W, code, slope, dS, dX, dW, db, compute_dX):
+    """linear_backward compiled for the activation set ``act_set`` (as
+    linear_forward_for)."""
+    batch, n_out = dA.shape
+    n_in = X.shape[1]
+    flops = 2 * batch * n_out * n_in
+    nblocks = n_blocks(n_out, flops, PARALLEL_MIN_FLOPS)
+    if nblocks == 1:
+        j0, j1 = block_bounds(0, 1, n_out)   # run-time values (see linear_forward_for)
+        _weight_grad_cols(act_set, dA, A, S, X, code, slope, dS, dW, db, j0, j1)
+    else:
+        _weight_grad_col_blocks(act_set, dA, A, S, X, code, slope, dS, dW, db, nblocks)
+    if compute_dX:
+        nblocks = n_blocks(n_in, flops, PARALLEL_MIN_FLOPS)
+        if nblocks == 1:
+            gemm(False, False, 1.0, dS, W, 0.0, dX)
+        else:
+            _input_grad_col_blocks(dS, W, dX, nblocks)
 
 
 @serial
@@ -165,17 +195,4 @@ def linear_backward(dA, A, S, X, W, code, slope, dS, dX, dW, db, compute_dX):
     W: (out, in). Writes dS (batch, out; may be dA), dW (out, in), db (out,) and, when
     ``compute_dX`` is true, dX (batch, in); the first layer skips dX.
     """
-    batch, n_out = dA.shape
-    n_in = X.shape[1]
-    flops = 2 * batch * n_out * n_in
-    nblocks = n_blocks(n_out, flops, PARALLEL_MIN_FLOPS)
-    if nblocks == 1:
-        _weight_grad_cols(dA, A, S, X, code, slope, dS, dW, db, 0, n_out)
-    else:
-        _weight_grad_col_blocks(dA, A, S, X, code, slope, dS, dW, db, nblocks)
-    if compute_dX:
-        nblocks = n_blocks(n_in, flops, PARALLEL_MIN_FLOPS)
-        if nblocks == 1:
-            gemm(False, False, 1.0, dS, W, 0.0, dX)
-        else:
-            _input_grad_col_blocks(dS, W, dX, nblocks)
+    linear_backward_for(ALL, dA, A, S, X, W, code, slope, dS, dX, dW, db, compute_dX)

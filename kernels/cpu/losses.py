@@ -78,7 +78,8 @@ def _bce_with_logits_rows(Z, labels, T, dZ, scale, r0, r1):
     return total
 
 
-@scalar
+# compiled once (not inlined), shared by the one-thread path and the parallel loop
+@serial
 def _rows(loss_code, Z, labels, targets, dZ, scale, r0, r1):
     if loss_code == codes.SOFTMAX_CROSS_ENTROPY:
         return _softmax_cross_entropy_rows(Z, labels, targets, dZ, scale, r0, r1)
@@ -109,7 +110,9 @@ def loss_forward_backward(loss_code, Z, labels, targets, dZ):
     scale = 1.0 / count
     nblocks = n_blocks(batch, batch * n, PARALLEL_MIN_ELEMENTS)
     if nblocks == 1:
-        total = _rows(loss_code, Z, labels, targets, dZ, scale, 0, batch)
+        # bounds as run-time values: a constant 0 would compile a second _rows for it
+        r0, r1 = block_bounds(0, 1, batch)
+        total = _rows(loss_code, Z, labels, targets, dZ, scale, r0, r1)
     else:
         total = _row_blocks(loss_code, Z, labels, targets, dZ, scale, nblocks)
     return total * scale

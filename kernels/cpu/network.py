@@ -18,14 +18,25 @@ The network travels as small integer arrays (its *layout*) plus flat buffers:
                    gradient w.r.t. the current layer's output and input between its halves
 
 Python touches each minibatch once; the per-layer loop runs in compiled code.
+
+Compiled functions: the entry points that ``passes`` makes for each activation set.
+Everything else here is inlined into them (``scalar``): numba re-optimises the whole
+machine code below a compiled function each time a caller links it in, so a chain of
+separately compiled wrappers (the entry, the train step, backward, forward, the layer)
+cost more compile time than the kernels at its end. The work of a layer's column
+blocks stays compiled once in kernels/cpu/linear.py, shared by every entry.
 """
-from ._jit import serial
-from .linear import linear_backward, linear_forward
+import functools
+from types import SimpleNamespace
+
+from .activations import ALL, activation_set
+from ._jit import scalar, serial
+from .linear import linear_backward_for, linear_forward_for
 from .losses import loss_forward_backward
 from .optim import optimizer_update
 
 
-@serial
+@scalar
 def _output_views(l, batch, sizes, act_cum, pre_cum, acts, pres):
     """(A_l, S_l) of layer l as (batch, sizes[l+1]) views; S_l is A_l when not kept."""
     n = sizes[l + 1]
@@ -37,7 +48,7 @@ def _output_views(l, batch, sizes, act_cum, pre_cum, acts, pres):
     return A, pres[s0:s0 + batch * n].reshape(batch, n)
 
 
-@serial
+@scalar
 def _weight_views(l, buf, sizes, w_off, b_off):
     """(W_l, b_l) of layer l as views into the flat buffer ``buf`` (params or grads)."""
     n_out = sizes[l + 1]
@@ -47,7 +58,7 @@ def _weight_views(l, buf, sizes, w_off, b_off):
     return W, b
 
 
-@serial
+@scalar
 def _layer_input(l, X, batch, sizes, act_cum, pre_cum, acts, pres):
     """The input of layer l: X for the first layer, else A_{l-1}."""
     if l == 0:
@@ -56,45 +67,40 @@ def _layer_input(l, X, batch, sizes, act_cum, pre_cum, acts, pres):
     return A
 
 
-@serial
-def _layer_forward(l, params, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
-                   X, acts, pres):
+@scalar
+def _layer_forward(act_set, l, params, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                   pre_cum, X, acts, pres):
     batch = X.shape[0]
     W, b = _weight_views(l, params, sizes, w_off, b_off)
     A, S = _output_views(l, batch, sizes, act_cum, pre_cum, acts, pres)
     layer_in = _layer_input(l, X, batch, sizes, act_cum, pre_cum, acts, pres)
-    linear_forward(layer_in, W, b, act_codes[l], slopes[l], S, A)
+    linear_forward_for(act_set, layer_in, W, b, act_codes[l], slopes[l], S, A)
     return A
 
 
-@serial
-def network_forward(params, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
-                    X, acts, pres):
-    """Forward through every layer; returns the last layer's output (a view of acts).
-
-    X: (batch, sizes[0]) C-contiguous, params' dtype. See the module doc for the rest.
-    """
+@scalar
+def forward_for(act_set, params, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                pre_cum, X, acts, pres):
+    """network_forward for networks whose activations are in ``act_set``."""
     out = X
     for l in range(act_codes.shape[0]):
-        out = _layer_forward(l, params, sizes, w_off, b_off, act_codes, slopes, act_cum,
-                             pre_cum, X, acts, pres)
+        out = _layer_forward(act_set, l, params, sizes, w_off, b_off, act_codes, slopes,
+                             act_cum, pre_cum, X, acts, pres)
     return out
 
 
-@serial
-def network_loss(params, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
-                 loss_code, X, labels, targets, acts, pres, dbuf):
-    """Forward and mean loss (no gradients kept). labels (batch,) int64 for
-    softmax_cross_entropy, targets (batch, sizes[-1]) otherwise; the other may be empty.
-    """
-    out = network_forward(params, sizes, w_off, b_off, act_codes, slopes, act_cum,
-                          pre_cum, X, acts, pres)
+@scalar
+def loss_for(act_set, params, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
+             loss_code, X, labels, targets, acts, pres, dbuf):
+    """network_loss for networks whose activations are in ``act_set``."""
+    out = forward_for(act_set, params, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                      pre_cum, X, acts, pres)
     batch, n = out.shape
     dZ = dbuf[:batch * n].reshape(batch, n)
     return loss_forward_backward(loss_code, out, labels, targets, dZ)
 
 
-@serial
+@scalar
 def segment_start(l, act_cum):
     """First layer of the checkpoint segment that ends at layer l: walk down while the
     layer below keeps no output of its own (act_cum[j] >= act_cum[L], the scratch)."""
@@ -105,12 +111,12 @@ def segment_start(l, act_cum):
     return s
 
 
-@serial
-def backprop(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
-             X, acts, pres, dbuf, dX):
-    """Backward through every layer after network_forward, from the gradient of the
-    loss w.r.t. the network's output, which the caller has written into
-    ``dbuf[:batch*sizes[-1]]`` (viewed (batch, sizes[-1])). Fills ``grads``; when dX
+@scalar
+def backprop_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                 pre_cum, X, acts, pres, dbuf, dX):
+    """backprop for networks whose activations are in ``act_set``: backward through
+    every layer after network_forward, from the gradient of the loss w.r.t. the
+    network's output, which the caller has written into ``dbuf[:batch*sizes[-1]]`` (viewed (batch, sizes[-1])). Fills ``grads``; when dX
     has X's shape it also receives the gradient w.r.t. the input X (pass an empty
     (0, 0) array to skip that product, as training does).
 
@@ -128,8 +134,8 @@ def backprop(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum, pre
         first = segment_start(last, act_cum)
         if last < act_codes.shape[0] - 1:
             for l in range(first, last):
-                _layer_forward(l, params, sizes, w_off, b_off, act_codes, slopes,
-                               act_cum, pre_cum, X, acts, pres)
+                _layer_forward(act_set, l, params, sizes, w_off, b_off, act_codes,
+                               slopes, act_cum, pre_cum, X, acts, pres)
         for l in range(last, first - 1, -1):
             n_out = sizes[l + 1]
             n_in = sizes[l]
@@ -144,49 +150,45 @@ def backprop(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum, pre
             W, _ = _weight_views(l, params, sizes, w_off, b_off)
             dW, db = _weight_views(l, grads, sizes, w_off, b_off)
             # dS overwrites dA in place: dA is not needed once sigma' is applied.
-            linear_backward(dA, A, S, layer_in, W, act_codes[l], slopes[l], dA, dX_l, dW,
-                            db, l > 0 or want_dX)
+            linear_backward_for(act_set, dA, A, S, layer_in, W, act_codes[l], slopes[l],
+                                dA, dX_l, dW, db, l > 0 or want_dX)
             cur = 1 - cur
         last = first - 1
 
 
-@serial
-def network_backward(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
-                     pre_cum, loss_code, X, labels, targets, acts, pres, dbuf):
-    """Forward, loss and backward; fills ``grads`` (same layout as params) and returns
-    the mean loss. Arguments as network_loss, plus grads (n_params,)."""
-    out = network_forward(params, sizes, w_off, b_off, act_codes, slopes, act_cum,
-                          pre_cum, X, acts, pres)
+@scalar
+def backward_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                 pre_cum, loss_code, X, labels, targets, acts, pres, dbuf):
+    """network_backward for networks whose activations are in ``act_set``."""
+    out = forward_for(act_set, params, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                      pre_cum, X, acts, pres)
     batch, n_out = out.shape
     dZ = dbuf[:batch * n_out].reshape(batch, n_out)
     loss = loss_forward_backward(loss_code, out, labels, targets, dZ)
-    backprop(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
-             X, acts, pres, dbuf, dbuf[:0].reshape(0, 0))
+    backprop_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                 pre_cum, X, acts, pres, dbuf, dbuf[:0].reshape(0, 0))
     return loss
 
 
-@serial
-def network_train_step(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
-                       pre_cum, loss_code, X, labels, targets, acts, pres, dbuf,
-                       opt_code, opt_state, opt_hparams, opt_step):
-    """One training step in one call: forward, loss, backward, optimizer update.
-
-    Arguments as network_backward, then the optimizer's (see optim.optimizer_update).
-    Returns (loss, nonfinite): the mean loss before the update, and how many
-    parameters the update left NaN or infinite (0 when all are finite).
-    """
-    loss = network_backward(params, grads, sizes, w_off, b_off, act_codes, slopes,
-                            act_cum, pre_cum, loss_code, X, labels, targets, acts, pres,
-                            dbuf)
+@scalar
+def train_step_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
+                   act_cum, pre_cum, loss_code, X, labels, targets, acts, pres, dbuf,
+                   opt_code, opt_state, opt_hparams, opt_step):
+    """network_train_step for networks whose activations are in ``act_set``: returns
+    (loss, nonfinite), the mean loss before the update and how many parameters the
+    update left NaN or infinite (0 when all are finite)."""
+    loss = backward_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
+                        act_cum, pre_cum, loss_code, X, labels, targets, acts, pres, dbuf)
     nonfinite = optimizer_update(opt_code, params, grads, opt_state, opt_hparams, opt_step)
     return loss, nonfinite
 
 
-@serial
-def network_train_epoch(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
-                        pre_cum, loss_code, X, labels, targets, batch_size, acts, pres,
-                        dbuf, opt_code, opt_state, opt_hparams, first_step, losses):
-    """Consecutive training steps over the rows of X in minibatches of ``batch_size``
+@scalar
+def train_epoch_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
+                    act_cum, pre_cum, loss_code, X, labels, targets, batch_size, acts,
+                    pres, dbuf, opt_code, opt_state, opt_hparams, first_step, losses):
+    """network_train_epoch for networks whose activations are in ``act_set``:
+    consecutive training steps over the rows of X in minibatches of ``batch_size``
     (the last may be smaller), in one call: no return to Python between steps.
 
     X (n, sizes[0]); labels (n,) or empty; targets (n, sizes[-1]) or empty; the
@@ -204,11 +206,129 @@ def network_train_epoch(params, grads, sizes, w_off, b_off, act_codes, slopes, a
         b = min(a + batch_size, n)
         lab = labels[a:b] if labels.shape[0] > 0 else labels
         tgt = targets[a:b] if targets.shape[0] > 0 else targets
-        loss, nonfinite = network_train_step(params, grads, sizes, w_off, b_off, act_codes,
-                                             slopes, act_cum, pre_cum, loss_code, X[a:b],
-                                             lab, tgt, acts, pres, dbuf, opt_code,
-                                             opt_state, opt_hparams, first_step + i)
+        loss, nonfinite = train_step_for(act_set, params, grads, sizes, w_off, b_off,
+                                         act_codes, slopes, act_cum, pre_cum, loss_code,
+                                         X[a:b], lab, tgt, acts, pres, dbuf, opt_code,
+                                         opt_state, opt_hparams, first_step + i)
         losses[i] = loss
         if nonfinite or not (loss - loss == 0.0):   # NaN or infinite
             return i + 1, nonfinite
     return n_batches, 0
+
+
+@functools.lru_cache(maxsize=None)
+def passes(act_set):
+    """The whole-network passes compiled for the activation set ``act_set`` (the bit
+    mask ``activations.activation_set`` of a network's activation codes): a namespace
+    with network_forward, network_loss, backprop, network_backward, network_train_step
+    and network_train_epoch, each with the arguments of the module-level function of
+    that name, for networks whose activations are all in the set.
+
+    Each set gets functions of its own, so its machine code holds only its
+    activations' loops (compiled on first use, then cached on disk): ``act_set`` is a
+    closure variable of the functions below, which numba types as a compile-time
+    constant and makes part of their cache key. The module-level functions are the
+    passes of ``ALL``, which run any network but compile every activation.
+    """
+    act_set = int(act_set)
+    if not 0 < act_set <= ALL:
+        raise ValueError(f"act_set: expected a bit mask of activation codes in "
+                         f"(0, {ALL}], got {act_set}")
+
+    @serial
+    def network_forward(params, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
+                        X, acts, pres):
+        """Forward through every layer; returns the last layer's output (a view of
+        acts). X: (batch, sizes[0]) C-contiguous, params' dtype. See the module doc
+        for the rest."""
+        return forward_for(act_set, params, sizes, w_off, b_off, act_codes, slopes,
+                           act_cum, pre_cum, X, acts, pres)
+
+    @serial
+    def network_loss(params, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
+                     loss_code, X, labels, targets, acts, pres, dbuf):
+        """Forward and mean loss (no gradients kept). labels (batch,) int64 for
+        softmax_cross_entropy, targets (batch, sizes[-1]) otherwise; the other may be
+        empty."""
+        return loss_for(act_set, params, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                        pre_cum, loss_code, X, labels, targets, acts, pres, dbuf)
+
+    @serial
+    def backprop(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
+                 X, acts, pres, dbuf, dX):
+        """Backward through every layer after network_forward (see backprop_for)."""
+        backprop_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
+                     act_cum, pre_cum, X, acts, pres, dbuf, dX)
+
+    @serial
+    def network_backward(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                         pre_cum, loss_code, X, labels, targets, acts, pres, dbuf):
+        """Forward, loss and backward; fills ``grads`` (same layout as params) and
+        returns the mean loss. Arguments as network_loss, plus grads (n_params,)."""
+        return backward_for(act_set, params, grads, sizes, w_off, b_off, act_codes,
+                            slopes, act_cum, pre_cum, loss_code, X, labels, targets,
+                            acts, pres, dbuf)
+
+    @serial
+    def network_train_step(params, grads, sizes, w_off, b_off, act_codes, slopes,
+                           act_cum, pre_cum, loss_code, X, labels, targets, acts, pres,
+                           dbuf, opt_code, opt_state, opt_hparams, opt_step):
+        """One training step in one call: forward, loss, backward, optimizer update.
+
+        Arguments as network_backward, then the optimizer's (see
+        optim.optimizer_update). Returns (loss, nonfinite): the mean loss before the
+        update and how many parameters the update left NaN or infinite.
+        """
+        return train_step_for(act_set, params, grads, sizes, w_off, b_off, act_codes,
+                              slopes, act_cum, pre_cum, loss_code, X, labels, targets,
+                              acts, pres, dbuf, opt_code, opt_state, opt_hparams,
+                              opt_step)
+
+    @serial
+    def network_train_epoch(params, grads, sizes, w_off, b_off, act_codes, slopes,
+                            act_cum, pre_cum, loss_code, X, labels, targets, batch_size,
+                            acts, pres, dbuf, opt_code, opt_state, opt_hparams,
+                            first_step, losses):
+        """Consecutive training steps over the rows of X in minibatches of
+        ``batch_size``, in one call; see train_epoch_for."""
+        return train_epoch_for(act_set, params, grads, sizes, w_off, b_off, act_codes,
+                               slopes, act_cum, pre_cum, loss_code, X, labels, targets,
+                               batch_size, acts, pres, dbuf, opt_code, opt_state,
+                               opt_hparams, first_step, losses)
+
+    return SimpleNamespace(
+        act_set=act_set, network_forward=network_forward, network_loss=network_loss,
+        backprop=backprop, network_backward=network_backward,
+        network_train_step=network_train_step, network_train_epoch=network_train_epoch)
+
+
+# A process gives its own passes to the first SPECIALISED_SETS activation sets it meets;
+# networks with other sets share the passes of ALL. One set's passes compile in about a
+# fifth of the time of ALL's (benchmarks/README.md, "Compile time"), which is what a
+# first run (one network) waits for; but each set pays that again, so a process that
+# builds networks of many different activation sets (a test suite, a search over
+# activations) is better served by compiling ALL once. Results are bit-identical either
+# way: the same loops run, only the choice between them is made at compile time.
+SPECIALISED_SETS = 2
+_specialised = []
+
+
+def network_passes(act_codes):
+    """The passes for a network whose layers have the activation codes ``act_codes``:
+    those of its activation set (``passes``) for the first SPECIALISED_SETS sets this
+    process asks for, those of ALL after that."""
+    act_set = activation_set(act_codes)
+    if act_set not in _specialised:
+        if len(_specialised) >= SPECIALISED_SETS:
+            return passes(ALL)
+        _specialised.append(act_set)
+    return passes(act_set)
+
+
+_ALL_PASSES = passes(ALL)
+network_forward = _ALL_PASSES.network_forward
+network_loss = _ALL_PASSES.network_loss
+backprop = _ALL_PASSES.backprop
+network_backward = _ALL_PASSES.network_backward
+network_train_step = _ALL_PASSES.network_train_step
+network_train_epoch = _ALL_PASSES.network_train_epoch

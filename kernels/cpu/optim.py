@@ -213,7 +213,8 @@ def _rmsprop_range(params, grads, square_avg, grad_avg, buf, scale, lr, alpha, e
     return bad
 
 
-@scalar
+# compiled once (not inlined), shared by the one-thread path and the parallel loop
+@serial
 def _update_range(opt_code, params, grads, state, hparams, step, scale, i0, i1):
     """The update of ``opt_code`` on elements [i0, i1), picking the state rows; returns
     how many of those elements it left non-finite."""
@@ -278,7 +279,9 @@ def optimizer_update(opt_code, params, grads, state, hparams, step):
     n = params.shape[0]
     nblocks = n_blocks(n, n, PARALLEL_MIN_ELEMENTS)
     if nblocks == 1:
-        return _update_range(opt_code, params, grads, state, hparams, step, scale, 0, n)
+        # bounds as run-time values: a constant 0 would compile a second _update_range
+        i0, i1 = block_bounds(0, 1, n)
+        return _update_range(opt_code, params, grads, state, hparams, step, scale, i0, i1)
     return _update_blocks(opt_code, params, grads, state, hparams, step, scale, nblocks)
 
 

@@ -1,0 +1,118 @@
+"""Compiling a network's CPU kernels before they are first needed, and saying so.
+
+numba compiles a kernel the first time it is called with new argument types and keeps
+the machine code in its on-disk cache, so only the first run on a machine (or after
+fastbp's kernel sources change) pays for compilation: tens of seconds on a 2-core
+machine. ``warmup(net, optimizer)`` compiles, or loads from the cache, every pass that
+training and prediction run (``PASSES``), before any training clock starts: ``fit`` and
+``python -m fastbp train`` call it, so the progress bar, the per-epoch times and the
+final "s training" count training only. When something has to be compiled it first
+prints one line on stderr (also when stderr is not a terminal):
+
+    compiling fastbp's kernels for this machine, once; about 25 s
+
+``python -m fastbp warmup`` does the same ahead of time for the command line's networks.
+"""
+import sys
+import time
+
+import numpy as np
+from numba import typeof
+from numba.core import event
+
+from .layout import Workspace
+
+# Seconds a cold compile of each pass took on this project's 2-core machine, quiet,
+# with the passes before it in this order already compiled (benchmarks/compile_time.py;
+# the table is in benchmarks/README.md, "Compile time"). Only used for the estimate.
+PASSES = ("train_step", "loss", "forward")
+ESTIMATE_S = {"train_step": 22.0, "loss": 2.0, "forward": 2.0, "backward": 4.0,
+              "train_epoch": 22.0}
+_NEEDS_OPTIMIZER = ("train_step", "train_epoch")
+
+MESSAGE = "compiling fastbp's kernels for this machine, once; about {:.0f} s"
+
+
+def _pass_call(net, optimizer, name):
+    """(dispatcher, args) of pass ``name`` as the network calls it, on a one-row
+    batch in fresh workspaces: the same argument types as a real call, so compiling
+    for them is compiling what the real call runs."""
+    passes = net._kernels
+    X = np.zeros((1, net.sizes[0]), net.dtype)
+    if net.is_classifier:
+        labels, targets = np.zeros(1, np.int64), net._no_targets
+    else:
+        labels, targets = net._no_labels, np.zeros((1, net.sizes[-1]), net.dtype)
+    acts, pres, dbuf = Workspace(net.layout, net.dtype).ensure(1)
+    layout = net.layout.compiled_args()
+    if optimizer is not None:   # stand-ins of the types its update takes (its state may
+        opt = (optimizer.code, np.zeros((1, 1), net.dtype),   # still be on a GPU)
+               np.zeros(1, np.float64), optimizer.steps + 1)
+    if name == "forward":
+        return passes.network_forward, (net.params, *layout, X, acts, pres)
+    if name == "loss":
+        return passes.network_loss, (net.params, *layout, net._loss_code, X, labels,
+                                     targets, acts, pres, dbuf)
+    if name == "backward":
+        return passes.network_backward, (net.params, net.grads, *layout, net._loss_code,
+                                         X, labels, targets, acts, pres, dbuf)
+    if name == "train_step":
+        return passes.network_train_step, (
+            net.params, net.grads, *layout, net._loss_code, X, labels, targets, acts,
+            pres, dbuf, *opt)
+    if name == "train_epoch":
+        return passes.network_train_epoch, (
+            net.params, net.grads, *layout, net._loss_code, X, labels, targets, 1, acts,
+            pres, dbuf, *opt, np.empty(1, np.float64))
+    raise ValueError(f"passes: unknown pass {name!r}; expected some of "
+                     f"{', '.join(ESTIMATE_S)}")
+
+
+class _Announcer(event.Listener):
+    """Prints the message once, when numba starts compiling (not when it loads from
+    its cache)."""
+
+    def __init__(self, seconds, stream):
+        self.seconds, self.stream, self.said = seconds, stream, False
+
+    def on_start(self, ev):
+        if not self.said:
+            self.said = True
+            print(MESSAGE.format(self.seconds), file=self.stream, flush=True)
+
+    def on_end(self, ev):
+        pass
+
+
+def warmup(net, optimizer=None, passes=PASSES, stream=None):
+    """Compile (or load from numba's cache) the CPU passes ``passes`` of ``net``.
+
+    Parameters
+    ----------
+    net : fastbp.MLP (on the CPU; other devices are left alone)
+    optimizer : the optimizer training will use (any fastbp optimizer: they share one
+        compiled update); "train_step" and "train_epoch" are skipped without it.
+    passes : names among "train_step", "train_epoch", "loss", "forward", "backward".
+    stream : where the one-line notice goes (default sys.stderr).
+
+    Returns the seconds spent. Prints the notice (once) only when a pass is neither
+    compiled in this process nor in numba's disk cache; the estimate assumes that
+    every pass not yet compiled in this process needs compiling.
+    """
+    if getattr(net, "device", "cpu") != "cpu":
+        return 0.0
+    start = time.perf_counter()
+    todo = []
+    for name in passes:
+        if name in _NEEDS_OPTIMIZER and optimizer is None:
+            continue
+        dispatcher, args = _pass_call(net, optimizer, name)
+        signature = tuple(typeof(a) for a in args)
+        if signature not in dispatcher.overloads:
+            todo.append((name, dispatcher, signature))
+    announcer = _Announcer(sum(ESTIMATE_S[name] for name, _, _ in todo),
+                           stream or sys.stderr)
+    with event.install_listener("numba:compile", announcer):
+        for name, dispatcher, signature in todo:
+            dispatcher.compile(signature)
+    return time.perf_counter() - start

@@ -1,0 +1,90 @@
+"""fastbp.warmup: compiling a network's passes before first use, announced once.
+
+Uses the float32 relu network the command-line tests compile anyway.
+"""
+import importlib
+import io
+
+import numpy as np
+from numba import njit
+
+import fastbp
+
+# the module, not fastbp.warmup (the package exports the function by that name)
+fwarmup = importlib.import_module("fastbp.warmup")
+
+
+def _net():
+    return fastbp.MLP([64, 16, 10], activation="relu", seed=0)
+
+
+def test_after_warmup_the_passes_compile_nothing_more():
+    """warmup compiles for exactly the argument types the real calls use."""
+    net = _net()
+    opt = fastbp.Adam(net)
+    fwarmup.warmup(net, opt, ("train_step", "loss", "forward"))
+    passes = net._kernels
+    dispatchers = (passes.network_train_step, passes.network_loss, passes.network_forward)
+    before = [len(d.overloads) for d in dispatchers]
+    X = np.random.default_rng(0).standard_normal((40, 64))
+    y = np.arange(40) % 10
+    net.fit(X, y, epochs=1, batch_size=16, optimizer=opt, validation_data=(X, y),
+            verbose=False)
+    net.predict(X)
+    assert [len(d.overloads) for d in dispatchers] == before
+    stream = io.StringIO()
+    fwarmup.warmup(net, opt, stream=stream)   # already compiled: silent
+    assert stream.getvalue() == ""
+
+
+def test_one_line_before_compiling(monkeypatch):
+    """The notice comes once, before numba compiles, with the estimate of what is left;
+    a tiny stand-in pass keeps the compile short."""
+    @njit
+    def stand_in(x):
+        return x + 1.0
+
+    monkeypatch.setattr(fwarmup, "_pass_call", lambda net, opt, name: (stand_in, (1.0,)))
+    stream = io.StringIO()
+    fwarmup.warmup(_net(), fastbp.SGD(_net()), ("train_step", "loss"), stream=stream)
+    expected = fwarmup.MESSAGE.format(fwarmup.ESTIMATE_S["train_step"]
+                                      + fwarmup.ESTIMATE_S["loss"])
+    assert stream.getvalue() == expected + "\n"
+    assert stand_in.signatures   # it did compile
+
+
+def test_passes_are_shared_per_activation_set(monkeypatch):
+    """Networks with the same activations share their compiled passes; the set is what
+    the passes are specialised for, for the first SPECIALISED_SETS sets of a process."""
+    from fastbp.kernels.cpu import network
+    monkeypatch.setattr(network, "_specialised", [])
+    monkeypatch.setattr(network, "SPECIALISED_SETS", 2)
+    a = fastbp.MLP([4, 3, 2], activation="relu")
+    b = fastbp.MLP([5, 7, 7, 3], activation="relu")
+    c = fastbp.MLP([4, 3, 2], activation="tanh")
+    assert a._kernels is b._kernels and a._kernels is not c._kernels
+    assert a._kernels.act_set == (1 << fastbp.kernels.codes.RELU
+                                  | 1 << fastbp.kernels.codes.IDENTITY)
+    assert network.network_forward is network.passes(network.ALL).network_forward
+    d = fastbp.MLP([4, 3, 2], activation="gelu")   # a third set: the general passes
+    assert d._kernels is network.passes(network.ALL)
+    assert fastbp.MLP([4, 3, 2], activation="tanh")._kernels is c._kernels
+
+
+def test_a_sets_passes_give_the_general_passes_results_bit_for_bit(monkeypatch):
+    """The per-set passes run the same loops as the passes of every activation: equal
+    outputs, gradients and updates, to the bit (float32 relu, as the CLI tests)."""
+    from fastbp.kernels.cpu import network
+    X = np.random.default_rng(1).standard_normal((40, 64))
+    y = np.arange(40) % 10
+    results = []
+    relu_identity = network.activation_set([3, 0])
+    for passes in (network.passes(relu_identity), network.passes(network.ALL)):
+        net = _net()
+        net._kernels = passes
+        opt = fastbp.Adam(net)
+        losses = [net.train_step(X, y, opt) for _ in range(3)]
+        results.append((net.forward(X), net.params.copy(), losses))
+    (out_a, params_a, loss_a), (out_b, params_b, loss_b) = results
+    assert out_a.tobytes() == out_b.tobytes() and params_a.tobytes() == params_b.tobytes()
+    assert loss_a == loss_b
