@@ -1,7 +1,7 @@
 """The Jacobian of a network's outputs with respect to its inputs."""
 import numpy as np
 
-from .kernels.cpu.jacobian import network_jacobian_for
+from .kernels.cpu.jacobian import jacobian_pass
 
 
 def jacobian(net, X):
@@ -41,6 +41,7 @@ def jacobian(net, X):
     grads = np.empty(net.n_params, net.dtype)
     dX = np.empty((batch, n_in), net.dtype)
     J = np.empty((batch, net.sizes[-1], n_in), net.dtype)
-    network_jacobian_for(net.layout.act_codes)(net.params, *layout_args, X, acts, pres,
-                                                 dbuf, grads, dX, J)
+    # compiled for the activation set the network's own passes were compiled for
+    jacobian_pass(net._kernels.act_set)(net.params, *layout_args, X, acts, pres, dbuf,
+                                        grads, dX, J)
     return J
