@@ -2,7 +2,7 @@
 import numpy as np
 
 from .concurrency import using
-from .kernels.cpu.jacobian import network_jacobian_for
+from .kernels.cpu.jacobian import jacobian_pass
 
 
 def jacobian(net, X):
@@ -43,6 +43,7 @@ def jacobian(net, X):
     J = np.empty((batch, net.sizes[-1], n_in), net.dtype)
     with using(net, "jacobian"):   # it uses the network's workspaces
         layout_args, acts, pres, dbuf = net._compiled(batch)
-        network_jacobian_for(net.layout.act_codes)(net.params, *layout_args, X, acts,
-                                                     pres, dbuf, grads, dX, J)
+        # compiled for the activation set the network's own passes were compiled for
+        jacobian_pass(net._kernels.act_set)(net.params, *layout_args, X, acts, pres,
+                                            dbuf, grads, dX, J)
     return J

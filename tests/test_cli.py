@@ -39,7 +39,10 @@ def test_default_run_in_a_subprocess(tmp_path):
     assert "epoch  30/30" in out.stdout
     acc = float(out.stdout.split("test accuracy ")[1].split()[0])
     assert acc >= 0.97
-    assert out.stderr == ""
+    # nothing on stderr but, with a cold numba cache, the one line announcing compilation
+    notice = "compiling fastbp's kernels for this machine, once; about "
+    assert out.stderr == "" or (out.stderr.startswith(notice)
+                                and out.stderr.count("\n") == 1), out.stderr
     pred = _run("predict", str(tmp_path / "m.npz"), str(tmp_path / "none.csv"))
     assert pred.returncode == 1 and pred.stderr.count("\n") == 1
 

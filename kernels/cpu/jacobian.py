@@ -10,7 +10,7 @@ output for checkpointed networks), all in one call.
 """
 import functools
 
-from .activations import ALL, activation_set
+from .activations import ALL
 from ._jit import scalar, serial
 from .network import backprop_for, forward_for, segment_start
 
@@ -63,12 +63,6 @@ def jacobian_pass(act_set):
         jacobian_for(act_set, params, sizes, w_off, b_off, act_codes, slopes, act_cum,
                      pre_cum, X, acts, pres, dbuf, grads, dX, J)
     return network_jacobian
-
-
-def network_jacobian_for(act_codes):
-    """network_jacobian for a network whose layers have the activation codes
-    ``act_codes``."""
-    return jacobian_pass(activation_set(act_codes))
 
 
 network_jacobian = jacobian_pass(ALL)
