@@ -203,7 +203,7 @@ class _Stochastic:
 
     def snapshot(self):
         """A fastbp.divergence.Snapshot of the network's parameters and this optimizer's
-        state, to restore when a step diverges."""
+        state (``take()`` refreshes it), to restore when a step diverges."""
         return Snapshot(self._opt.net, self._opt)
 
     def iteration_ends(self, time_step):

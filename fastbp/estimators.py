@@ -375,13 +375,14 @@ class BaseMultilayerPerceptron(BaseEstimator):
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
 
         self.n_iter_ = 0
+        start = self._optimizer.snapshot()   # buffers reused every iteration
         for _ in range(self.max_iter):
             if self.shuffle:   # sklearn.utils.shuffle's draw, without its checks
                 order = np.arange(n_samples)
                 self._random_state.shuffle(order)
                 sample_idx = sample_idx[order]
             accumulated_loss = 0.0
-            start = self._optimizer.snapshot()   # every step is checked: it is finite
+            start.take()   # every step is checked, so this is finite
             diverged = None
             for batch, batch_slice in enumerate(gen_batches(n_samples, batch_size), 1):
                 rows = sample_idx[batch_slice] if self.shuffle else batch_slice

@@ -311,6 +311,8 @@ class MLP:
         layout_args, acts, pres, dbuf = self._compiled(X.shape[0])
         opt_code, _, _, opt_state, opt_hparams, opt_step = optimizer.compiled_args_for(self)
         X, labels, targets, extra = self._placed(X, labels, targets)
+        if self._staging is not None:
+            extra["nonfinite"] = self._staging.nonfinite
         loss, nonfinite = self._kernels.network_train_step(
             self.params, self.grads, *layout_args, self._loss_code, X, labels, targets,
             acts, pres, dbuf, opt_code, opt_state, opt_hparams, opt_step, **extra)

@@ -190,6 +190,9 @@ def test_cuda_train_step_and_fit(name):
                 verbose=False)
     np.testing.assert_array_equal(_params(net), before)
     assert math.isfinite(net.compute_loss(X, y))
+    # the network's reused counter was reset after the divergent step: a finite step
+    # now reports nothing
+    assert math.isfinite(net.train_step([[1.0]], [0.0], OPTIMIZERS[name](net, None)))
 
 
 @needs_cuda

@@ -136,13 +136,15 @@ def network_backward(params, grads, sizes, w_off, b_off, act_codes, slopes, act_
 
 def network_train_step(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
                        pre_cum, loss_code, X, labels, targets, acts, pres, dbuf,
-                       opt_code, opt_state, opt_hparams, opt_step, partials=None):
+                       opt_code, opt_state, opt_hparams, opt_step, partials=None,
+                       nonfinite=None):
     """One training step: forward, loss, backward, optimizer update, all on the device.
+    ``nonfinite``: the update's reusable counter (optim.new_counter), else one per call.
     Returns (loss, nonfinite): the mean loss before the update and how many parameters
     the update left NaN or infinite, as kernels/cpu/network.py's twin."""
     loss = network_backward(params, grads, sizes, w_off, b_off, act_codes, slopes,
                             act_cum, pre_cum, loss_code, X, labels, targets, acts, pres,
                             dbuf, partials)
-    nonfinite = optimizer_update(opt_code, params, grads, opt_state, opt_hparams, opt_step,
-                                 partials)
-    return loss, nonfinite
+    count = optimizer_update(opt_code, params, grads, opt_state, opt_hparams, opt_step,
+                             partials, nonfinite)
+    return loss, count

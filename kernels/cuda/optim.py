@@ -14,7 +14,8 @@ before further use).
         partials  optional float64 device scratch of the gradient-norm reduction
         returns   int, how many parameters the update left NaN or infinite (0: all
                   finite), counted by the update kernels into a one-element int32
-                  device counter (``nonfinite``, allocated per call when not given)
+                  device counter (``nonfinite``: a zeroed ``new_counter()`` that the
+                  caller keeps, as the network's staging does, or one per call)
 
 The hyperparameters stay on the host and travel as kernel arguments, so schedules that
 change the learning rate between steps cost no transfer. Clipping needs the gradient
@@ -167,24 +168,26 @@ def _grid(params):
 
 def new_counter():
     """A zeroed one-element int32 device counter for the update kernels' non-finite
-    count (``nonfinite`` of the launchers below)."""
+    count (``nonfinite`` of the launchers below). Between calls it holds 0: the kernels
+    only add to it when a value is NaN or infinite, and ``_read_count`` zeroes it again
+    only then, so a finite step costs one 4-byte read and no write."""
     return cuda.to_device(np.zeros(1, np.int32))
 
 
-def _counted(nonfinite):
-    """``nonfinite`` zeroed, or a new zeroed counter when it is None."""
-    if nonfinite is None:
-        return new_counter()
-    nonfinite.copy_to_device(np.zeros(1, np.int32))
-    return nonfinite
+def _read_count(nonfinite):
+    """The counter's value, leaving it at 0 for the next update."""
+    count = int(nonfinite.copy_to_host()[0])
+    if count:
+        nonfinite.copy_to_device(np.zeros(1, np.int32))
+    return count
 
 
-def sgd_update(params, grads, lr, nonfinite=None):
+def sgd_update(params, grads, lr):
     """Plain SGD in place: params -= lr * grads. params, grads: (n,) device arrays.
-    Returns how many parameters it left NaN or infinite."""
-    nonfinite = _counted(nonfinite)
+    Returns how many parameters it left NaN or infinite (as the CPU twin)."""
+    nonfinite = new_counter()
     _sgd_plain_update(nonfinite, params, grads, lr)
-    return int(nonfinite.copy_to_host()[0])
+    return _read_count(nonfinite)
 
 
 def _sgd_plain_update(nonfinite, params, grads, lr):
@@ -238,7 +241,8 @@ def optimizer_update(opt_code, params, grads, state, hparams, step, partials=Non
     or infinite. See the module docstring."""
     lr = float(hparams[codes.HP_LR])
     scale = clip_scale(grads, float(hparams[codes.HP_MAX_GRAD_NORM]), partials)
-    nonfinite = _counted(nonfinite)
+    if nonfinite is None:
+        nonfinite = new_counter()
     if opt_code == codes.SGD:
         momentum = float(hparams[codes.HP_SGD_MOMENTUM])
         weight_decay = float(hparams[codes.HP_SGD_WEIGHT_DECAY])
@@ -271,4 +275,4 @@ def optimizer_update(opt_code, params, grads, state, hparams, step, partials=Non
                        hparams[codes.HP_RMSPROP_WEIGHT_DECAY], momentum, centered)
     else:
         raise ValueError(f"opt_code: no CUDA update for optimizer code {opt_code}")
-    return int(nonfinite.copy_to_host()[0])
+    return _read_count(nonfinite)
