@@ -65,11 +65,14 @@ def canonical(arr):
     a warning, leaving the output as it was). Such arrays are therefore copied (they
     have a size-1 axis, so the copy is small).
     """
-    expected, step = [], arr.itemsize
-    for n in reversed(arr.shape):
-        expected.insert(0, step)
-        step *= n
-    if arr.strides != tuple(expected):
+    item = arr.itemsize
+    if arr.ndim == 2:   # the common cases, spelt out: this runs on every step
+        expected = (item * arr.shape[1], item)
+    elif arr.ndim == 1:
+        expected = (item,)
+    else:
+        expected = tuple(item * int(np.prod(arr.shape[d + 1:])) for d in range(arr.ndim))
+    if arr.strides != expected:
         return np.array(arr, order="C", copy=True)
     return arr
 
