@@ -20,6 +20,7 @@ import numpy as np
 from numba import typeof
 from numba.core import event
 
+from .concurrency import start_pool
 from .layout import Workspace
 
 # Seconds a cold compile of each pass took on this project's 2-core machine, quiet,
@@ -102,6 +103,11 @@ def warmup(net, optimizer=None, passes=PASSES, stream=None):
     if getattr(net, "device", "cpu") != "cpu":
         return 0.0
     start = time.perf_counter()
+    # The kernels ask numba's pool for its thread count through a symbol that exists
+    # only once the pool is launched (kernels/cpu/blocks.py); compiling a pass links
+    # them in, and without the pool LLVM aborts the process ("Symbol not found:
+    # allocate_sched"), as a first call of warmup in a fresh process did.
+    start_pool()
     todo = []
     for name in passes:
         if name in _NEEDS_OPTIMIZER and optimizer is None:

@@ -88,3 +88,22 @@ def test_a_sets_passes_give_the_general_passes_results_bit_for_bit(monkeypatch):
     (out_a, params_a, loss_a), (out_b, params_b, loss_b) = results
     assert out_a.tobytes() == out_b.tobytes() and params_a.tobytes() == params_b.tobytes()
     assert loss_a == loss_b
+
+
+def test_warmup_first_thing_in_a_fresh_process():
+    """warmup launches numba's pool before it compiles or loads the passes: the kernels
+    ask the pool for its thread count through a symbol that exists only once it is
+    launched (kernels/cpu/blocks.py). Without that, ``python -m fastbp warmup`` aborted
+    the interpreter (LLVM "Symbol not found: allocate_sched") when a pass had to be
+    compiled against kernels already in the cache."""
+    import subprocess
+    import sys
+    code = ("import fastbp, fastbp.concurrency as c\n"
+            "net = fastbp.MLP([64, 16, 10], activation='relu', seed=0)\n"
+            "assert not c._pool_started\n"
+            "fastbp.warmup(net, fastbp.SGD(net, lr=0.1))\n"
+            "print('pool started' if c._pool_started else 'no pool')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "pool started"
