@@ -39,3 +39,11 @@ if "NUMBA_ENABLE_CUDASIM" not in os.environ:
 def pytest_report_header(config):
     mode = "simulator" if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else "real GPU"
     return f"fastbp CUDA tests: {mode} (NUMBA_ENABLE_CUDASIM={os.environ['NUMBA_ENABLE_CUDASIM']})"
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (pyproject's addopts) means at most two workers: the suite's time is
+    mostly numba compiling kernels, one function at a time per process, and more
+    workers than two would compile the same kernels again (tests/conftest.py,
+    pytest_collection_finish, splits the shared ones between two)."""
+    return min(2, os.cpu_count() or 1)

@@ -70,7 +70,10 @@ for stage in "${stages[@]}"; do
             2>&1 | tee "$OUT/compare64.txt"
         rc=${PIPESTATUS[0]} ;;
     tests)
+        # addopts replaced: the GPU image may lack pytest-benchmark and pytest-xdist,
+        # whose options pyproject's addopts passes
         FASTBP_TEST_REAL_GPU=1 timeout 240 "$PY" -m pytest -q -p no:cacheprovider \
+            -o addopts=--import-mode=importlib \
             tests/test_cuda_kernels.py tests/test_cuda_network.py tests/test_compare.py \
             tests/test_cuda_compile.py \
             > "$OUT/pytest.txt" 2>&1

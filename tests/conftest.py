@@ -27,6 +27,7 @@ What lives here, and nowhere else:
                        strategy, and the fixed one per activation x loss.
 """
 import contextlib
+import os
 import time
 import zlib
 
@@ -51,6 +52,73 @@ FD_RTOL = 1e-6
 # Values |x| < MIN_ABS are never drawn: far from relu/leaky_relu's kink at 0 compared
 # with any finite-difference step used here, and never exactly zero.
 MIN_ABS = 0.05
+
+# A run of at least this many tests has each xdist worker compile one dtype's shared
+# kernels first (pytest_collection_finish); the whole suite collects about 2400.
+PRECOMPILE_MIN_TESTS = 1000
+
+
+# One process of the suite builds networks of many activation sets, so it compiles the
+# general passes (every activation) once instead of its first sets' own passes first:
+# kernels/cpu/network.py says why the choice exists; test_warmup.py restores it where
+# the specialisation itself is under test. Results are bit-identical either way.
+cpu.network.SPECIALISED_SETS = 0
+
+
+def _compile_general_kernels(dtype):
+    """Compile (or load from numba's cache) what most of the suite runs for ``dtype``:
+    every whole-network pass of the general (every-activation) passes, the jacobian,
+    and the single-layer, loss and optimizer kernels, each with the argument types the
+    tests call it with (C-contiguous arrays, int64 codes)."""
+    from fastbp.kernels.cpu.jacobian import jacobian_pass
+    from fastbp.kernels.cpu.linear import activation_backward_bias, bias_activation
+    from fastbp.warmup import ESTIMATE_S, warmup
+
+    net = fastbp.MLP([3, 4, 2], activation="tanh", dtype=dtype, seed=0)
+    opt = fastbp.SGD(net, lr=0.1)
+    warmup(net, opt, passes=tuple(ESTIMATE_S))
+    X = np.ones((2, 3), dtype)
+    layout_args, acts, pres, dbuf = net._compiled(2)
+    passes = net._kernels
+    passes.backprop(net.params, net.grads, *layout_args, X, acts, pres, dbuf,
+                    np.zeros((0, 0), dtype))
+    jacobian_pass(passes.act_set)(net.params, *layout_args, X, acts, pres, dbuf,
+                                  np.empty_like(net.grads), np.empty_like(X),
+                                  np.empty((2, 2, 3), dtype))
+    a, w, b, c = (np.ones((2, 2), dtype), np.ones((2, 2), dtype), np.ones(2, dtype),
+                  codes.ACTIVATIONS.index("tanh"))
+    cpu.linear_forward(a, w, b, c, 0.01, a.copy(), a.copy())
+    cpu.linear_backward(a.copy(), a, a, a, w, c, 0.01, a.copy(), a.copy(), w.copy(),
+                        b.copy(), True)
+    cpu.activation_forward(a, a.copy(), c, 0.01)
+    cpu.activation_backward(a, a, a, a.copy(), c, 0.01)
+    bias_activation(a.copy(), b, a.copy(), c, 0.01)
+    activation_backward_bias(a, a, a, a.copy(), b.copy(), c, 0.01)
+    labels = np.zeros(2, np.int64)
+    for loss_code in range(len(codes.LOSSES)):
+        cpu.loss_forward_backward(loss_code, a, labels, a, a.copy())
+    cpu.softmax_cross_entropy(a, labels, a.copy())
+    cpu.mse(a, a, a.copy())
+    cpu.bce_with_logits(a, a, a.copy())
+    params = np.ones(4, dtype)
+    cpu.sgd_update(params, params.copy(), 0.1)
+    hparams = np.zeros(codes.N_HPARAMS[codes.SGD])
+    hparams[0] = 0.1   # plain SGD: every other entry 0, meaning off
+    cpu.optimizer_update(codes.SGD, params, params.copy(), np.zeros((0, 4), dtype),
+                         hparams, 1)
+
+
+def pytest_collection_finish(session):
+    """Under pytest-xdist, with a whole-suite run collected, worker gw0 compiles the
+    float32 kernels most tests share and gw1 the float64 ones before either runs a
+    test: otherwise both workers compile the same kernels at the same time, as numba
+    cannot see what another process is compiling (its disk cache only has what is
+    finished). Each kernel is then compiled once, on one of the two cores, and loaded
+    from the cache everywhere else. A no-op on a warm cache and for small selections."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    dtype = {"gw0": "float32", "gw1": "float64"}.get(worker)
+    if dtype is not None and len(session.items) >= PRECOMPILE_MIN_TESTS:
+        _compile_general_kernels(dtype)
 
 
 @pytest.fixture

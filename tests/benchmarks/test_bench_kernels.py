@@ -5,7 +5,7 @@ benchmarks/).
 The default ``python -m pytest`` runs these once each as plain tests
 (pyproject's addopts has --benchmark-disable), so they never rot; to time them:
 
-    python -m pytest tests/benchmarks --benchmark-enable --benchmark-only
+    python -m pytest tests/benchmarks -n0 --benchmark-enable --benchmark-only
 
 Each test calls its kernel once before handing it to the ``benchmark`` fixture, so
 compilation (or loading numba's cache) is never timed. Benchmarks measure, tests

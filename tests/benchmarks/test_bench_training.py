@@ -3,7 +3,7 @@ the training step MLP.train_step (forward, loss, backward and SGD in one compile
 
 Run once each as plain tests by the default ``python -m pytest``; time them with
 
-    python -m pytest tests/benchmarks --benchmark-enable --benchmark-only
+    python -m pytest tests/benchmarks -n0 --benchmark-enable --benchmark-only
 """
 import numpy as np
 import pytest
