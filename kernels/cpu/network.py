@@ -19,12 +19,16 @@ The network travels as small integer arrays (its *layout*) plus flat buffers:
 
 Python touches each minibatch once; the per-layer loop runs in compiled code.
 
-Compiled functions: the entry points that ``passes`` makes for each activation set.
-Everything else here is inlined into them (``scalar``): numba re-optimises the whole
-machine code below a compiled function each time a caller links it in, so a chain of
-separately compiled wrappers (the entry, the train step, backward, forward, the layer)
-cost more compile time than the kernels at its end. The work of a layer's column
-blocks stays compiled once in kernels/cpu/linear.py, shared by every entry.
+Compiled functions: the entry points that ``passes`` makes for each activation set,
+and the passes they share (forward_for, loss_for, backprop_for, backward_for,
+train_step_for, train_epoch_for and _layer_forward), each compiled once per activation
+set and dtype and called by the entries, not inlined into them. With all of these
+inlined (numba's ``inline="always"``), every entry re-copied the whole forward and
+backward in numba's IR before typing it again: compiling the general passes for one
+dtype took 91 s of CPU, 59 s with them compiled once and called (benchmarks/README.md,
+"Compile time"); a call between compiled functions costs nanoseconds against a layer's
+products. The small view helpers stay inlined. The work of a layer's column blocks stays
+compiled once in kernels/cpu/linear.py, shared by every entry.
 """
 import functools
 from types import SimpleNamespace
@@ -67,7 +71,7 @@ def _layer_input(l, X, batch, sizes, act_cum, pre_cum, acts, pres):
     return A
 
 
-@scalar
+@serial
 def _layer_forward(act_set, l, params, sizes, w_off, b_off, act_codes, slopes, act_cum,
                    pre_cum, X, acts, pres):
     batch = X.shape[0]
@@ -78,7 +82,7 @@ def _layer_forward(act_set, l, params, sizes, w_off, b_off, act_codes, slopes, a
     return A
 
 
-@scalar
+@serial
 def forward_for(act_set, params, sizes, w_off, b_off, act_codes, slopes, act_cum,
                 pre_cum, X, acts, pres):
     """network_forward for networks whose activations are in ``act_set``."""
@@ -89,7 +93,7 @@ def forward_for(act_set, params, sizes, w_off, b_off, act_codes, slopes, act_cum
     return out
 
 
-@scalar
+@serial
 def loss_for(act_set, params, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
              loss_code, X, labels, targets, acts, pres, dbuf):
     """network_loss for networks whose activations are in ``act_set``."""
@@ -111,7 +115,7 @@ def segment_start(l, act_cum):
     return s
 
 
-@scalar
+@serial
 def backprop_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
                  pre_cum, X, acts, pres, dbuf, dX):
     """backprop for networks whose activations are in ``act_set``: backward through
@@ -156,7 +160,7 @@ def backprop_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
         last = first - 1
 
 
-@scalar
+@serial
 def backward_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
                  pre_cum, loss_code, X, labels, targets, acts, pres, dbuf):
     """network_backward for networks whose activations are in ``act_set``."""
@@ -170,7 +174,7 @@ def backward_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
     return loss
 
 
-@scalar
+@serial
 def train_step_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
                    act_cum, pre_cum, loss_code, X, labels, targets, acts, pres, dbuf,
                    opt_code, opt_state, opt_hparams, opt_step):
@@ -183,7 +187,7 @@ def train_step_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slope
     return loss, nonfinite
 
 
-@scalar
+@serial
 def train_epoch_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
                     act_cum, pre_cum, loss_code, X, labels, targets, batch_size, acts,
                     pres, dbuf, opt_code, opt_state, opt_hparams, first_step, losses):
