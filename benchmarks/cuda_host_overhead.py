@@ -143,6 +143,10 @@ def stub_driver():
 def measure(sizes, batch, steps, repeat, optimizer="sgd"):
     """One network's steady-state counts per step and median host microseconds."""
     import fastbp
+    try:
+        from fastbp import cuda_plan
+    except ImportError:       # before the launch plan existed
+        cuda_plan = None
     net = fastbp.MLP(sizes, activation="tanh", seed=0, device="cuda")
     opt = fastbp.make_optimizer(optimizer, net)
     rng = np.random.default_rng(0)
@@ -153,7 +157,7 @@ def measure(sizes, batch, steps, repeat, optimizer="sgd"):
     counts.clear()
     net.train_step(X, y, opt)
     per_step = {k: counts[k] for k in ("launches", "views", "H2D", "D2H", "syncs")}
-    per_step["plan launches"] = getattr(net, "planned_launches", lambda o: None)(opt)
+    per_step["plan launches"] = getattr(cuda_plan, "planned_launches", lambda n: None)(net)
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()

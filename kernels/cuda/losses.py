@@ -22,7 +22,7 @@ import numpy as np
 from numba import cuda
 
 from .. import codes
-from ._launch import blocks, config
+from ._launch import blocks, config, launch
 from .activations import sigmoid
 from .reduce import block_sum
 
@@ -98,14 +98,27 @@ def _loss_kernel(block):
     return loss_kernel
 
 
-def _run(loss_code, Z, labels, T, dZ, partials):
+def loss_blocks(loss_code, Z, partials):
+    """How many blocks (and partial sums in ``partials``) the loss kernel uses for Z."""
     batch, n = Z.shape
     items = batch if loss_code == _SOFTMAX_CROSS_ENTROPY else batch * n
+    return min(blocks(items, config.block), config.max_reduce_blocks, partials.shape[0])
+
+
+def launch_loss(loss_code, Z, labels, T, dZ, partials):
+    """Launch the loss kernel only: dZ written, the loss left in partials[:nblocks] on
+    the device (their sum). Returns nblocks. labels must be an int64 device array
+    (empty for the target losses), partials float64 (see the module docstring)."""
+    nblocks = loss_blocks(loss_code, Z, partials)
     tpb = config.block
+    launch(_loss_kernel(tpb), nblocks, tpb, (loss_code, Z, labels, T, dZ, partials))
+    return nblocks
+
+
+def _run(loss_code, Z, labels, T, dZ, partials):
     if partials is None:
         partials = cuda.device_array(config.max_reduce_blocks, dtype="float64")
-    nblocks = min(blocks(items, tpb), config.max_reduce_blocks, partials.shape[0])
-    _loss_kernel(tpb)[nblocks, tpb](loss_code, Z, labels, T, dZ, partials)
+    nblocks = launch_loss(loss_code, Z, labels, T, dZ, partials)
     return float(partials[:nblocks].copy_to_host().sum())
 
 
