@@ -58,9 +58,52 @@ def cuda_package():
     return None
 
 
+def numpy_compat():
+    """Restore ``numpy.row_stack`` (an alias of vstack) where numpy 2.5 removed it:
+    numba-cuda up to 0.30.4 overloads it while loading its CUDA typing registry, so
+    without it every kernel fails to compile (AttributeError deep inside numba). Called
+    before numba.cuda is imported; a no-op on numpy versions that have it."""
+    if not hasattr(np, "row_stack"):
+        np.row_stack = np.vstack
+
+
+_probe = None
+
+
+def compile_probe():
+    """(ok, reason): whether numba-cuda compiles a trivial kernel to PTX here (NVVM
+    only, no GPU needed; about a second, once per process)."""
+    global _probe
+    if _probe is None:
+        try:
+            numpy_compat()
+            from numba import cuda
+
+            def probe(x):
+                x[0] = x[0] + 1.0
+            cuda.compile_ptx(probe, "void(float32[:])", cc=(7, 5))
+            _probe = (True, "")
+        except Exception as exc:
+            _probe = (False, f"numba-cuda cannot compile kernels here ({_short(exc)}; "
+                             f"{_versions()}): upgrade numba-cuda, or install numpy<2.5")
+    return _probe
+
+
+def _versions():
+    import importlib.metadata as md
+    found = []
+    for name in ("numpy", "numba", "numba-cuda"):
+        try:
+            found.append(f"{name} {md.version(name)}")
+        except md.PackageNotFoundError:
+            pass
+    return ", ".join(found)
+
+
 def cuda_status():
     """(usable, reason): whether CUDA kernels can run here, and why not (one short
     sentence; ``require`` adds the install hint)."""
+    numpy_compat()
     if simulator_enabled():
         try:
             import numba.cuda  # noqa: F401
@@ -77,6 +120,9 @@ def cuda_status():
         return False, f"numba.cuda failed to import ({_short(exc)})"
     try:
         if cuda.is_available():
+            ok, reason = compile_probe()
+            if not ok:
+                return False, reason
             return True, f"{_gpu_name(cuda)} via {package}"
     except Exception as exc:
         return False, f"the CUDA driver failed ({_short(exc)})"
@@ -145,6 +191,7 @@ def require(device):
 def kernels(device):
     """The kernel module of ``device``: fastbp.kernels.cpu or fastbp.kernels.cuda."""
     if device == "cuda":
+        numpy_compat()
         from .kernels import cuda as cuda_kernels
         return cuda_kernels
     from .kernels import cpu as cpu_kernels
