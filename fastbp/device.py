@@ -223,11 +223,22 @@ def upload(dst, src):
     if src.nbytes != dst.nbytes:
         raise ValueError(f"upload: expected {dst.nbytes} bytes for a device array of "
                          f"shape {dst.shape}, got an array of shape {src.shape}")
-    if simulator_enabled():
+    if _simulated():
         dst.copy_to_device(src.reshape(dst.shape))
         return
     from numba.cuda.cudadrv import driver
     driver.host_to_device(dst, src, src.nbytes)
+
+
+def _simulated():
+    """numba's simulator flag, read once (it cannot change after numba is imported)."""
+    global _SIMULATED
+    if _SIMULATED is None:
+        _SIMULATED = simulator_enabled()
+    return _SIMULATED
+
+
+_SIMULATED = None
 
 
 def download(dst, src):
@@ -236,7 +247,7 @@ def download(dst, src):
     if src.nbytes != dst.nbytes or not dst.flags.c_contiguous:
         raise ValueError(f"download: expected a C-contiguous array of {src.nbytes} bytes, "
                          f"got shape {dst.shape} of {dst.dtype}")
-    if simulator_enabled():
+    if _simulated():
         dst[...] = src.copy_to_host().reshape(dst.shape)
         return
     from numba.cuda.cudadrv import driver
