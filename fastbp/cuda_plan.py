@@ -45,7 +45,9 @@ class CudaRunner:
         self.net = net
         self.partials = _device.empty(max(config.max_reduce_blocks, 256), np.float64, "cuda")
         self.counter = optim.new_counter()
+        self.bad = optim.new_counter()   # invalid entries of device-resident inputs
         self.no_labels = _device.empty(0, np.int64, "cuda")
+        self.no_targets = _device.empty((0, net.sizes[-1]), net.dtype, "cuda")
         self.plans = {}
         self.ring = self.host_ring = None
         self.capacity = 0
@@ -60,15 +62,16 @@ class CudaRunner:
     # -- the ring ----------------------------------------------------------------------
     def _ensure_ring(self, steps):
         if steps > self.capacity:
-            self.ring = _device.empty(2 * steps, np.float64, "cuda")
-            self.host_ring = np.zeros(2 * steps, np.float64)
+            self.ring = _device.empty(3 * steps, np.float64, "cuda")
+            self.host_ring = np.zeros(3 * steps, np.float64)
             self.capacity = steps
             self.generation += 1
             self.cursor = 0
 
     def read(self):
         """The ring on the host (one device-to-host copy, none when nothing was written
-        since the last read): losses in [0, capacity), counts after."""
+        since the last read): losses in [0, capacity), then the updates' non-finite
+        counts, then the invalid-input counts."""
         if self.read_at != self.written:
             _device.download(self.host_ring, self.ring)
             self.read_at = self.written
@@ -82,10 +85,10 @@ class CudaRunner:
         acts, pres, dbuf = net._workspace.ensure(batch)
         plan = self.plans.get(batch)
         if plan is None or not plan.uses(net.params, net.grads, acts, pres, dbuf,
-                                         self.partials, self.counter):
+                                         self.partials, self.counter, self.bad):
             plan = self.plans[batch] = TrainStepPlan(
                 net.params, net.grads, *net.layout.compiled_args(), net._loss_code, X,
-                labels, targets, acts, pres, dbuf, self.partials, self.counter)
+                labels, targets, acts, pres, dbuf, self.partials, self.counter, self.bad)
         else:
             plan.bind_inputs(X, labels, targets)
         return plan
@@ -95,23 +98,27 @@ class CudaRunner:
             self._rows = (state, [state[r] for r in range(state.shape[0])])
         return self._rows[1]
 
-    def step(self, X, labels, targets, optimizer, slot):
-        """Launch one training step on device batch (X, labels, targets) into ``slot``."""
+    def step(self, X, labels, targets, optimizer, slot, check=False):
+        """Launch one training step on device batch (X, labels, targets) into ``slot``;
+        ``check``: count invalid input entries on the device first (inputs the caller
+        keeps on the GPU, which the host has not seen)."""
         from .kernels.cuda import optim
         plan = self._plan(X, labels, targets)
         code, params, grads, state, hparams, step = optimizer.compiled_args_for(self.net)
         max_norm = float(hparams[codes.HP_MAX_GRAD_NORM])
         scale = (optim.clip_scale(grads, max_norm, self.net._staging.partials)
                  if max_norm > 0 else 1.0)
+        limits = ((self.net.sizes[-1], self.net.loss == "bce_with_logits") if check
+                  else None)
         plan.run(code, self._state_rows(state), hparams, step, scale, self.ring, slot,
-                 self.capacity)
+                 self.capacity, limits)
         self.written += 1
 
     def stage(self, X, labels, targets):
         """Device views holding the host batch (copied into the network's staging
         buffers; the views are made once per batch size)."""
-        if _device.is_device_array(X):
-            return X, _device.move(labels, "cuda"), _device.move(targets, "cuda")
+        if _device.on_device(X):   # checked by fastbp.device_inputs: used in place
+            return X, labels if labels.size else self.no_labels, targets
         staging = self.net._staging
         batch = X.shape[0]
         key = (batch, bool(labels.size), bool(targets.size))
@@ -132,9 +139,20 @@ class CudaRunner:
 
     # -- many steps --------------------------------------------------------------------
     def epoch_views(self, X, labels, targets, batch_size):
-        """Upload an epoch's (host) data in one copy each and return the minibatch
-        views [(X_i, labels_i, targets_i)], made once per (rows, batch size)."""
+        """Upload an epoch's host data in one copy each (device data are used in
+        place) and return the minibatch views [(X_i, labels_i, targets_i)], made once
+        per (data, rows, batch size)."""
         n = X.shape[0]
+        if _device.on_device(X):
+            key = ("device", id(X), id(labels), id(targets), n, batch_size)
+            if self._epoch is None or self._epoch[0] != key or self._epoch[1] is not X:
+                labels = labels if labels.size else self.no_labels
+                batches = [(X[a:a + batch_size],
+                            labels[a:a + batch_size] if labels.size else labels,
+                            targets[a:a + batch_size] if targets.size else targets)
+                           for a in range(0, n, batch_size)]
+                self._epoch = (key, X, labels, targets, batches)
+            return self._epoch[4]
         n_in, n_out = X.shape[1], self.net.sizes[-1]
         dtype = self.net.dtype
         key = (n, batch_size, bool(labels.size), bool(targets.size))
@@ -195,6 +213,9 @@ class StepLoss:
         ring = r.read()
         slot = self._index % r.capacity
         loss, nonfinite = float(ring[slot]), int(ring[r.capacity + slot])
+        bad = int(ring[2 * r.capacity + slot])
+        if bad:
+            raise ValueError(invalid_inputs(r.net, bad, f"optimizer step {self._step}"))
         if nonfinite:
             raise divergence.TrainingDiverged(
                 f"train_step: {divergence.describe(loss, nonfinite, r.net.n_params)} at "
@@ -242,31 +263,44 @@ for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__
     setattr(StepLoss, _name, _through_float(_name))
 
 
+def invalid_inputs(net, bad, where):
+    """The error message for ``bad`` invalid entries of device-resident inputs."""
+    what = ("labels outside [0, classes)" if net.is_classifier else
+            "targets outside [0, 1]" if net.loss == "bce_with_logits" else "")
+    return (f"X, y: {bad} entries of the device arrays given for {where} were NaN or "
+            f"infinite{' or ' + what if what else ''} (checked on the device, after the "
+            f"step was launched: the parameters may hold their effect)")
+
+
 def train_step(net, X, labels, targets, optimizer):
     """One step on checked host or device arrays; returns its StepLoss (no wait)."""
     r = runner(net)
+    check = _device.on_device(X)
     X, labels, targets = r.stage(X, labels, targets)
     index = r.cursor
-    r.step(X, labels, targets, optimizer, index % r.capacity)
+    r.step(X, labels, targets, optimizer, index % r.capacity, check)
     r.cursor += 1
     return StepLoss(r, index, optimizer.steps, optimizer.lr)
 
 
 def train_batches(net, X, labels, targets, batch_size, optimizer):
-    """Steps over the rows of checked host arrays in order, ``batch_size`` each: the
-    data uploaded once, every step launched, the ring read once. Returns (losses,
-    counts) per step as float64 and int64 arrays (count: parameters the step's update
-    left NaN or infinite)."""
+    """Steps over the rows of checked host (or device-resident) arrays in order,
+    ``batch_size`` each: host data uploaded once, every step launched, the ring read
+    once. Returns (losses, counts, bad) per step: float64 losses, int64 counts of
+    parameters the step's update left NaN or infinite, int64 counts of invalid entries
+    of device-resident inputs (zeros for host inputs, which the host checked)."""
     r = runner(net)
+    check = _device.on_device(X)
     batches = r.epoch_views(X, labels, targets, batch_size)
     r._ensure_ring(len(batches))
     r.generation += 1          # earlier StepLosses' slots are reused below
     for slot, (dX, d_labels, d_targets) in enumerate(batches):
-        r.step(dX, d_labels, d_targets, optimizer, slot)
+        r.step(dX, d_labels, d_targets, optimizer, slot, check)
     r.cursor = 0
     ring = r.read()
-    n = len(batches)
-    return ring[:n].copy(), ring[r.capacity:r.capacity + n].astype(np.int64)
+    n, c = len(batches), r.capacity
+    return (ring[:n].copy(), ring[c:c + n].astype(np.int64),
+            ring[2 * c:2 * c + n].astype(np.int64))
 
 
 def first_divergence(losses, counts):

@@ -203,6 +203,13 @@ def is_device_array(a):
     return hasattr(a, "copy_to_host") and not isinstance(a, np.ndarray)
 
 
+def on_device(a):
+    """True for arrays that live on a GPU: numba.cuda device arrays and anything
+    exposing ``__cuda_array_interface__`` (CuPy arrays, PyTorch CUDA tensors)."""
+    return is_device_array(a) or (hasattr(a, "__cuda_array_interface__")
+                                  and not isinstance(a, np.ndarray))
+
+
 def to_host(a):
     """A numpy copy of a device array; numpy arrays pass through unchanged."""
     return a.copy_to_host() if is_device_array(a) else a

@@ -172,7 +172,7 @@ def _steps(net, X, labels, targets, batch_size, optimizer):
     n = X.shape[0]
     if net.device == "cuda":
         from .cuda_plan import train_batches
-        losses, counts = train_batches(net, X, labels, targets, batch_size, optimizer)
+        losses, counts, _ = train_batches(net, X, labels, targets, batch_size, optimizer)
         for i, a in enumerate(range(0, n, batch_size)):
             yield a, min(a + batch_size, n), float(losses[i]), int(counts[i])
         return

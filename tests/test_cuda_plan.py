@@ -126,3 +126,44 @@ def test_a_divergent_step_is_reported_when_its_loss_is_read():
     loss = net.train_step([[1.0]], [0.0], fastbp.SGD(net, lr=1.0))
     with pytest.raises(fastbp.TrainingDiverged, match="optimizer step 1"):
         float(loss)
+
+
+@needs_cuda
+def test_device_resident_inputs_are_used_in_place_and_checked():
+    from numba import cuda
+    rng = np.random.default_rng(6)
+    host = fastbp.MLP([3, 2, 2], activation="tanh", dtype="float64", seed=2, device="cuda")
+    dev = fastbp.MLP([3, 2, 2], activation="tanh", dtype="float64", seed=2, device="cuda")
+    o_host, o_dev = fastbp.SGD(host, lr=0.3), fastbp.SGD(dev, lr=0.3)
+    X, y = rng.standard_normal((4, 3)), rng.integers(0, 2, 4)
+    dX, dy = cuda.to_device(X), cuda.to_device(y.astype(np.int64))
+    assert float(dev.train_step(dX, dy, o_dev)) == float(host.train_step(X, y, o_host))
+    # train_epoch in order over device data, as over host data
+    np.testing.assert_array_equal(dev.train_epoch(dX, dy, o_dev, batch_size=3),
+                                  host.train_epoch(X, y, o_host, batch_size=3))
+    np.testing.assert_array_equal(fdevice.to_host(dev.params), fdevice.to_host(host.params))
+    np.testing.assert_array_equal(dX.copy_to_host(), X)   # the caller's data untouched
+    # checked from the interface, before any launch
+    with pytest.raises(TypeError, match=r"X: expected a device array of float64"):
+        dev.train_step(cuda.to_device(X.astype(np.float32)), dy, o_dev)
+    with pytest.raises(ValueError, match=r"X: expected a device array of shape \(batch, 3\)"):
+        dev.train_step(cuda.to_device(X[:, :2].copy()), dy, o_dev)
+    with pytest.raises(ValueError, match="X: expected a C-contiguous"):
+        dev.train_step(cuda.to_device(np.asfortranarray(X)), dy, o_dev)
+    with pytest.raises(ValueError, match=r"y: expected int64 class labels of shape \(4,\)"):
+        dev.train_step(dX, dy[:3], o_dev)
+    with pytest.raises(TypeError, match="y: expected int64 class labels"):
+        dev.train_step(dX, cuda.to_device(y.astype(np.int32)), o_dev)
+    with pytest.raises(TypeError, match="y: expected a device array like X"):
+        dev.train_step(dX, y, o_dev)
+    # values are checked on the device and reported when the loss is read
+    bad_X = X.copy()
+    bad_X[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"X, y: 1 entries .* NaN or infinite"):
+        float(dev.train_step(cuda.to_device(bad_X), dy, o_dev))
+    with pytest.raises(ValueError, match=r"labels outside \[0, classes\)"):
+        float(dev.train_step(dX, cuda.to_device(np.array([0, 1, 2, 0])), o_dev))
+    before = fdevice.to_host(dev.params)
+    with pytest.raises(ValueError, match="restored"):
+        dev.train_epoch(cuda.to_device(bad_X), dy, o_dev, batch_size=2)
+    np.testing.assert_array_equal(fdevice.to_host(dev.params), before)

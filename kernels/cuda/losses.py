@@ -34,6 +34,11 @@ _MSE = codes.MSE
 def _softmax_row(Z, labels, dZ, i, scale):
     """Row i of softmax cross-entropy: writes dZ[i, :], returns the row's loss term."""
     classes = Z.shape[1]
+    y = labels[i]
+    if y < 0 or y >= classes:   # only labels that live on the device can be (the launch
+        for j in range(classes):   # plan counts them): no out-of-bounds read, a NaN loss
+            dZ[i, j] = math.nan
+        return math.nan
     m = Z[i, 0]
     for j in range(1, classes):
         m = max(m, Z[i, j])
@@ -43,7 +48,6 @@ def _softmax_row(Z, labels, dZ, i, scale):
         dZ[i, j] = e
         sumexp += e
     inv = 1.0 / sumexp
-    y = labels[i]
     for j in range(classes):
         g = dZ[i, j] * inv * scale
         if j == y:

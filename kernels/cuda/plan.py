@@ -28,7 +28,7 @@ host reads the ring when it wants the values (one copy for any number of steps).
 import numba
 from numba import cuda
 
-from ._launch import SIMULATOR, recording
+from ._launch import SIMULATOR, blocks, config, recording
 from .losses import launch_loss
 from .network import backprop, network_forward
 from .optim import launch_update
@@ -67,6 +67,7 @@ class PreparedLaunch:
 
     __slots__ = ("kernel", "grid", "block", "args", "_configured", "_compiled",
                  "_packed", "_spans", "_config", "_stream", "_cufunc", "_seen")
+    SEEN = 64   # packed arrays remembered per launch (an epoch's views; callers' inputs)
 
     def __init__(self, kernel, grid, block, args):
         self.kernel, self.grid, self.block = kernel, grid, block
@@ -129,6 +130,8 @@ class PreparedLaunch:
                         return
                     part = []
                     self._compiled._prepare_args(t, new, 0, [], part)
+                    if len(self._seen) >= self.SEEN:
+                        self._seen.clear()
                     hit = self._seen[key] = (new, part)
                 self._packed[start:end] = hit[1]
             else:
@@ -139,16 +142,43 @@ class PreparedLaunch:
 
 
 @cuda.jit
-def _record_step(partials, nblocks, nonfinite, ring, slot, capacity):
+def _record_step(partials, nblocks, nonfinite, bad, ring, slot, capacity):
     """ring[slot] = sum(partials[:nblocks]) (the step's mean loss), ring[capacity +
-    slot] = nonfinite[0] (parameters its update left NaN or infinite); counter zeroed."""
+    slot] = nonfinite[0] (parameters its update left NaN or infinite), ring[2 *
+    capacity + slot] = bad[0] (invalid input entries, _check_inputs); counters zeroed."""
     if cuda.grid(1) == 0:
         total = 0.0
         for i in range(nblocks):
             total += partials[i]
         ring[slot] = total
         ring[capacity + slot] = numba.float64(nonfinite[0])
+        ring[2 * capacity + slot] = numba.float64(bad[0])
         nonfinite[0] = 0
+        bad[0] = 0
+
+
+@cuda.jit
+def _check_inputs(X, labels, targets, n_classes, unit_interval, bad):
+    """Add to bad[0] one per entry of X or targets that is NaN or infinite (or, with
+    unit_interval, a target outside [0, 1]) and per label outside [0, n_classes): the
+    host's input checks, for inputs that live on the device."""
+    start = cuda.grid(1)
+    stride = cuda.gridDim.x * cuda.blockDim.x
+    n = X.shape[1]
+    for idx in range(start, X.shape[0] * n, stride):
+        i = idx // n
+        v = X[i, idx - i * n]
+        if not (v - v == 0.0):
+            cuda.atomic.add(bad, 0, 1)
+    for i in range(start, labels.shape[0], stride):
+        if labels[i] < 0 or labels[i] >= n_classes:
+            cuda.atomic.add(bad, 0, 1)
+    m = targets.shape[1]
+    for idx in range(start, targets.shape[0] * m, stride):
+        i = idx // m
+        t = targets[i, idx - i * m]
+        if not (t - t == 0.0) or (unit_interval and (t < 0.0 or t > 1.0)):
+            cuda.atomic.add(bad, 0, 1)
 
 
 class TrainStepPlan:
@@ -164,8 +194,8 @@ class TrainStepPlan:
 
     def __init__(self, params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
                  pre_cum, loss_code, X, labels, targets, acts, pres, dbuf, partials,
-                 nonfinite):
-        self.buffers = (params, grads, acts, pres, dbuf, partials, nonfinite)
+                 nonfinite, bad):
+        self.buffers = (params, grads, acts, pres, dbuf, partials, nonfinite, bad)
         with recording() as recorded:
             out = network_forward(params, sizes, w_off, b_off, act_codes, slopes,
                                   act_cum, pre_cum, X, acts, pres)
@@ -181,11 +211,12 @@ class TrainStepPlan:
                       for w, x in enumerate(self.inputs) if a is x]
         self.update = None
         self.record = None
+        self.check = None
 
-    def uses(self, params, grads, acts, pres, dbuf, partials, nonfinite):
+    def uses(self, params, grads, acts, pres, dbuf, partials, nonfinite, bad):
         """True when the plan was built over exactly these buffers."""
         return all(a is b for a, b in zip(self.buffers, (params, grads, acts, pres, dbuf,
-                                                         partials, nonfinite)))
+                                                         partials, nonfinite, bad)))
 
     def bind_inputs(self, X, labels, targets):
         """Use this batch (device arrays of the planned shapes) from now on."""
@@ -200,15 +231,30 @@ class TrainStepPlan:
             launch.rebind(args)
         self.inputs = new
 
-    def count(self):
-        """Launches per step: the passes, the update and the record."""
-        return len(self.passes) + 2
+    def count(self, checked=False):
+        """Launches per step: the passes, the update and the record (and the input
+        check of device-resident inputs when ``checked``)."""
+        return len(self.passes) + 2 + bool(checked)
 
-    def run(self, opt_code, rows, hparams, step, scale, ring, slot, capacity):
-        """Launch one step; its loss and non-finite count land in ring[slot] and
-        ring[capacity + slot]. ``rows``: the optimizer state's rows (device views kept
-        by the caller), ``scale`` the clipping factor (1.0: none)."""
-        params, grads, _, _, _, partials, nonfinite = self.buffers
+    def run(self, opt_code, rows, hparams, step, scale, ring, slot, capacity,
+            check=None):
+        """Launch one step; its loss, non-finite count and invalid-input count land in
+        ring[slot + k * capacity], k = 0, 1, 2. ``rows``: the optimizer state's rows
+        (device views kept by the caller), ``scale`` the clipping factor (1.0: none),
+        ``check``: None, or (n_classes, unit_interval) to check the inputs first
+        (``_check_inputs``)."""
+        params, grads, _, _, _, partials, nonfinite, bad = self.buffers
+        if check is not None:
+            X, labels, targets = self.inputs
+            args = (X, labels, targets, check[0], check[1], bad)
+            if self.check is None:
+                total = max(X.shape[0] * X.shape[1], labels.shape[0],
+                            targets.shape[0] * targets.shape[1])
+                grid = min(blocks(total, config.block), config.max_reduce_blocks)
+                self.check = PreparedLaunch(_check_inputs, grid, config.block, args)
+            else:
+                self.check.rebind(args)
+            self.check()
         for launch in self.passes:
             launch()
         with recording() as recorded:
@@ -219,7 +265,7 @@ class TrainStepPlan:
             else:
                 self.update.rebind(args)
             self.update()
-        args = (partials, self.loss_blocks, nonfinite, ring, slot, capacity)
+        args = (partials, self.loss_blocks, nonfinite, bad, ring, slot, capacity)
         if self.record is None:
             self.record = PreparedLaunch(_record_step, 1, 1, args)
         else:
