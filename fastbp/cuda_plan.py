@@ -27,6 +27,11 @@ What that gives:
 Not planned (each costs a device-to-host read per step, as before): clipping
 (``max_grad_norm``: the update needs the gradient norm on the host), and
 ``backward``/``compute_loss``/``forward``, which return host values by definition.
+Not done yet: ``train_step`` copies a host batch in with a plain copy from pageable
+memory, which the driver orders after the GPU's queued work (pinned, double-buffered
+staging on a stream of fastbp's own would let the upload overlap the previous step);
+``fit`` and ``train_epoch`` upload once per call, and device-resident inputs
+(fastbp.device_inputs) are not copied at all.
 """
 import numpy as np
 
