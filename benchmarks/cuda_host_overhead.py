@@ -17,7 +17,7 @@ the launch plan, and are not counted):
                  until the GPU has finished everything before it)
     syncs        explicit synchronisations (stream or context)
 
-Usage (needs numba-cuda with its CUDA libraries, ``pip install "numba-cuda[cu13]"``,
+Usage (needs numba-cuda with its CUDA libraries, ``pip install -e ".[cuda]"``,
 and NUMBA_ENABLE_CUDASIM unset; no GPU):
 
     python benchmarks/cuda_host_overhead.py                   # the four networks

@@ -21,7 +21,7 @@ from fastbp import device as fdevice
 
 needs_numba_cuda = pytest.mark.skipif(
     importlib.util.find_spec("numba_cuda") is None,
-    reason='numba-cuda is not installed (pip install "numba-cuda[cu13]"): nothing to '
+    reason='numba-cuda is not installed (pip install -e ".[cuda]"): nothing to '
            "compile the probe kernels with")
 
 WITHOUT_ROW_STACK = r"""

@@ -62,7 +62,7 @@ print(json.dumps(out))
 
 @pytest.mark.skipif(
     importlib.util.find_spec("numba_cuda") is None,
-    reason='numba-cuda is not installed (pip install "numba-cuda[cu13]"): the stubbed-'
+    reason='numba-cuda is not installed (pip install -e ".[cuda]"): the stubbed-'
            "driver counts need its real device arrays and launch path")
 def test_steady_state_steps_make_no_views_no_copies_back_and_only_planned_launches():
     env = dict(os.environ)
