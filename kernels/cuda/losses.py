@@ -7,13 +7,13 @@
                            Z, T (batch, n)
 
 Each writes dZ = d loss / d Z (device array of Z's shape) and returns the loss as a
-Python float. One kernel does both: threads stride over rows (cross-entropy) or
-elements (the others), and each block reduces its threads' loss terms in shared memory
-(float64) to one partial sum; the host adds the few partials (one small copy, the only
-transfer). ``launch_loss`` launches the kernel alone and leaves the partials on the
-device, for the launch plan (plan.py), which sums them there. ``partials`` is a float64 device array of at least
-``config.max_reduce_blocks`` entries; callers that step repeatedly pass one from their
-workspace, otherwise one is allocated per call.
+Python float. One kernel does both: threads stride over rows (cross-entropy) or elements
+(the others), and each block reduces its threads' loss terms in shared memory (float64)
+to one partial sum; the host adds the few partials (one small copy, the only transfer).
+``launch_loss`` launches the kernel alone and leaves the partials on the device, for the
+launch plan (plan.py), which sums them there. ``partials`` is a float64 device array of
+at least ``config.max_reduce_blocks`` entries; callers that step repeatedly pass one
+from their workspace, otherwise one is allocated per call.
 """
 import functools
 import math
