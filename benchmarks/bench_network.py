@@ -73,7 +73,9 @@ class TrainStep(_Network):
             raise NotImplementedError("MLP.train_step does not exist on this commit")
 
     def time_train_step(self, name, dtype, device):
-        self.net.train_step(self.X, self.y, self.opt)
+        # float(): on "cuda" train_step returns before the GPU is done (its loss is read
+        # lazily); reading it waits, so a sample is a whole step on both devices
+        float(self.net.train_step(self.X, self.y, self.opt))
 
     def peakmem_train_step(self, name, dtype, device):
         self.net.train_step(self.X, self.y, self.opt)
@@ -82,7 +84,7 @@ class TrainStep(_Network):
         """Achieved GFLOP/s of the step's matrix products (the step's whole time
         counted, so overhead shows up as a lower rate)."""
         sizes, batch = NETWORKS[name]
-        seconds = median_seconds(lambda: self.net.train_step(self.X, self.y, self.opt))
+        seconds = median_seconds(lambda: float(self.net.train_step(self.X, self.y, self.opt)))
         return 1e-9 * product_flops(sizes, batch) / seconds
     track_gflops.unit = "GFLOP/s"
 

@@ -63,7 +63,7 @@ def other_kernels(dtype):
     argument types their launchers pass (float() and bool() scalars, int64 codes).
     tests/test_cuda_compile.py fails when a kernel of kernels/cuda is missing here."""
     from numba import types
-    from fastbp.kernels.cuda import activations, linear, losses, optim
+    from fastbp.kernels.cuda import activations, linear, losses, optim, plan
     f = getattr(types, dtype)
     m2, v1 = types.Array(f, 2, "C"), types.Array(f, 1, "C")
     p1 = types.Array(types.float64, 1, "C")
@@ -88,6 +88,9 @@ def other_kernels(dtype):
          (counter, v1, v1, v1) + (f64,) * 5 + (b, b)),
         ("adam", optim._adam_kernel, (counter,) + (v1,) * 5 + (f64,) * 8 + (b,)),
         ("rmsprop", optim._rmsprop_kernel, (counter,) + (v1,) * 5 + (f64,) * 6 + (b,)),
+        # the launch plan's loss ring: partials, nblocks, counters, ring, slot, capacity
+        ("record_step", plan._record_step, (p1, i64, counter, counter, p1, i64, i64)),
+        ("check_inputs", plan._check_inputs, (m2, labels, m2, i64, b, counter)),
     ]
 
 

@@ -2,13 +2,17 @@
 # The one prepared run for a lent GPU machine (issue 3): validate every CUDA kernel on
 # the real GPU, time it against the CPU and cuBLAS, and sweep the product geometries.
 #
-#   bash benchmarks/gpu_check.sh                 # all stages: compare, tests, tune
+#   bash benchmarks/gpu_check.sh                 # all stages: compare, yardstick, tests, tune
 #   bash benchmarks/gpu_check.sh compare tune    # only those stages, in that order
 #
 # Stages, each under its own time limit so that one slow stage cannot eat the others
-# (180 + 240 + 150 s: the three fit one 600-second device call):
+# (180 + 300 + 240 + 150 s: more than one 600-second device call holds, so run
+# "compare yardstick" and "tests tune" as two calls):
 #   compare  python -m fastbp compare at 4096 (batch, inputs, outputs), float32: the
 #            table for benchmarks/README.md (max error, ms, GFLOP/s, ratio to cuBLAS)
+#   yardstick  benchmarks/gpu_yardstick.py: whole training steps, fastbp cuda against
+#            PyTorch on the same GPU (batch on the GPU; from the host + loss.item())
+#            and fastbp cpu, losses checked first (FP32, TF32 off)
 #   tests    the CUDA tests, unchanged, on the real GPU (FASTBP_TEST_REAL_GPU=1), and
 #            the compile check with the image's numba-cuda
 #   tune     benchmarks/gpu_tune.py: each candidate geometry against cuBLAS at 4096
@@ -26,7 +30,7 @@ OUT=$(cd "$OUT" && pwd)
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(compare tests tune)
+[ ${#stages[@]} -eq 0 ] && stages=(compare yardstick tests tune)
 summary="$OUT/summary.txt"
 : > "$summary"
 say() { echo "== $*" | tee -a "$summary"; }
@@ -65,6 +69,10 @@ for stage in "${stages[@]}"; do
         timeout 180 "$PY" -m fastbp compare --json "$OUT/compare.json" 2>&1 \
             | tee "$OUT/compare.txt"
         rc=${PIPESTATUS[0]} ;;
+    yardstick)
+        timeout 300 "$PY" benchmarks/gpu_yardstick.py --budget 0.5 \
+            --json "$OUT/gpu_yardstick.json" 2>&1 | tee "$OUT/gpu_yardstick.txt"
+        rc=${PIPESTATUS[0]} ;;
     compare64)
         timeout 180 "$PY" -m fastbp compare --dtype float64 --json "$OUT/compare64.json" \
             2>&1 | tee "$OUT/compare64.txt"
@@ -74,7 +82,8 @@ for stage in "${stages[@]}"; do
         # whose options pyproject's addopts passes
         FASTBP_TEST_REAL_GPU=1 timeout 240 "$PY" -m pytest -q -p no:cacheprovider \
             -o addopts=--import-mode=importlib \
-            tests/test_cuda_kernels.py tests/test_cuda_network.py tests/test_compare.py \
+            tests/test_cuda_kernels.py tests/test_cuda_network.py tests/test_cuda_plan.py \
+            tests/test_compare.py \
             tests/test_cuda_compile.py \
             > "$OUT/pytest.txt" 2>&1
         rc=$?
@@ -84,7 +93,7 @@ for stage in "${stages[@]}"; do
             | tee "$OUT/gpu_tune.txt"
         rc=${PIPESTATUS[0]} ;;
     *)
-        echo "unknown stage: $stage (compare, tests, tune, compare64)"; rc=2 ;;
+        echo "unknown stage: $stage (compare, yardstick, tests, tune, compare64)"; rc=2 ;;
     esac
     say "$stage: exit $rc after $(( $(date +%s) - start )) s"
     [ "$rc" -ne 0 ] && status=1

@@ -58,9 +58,52 @@ def cuda_package():
     return None
 
 
+def numpy_compat():
+    """Restore ``numpy.row_stack`` (an alias of vstack) where numpy 2.5 removed it:
+    numba-cuda up to 0.30.4 overloads it while loading its CUDA typing registry, so
+    without it every kernel fails to compile (AttributeError deep inside numba). Called
+    before numba.cuda is imported; a no-op on numpy versions that have it."""
+    if not hasattr(np, "row_stack"):
+        np.row_stack = np.vstack
+
+
+_probe = None
+
+
+def compile_probe():
+    """(ok, reason): whether numba-cuda compiles a trivial kernel to PTX here (NVVM
+    only, no GPU needed; about a second, once per process)."""
+    global _probe
+    if _probe is None:
+        try:
+            numpy_compat()
+            from numba import cuda
+
+            def probe(x):
+                x[0] = x[0] + 1.0
+            cuda.compile_ptx(probe, "void(float32[:])", cc=(7, 5))
+            _probe = (True, "")
+        except Exception as exc:
+            _probe = (False, f"numba-cuda cannot compile kernels here ({_short(exc)}; "
+                             f"{_versions()}): upgrade numba-cuda, or install numpy<2.5")
+    return _probe
+
+
+def _versions():
+    import importlib.metadata as md
+    found = []
+    for name in ("numpy", "numba", "numba-cuda"):
+        try:
+            found.append(f"{name} {md.version(name)}")
+        except md.PackageNotFoundError:
+            pass
+    return ", ".join(found)
+
+
 def cuda_status():
     """(usable, reason): whether CUDA kernels can run here, and why not (one short
     sentence; ``require`` adds the install hint)."""
+    numpy_compat()
     if simulator_enabled():
         try:
             import numba.cuda  # noqa: F401
@@ -77,6 +120,9 @@ def cuda_status():
         return False, f"numba.cuda failed to import ({_short(exc)})"
     try:
         if cuda.is_available():
+            ok, reason = compile_probe()
+            if not ok:
+                return False, reason
             return True, f"{_gpu_name(cuda)} via {package}"
     except Exception as exc:
         return False, f"the CUDA driver failed ({_short(exc)})"
@@ -145,6 +191,7 @@ def require(device):
 def kernels(device):
     """The kernel module of ``device``: fastbp.kernels.cpu or fastbp.kernels.cuda."""
     if device == "cuda":
+        numpy_compat()
         from .kernels import cuda as cuda_kernels
         return cuda_kernels
     from .kernels import cpu as cpu_kernels
@@ -156,6 +203,13 @@ def is_device_array(a):
     return hasattr(a, "copy_to_host") and not isinstance(a, np.ndarray)
 
 
+def on_device(a):
+    """True for arrays that live on a GPU: numba.cuda device arrays and anything
+    exposing ``__cuda_array_interface__`` (CuPy arrays, PyTorch CUDA tensors)."""
+    return is_device_array(a) or (hasattr(a, "__cuda_array_interface__")
+                                  and not isinstance(a, np.ndarray))
+
+
 def to_host(a):
     """A numpy copy of a device array; numpy arrays pass through unchanged."""
     return a.copy_to_host() if is_device_array(a) else a
@@ -165,6 +219,46 @@ def to_device(a):
     """A new device array holding a copy of the numpy array ``a``."""
     from numba import cuda
     return cuda.to_device(canonical(np.ascontiguousarray(a)))
+
+
+def upload(dst, src):
+    """Copy the host array ``src`` into the C-contiguous device array ``dst`` of the
+    same size and dtype (converted and made contiguous first when needed). Unlike
+    numba's ``copy_to_device`` it makes no device-array views (that costs three per
+    call, tens of microseconds each): the launch plan's per-step input copy."""
+    src = np.ascontiguousarray(src, dtype=dst.dtype)
+    if src.nbytes != dst.nbytes:
+        raise ValueError(f"upload: expected {dst.nbytes} bytes for a device array of "
+                         f"shape {dst.shape}, got an array of shape {src.shape}")
+    if _simulated():
+        dst.copy_to_device(src.reshape(dst.shape))
+        return
+    from numba.cuda.cudadrv import driver
+    driver.host_to_device(dst, src, src.nbytes)
+
+
+def _simulated():
+    """numba's simulator flag, read once (it cannot change after numba is imported)."""
+    global _SIMULATED
+    if _SIMULATED is None:
+        _SIMULATED = simulator_enabled()
+    return _SIMULATED
+
+
+_SIMULATED = None
+
+
+def download(dst, src):
+    """Copy the device array ``src`` into the C-contiguous host array ``dst`` of the
+    same size and dtype; like ``upload``, without numba's per-call views."""
+    if src.nbytes != dst.nbytes or not dst.flags.c_contiguous:
+        raise ValueError(f"download: expected a C-contiguous array of {src.nbytes} bytes, "
+                         f"got shape {dst.shape} of {dst.dtype}")
+    if _simulated():
+        dst[...] = src.copy_to_host().reshape(dst.shape)
+        return
+    from numba.cuda.cudadrv import driver
+    driver.device_to_host(dst, src, dst.nbytes)
 
 
 def empty(shape, dtype, device):

@@ -292,7 +292,15 @@ class MLP:
         copy (``net.params.copy()``) to go back to, or train with ``fit``, which
         restores the start of the epoch. A non-finite loss whose update stayed finite
         is returned as it is.
+
+        On device="cuda" the step is launched and the loss returned without waiting for
+        the GPU, as a fastbp.cuda_plan.StepLoss: ``float(loss)`` (or ``loss.item()``,
+        arithmetic, comparisons) waits and reads it, and raises the TrainingDiverged
+        above then; a loop that never reads its losses copies nothing back.
         """
+        if self.device == "cuda":
+            X, labels, targets = self._cuda_inputs(X, y)
+            return self._train_step_planned(X, labels, targets, optimizer)
         X = self._inputs(X)
         labels, targets = self._targets(y, X.shape[0])
         loss, nonfinite = self._train_step_checked(X, labels, targets, optimizer)
@@ -303,6 +311,23 @@ class MLP:
                 f"Try a smaller learning rate (it was {optimizer.lr:g}) or gradient "
                 f"clipping (max_grad_norm=...).", None, None, loss, None, nonfinite)
         return loss
+
+    def _cuda_inputs(self, X, y):
+        """(X, labels, targets) checked: host arrays as everywhere, arrays that live on
+        the GPU from their interface, used in place (fastbp.device_inputs)."""
+        if not _device.on_device(X):
+            X = self._inputs(X)
+            return (X,) + self._targets(y, X.shape[0])
+        from .cuda_plan import runner
+        from .device_inputs import checked
+        return checked(self, X, y, runner(self))
+
+    @_concurrency.exclusive
+    def _train_step_planned(self, X, labels, targets, optimizer):
+        """train_step on "cuda": launched from the step's plan, the loss left on the
+        device (fastbp.cuda_plan.StepLoss)."""
+        from .cuda_plan import train_step
+        return train_step(self, X, labels, targets, optimizer)
 
     @_concurrency.exclusive
     def _train_step_checked(self, X, labels, targets, optimizer):
@@ -331,21 +356,28 @@ class MLP:
         fastbp.TrainingDiverged is raised naming the step (``batch``, 1-based).
         """
         batch_size = validation.positive_int("batch_size", batch_size)
-        X = self._inputs(X)
-        labels, targets = self._targets(y, X.shape[0])
+        if self.device == "cuda":
+            X, labels, targets = self._cuda_inputs(X, y)
+        else:
+            X = self._inputs(X)
+            labels, targets = self._targets(y, X.shape[0])
         n_batches = -(-X.shape[0] // batch_size)
         losses = np.empty(n_batches, np.float64)
         start = divergence.Snapshot(self, optimizer)
         ran, nonfinite = n_batches, 0
-        if self.device != "cpu":   # the GPU steps are launched from the host anyway
-            for i in range(n_batches):
-                rows = slice(i * batch_size, (i + 1) * batch_size)
-                losses[i], nonfinite = self._train_step_checked(
-                    X[rows], labels[rows] if labels.size else labels,
-                    targets[rows] if targets.size else targets, optimizer)
-                if divergence.diverged(losses[i], nonfinite):
-                    ran = i + 1
-                    break
+        if self.device != "cpu":   # every step launched, the losses read once at the end
+            from .cuda_plan import first_divergence, invalid_inputs, train_batches
+            losses[:], counts, invalid = train_batches(self, X, labels, targets,
+                                                       batch_size, optimizer)
+            if invalid.any():   # device-resident inputs, checked on the device
+                start.restore()
+                step = int(np.flatnonzero(invalid)[0]) + 1
+                raise ValueError(invalid_inputs(self, int(invalid.sum()), f"train_epoch "
+                                 f"(first at step {step} of {n_batches})") + "; the "
+                                 f"parameters and optimizer state were restored")
+            bad = first_divergence(losses, counts)
+            if bad is not None:
+                ran, nonfinite = bad + 1, int(counts[bad])
         else:
             self._warm("train_epoch", optimizer)
             layout_args, acts, pres, dbuf = self._compiled(min(batch_size, X.shape[0]))

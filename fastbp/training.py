@@ -164,6 +164,26 @@ class _Scorer:
         return loss, float(np.mean(r2))
 
 
+def _steps(net, X, labels, targets, batch_size, optimizer):
+    """Run an epoch's minibatch steps in order; yields (first row, end row, loss,
+    non-finite count) per step. On the CPU each step runs when asked for (so a
+    divergent step ends the epoch there); on "cuda" all are launched first and their
+    losses and counts read back once (fastbp.cuda_plan)."""
+    n = X.shape[0]
+    if net.device == "cuda":
+        from .cuda_plan import train_batches
+        losses, counts, _ = train_batches(net, X, labels, targets, batch_size, optimizer)
+        for i, a in enumerate(range(0, n, batch_size)):
+            yield a, min(a + batch_size, n), float(losses[i]), int(counts[i])
+        return
+    for a in range(0, n, batch_size):
+        b = min(a + batch_size, n)
+        loss, nonfinite = net._train_step_checked(
+            X[a:b], labels[a:b] if labels.size else labels,
+            targets[a:b] if targets.size else targets, optimizer)
+        yield a, b, loss, nonfinite
+
+
 @exclusive_function   # one training of a network at a time (fastbp.concurrency)
 def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=None,
         validation_data=None, validation_split=None, early_stopping=None, schedule=None,
@@ -284,12 +304,9 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
             good.take()   # one copy per epoch; every step is checked, so it is finite
             lr = optimizer.lr
             total = 0.0
-            for batch, a in enumerate(range(0, n, batch_size), start=1):
-                b = min(a + batch_size, n)
-                lab = labels_epoch[a:b] if labels.size else labels
-                tgt = targets_epoch[a:b] if targets.size else targets
-                loss, nonfinite = net._train_step_checked(X_epoch[a:b], lab, tgt,
-                                                          optimizer)
+            steps = _steps(net, X_epoch, labels_epoch if labels.size else labels,
+                           targets_epoch if targets.size else targets, batch_size, optimizer)
+            for batch, (a, b, loss, nonfinite) in enumerate(steps, start=1):
                 if divergence.diverged(loss, nonfinite):
                     good.restore()
                     message = (

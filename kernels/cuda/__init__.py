@@ -1,7 +1,9 @@
 """``numba.cuda`` twins of the CPU kernels in ``kernels/cpu``, file for file and name for
 name, taking device arrays. Each module holds host-side launchers with the CPU names and
 the ``@cuda.jit`` kernels and device functions they launch; the launch geometry (the
-reduction tile, the matrix-product tile shape) lives in ``_launch.config``.
+reduction tile, the matrix-product tile shape) lives in ``_launch.config``. ``plan.py``
+(launch plans: a step's launches prepared once and fired many times) has no CPU twin:
+there a whole step is already one compiled call.
 
 Importing this package imports ``numba.cuda`` (numba's built-in one, or the numba-cuda
 package where installed); it needs a CUDA driver and GPU only when a kernel launches,

@@ -139,3 +139,37 @@ def launch_config(tile=None, gemm=None):
 def blocks(n, per_block):
     """Blocks of ``per_block`` needed to cover n items (at least one)."""
     return max((n + per_block - 1) // per_block, 1)
+
+
+# -- launching ----------------------------------------------------------------------
+# Every launcher of this package launches through ``launch`` below, so that a launch
+# plan (plan.py) can run a launcher once under ``recording()`` and keep what it would
+# have launched (kernel, grid, block and the argument tuple, device-array views
+# included) to launch again later without rebuilding any of it.
+_recorder = None
+
+
+def launch(kernel, grid, block, args):
+    """Launch ``kernel[grid, block](*args)``, or record it while ``recording()``."""
+    if _recorder is not None:
+        _recorder.append((kernel, grid, block, args))
+        return
+    kernel[grid, block](*args)
+
+
+class recording:
+    """``with recording() as launches:`` record launches instead of running them, into
+    the list ``launches``, in order, as (kernel, grid, block, args). Not re-entrant (a
+    plan records one pass at a time). A class, not a generator: a plan enters it every
+    step and this costs a fraction of a microsecond."""
+
+    def __enter__(self):
+        global _recorder
+        if _recorder is not None:
+            raise RuntimeError("recording(): already recording")
+        _recorder = []
+        return _recorder
+
+    def __exit__(self, *exc):
+        global _recorder
+        _recorder = None

@@ -16,7 +16,7 @@ import math
 from numba import cuda
 
 from .. import codes
-from ._launch import blocks, config
+from ._launch import blocks, config, launch
 
 _SQRT_HALF = 0.7071067811865476          # 1/sqrt(2)
 _INV_SQRT_2PI = 0.3989422804014327       # 1/sqrt(2*pi)
@@ -163,7 +163,7 @@ def activation_forward(S, A, code, slope):
     if total == 0:
         return
     tpb = config.block
-    _activation_forward_kernel[blocks(total, tpb), tpb](S, A, code, slope)
+    launch(_activation_forward_kernel, blocks(total, tpb), tpb, (S, A, code, slope))
 
 
 def activation_backward(dA, A, S, dS, code, slope):
@@ -176,4 +176,4 @@ def activation_backward(dA, A, S, dS, code, slope):
     if total == 0:
         return
     tpb = config.block
-    _activation_backward_kernel[blocks(total, tpb), tpb](dA, A, S, dS, code, slope)
+    launch(_activation_backward_kernel, blocks(total, tpb), tpb, (dA, A, S, dS, code, slope))

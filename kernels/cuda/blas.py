@@ -46,7 +46,7 @@ import numba
 import numpy as np
 from numba import cuda
 
-from ._launch import blocks, config
+from ._launch import blocks, config, launch
 from .activations import CHEAP, FORWARD
 
 # numba-cuda's jit takes launch bounds; the simulator's and numba's old built-in
@@ -223,4 +223,4 @@ def gemm(trans_a, trans_b, A, B, C, bias=None, out=None, code=0, slope=0.0):
         epilogue = BIAS_ACTIVATION
     kernel = _kernel(geometry, dtype, bool(trans_a), bool(trans_b), epilogue, int(code))
     grid = (blocks(N, geometry.bn), blocks(M, geometry.bm))
-    kernel[grid, geometry.threads](A, B, C, bias, out, slope)
+    launch(kernel, grid, geometry.threads, (A, B, C, bias, out, slope))

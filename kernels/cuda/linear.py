@@ -16,7 +16,7 @@ import functools
 import numba
 from numba import cuda
 
-from ._launch import blocks, config
+from ._launch import blocks, config, launch
 from .activations import activate, activation_derivative
 from .blas import gemm
 
@@ -75,7 +75,7 @@ def bias_activation(S, b, A, code, slope):
     if total == 0:
         return
     tpb = config.block
-    _bias_activation_kernel[blocks(total, tpb), tpb](S, b, A, code, slope)
+    launch(_bias_activation_kernel, blocks(total, tpb), tpb, (S, b, A, code, slope))
 
 
 def activation_backward_bias(dA, A, S, dS, db, code, slope):
@@ -88,7 +88,7 @@ def activation_backward_bias(dA, A, S, dS, db, code, slope):
     if n == 0:
         return
     tile = config.tile
-    _backward_bias(tile)[blocks(n, tile), (tile, tile)](dA, A, S, dS, db, code, slope)
+    launch(_backward_bias(tile), blocks(n, tile), (tile, tile), (dA, A, S, dS, db, code, slope))
 
 
 def linear_forward(X, W, b, code, slope, S, A):

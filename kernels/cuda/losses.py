@@ -7,12 +7,13 @@
                            Z, T (batch, n)
 
 Each writes dZ = d loss / d Z (device array of Z's shape) and returns the loss as a
-Python float. One kernel does both: threads stride over rows (cross-entropy) or
-elements (the others), and each block reduces its threads' loss terms in shared memory
-(float64) to one partial sum; the host adds the few partials (one small copy, the only
-transfer). ``partials`` is a float64 device array of at least
-``config.max_reduce_blocks`` entries; callers that step repeatedly pass one from their
-workspace, otherwise one is allocated per call.
+Python float. One kernel does both: threads stride over rows (cross-entropy) or elements
+(the others), and each block reduces its threads' loss terms in shared memory (float64)
+to one partial sum; the host adds the few partials (one small copy, the only transfer).
+``launch_loss`` launches the kernel alone and leaves the partials on the device, for the
+launch plan (plan.py), which sums them there. ``partials`` is a float64 device array of
+at least ``config.max_reduce_blocks`` entries; callers that step repeatedly pass one
+from their workspace, otherwise one is allocated per call.
 """
 import functools
 import math
@@ -22,7 +23,7 @@ import numpy as np
 from numba import cuda
 
 from .. import codes
-from ._launch import blocks, config
+from ._launch import blocks, config, launch
 from .activations import sigmoid
 from .reduce import block_sum
 
@@ -34,6 +35,11 @@ _MSE = codes.MSE
 def _softmax_row(Z, labels, dZ, i, scale):
     """Row i of softmax cross-entropy: writes dZ[i, :], returns the row's loss term."""
     classes = Z.shape[1]
+    y = labels[i]
+    if y < 0 or y >= classes:   # only labels that live on the device can be (the launch
+        for j in range(classes):   # plan counts them): no out-of-bounds read, a NaN loss
+            dZ[i, j] = math.nan
+        return math.nan
     m = Z[i, 0]
     for j in range(1, classes):
         m = max(m, Z[i, j])
@@ -43,7 +49,6 @@ def _softmax_row(Z, labels, dZ, i, scale):
         dZ[i, j] = e
         sumexp += e
     inv = 1.0 / sumexp
-    y = labels[i]
     for j in range(classes):
         g = dZ[i, j] * inv * scale
         if j == y:
@@ -98,14 +103,27 @@ def _loss_kernel(block):
     return loss_kernel
 
 
-def _run(loss_code, Z, labels, T, dZ, partials):
+def loss_blocks(loss_code, Z, partials):
+    """How many blocks (and partial sums in ``partials``) the loss kernel uses for Z."""
     batch, n = Z.shape
     items = batch if loss_code == _SOFTMAX_CROSS_ENTROPY else batch * n
+    return min(blocks(items, config.block), config.max_reduce_blocks, partials.shape[0])
+
+
+def launch_loss(loss_code, Z, labels, T, dZ, partials):
+    """Launch the loss kernel only: dZ written, the loss left in partials[:nblocks] on
+    the device (their sum). Returns nblocks. labels must be an int64 device array
+    (empty for the target losses), partials float64 (see the module docstring)."""
+    nblocks = loss_blocks(loss_code, Z, partials)
     tpb = config.block
+    launch(_loss_kernel(tpb), nblocks, tpb, (loss_code, Z, labels, T, dZ, partials))
+    return nblocks
+
+
+def _run(loss_code, Z, labels, T, dZ, partials):
     if partials is None:
         partials = cuda.device_array(config.max_reduce_blocks, dtype="float64")
-    nblocks = min(blocks(items, tpb), config.max_reduce_blocks, partials.shape[0])
-    _loss_kernel(tpb)[nblocks, tpb](loss_code, Z, labels, T, dZ, partials)
+    nblocks = launch_loss(loss_code, Z, labels, T, dZ, partials)
     return float(partials[:nblocks].copy_to_host().sum())
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from numba import cuda
 
 from .. import codes
-from ._launch import blocks, config
+from ._launch import blocks, config, launch
 from .reduce import block_sum
 
 
@@ -59,7 +59,7 @@ def grad_norm(grads, partials=None):
     if partials is None:
         partials = cuda.device_array(config.max_reduce_blocks, dtype="float64")
     nblocks = min(blocks(grads.shape[0], tpb), config.max_reduce_blocks, partials.shape[0])
-    _sum_squares_kernel(tpb)[nblocks, tpb](grads, partials)
+    launch(_sum_squares_kernel(tpb), nblocks, tpb, (grads, partials))
     return math.sqrt(float(partials[:nblocks].copy_to_host().sum()))
 
 
@@ -192,24 +192,23 @@ def sgd_update(params, grads, lr):
 
 def _sgd_plain_update(nonfinite, params, grads, lr):
     if params.shape[0]:
-        _sgd_kernel[_grid(params)](nonfinite, params, grads, float(lr))
+        launch(_sgd_kernel, *_grid(params), (nonfinite, params, grads, float(lr)))
 
 
 def sgd_weight_decay_update(nonfinite, params, grads, scale, lr, weight_decay):
     """SGD without momentum: p -= lr * (scale * g + weight_decay * p)."""
     if params.shape[0]:
-        _sgd_weight_decay_kernel[_grid(params)](nonfinite, params, grads, float(scale),
-                                                float(lr), float(weight_decay))
+        launch(_sgd_weight_decay_kernel, *_grid(params),
+               (nonfinite, params, grads, float(scale), float(lr), float(weight_decay)))
 
 
 def sgd_momentum_update(nonfinite, params, grads, buf, scale, lr, momentum, dampening,
                         weight_decay, nesterov, first):
     """SGD with momentum / Nesterov (CPU twin's formulas); buf (n,) device row."""
     if params.shape[0]:
-        _sgd_momentum_kernel[_grid(params)](nonfinite, params, grads, buf, float(scale),
-                                            float(lr),
-                                            float(momentum), float(dampening),
-                                            float(weight_decay), bool(nesterov), bool(first))
+        launch(_sgd_momentum_kernel, *_grid(params),
+               (nonfinite, params, grads, buf, float(scale), float(lr), float(momentum),
+                float(dampening), float(weight_decay), bool(nesterov), bool(first)))
 
 
 def adam_update(nonfinite, params, grads, m, v, vmax, scale, lr, beta1, beta2, eps,
@@ -221,33 +220,45 @@ def adam_update(nonfinite, params, grads, m, v, vmax, scale, lr, beta1, beta2, e
     bias2_sqrt = math.sqrt(1.0 - beta2 ** step)
     l2 = 0.0 if decoupled else weight_decay
     shrink = 1.0 - lr * weight_decay if decoupled else 1.0
-    _adam_kernel[_grid(params)](nonfinite, params, grads, m, v, vmax, float(scale),
-                                float(step_size), float(bias2_sqrt), float(beta1), float(beta2), float(eps),
-                                float(l2), float(shrink), bool(amsgrad))
+    launch(_adam_kernel, *_grid(params),
+           (nonfinite, params, grads, m, v, vmax, float(scale), float(step_size),
+            float(bias2_sqrt), float(beta1), float(beta2), float(eps), float(l2),
+            float(shrink), bool(amsgrad)))
 
 
 def rmsprop_update(nonfinite, params, grads, square_avg, grad_avg, buf, scale, lr, alpha,
                    eps, weight_decay, momentum, centered):
     """RMSprop; grad_avg used only when centered, buf only when momentum > 0."""
     if params.shape[0]:
-        _rmsprop_kernel[_grid(params)](nonfinite, params, grads, square_avg, grad_avg, buf,
-                                       float(scale), float(lr), float(alpha), float(eps),
-                                       float(weight_decay), float(momentum), bool(centered))
+        launch(_rmsprop_kernel, *_grid(params),
+               (nonfinite, params, grads, square_avg, grad_avg, buf, float(scale),
+                float(lr), float(alpha), float(eps), float(weight_decay), float(momentum),
+                bool(centered)))
 
 
 def optimizer_update(opt_code, params, grads, state, hparams, step, partials=None,
                      nonfinite=None):
     """Dispatch to the update of ``opt_code``; returns how many parameters it left NaN
     or infinite. See the module docstring."""
-    lr = float(hparams[codes.HP_LR])
     scale = clip_scale(grads, float(hparams[codes.HP_MAX_GRAD_NORM]), partials)
     if nonfinite is None:
         nonfinite = new_counter()
+    launch_update(opt_code, params, grads, [state[r] for r in range(state.shape[0])],
+                  hparams, step, scale, nonfinite)
+    return _read_count(nonfinite)
+
+
+def launch_update(opt_code, params, grads, rows, hparams, step, scale, nonfinite):
+    """Launch the update of ``opt_code`` with the clipping factor ``scale`` given;
+    ``rows``: the state's rows as (n,) device arrays (a launch plan keeps them, so a
+    step builds no views). Adds the non-finite count to ``nonfinite[0]``; reads nothing
+    back."""
+    lr = float(hparams[codes.HP_LR])
     if opt_code == codes.SGD:
         momentum = float(hparams[codes.HP_SGD_MOMENTUM])
         weight_decay = float(hparams[codes.HP_SGD_WEIGHT_DECAY])
         if momentum != 0.0:
-            sgd_momentum_update(nonfinite, params, grads, state[0], scale, lr, momentum,
+            sgd_momentum_update(nonfinite, params, grads, rows[0], scale, lr, momentum,
                                 hparams[codes.HP_SGD_DAMPENING], weight_decay,
                                 hparams[codes.HP_SGD_NESTEROV] != 0.0, step == 1)
         elif scale == 1.0 and weight_decay == 0.0:
@@ -256,8 +267,8 @@ def optimizer_update(opt_code, params, grads, state, hparams, step, partials=Non
             sgd_weight_decay_update(nonfinite, params, grads, scale, lr, weight_decay)
     elif opt_code == codes.ADAM or opt_code == codes.ADAMW:
         amsgrad = hparams[codes.HP_ADAM_AMSGRAD] != 0.0
-        vmax = state[2] if amsgrad else state[1]
-        adam_update(nonfinite, params, grads, state[0], state[1], vmax, scale, lr,
+        vmax = rows[2] if amsgrad else rows[1]
+        adam_update(nonfinite, params, grads, rows[0], rows[1], vmax, scale, lr,
                     hparams[codes.HP_ADAM_BETA1], hparams[codes.HP_ADAM_BETA2],
                     hparams[codes.HP_ADAM_EPS], hparams[codes.HP_ADAM_WEIGHT_DECAY],
                     opt_code == codes.ADAMW, amsgrad, step)
@@ -265,14 +276,13 @@ def optimizer_update(opt_code, params, grads, state, hparams, step, partials=Non
         centered = hparams[codes.HP_RMSPROP_CENTERED] != 0.0
         momentum = float(hparams[codes.HP_RMSPROP_MOMENTUM])
         row = 1
-        grad_avg = state[0]
+        grad_avg = rows[0]
         if centered:
-            grad_avg = state[row]
+            grad_avg = rows[row]
             row += 1
-        buf = state[row] if momentum > 0.0 else state[0]
-        rmsprop_update(nonfinite, params, grads, state[0], grad_avg, buf, scale, lr,
+        buf = rows[row] if momentum > 0.0 else rows[0]
+        rmsprop_update(nonfinite, params, grads, rows[0], grad_avg, buf, scale, lr,
                        hparams[codes.HP_RMSPROP_ALPHA], hparams[codes.HP_RMSPROP_EPS],
                        hparams[codes.HP_RMSPROP_WEIGHT_DECAY], momentum, centered)
     else:
         raise ValueError(f"opt_code: no CUDA update for optimizer code {opt_code}")
-    return _read_count(nonfinite)

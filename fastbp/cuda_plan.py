@@ -1,0 +1,324 @@
+"""Training on device="cuda" without per-step host work: plans, a loss ring, lazy losses.
+
+One ``CudaRunner`` per CUDA network (created on its first training step) owns:
+
+- a launch plan per batch size (``fastbp.kernels.cuda.plan.TrainStepPlan``): every
+  view, grid and packed argument of a step is built once, when the workspace is sized,
+  and rebuilt only when a buffer it uses is replaced (a larger batch grows the
+  workspace; ``net.to`` moves the parameters);
+- the loss ring: a float64 device array holding, per step slot, the step's mean loss
+  and how many parameters its update left NaN or infinite. Steps write it on the
+  device; the host copies it back in one transfer when it wants the values.
+
+What that gives:
+
+- ``train_step`` returns a :class:`StepLoss` at once, without waiting for the GPU: a
+  loop of steps that never reads the loss copies nothing back (the batch goes in, as
+  it must). ``float(loss)`` (or ``loss.item()``, arithmetic, comparisons, formatting)
+  waits for the step, reads the ring and returns the loss as on the CPU; it raises
+  fastbp.TrainingDiverged when that step's update left a parameter NaN or infinite,
+  the check the CPU's ``train_step`` makes before returning. A StepLoss can be read
+  until ``RING_STEPS`` later steps (or a ``fit``/``train_epoch`` call) reuse its slot;
+  then reading it raises RuntimeError.
+- ``fit`` and ``train_epoch`` upload an epoch's data once, launch all its steps, then
+  read the ring once: the losses of every step and the first divergent step, named as
+  on the CPU.
+
+Not planned (each costs a device-to-host read per step, as before): clipping
+(``max_grad_norm``: the update needs the gradient norm on the host), and
+``backward``/``compute_loss``/``forward``, which return host values by definition.
+Not done yet: ``train_step`` copies a host batch in with a plain copy from pageable
+memory, which the driver orders after the GPU's queued work (pinned, double-buffered
+staging on a stream of fastbp's own would let the upload overlap the previous step);
+``fit`` and ``train_epoch`` upload once per call, and device-resident inputs
+(fastbp.device_inputs) are not copied at all.
+"""
+import numpy as np
+
+from . import device as _device
+from . import divergence
+from .kernels import codes
+
+RING_STEPS = 1024   # train_step losses kept readable on the device
+
+
+class CudaRunner:
+    """The CUDA state of one network's training (see the module docstring)."""
+
+    def __init__(self, net):
+        from .kernels.cuda import config, optim
+        self.net = net
+        self.partials = _device.empty(max(config.max_reduce_blocks, 256), np.float64, "cuda")
+        self.counter = optim.new_counter()
+        self.bad = optim.new_counter()   # invalid entries of device-resident inputs
+        self.no_labels = _device.empty(0, np.int64, "cuda")
+        self.no_targets = _device.empty((0, net.sizes[-1]), net.dtype, "cuda")
+        self.plans = {}
+        self.ring = self.host_ring = None
+        self.capacity = 0
+        self.generation = 0       # bumped whenever earlier slots stop being readable
+        self.cursor = 0           # train_step's next step number (slot = cursor % capacity)
+        self.written = self.read_at = 0
+        self._ensure_ring(RING_STEPS)
+        self._rows = (None, [])
+        self._batch_views = {}
+        self._epoch = None
+
+    # -- the ring ----------------------------------------------------------------------
+    def _ensure_ring(self, steps):
+        if steps > self.capacity:
+            self.ring = _device.empty(3 * steps, np.float64, "cuda")
+            self.host_ring = np.zeros(3 * steps, np.float64)
+            self.capacity = steps
+            self.generation += 1
+            self.cursor = 0
+
+    def read(self):
+        """The ring on the host (one device-to-host copy, none when nothing was written
+        since the last read): losses in [0, capacity), then the updates' non-finite
+        counts, then the invalid-input counts."""
+        if self.read_at != self.written:
+            _device.download(self.host_ring, self.ring)
+            self.read_at = self.written
+        return self.host_ring
+
+    # -- one step ----------------------------------------------------------------------
+    def _plan(self, X, labels, targets):
+        from .kernels.cuda.plan import TrainStepPlan
+        net = self.net
+        batch = X.shape[0]
+        acts, pres, dbuf = net._workspace.ensure(batch)
+        plan = self.plans.get(batch)
+        if plan is None or not plan.uses(net.params, net.grads, acts, pres, dbuf,
+                                         self.partials, self.counter, self.bad):
+            plan = self.plans[batch] = TrainStepPlan(
+                net.params, net.grads, *net.layout.compiled_args(), net._loss_code, X,
+                labels, targets, acts, pres, dbuf, self.partials, self.counter, self.bad)
+        else:
+            plan.bind_inputs(X, labels, targets)
+        return plan
+
+    def _state_rows(self, state):
+        if self._rows[0] is not state:   # views of the optimizer's rows, made once
+            self._rows = (state, [state[r] for r in range(state.shape[0])])
+        return self._rows[1]
+
+    def step(self, X, labels, targets, optimizer, slot, check=False):
+        """Launch one training step on device batch (X, labels, targets) into ``slot``;
+        ``check``: count invalid input entries on the device first (inputs the caller
+        keeps on the GPU, which the host has not seen)."""
+        from .kernels.cuda import optim
+        plan = self._plan(X, labels, targets)
+        code, params, grads, state, hparams, step = optimizer.compiled_args_for(self.net)
+        max_norm = float(hparams[codes.HP_MAX_GRAD_NORM])
+        scale = (optim.clip_scale(grads, max_norm, self.net._staging.partials)
+                 if max_norm > 0 else 1.0)
+        limits = ((self.net.sizes[-1], self.net.loss == "bce_with_logits") if check
+                  else None)
+        plan.run(code, self._state_rows(state), hparams, step, scale, self.ring, slot,
+                 self.capacity, limits)
+        self.written += 1
+
+    def stage(self, X, labels, targets):
+        """Device views holding the host batch (copied into the network's staging
+        buffers; the views are made once per batch size)."""
+        if _device.on_device(X):   # checked by fastbp.device_inputs: used in place
+            return X, labels if labels.size else self.no_labels, targets
+        staging = self.net._staging
+        batch = X.shape[0]
+        key = (batch, bool(labels.size), bool(targets.size))
+        views = self._batch_views.get(key)
+        if views is None or views[0] is not staging.X:
+            dX, d_labels, d_targets = staging.put(X, labels, targets)
+            if not labels.size:
+                d_labels = self.no_labels
+            self._batch_views[key] = (staging.X, dX, d_labels, d_targets)
+            return dX, d_labels, d_targets
+        _, dX, d_labels, d_targets = views
+        _device.upload(dX, X)
+        if labels.size:
+            _device.upload(d_labels, labels)
+        if targets.size:
+            _device.upload(d_targets, targets)
+        return dX, d_labels, d_targets
+
+    # -- many steps --------------------------------------------------------------------
+    def epoch_views(self, X, labels, targets, batch_size):
+        """Upload an epoch's host data in one copy each (device data are used in
+        place) and return the minibatch views [(X_i, labels_i, targets_i)], made once
+        per (data, rows, batch size)."""
+        n = X.shape[0]
+        if _device.on_device(X):
+            key = ("device", id(X), id(labels), id(targets), n, batch_size)
+            if self._epoch is None or self._epoch[0] != key or self._epoch[1] is not X:
+                labels = labels if labels.size else self.no_labels
+                batches = [(X[a:a + batch_size],
+                            labels[a:a + batch_size] if labels.size else labels,
+                            targets[a:a + batch_size] if targets.size else targets)
+                           for a in range(0, n, batch_size)]
+                self._epoch = (key, X, labels, targets, batches)
+            return self._epoch[4]
+        n_in, n_out = X.shape[1], self.net.sizes[-1]
+        dtype = self.net.dtype
+        key = (n, batch_size, bool(labels.size), bool(targets.size))
+        if self._epoch is None or self._epoch[0] != key:
+            dX = _device.empty((n, n_in), dtype, "cuda")
+            d_labels = _device.empty(n if labels.size else 0, np.int64, "cuda")
+            d_targets = _device.empty((n if targets.size else 0, n_out), dtype, "cuda")
+            batches = []
+            for a in range(0, n, batch_size):
+                b = min(a + batch_size, n)
+                batches.append((dX[a:b], d_labels[a:b] if labels.size else self.no_labels,
+                                d_targets[a:b] if targets.size else d_targets))
+            self._epoch = (key, dX, d_labels, d_targets, batches)
+        _, dX, d_labels, d_targets, batches = self._epoch
+        _device.upload(dX, X)
+        if labels.size:
+            _device.upload(d_labels, labels)
+        if targets.size:
+            _device.upload(d_targets, targets)
+        return batches
+
+
+def runner(net):
+    """The network's CudaRunner, created on first use."""
+    r = getattr(net, "_cuda_runner", None)
+    if r is None:
+        r = net._cuda_runner = CudaRunner(net)
+    return r
+
+
+class StepLoss:
+    """The loss of one device="cuda" training step, still on the GPU until read.
+
+    ``float(loss)``, ``loss.item()``, arithmetic, comparisons and formatting wait for
+    the step and read it (one device-to-host copy for all steps since the last read);
+    reading raises fastbp.TrainingDiverged when the step's update left a parameter NaN
+    or infinite (as the CPU's train_step does when it returns), and RuntimeError when
+    the slot was reused since (more than RING_STEPS later steps, or fit/train_epoch).
+    ``repr`` does not wait.
+    """
+
+    __slots__ = ("_runner", "_generation", "_index", "_step", "_lr", "_value")
+
+    def __init__(self, runner, index, step, lr):
+        self._runner, self._index, self._step, self._lr = runner, index, step, lr
+        self._generation = runner.generation
+        self._value = None
+
+    def item(self):
+        """The loss as a Python float (waits for the step); see the class docstring."""
+        if self._value is not None:
+            return self._value
+        r = self._runner
+        if r.generation != self._generation or r.cursor - self._index > r.capacity:
+            raise RuntimeError(
+                f"train_step loss of optimizer step {self._step}: no longer held on the "
+                f"device (read it within {r.capacity} steps of the next training calls)")
+        ring = r.read()
+        slot = self._index % r.capacity
+        loss, nonfinite = float(ring[slot]), int(ring[r.capacity + slot])
+        bad = int(ring[2 * r.capacity + slot])
+        if bad:
+            raise ValueError(invalid_inputs(r.net, bad, f"optimizer step {self._step}"))
+        if nonfinite:
+            raise divergence.TrainingDiverged(
+                f"train_step: {divergence.describe(loss, nonfinite, r.net.n_params)} at "
+                f"optimizer step {self._step}; the parameters now hold those values "
+                f"(on device=\"cuda\" this is reported when the step's loss is read). "
+                f"Try a smaller learning rate (it was {self._lr:g}) or gradient "
+                f"clipping (max_grad_norm=...).", None, None, loss, None, nonfinite)
+        self._value = loss
+        return loss
+
+    __float__ = item
+
+    def __repr__(self):
+        if self._value is not None:
+            return repr(self._value)
+        return f"StepLoss(optimizer step {self._step}, not read yet)"
+
+    def __format__(self, spec):
+        return format(self.item(), spec)
+
+    def __hash__(self):
+        return hash(self.item())
+
+    def __bool__(self):
+        return bool(self.item())
+
+    def __neg__(self):
+        return -self.item()
+
+    def __abs__(self):
+        return abs(self.item())
+
+    def __round__(self, n=None):
+        return round(self.item(), n)
+
+
+def _through_float(name):
+    op = getattr(float, name)
+    return lambda self, other: op(self.item(), float(other))
+
+
+for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
+              "__truediv__", "__rtruediv__", "__pow__", "__rpow__", "__lt__", "__le__",
+              "__gt__", "__ge__", "__eq__", "__ne__"):
+    setattr(StepLoss, _name, _through_float(_name))
+
+
+def invalid_inputs(net, bad, where):
+    """The error message for ``bad`` invalid entries of device-resident inputs."""
+    what = ("labels outside [0, classes)" if net.is_classifier else
+            "targets outside [0, 1]" if net.loss == "bce_with_logits" else "")
+    return (f"X, y: {bad} entries of the device arrays given for {where} were NaN or "
+            f"infinite{' or ' + what if what else ''} (checked on the device, after the "
+            f"step was launched: the parameters may hold their effect)")
+
+
+def train_step(net, X, labels, targets, optimizer):
+    """One step on checked host or device arrays; returns its StepLoss (no wait)."""
+    r = runner(net)
+    check = _device.on_device(X)
+    X, labels, targets = r.stage(X, labels, targets)
+    index = r.cursor
+    r.step(X, labels, targets, optimizer, index % r.capacity, check)
+    r.cursor += 1
+    return StepLoss(r, index, optimizer.steps, optimizer.lr)
+
+
+def train_batches(net, X, labels, targets, batch_size, optimizer):
+    """Steps over the rows of checked host (or device-resident) arrays in order,
+    ``batch_size`` each: host data uploaded once, every step launched, the ring read
+    once. Returns (losses, counts, bad) per step: float64 losses, int64 counts of
+    parameters the step's update left NaN or infinite, int64 counts of invalid entries
+    of device-resident inputs (zeros for host inputs, which the host checked)."""
+    r = runner(net)
+    check = _device.on_device(X)
+    batches = r.epoch_views(X, labels, targets, batch_size)
+    r._ensure_ring(len(batches))
+    r.generation += 1          # earlier StepLosses' slots are reused below
+    for slot, (dX, d_labels, d_targets) in enumerate(batches):
+        r.step(dX, d_labels, d_targets, optimizer, slot, check)
+    r.cursor = 0
+    ring = r.read()
+    n, c = len(batches), r.capacity
+    return (ring[:n].copy(), ring[c:c + n].astype(np.int64),
+            ring[2 * c:2 * c + n].astype(np.int64))
+
+
+def first_divergence(losses, counts):
+    """Index of the first step whose loss is not finite or whose count is positive,
+    or None."""
+    bad = np.flatnonzero((counts > 0) | ~np.isfinite(losses))
+    return int(bad[0]) if bad.size else None
+
+
+def planned_launches(net):
+    """Kernel launches per step of the net's largest planned batch (for benchmarks and
+    tests), or None when no plan was built."""
+    r = getattr(net, "_cuda_runner", None)
+    if r is None or not r.plans:
+        return None
+    return r.plans[max(r.plans)].count()

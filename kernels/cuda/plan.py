@@ -1,0 +1,273 @@
+"""Launch plans: a training step's kernel launches built once, launched many times.
+
+A launcher of this package (network_forward, backprop, launch_loss, launch_update...)
+slices its device arrays into per-layer views, picks grids and packs arguments every
+time it runs; with numba device-array views costing tens of microseconds each, that
+was most of a small network's step. ``TrainStepPlan`` runs those launchers once under
+``_launch.recording()`` (so the plan follows exactly the same code, views, grids and
+kernels as an unplanned step) and keeps each launch as a ``PreparedLaunch``; a step
+then only fires them. Built once per (network buffers, batch size); optimizer scalars
+that change between steps (learning rate, Adam's step size, momentum's first step,
+the step's slot in the loss ring) are re-packed in place, nothing else.
+
+How a ``PreparedLaunch`` fires, measured by ``benchmarks/cuda_host_overhead.py
+--launch-paths`` (numba-cuda 0.30.4, driver stubbed, one 3-argument kernel): a
+configured dispatcher ``k[grid, block](*args)`` 54 us, ``specialize``d 38 us, the compiled
+kernel's ``launch`` 31 us, pre-packed arguments handed to cuda.core's ``launch`` 0.5 us.
+So with numba-cuda the plan packs the arguments once (``_Kernel._prepare_args``, the
+packing numba-cuda itself does per launch) and calls cuda.core's ``launch`` directly
+("pre-packed"). numba's simulator and its old built-in CUDA target have no such layer:
+there the plan keeps the configured dispatcher and the argument tuple ("configured"),
+still building no view per step. ``launch_path()`` says which one runs.
+
+The step's loss and non-finite count stay on the device: ``_record_step`` (one thread)
+sums the loss kernel's partial sums into ``ring[slot]``, copies the update's non-finite
+counter into ``ring[capacity + slot]`` and zeroes the counter for the next step. The
+host reads the ring when it wants the values (one copy for any number of steps).
+"""
+import numba
+from numba import cuda
+
+from ._launch import SIMULATOR, blocks, config, recording
+from .losses import launch_loss
+from .network import backprop, network_forward
+from .optim import launch_update
+
+try:   # numba-cuda's internals behind the pre-packed path (absent in the simulator)
+    if SIMULATOR:
+        raise ImportError("simulator")
+    from numba.cuda import dispatcher as _dispatcher
+    from numba.cuda.cudadrv import driver as _driver
+    from numba.cuda.typing.typeof import Purpose, typeof
+    from cuda.core import LaunchConfig
+    _PACKED = hasattr(_dispatcher, "launch") and hasattr(_dispatcher._Kernel, "_prepare_args")
+except ImportError:
+    _PACKED = False
+
+
+def launch_path():
+    """"pre-packed" (numba-cuda: arguments packed once, cuda.core's launch per step) or
+    "configured" (simulator, numba's built-in CUDA: configured dispatcher + tuple)."""
+    return "pre-packed" if _PACKED else "configured"
+
+
+def _dim3(d):
+    d = (d,) if isinstance(d, int) else tuple(d)
+    return d + (1,) * (3 - len(d))
+
+
+class PreparedLaunch:
+    """One kernel launch with its grid, block and arguments fixed; call it to launch.
+
+    ``rebind(args)`` swaps in new arguments of the same types: entries that are the
+    same objects (or equal scalars) as before cost nothing, a changed scalar is
+    re-packed alone, a changed array too (remembered per array object, so alternating
+    between a few arrays, as an epoch's minibatch views do, packs each once).
+    """
+
+    __slots__ = ("kernel", "grid", "block", "args", "_configured", "_compiled",
+                 "_packed", "_spans", "_config", "_stream", "_cufunc", "_seen")
+    SEEN = 64   # packed arrays remembered per launch (an epoch's views; callers' inputs)
+
+    def __init__(self, kernel, grid, block, args):
+        self.kernel, self.grid, self.block = kernel, grid, block
+        self.args = tuple(args)
+        self._seen = {}
+        self._compiled = None
+        if _PACKED:
+            self._pack()
+        if self._compiled is None:
+            self._configured = kernel[grid, block]
+
+    def _pack(self):
+        types_ = tuple(typeof(a, Purpose.argument) for a in self.args)
+        compiled = self.kernel.compile(types_)
+        if compiled.debug or getattr(compiled, "cooperative", False) or \
+                getattr(compiled, "extensions", None):
+            return   # error checks / extensions need numba-cuda's own launch
+        packed, spans, retr = [], [], []
+        for t, v in zip(compiled.argument_types, self.args):
+            start = len(packed)
+            compiled._prepare_args(t, v, 0, retr, packed)
+            spans.append((start, len(packed)))
+        if retr:     # a host array was passed: numba-cuda would copy it each launch
+            return
+        kwargs = {"grid": _dim3(self.grid), "block": _dim3(self.block), "shmem_size": 0}
+        if getattr(_dispatcher, "CUDA_CORE_GE_1_0", True):
+            kwargs["is_cooperative"] = False
+        else:
+            kwargs["cooperative_launch"] = False
+        self._config = LaunchConfig(**kwargs)
+        self._stream = _driver._to_core_stream(0)
+        self._cufunc = compiled._codelibrary.get_cufunc().kernel
+        self._packed, self._spans, self._compiled = packed, spans, compiled
+
+    def __call__(self):
+        if self._compiled is not None:
+            _dispatcher.launch(self._stream, self._config, self._cufunc, *self._packed)
+        else:
+            self._configured(*self.args)
+
+    def rebind(self, args):
+        """Launch with ``args`` from now on (same kernel, same argument types)."""
+        old = self.args
+        if self._compiled is None:
+            self.args = tuple(args)
+            return
+        for i, new in enumerate(args):
+            was = old[i]
+            if new is was or (type(new) is type(was) and not hasattr(new, "shape")
+                              and new == was):
+                continue
+            t = self._compiled.argument_types[i]
+            start, end = self._spans[i]
+            if hasattr(new, "shape"):
+                key = (i, id(new))
+                hit = self._seen.get(key)
+                if hit is None or hit[0] is not new:
+                    if typeof(new, Purpose.argument) != t:   # another layout or dtype
+                        self.__init__(self.kernel, self.grid, self.block, args)
+                        return
+                    part = []
+                    self._compiled._prepare_args(t, new, 0, [], part)
+                    if len(self._seen) >= self.SEEN:
+                        self._seen.clear()
+                    hit = self._seen[key] = (new, part)
+                self._packed[start:end] = hit[1]
+            else:
+                part = []
+                self._compiled._prepare_args(t, new, 0, [], part)
+                self._packed[start:end] = part
+        self.args = tuple(args)
+
+
+@cuda.jit
+def _record_step(partials, nblocks, nonfinite, bad, ring, slot, capacity):
+    """ring[slot] = sum(partials[:nblocks]) (the step's mean loss), ring[capacity +
+    slot] = nonfinite[0] (parameters its update left NaN or infinite), ring[2 *
+    capacity + slot] = bad[0] (invalid input entries, _check_inputs); counters zeroed."""
+    if cuda.grid(1) == 0:
+        total = 0.0
+        for i in range(nblocks):
+            total += partials[i]
+        ring[slot] = total
+        ring[capacity + slot] = numba.float64(nonfinite[0])
+        ring[2 * capacity + slot] = numba.float64(bad[0])
+        nonfinite[0] = 0
+        bad[0] = 0
+
+
+@cuda.jit
+def _check_inputs(X, labels, targets, n_classes, unit_interval, bad):
+    """Add to bad[0] one per entry of X or targets that is NaN or infinite (or, with
+    unit_interval, a target outside [0, 1]) and per label outside [0, n_classes): the
+    host's input checks, for inputs that live on the device."""
+    start = cuda.grid(1)
+    stride = cuda.gridDim.x * cuda.blockDim.x
+    n = X.shape[1]
+    for idx in range(start, X.shape[0] * n, stride):
+        i = idx // n
+        v = X[i, idx - i * n]
+        if not (v - v == 0.0):
+            cuda.atomic.add(bad, 0, 1)
+    for i in range(start, labels.shape[0], stride):
+        if labels[i] < 0 or labels[i] >= n_classes:
+            cuda.atomic.add(bad, 0, 1)
+    m = targets.shape[1]
+    for idx in range(start, targets.shape[0] * m, stride):
+        i = idx // m
+        t = targets[i, idx - i * m]
+        if not (t - t == 0.0) or (unit_interval and (t < 0.0 or t > 1.0)):
+            cuda.atomic.add(bad, 0, 1)
+
+
+class TrainStepPlan:
+    """The launches of one training step for fixed buffers and batch size.
+
+    params, grads (n,), the layout's host arrays, loss_code, X (batch, in), labels
+    (batch,) int64 or empty, targets (batch, out) or empty, acts, pres, dbuf: as
+    network.network_train_step takes them; ``partials`` float64 (>= the loss's
+    blocks) receives the loss kernel's partial sums; ``nonfinite`` the update's int32
+    counter. ``run`` launches forward, loss, backward, the update and ``_record_step``
+    into the float64 ``ring`` (2 * capacity); it reads nothing back.
+    """
+
+    def __init__(self, params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                 pre_cum, loss_code, X, labels, targets, acts, pres, dbuf, partials,
+                 nonfinite, bad):
+        self.buffers = (params, grads, acts, pres, dbuf, partials, nonfinite, bad)
+        with recording() as recorded:
+            out = network_forward(params, sizes, w_off, b_off, act_codes, slopes,
+                                  act_cum, pre_cum, X, acts, pres)
+            batch, n_out = out.shape
+            dZ = dbuf[:batch * n_out].reshape(batch, n_out)
+            self.loss_blocks = launch_loss(loss_code, out, labels, targets, dZ, partials)
+            backprop(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                     pre_cum, X, acts, pres, dbuf, None)
+        self.passes = [PreparedLaunch(*r) for r in recorded]
+        self.inputs = (X, labels, targets)
+        # where each input appears: (launch, argument position, which input)
+        self._uses = [(p, i, w) for p in self.passes for i, a in enumerate(p.args)
+                      for w, x in enumerate(self.inputs) if a is x]
+        self.update = None
+        self.record = None
+        self.check = None
+
+    def uses(self, params, grads, acts, pres, dbuf, partials, nonfinite, bad):
+        """True when the plan was built over exactly these buffers."""
+        return all(a is b for a, b in zip(self.buffers, (params, grads, acts, pres, dbuf,
+                                                         partials, nonfinite, bad)))
+
+    def bind_inputs(self, X, labels, targets):
+        """Use this batch (device arrays of the planned shapes) from now on."""
+        new = (X, labels, targets)
+        if all(a is b for a, b in zip(new, self.inputs)):
+            return
+        for launch in {id(p): p for p, _, _ in self._uses}.values():
+            args = list(launch.args)
+            for p, i, w in self._uses:
+                if p is launch:
+                    args[i] = new[w]
+            launch.rebind(args)
+        self.inputs = new
+
+    def count(self, checked=False):
+        """Launches per step: the passes, the update and the record (and the input
+        check of device-resident inputs when ``checked``)."""
+        return len(self.passes) + 2 + bool(checked)
+
+    def run(self, opt_code, rows, hparams, step, scale, ring, slot, capacity,
+            check=None):
+        """Launch one step; its loss, non-finite count and invalid-input count land in
+        ring[slot + k * capacity], k = 0, 1, 2. ``rows``: the optimizer state's rows
+        (device views kept by the caller), ``scale`` the clipping factor (1.0: none),
+        ``check``: None, or (n_classes, unit_interval) to check the inputs first
+        (``_check_inputs``)."""
+        params, grads, _, _, _, partials, nonfinite, bad = self.buffers
+        if check is not None:
+            X, labels, targets = self.inputs
+            args = (X, labels, targets, check[0], check[1], bad)
+            if self.check is None:
+                total = max(X.shape[0] * X.shape[1], labels.shape[0],
+                            targets.shape[0] * targets.shape[1])
+                grid = min(blocks(total, config.block), config.max_reduce_blocks)
+                self.check = PreparedLaunch(_check_inputs, grid, config.block, args)
+            else:
+                self.check.rebind(args)
+            self.check()
+        for launch in self.passes:
+            launch()
+        with recording() as recorded:
+            launch_update(opt_code, params, grads, rows, hparams, step, scale, nonfinite)
+        for kernel, grid, block, args in recorded:
+            if self.update is None or self.update.kernel is not kernel:
+                self.update = PreparedLaunch(kernel, grid, block, args)
+            else:
+                self.update.rebind(args)
+            self.update()
+        args = (partials, self.loss_blocks, nonfinite, bad, ring, slot, capacity)
+        if self.record is None:
+            self.record = PreparedLaunch(_record_step, 1, 1, args)
+        else:
+            self.record.rebind(args)
+        self.record()

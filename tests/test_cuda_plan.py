@@ -1,0 +1,169 @@
+"""The CUDA launch plan: what a steady-state step costs the host, and the lazy loss.
+
+The counts come from benchmarks/cuda_host_overhead.py's stubbed driver (numba-cuda's
+real arrays, dispatch and marshalling; only the driver's launch, copy and sync calls
+recorded), run in a subprocess with the simulator off: they keep per-step device-array
+views, device-to-host copies and extra launches from creeping back. That needs
+numba-cuda with its CUDA libraries (.ci/run installs it), not a GPU. The lazy-loss tests
+run in numba's CUDA simulator on a tiny network.
+"""
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import device as fdevice
+
+REPO = Path(__file__).resolve().parents[1]
+usable, why = fdevice.cuda_status()
+needs_cuda = pytest.mark.skipif(not usable, reason=f"CUDA not usable: {why}")
+
+COUNT_STEPS = r"""
+import json, sys, warnings
+sys.path.insert(0, sys.argv[1])
+import cuda_host_overhead as bench
+bench.stub_driver()
+warnings.simplefilter("ignore")
+import numpy as np, fastbp
+from fastbp import cuda_plan
+from fastbp.kernels.cuda import plan
+out = {"path": plan.launch_path()}
+rng = np.random.default_rng(0)
+for loss, y_of in (("softmax_cross_entropy", lambda: rng.integers(0, 3, 4)),
+                   ("mse", lambda: rng.standard_normal((4, 3)))):
+    net = fastbp.MLP([5, 4, 3], activation="tanh", loss=loss, seed=0, device="cuda")
+    opt = fastbp.SGD(net, lr=0.01, momentum=0.9)   # 'first' flips after step 1
+    X, y = rng.standard_normal((4, 5)), y_of()
+    for _ in range(3):
+        net.train_step(X, y, opt)
+    bench.counts.clear()
+    losses = [net.train_step(X, y, opt) for _ in range(5)]
+    steps = dict(bench.counts)
+    bench.counts.clear()
+    values = [float(l) for l in losses]
+    read = dict(bench.counts)
+    out[loss] = {"steps": steps, "read": read, "planned": cuda_plan.planned_launches(net),
+                 "finite": all(np.isfinite(values))}
+    bench.counts.clear()
+    net.train_epoch(np.tile(X, (3, 1)), np.concatenate([y] * 3), opt, batch_size=4)
+    bench.counts.clear()
+    net.train_epoch(np.tile(X, (3, 1)), np.concatenate([y] * 3), opt, batch_size=4)
+    out[loss]["epoch"] = dict(bench.counts)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("numba_cuda") is None,
+    reason='numba-cuda is not installed (pip install -e ".[cuda]"): the stubbed-'
+           "driver counts need its real device arrays and launch path")
+def test_steady_state_steps_make_no_views_no_copies_back_and_only_planned_launches():
+    env = dict(os.environ)
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    where = str(Path(fastbp.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (where, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run([sys.executable, "-c", COUNT_STEPS, str(REPO / "benchmarks")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["path"] == "pre-packed"
+    for loss in ("softmax_cross_entropy", "mse"):
+        r = out[loss]
+        steps = r["steps"]
+        # 5 steps: no new device arrays, nothing copied back, no sync, the batch in
+        assert steps.get("views", 0) == 0, r
+        assert steps.get("D2H", 0) == 0 and steps.get("syncs", 0) == 0, r
+        assert steps.get("H2D", 0) == 5 * 2, r   # X and labels or targets, per step
+        assert 0 < steps["launches"] <= 5 * r["planned"], r
+        # reading the five losses: one copy of the ring, no views
+        assert r["read"].get("D2H", 0) == 1 and r["read"].get("views", 0) == 0, r
+        assert r["finite"]
+        # a repeated epoch of 3 steps: X and y uploaded once, no views; copied back:
+        # the ring once, and the snapshot of params and momentum that a divergence
+        # would restore (once per call, as on the CPU)
+        epoch = r["epoch"]
+        assert epoch.get("H2D", 0) == 2 and epoch.get("views", 0) == 0, r
+        assert epoch.get("D2H", 0) == 1 + 2, r
+        assert epoch.get("launches", 0) <= 3 * r["planned"], r
+
+
+@needs_cuda
+def test_train_step_loss_is_lazy_and_reads_as_the_cpu_loss():
+    from fastbp.cuda_plan import StepLoss
+    rng = np.random.default_rng(5)
+    cpu = fastbp.MLP([3, 2, 2], activation="tanh", dtype="float64", seed=1)
+    gpu = fastbp.MLP([3, 2, 2], activation="tanh", dtype="float64", seed=1, device="cuda")
+    o_cpu, o_gpu = fastbp.SGD(cpu, lr=0.3), fastbp.SGD(gpu, lr=0.3)
+    pending = []
+    for _ in range(3):
+        X, y = rng.standard_normal((2, 3)), rng.integers(0, 2, 2)
+        pending.append((cpu.train_step(X, y, o_cpu), gpu.train_step(X, y, o_gpu)))
+    assert isinstance(pending[0][0], float)          # the CPU keeps its meaning
+    assert isinstance(pending[0][1], StepLoss) and "not read" in repr(pending[0][1])
+    for l_cpu, l_gpu in pending:
+        assert abs(float(l_gpu) - l_cpu) <= 1e-12 * max(abs(l_cpu), 1.0)
+        assert math.isfinite(l_gpu) and l_gpu.item() == float(l_gpu)
+        assert l_gpu + 0.0 == float(l_gpu) and f"{l_gpu:.3f}" == f"{float(l_gpu):.3f}"
+    np.testing.assert_allclose(fdevice.to_host(gpu.params), cpu.params, rtol=0, atol=1e-12)
+    # a fit/train_epoch call reuses the ring: earlier losses then say so
+    stale = gpu.train_step(X, y, o_gpu)
+    gpu.train_epoch(X, y, o_gpu, batch_size=2)
+    with pytest.raises(RuntimeError, match="no longer held"):
+        float(stale)
+
+
+@needs_cuda
+def test_a_divergent_step_is_reported_when_its_loss_is_read():
+    net = fastbp.MLP([1, 1], loss="mse", dtype="float32", seed=0, device="cuda")
+    net.layers[0].W = np.array([[3e38]], np.float32)
+    loss = net.train_step([[1.0]], [0.0], fastbp.SGD(net, lr=1.0))
+    with pytest.raises(fastbp.TrainingDiverged, match="optimizer step 1"):
+        float(loss)
+
+
+@needs_cuda
+def test_device_resident_inputs_are_used_in_place_and_checked():
+    from numba import cuda
+    rng = np.random.default_rng(6)
+    host = fastbp.MLP([3, 2, 2], activation="tanh", dtype="float64", seed=2, device="cuda")
+    dev = fastbp.MLP([3, 2, 2], activation="tanh", dtype="float64", seed=2, device="cuda")
+    o_host, o_dev = fastbp.SGD(host, lr=0.3), fastbp.SGD(dev, lr=0.3)
+    X, y = rng.standard_normal((4, 3)), rng.integers(0, 2, 4)
+    dX, dy = cuda.to_device(X), cuda.to_device(y.astype(np.int64))
+    assert float(dev.train_step(dX, dy, o_dev)) == float(host.train_step(X, y, o_host))
+    # train_epoch in order over device data, as over host data
+    np.testing.assert_array_equal(dev.train_epoch(dX, dy, o_dev, batch_size=3),
+                                  host.train_epoch(X, y, o_host, batch_size=3))
+    np.testing.assert_array_equal(fdevice.to_host(dev.params), fdevice.to_host(host.params))
+    np.testing.assert_array_equal(dX.copy_to_host(), X)   # the caller's data untouched
+    # checked from the interface, before any launch
+    with pytest.raises(TypeError, match=r"X: expected a device array of float64"):
+        dev.train_step(cuda.to_device(X.astype(np.float32)), dy, o_dev)
+    with pytest.raises(ValueError, match=r"X: expected a device array of shape \(batch, 3\)"):
+        dev.train_step(cuda.to_device(X[:, :2].copy()), dy, o_dev)
+    with pytest.raises(ValueError, match="X: expected a C-contiguous"):
+        dev.train_step(cuda.to_device(np.asfortranarray(X)), dy, o_dev)
+    with pytest.raises(ValueError, match=r"y: expected int64 class labels of shape \(4,\)"):
+        dev.train_step(dX, dy[:3], o_dev)
+    with pytest.raises(TypeError, match="y: expected int64 class labels"):
+        dev.train_step(dX, cuda.to_device(y.astype(np.int32)), o_dev)
+    with pytest.raises(TypeError, match="y: expected a device array like X"):
+        dev.train_step(dX, y, o_dev)
+    # values are checked on the device and reported when the loss is read
+    bad_X = X.copy()
+    bad_X[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"X, y: 1 entries .* NaN or infinite"):
+        float(dev.train_step(cuda.to_device(bad_X), dy, o_dev))
+    with pytest.raises(ValueError, match=r"labels outside \[0, classes\)"):
+        float(dev.train_step(dX, cuda.to_device(np.array([0, 1, 2, 0])), o_dev))
+    before = fdevice.to_host(dev.params)
+    with pytest.raises(ValueError, match="restored"):
+        dev.train_epoch(cuda.to_device(bad_X), dy, o_dev, batch_size=2)
+    np.testing.assert_array_equal(fdevice.to_host(dev.params), before)
