@@ -307,6 +307,8 @@ class MLP:
     @_concurrency.exclusive
     def _train_step_checked(self, X, labels, targets, optimizer):
         """(loss before the update, how many parameters the update left non-finite)."""
+        if getattr(optimizer, "reduces_gradients", False):   # fastbp.distributed
+            return optimizer._train_step(self, X, labels, targets)
         self._warm("train_step", optimizer)
         layout_args, acts, pres, dbuf = self._compiled(X.shape[0])
         opt_code, _, _, opt_state, opt_hparams, opt_step = optimizer.compiled_args_for(self)
@@ -337,7 +339,8 @@ class MLP:
         losses = np.empty(n_batches, np.float64)
         start = divergence.Snapshot(self, optimizer)
         ran, nonfinite = n_batches, 0
-        if self.device != "cpu":   # the GPU steps are launched from the host anyway
+        if self.device != "cpu" or getattr(optimizer, "reduces_gradients", False):
+            # GPU steps are launched from the host anyway; distributed steps all-reduce
             for i in range(n_batches):
                 rows = slice(i * batch_size, (i + 1) * batch_size)
                 losses[i], nonfinite = self._train_step_checked(

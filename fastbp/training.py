@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from . import divergence, validation
+from . import distributed, divergence, validation
 from .concurrency import exclusive_function
 from .divergence import TrainingDiverged
 from .optim import SGD, Optimizer, copy_back, host_copy, make_optimizer
@@ -165,6 +165,7 @@ class _Scorer:
 
 
 @exclusive_function   # one training of a network at a time (fastbp.concurrency)
+@distributed.fit_errors   # under MPI, an error on one rank stops every rank
 def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=None,
         validation_data=None, validation_split=None, early_stopping=None, schedule=None,
         callbacks=None, verbose="auto", on_nonfinite="raise", print_fn=print):
@@ -223,7 +224,10 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
     X = net._inputs(X)
     labels, targets = net._targets(y, X.shape[0])
     optimizer = _resolve_optimizer(net, optimizer, schedule)
-    rng = np.random.default_rng(seed)
+    team = distributed.team_of(optimizer)   # the MPI ranks of a DistributedOptimizer
+    if team.rank != 0:
+        show_bar = print_lines = False   # only rank 0 reports
+    rng = np.random.default_rng(team.common_seed(seed))   # every rank shuffles alike
     X, labels, targets, val = _split(net, X, labels, targets, validation_data,
                                      validation_split, rng)
     if early_stopping is not None and early_stopping is not False:
@@ -243,6 +247,7 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
             if not callable(cb):
                 raise TypeError(f"callbacks: expected callables, got {cb!r}")
     scorer = _Scorer(net, *val, max(batch_size, 1024)) if val is not None else None
+    team.agree_loop(X.shape[0], batch_size, epochs, val is not None, patience)
 
     n = X.shape[0]
     n_batches = -(-n // batch_size)
@@ -263,7 +268,8 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
         history["val_loss"] = []
         history[scorer.metric] = []
     # Compile (or load) the kernels first: the bar and the epoch times count training.
-    warmup(net, optimizer, PASSES if scorer is not None else ("train_step",))
+    warmup(net, optimizer, distributed.step_passes(
+        optimizer, PASSES if scorer is not None else ("train_step",)))
     bar = None
     if show_bar:
         from tqdm import tqdm
@@ -315,6 +321,7 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
             logs = {"loss": total / n, "lr": lr}
             if scorer is not None:
                 logs["val_loss"], logs[scorer.metric] = scorer()
+            team.agree_logs(logs, n, scorer.X.shape[0] if scorer is not None else 0)
             for key, value in logs.items():
                 history[key].append(value)
             history.epochs_run = epoch
@@ -347,6 +354,7 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
                     stop = stop or "callback"
             if schedule is not None:
                 schedule.step()
+            stop = team.agree_stop(stop)
             if stop is not None:
                 history.stop_reason = stop
                 break
