@@ -534,3 +534,40 @@ class DistributedOptimizer(Optimizer):
         kernels = _device.kernels(getattr(net, "device", "cpu"))
         nonfinite = kernels.optimizer_update(*self.compiled_args_for(net))
         return loss, int(nonfinite)
+
+
+# -- the command line (python -m fastbp train --distributed) ------------------------------
+def command_line_setup(net, optimizer, X, y, batch_size):
+    """(DistributedOptimizer, this rank's shard of X and y, this rank's batch size) for
+    ``train --distributed``; every rank starts from rank 0's weights. Needs mpi4py
+    (ImportError with the install hint): without it ``--distributed`` would silently
+    train N separate copies."""
+    _mpi()
+    optimizer = DistributedOptimizer(optimizer)
+    broadcast_parameters(net, optimizer.team)
+    X, y = shard(X, y, optimizer.team)
+    return optimizer, X, y, local_batch_size(batch_size, optimizer.team)
+
+
+class rank0_reports:
+    """``with rank0_reports(args):`` around ``train``: on ranks other than 0, standard
+    output is discarded and --save / --plot are dropped (rank 0 writes them)."""
+
+    def __init__(self, args):
+        self.args = args
+        self.quiet = None
+
+    def __enter__(self):
+        import contextlib
+        import io
+        rank, _ = rank_and_size()
+        if rank != 0:
+            self.args.save = self.args.plot = None
+            self.quiet = contextlib.redirect_stdout(io.StringIO())
+            self.quiet.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.quiet is not None:
+            self.quiet.__exit__(*exc)
+        return False
