@@ -134,11 +134,13 @@ class Team:
                                                  for r, v in enumerate(values))))
 
     # -- stopping every rank ---------------------------------------------------------
-    def abort(self, exc):
-        """Print ``exc``'s traceback naming this rank and stop every rank
-        (MPI_Abort): the others may wait in a collective this rank will not join."""
-        sys.stderr.write(f"fastbp.distributed: rank {self.rank} of {self.size} raised:\n")
-        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    def abort(self, exc, show_traceback=True):
+        """Print ``exc`` (its traceback, or one line) naming this rank and stop every
+        rank (MPI_Abort): the others may wait in a collective this rank will not join."""
+        sys.stderr.write(f"fastbp.distributed: rank {self.rank} of {self.size} raised"
+                         + (":\n" if show_traceback else f" {type(exc).__name__}\n"))
+        if show_traceback:
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
         sys.stderr.write(f"fastbp.distributed: stopping all {self.size} ranks "
                          f"(MPI_Abort)\n")
         sys.stderr.flush()
@@ -279,12 +281,13 @@ def _install_abort_hook(team):
     _abort_hook_installed = True
 
 
-def abort_unless_agreed(exc, comm=None):
-    """For a program that catches ``exc`` on one rank and would end: stop every rank
-    (MPI_Abort) unless every rank raised it too. Returns when it is agreed."""
+def abort_unless_agreed(exc, comm=None, show_traceback=False):
+    """For a program that caught ``exc`` on one rank, reported it and would end: stop
+    every rank (MPI_Abort) unless every rank raised it too. Returns when it is agreed
+    (or there is one rank)."""
     team = _team(comm)
     if team.size > 1 and not _is_agreed(exc):
-        team.abort(exc)
+        team.abort(exc, show_traceback)
 
 
 def fit_errors(fit):
@@ -329,7 +332,6 @@ def broadcast_parameters(net, comm=None, root=0):
     if team.size == 1:
         return
     team.agree_same("net: parameters (count, dtype)", (int(net.n_params), net.dtype.name))
-    _install_abort_hook(team)
     host = _device.to_host(net.params)
     team.broadcast_inplace(host, root)
     if _device.is_device_array(net.params):
@@ -544,9 +546,13 @@ def command_line_setup(net, optimizer, X, y, batch_size):
     train N separate copies."""
     _mpi()
     optimizer = DistributedOptimizer(optimizer)
+    try:   # the same on every rank (same flags, same number of ranks)
+        batch_size = local_batch_size(batch_size, optimizer.team)
+    except ValueError as exc:
+        raise _agreed(exc) from None
     broadcast_parameters(net, optimizer.team)
     X, y = shard(X, y, optimizer.team)
-    return optimizer, X, y, local_batch_size(batch_size, optimizer.team)
+    return optimizer, X, y, batch_size
 
 
 class rank0_reports:

@@ -177,7 +177,8 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
     epochs, batch_size : positive ints. The last minibatch of an epoch may be smaller.
     optimizer : a fastbp optimizer made for ``net``, or a name ("sgd", "adam", "adamw",
         "rmsprop") for that class with its defaults; default ``SGD(net, lr=0.01)`` (or
-        the schedule's optimizer).
+        the schedule's optimizer). A ``fastbp.distributed.DistributedOptimizer`` trains
+        data-parallel over MPI ranks (see that module for what the ranks agree on).
     shuffle : reshuffle the rows every epoch.
     seed : seeds ``numpy.random.default_rng``, which draws the validation split, then
         each epoch's order. The same seed, data, network and optimizer give the same

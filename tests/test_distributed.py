@@ -57,21 +57,36 @@ def _launch(args, timeout, cwd=None):
     return proc.returncode, out, err
 
 
-def _warm_kernels():
-    """Compile (or load) in this process the passes the ranks run, so that the two
-    ranks load them from numba's cache instead of compiling them twice at once."""
-    for dtype, activation in (("float64", "tanh"), ("float32", "relu")):
-        net = fastbp.MLP([5, 17, 3], activation=activation, dtype=dtype, seed=0)
-        opt = fastbp.Adam(net)
-        fastbp.warmup(net, opt, ("train_step", "train_epoch", "backward", "loss",
-                                 "forward"))
-        net.backward(np.ones((2, 5)), np.array([0, 1]))
-        opt.step()   # the update alone, as a distributed step runs it
+@pytest.fixture(scope="module")
+def warm_kernels():
+    """Compile (or load) here the passes the ranks run, so that the two ranks load
+    them from numba's cache instead of compiling them twice at once: the general
+    passes that distributed_checks.py and ABORT_SCRIPT use (usually cached by the rest
+    of the suite already), then, in a fresh process as the command line's ranks are,
+    the passes specialised for the command line's network."""
+    from fastbp.kernels.cpu import network as cpu_network
+    saved = cpu_network.SPECIALISED_SETS
+    cpu_network.SPECIALISED_SETS = 0   # general passes, as in the ranks
+    try:
+        for dtype, activation in (("float64", "tanh"), ("float32", "relu")):
+            net = fastbp.MLP([5, 17, 3], activation=activation, dtype=dtype, seed=0)
+            opt = fastbp.Adam(net)
+            fastbp.warmup(net, opt, ("train_step", "train_epoch", "backward", "loss",
+                                     "forward"))
+            net.backward(np.ones((2, 5)), np.array([0, 1]))
+            opt.step()   # the update alone, as a distributed step runs it
+    finally:
+        cpu_network.SPECIALISED_SETS = saved
+    code = ("import fastbp; net = fastbp.MLP([64, 32, 10]); opt = fastbp.Adam(net); "
+            "fastbp.warmup(net, opt, ('train_step', 'backward', 'loss', 'forward')); "
+            "net.backward([[0.0] * 64], [0]); opt.step()")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
 
 
 @pytest.fixture(scope="module")
-def rank_results(tmp_path_factory):
-    _warm_kernels()
+def rank_results(tmp_path_factory, warm_kernels):
     out_dir = tmp_path_factory.mktemp("ranks")
     code, out, err = _launch([str(HERE / "distributed_checks.py"), str(out_dir)],
                              timeout=300)
@@ -113,6 +128,8 @@ def test_under_mpiexec(rank_results, name):
 ABORT_SCRIPT = """
 import numpy as np, fastbp
 from fastbp import distributed
+from fastbp.kernels.cpu import network
+network.SPECIALISED_SETS = 0   # the general passes, which the test suite compiled
 rank, size = distributed.rank_and_size()
 net = fastbp.MLP([5, 17, 3], activation="tanh", dtype="float64", seed=0)
 opt = distributed.DistributedOptimizer(fastbp.SGD(net))
@@ -126,8 +143,7 @@ print("rank", rank, "went on", flush=True)
 
 
 @needs_mpi
-def test_an_uncaught_error_on_one_rank_stops_every_rank(tmp_path):
-    _warm_kernels()
+def test_an_uncaught_error_on_one_rank_stops_every_rank(tmp_path, warm_kernels):
     script = tmp_path / "abort.py"
     script.write_text(ABORT_SCRIPT)
     code, out, err = _launch([str(script)], timeout=120)
@@ -137,7 +153,7 @@ def test_an_uncaught_error_on_one_rank_stops_every_rank(tmp_path):
 
 
 @needs_mpi
-def test_command_line_under_mpiexec(tmp_path):
+def test_command_line_under_mpiexec(tmp_path, warm_kernels):
     """``mpiexec -n 2 python -m fastbp train --distributed``: trains, rank 0 alone
     prints and saves; a batch that does not split evenly is refused on every rank."""
     code, out, err = _launch(["-m", "fastbp", "train", "--distributed", "--epochs", "2",
