@@ -147,6 +147,11 @@ def build_parser(prog="fastbp"):
                        help="plot the learning curves (needs matplotlib: "
                             "pip install 'fastbp[plot]')")
     train.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel over MPI: run as `mpiexec -n N python -m fastbp "
+                            "train --distributed ...`; each rank trains on its shard, "
+                            "--batch-size is the global batch, rank 0 reports and saves "
+                            "(needs mpi4py: pip install 'fastbp[mpi]')")
 
     predict = sub.add_parser(
         "predict", help="predict with a saved model",
@@ -444,12 +449,17 @@ def train(args):
               dtype=args.dtype, seed=args.seed, device=args.device)
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
     optimizer = make_optimizer(args.optimizer, net, lr=lr)
+    X_fit, y_fit, batch_size = (X_train - mean) * inv_scale, y_train, args.batch_size
+    if args.distributed:   # this rank's shard; --batch-size is the global batch
+        from . import distributed
+        optimizer, X_fit, y_fit, batch_size = distributed.command_line_setup(
+            net, optimizer, X_fit, y_fit, batch_size)
     print(f"{name}: {len(X_train)} training and {len(X_test)} held-out samples, "
           f"{X.shape[1]} features, {n_classes} classes; {net}; {optimizer}", flush=True)
     warmup(net, optimizer)   # compilation, if any, is not training time
     start = time.perf_counter()
-    history = fit(net, (X_train - mean) * inv_scale, y_train, epochs=args.epochs,
-                  batch_size=args.batch_size, optimizer=optimizer, seed=args.seed,
+    history = fit(net, X_fit, y_fit, epochs=args.epochs,
+                  batch_size=batch_size, optimizer=optimizer, seed=args.seed,
                   validation_data=((X_test - mean) * inv_scale, y_test),
                   verbose=False if args.quiet else True)
     seconds = time.perf_counter() - start
@@ -567,6 +577,10 @@ def main(argv=None, prog="fastbp"):
     args = build_parser(prog).parse_args(argv)
     try:
         if args.command == "train":
+            if args.distributed:   # rank 0 alone prints and writes files
+                from .distributed import rank0_reports
+                with rank0_reports(args):
+                    return train(args)
             return train(args)
         if args.command == "predict":
             return predict(args)
@@ -582,6 +596,9 @@ def main(argv=None, prog="fastbp"):
         if os.environ.get("FASTBP_DEBUG"):
             raise
         print(f"error: {_one_line(exc)}", file=sys.stderr)
+        if getattr(args, "distributed", False):   # a rank alone in error stops them all
+            from .distributed import abort_unless_agreed
+            abort_unless_agreed(exc)
         return 1
     return 1
 

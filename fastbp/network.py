@@ -298,7 +298,9 @@ class MLP:
         arithmetic, comparisons) waits and reads it, and raises the TrainingDiverged
         above then; a loop that never reads its losses copies nothing back.
         """
-        if self.device == "cuda":
+        # a DistributedOptimizer all-reduces between backward and update, so its steps
+        # go through _train_step_checked on every device
+        if self.device == "cuda" and not getattr(optimizer, "reduces_gradients", False):
             X, labels, targets = self._cuda_inputs(X, y)
             return self._train_step_planned(X, labels, targets, optimizer)
         X = self._inputs(X)
@@ -332,6 +334,8 @@ class MLP:
     @_concurrency.exclusive
     def _train_step_checked(self, X, labels, targets, optimizer):
         """(loss before the update, how many parameters the update left non-finite)."""
+        if getattr(optimizer, "reduces_gradients", False):   # fastbp.distributed
+            return optimizer._train_step(self, X, labels, targets)
         self._warm("train_step", optimizer)
         layout_args, acts, pres, dbuf = self._compiled(X.shape[0])
         opt_code, _, _, opt_state, opt_hparams, opt_step = optimizer.compiled_args_for(self)
@@ -365,7 +369,17 @@ class MLP:
         losses = np.empty(n_batches, np.float64)
         start = divergence.Snapshot(self, optimizer)
         ran, nonfinite = n_batches, 0
-        if self.device != "cpu":   # every step launched, the losses read once at the end
+        if getattr(optimizer, "reduces_gradients", False):
+            # distributed steps all-reduce between backward and update (fastbp.distributed)
+            for i in range(n_batches):
+                rows = slice(i * batch_size, (i + 1) * batch_size)
+                losses[i], nonfinite = self._train_step_checked(
+                    X[rows], labels[rows] if labels.size else labels,
+                    targets[rows] if targets.size else targets, optimizer)
+                if divergence.diverged(losses[i], nonfinite):
+                    ran = i + 1
+                    break
+        elif self.device != "cpu":   # every step launched, the losses read once at the end
             from .cuda_plan import first_divergence, invalid_inputs, train_batches
             losses[:], counts, invalid = train_batches(self, X, labels, targets,
                                                        batch_size, optimizer)

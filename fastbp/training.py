@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from . import divergence, validation
+from . import distributed, divergence, validation
 from .concurrency import exclusive_function
 from .divergence import TrainingDiverged
 from .optim import SGD, Optimizer, copy_back, host_copy, make_optimizer
@@ -166,11 +166,12 @@ class _Scorer:
 
 def _steps(net, X, labels, targets, batch_size, optimizer):
     """Run an epoch's minibatch steps in order; yields (first row, end row, loss,
-    non-finite count) per step. On the CPU each step runs when asked for (so a
-    divergent step ends the epoch there); on "cuda" all are launched first and their
-    losses and counts read back once (fastbp.cuda_plan)."""
+    non-finite count) per step. On the CPU, and under a DistributedOptimizer, each step
+    runs when asked for (so a divergent step ends the epoch there); on "cuda" all are
+    launched first and their losses and counts read back once (fastbp.cuda_plan)."""
     n = X.shape[0]
-    if net.device == "cuda":
+    # a DistributedOptimizer all-reduces between backward and update, step by step
+    if net.device == "cuda" and not getattr(optimizer, "reduces_gradients", False):
         from .cuda_plan import train_batches
         losses, counts, _ = train_batches(net, X, labels, targets, batch_size, optimizer)
         for i, a in enumerate(range(0, n, batch_size)):
@@ -185,6 +186,7 @@ def _steps(net, X, labels, targets, batch_size, optimizer):
 
 
 @exclusive_function   # one training of a network at a time (fastbp.concurrency)
+@distributed.fit_errors   # under MPI, an error on one rank stops every rank
 def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=None,
         validation_data=None, validation_split=None, early_stopping=None, schedule=None,
         callbacks=None, verbose="auto", on_nonfinite="raise", print_fn=print):
@@ -196,7 +198,8 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
     epochs, batch_size : positive ints. The last minibatch of an epoch may be smaller.
     optimizer : a fastbp optimizer made for ``net``, or a name ("sgd", "adam", "adamw",
         "rmsprop") for that class with its defaults; default ``SGD(net, lr=0.01)`` (or
-        the schedule's optimizer).
+        the schedule's optimizer). A ``fastbp.distributed.DistributedOptimizer`` trains
+        data-parallel over MPI ranks (see that module for what the ranks agree on).
     shuffle : reshuffle the rows every epoch.
     seed : seeds ``numpy.random.default_rng``, which draws the validation split, then
         each epoch's order. The same seed, data, network and optimizer give the same
@@ -243,7 +246,10 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
     X = net._inputs(X)
     labels, targets = net._targets(y, X.shape[0])
     optimizer = _resolve_optimizer(net, optimizer, schedule)
-    rng = np.random.default_rng(seed)
+    team = distributed.team_of(optimizer)   # the MPI ranks of a DistributedOptimizer
+    if team.rank != 0:
+        show_bar = print_lines = False   # only rank 0 reports
+    rng = np.random.default_rng(team.common_seed(seed))   # every rank shuffles alike
     X, labels, targets, val = _split(net, X, labels, targets, validation_data,
                                      validation_split, rng)
     if early_stopping is not None and early_stopping is not False:
@@ -263,6 +269,7 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
             if not callable(cb):
                 raise TypeError(f"callbacks: expected callables, got {cb!r}")
     scorer = _Scorer(net, *val, max(batch_size, 1024)) if val is not None else None
+    team.agree_loop(X.shape[0], batch_size, epochs, val is not None, patience)
 
     n = X.shape[0]
     n_batches = -(-n // batch_size)
@@ -283,7 +290,8 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
         history["val_loss"] = []
         history[scorer.metric] = []
     # Compile (or load) the kernels first: the bar and the epoch times count training.
-    warmup(net, optimizer, PASSES if scorer is not None else ("train_step",))
+    warmup(net, optimizer, distributed.step_passes(
+        optimizer, PASSES if scorer is not None else ("train_step",)))
     bar = None
     if show_bar:
         from tqdm import tqdm
@@ -332,6 +340,7 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
             logs = {"loss": total / n, "lr": lr}
             if scorer is not None:
                 logs["val_loss"], logs[scorer.metric] = scorer()
+            team.agree_logs(logs, n, scorer.X.shape[0] if scorer is not None else 0)
             for key, value in logs.items():
                 history[key].append(value)
             history.epochs_run = epoch
@@ -364,6 +373,7 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
                     stop = stop or "callback"
             if schedule is not None:
                 schedule.step()
+            stop = team.agree_stop(stop)
             if stop is not None:
                 history.stop_reason = stop
                 break

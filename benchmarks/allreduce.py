@@ -1,0 +1,194 @@
+"""Data-parallel scaling of fastbp.distributed: measured on local ranks, modelled beyond.
+
+    NUMBA_NUM_THREADS=1 mpiexec -n 2 python benchmarks/allreduce.py measure
+    python benchmarks/allreduce.py model [--latency-us 20,5] [--machines 1,2,4,...]
+
+``measure`` (under mpiexec, 2-4 local ranks; rank 0 prints):
+  1. the time of one in-place MPI_Allreduce (sum) of a float32 buffer against its size,
+     4 KiB to 64 MiB: the slowest rank's median over repeats, with algorithm bandwidth
+     (bytes / time) and bus bandwidth (2 (N-1)/N bytes / time, the bytes a ring moves
+     per rank), and a least-squares fit time = latency + bus bytes / bandwidth;
+  2. per training step of the yardstick's small networks (float32, tanh, SGD): the
+     fused one-call step of one process (``train_step`` with a plain optimizer) against
+     a DistributedOptimizer step (backward, the all-reduce, the update), both timed on
+     every rank at once. Under ``mpiexec -n 1`` the difference is what splitting the
+     compiled step costs by itself: the most that calling MPI from inside the compiled
+     step (numba-mpi) could save.
+
+``model`` (one process) measures each yardstick network's fused step (float32, tanh,
+SGD, all threads) and predicts a data-parallel step on N machines, each running that
+step on its own batch (the global batch grows with N), from the ring all-reduce cost
+
+    t_allreduce(N) = 2 (N-1)/N * bytes / bandwidth + 2 (N-1) * latency
+
+for 10 and 100 Gbit/s links: step time t_step + t_allreduce (no overlap) and efficiency
+t_step / (t_step + t_allreduce), plus the efficiency with the all-reduce hidden behind
+backward (about 2/3 of the step) as an upper bound of what overlapping would give.
+Medians; ratios within one run only.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+try:   # run as a script (python benchmarks/x.py) or imported as benchmarks.x
+    from .yardstick import CONFIGS, make_data, median_ms
+except ImportError:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from yardstick import CONFIGS, make_data, median_ms
+
+SIZES = [2 ** k for k in range(10, 25, 2)]   # float32 elements: 4 KiB .. 64 MiB
+LINKS_GBIT = (10, 100)
+MACHINES = (1, 2, 4, 8, 16, 32, 64)
+BACKWARD_SHARE = 2 / 3   # of a step: backward costs about twice the forward
+
+
+def _allreduce_seconds(comm, buf, repeats):
+    """The slowest rank's median seconds of one in-place Allreduce of ``buf``."""
+    from mpi4py import MPI
+    times = []
+    for _ in range(3):
+        comm.Allreduce(MPI.IN_PLACE, buf)
+    for _ in range(repeats):
+        comm.Barrier()
+        t = time.perf_counter()
+        comm.Allreduce(MPI.IN_PLACE, buf)
+        times.append(time.perf_counter() - t)
+    return comm.allreduce(statistics.median(times), op=MPI.MAX)
+
+
+def _step_ms(comm, step, budget_s=0.5, rounds=7):
+    """The slowest rank's median milliseconds per call of ``step`` over ``rounds``
+    rounds of the same number of calls on every rank (a distributed step is a
+    collective: every rank must make as many)."""
+    from mpi4py import MPI
+    t = time.perf_counter()
+    step()
+    calls = comm.bcast(max(1, int(budget_s / rounds / (time.perf_counter() - t))), root=0)
+    per_call = []
+    for _ in range(rounds):
+        comm.Barrier()
+        t = time.perf_counter()
+        for _ in range(calls):
+            step()
+        per_call.append((time.perf_counter() - t) / calls)
+    return 1e3 * comm.allreduce(statistics.median(per_call), op=MPI.MAX)
+
+
+def measure():
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    rank, n = comm.Get_rank(), comm.Get_size()
+    say = print if rank == 0 else (lambda *a, **k: None)
+    say(f"# {n} ranks on one machine, {MPI.Get_library_version().splitlines()[0]}")
+    say("\n| float32 elements | bytes | time (us) | algbw (GB/s) | busbw (GB/s) |")
+    say("|---:|---:|---:|---:|---:|")
+    rows = []
+    for size in SIZES:
+        buf = np.ones(size, np.float32)
+        repeats = max(5, min(200, int(2e7 // size)))
+        t = _allreduce_seconds(comm, buf, repeats)
+        nbytes = buf.nbytes
+        bus = 2 * (n - 1) / n * nbytes
+        rows.append((bus, t))
+        say(f"| {size:,} | {nbytes:,} | {t * 1e6:.1f} | {nbytes / t / 1e9:.2f} | "
+            f"{bus / t / 1e9:.2f} |")
+    if n > 1:   # least squares in relative error: small and large sizes count alike
+        t = np.array([t for _, t in rows])
+        A = np.array([[1.0, b] for b, _ in rows]) / t[:, None]
+        latency, inv_bw = np.linalg.lstsq(A, np.ones(len(rows)), rcond=None)[0]
+        say(f"\nfit: time = {latency * 1e6:.1f} us + bus bytes / {1 / inv_bw / 1e9:.2f} GB/s")
+
+    import fastbp
+    from fastbp import distributed
+    say("\n| network (batch per rank) | params | fused step (ms) | distributed step (ms) "
+        "| ratio |")
+    say("|---|---:|---:|---:|---:|")
+    for name in ("tiny", "mnist", "medium"):
+        sizes, batch = CONFIGS[name]
+        X, y = make_data(sizes, batch, "float32", seed=rank)
+        net = fastbp.MLP(sizes, activation="tanh", dtype="float32", seed=0)
+        plain = fastbp.SGD(net, lr=1e-4)
+        dist = distributed.DistributedOptimizer(fastbp.SGD(net, lr=1e-4))
+        net.train_step(X, y, plain)
+        net.train_step(X, y, dist)
+        ms = {}
+        for label, opt in (("fused", plain), ("distributed", dist)):
+            ms[label] = _step_ms(comm, lambda: net.train_step(X, y, opt))
+        say(f"| {name} {'-'.join(map(str, sizes))} ({batch}) | {net.n_params:,} | "
+            f"{ms['fused']:.3f} | {ms['distributed']:.3f} | "
+            f"{ms['distributed'] / ms['fused']:.2f} |")
+
+
+def numba_threads():
+    import numba
+    return numba.get_num_threads()
+
+
+def n_params(sizes):
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def model(latencies_us, machines, step_ms=None):
+    """Print the model tables; ``step_ms`` {network: ms} replaces measuring the steps."""
+    import fastbp
+    nets = []
+    for name, (sizes, batch) in CONFIGS.items():
+        if step_ms:
+            nets.append((name, sizes, batch, n_params(sizes), step_ms[name]))
+            continue
+        X, y = make_data(sizes, batch, "float32")
+        net = fastbp.MLP(sizes, activation="tanh", dtype="float32", seed=0)
+        opt = fastbp.SGD(net, lr=1e-4)
+        net.train_step(X, y, opt)
+        budget = 3.0 if name == "large" else 1.0
+        nets.append((name, sizes, batch, net.n_params,
+                     median_ms(lambda: net.train_step(X, y, opt), budget_s=budget,
+                               rounds=3 if name == "large" else 7)))
+    print("# " + ("step times given" if step_ms else
+                  f"fused float32 step measured here ({numba_threads()} numba threads)")
+          + "; ring all-reduce of the float32 gradients")
+    for gbit, lat in zip(LINKS_GBIT, latencies_us):
+        bw = gbit * 1e9 / 8   # bytes per second
+        print(f"\n### {gbit} Gbit/s, latency {lat:g} us per ring step\n")
+        print("| network (batch per machine) | params | step (ms) | "
+              + " | ".join(f"N={m}" for m in machines) + " |")
+        print("|---|---:|---:|" + "---:|" * len(machines))
+        for name, sizes, batch, params, step in nets:
+            cells = []
+            for m in machines:
+                ar = 1e3 * (2 * (m - 1) / m * 4 * params / bw + 2 * (m - 1) * lat * 1e-6)
+                eff = step / (step + ar)
+                hidden = step / (step + max(0.0, ar - BACKWARD_SHARE * step))
+                cells.append(f"{eff:.2f} ({hidden:.2f})" if m > 1 else "1")
+            print(f"| {name} ({batch}) | {params:,} | {step:.3f} | " + " | ".join(cells)
+                  + " |")
+    print("\ncells: efficiency t_step / (t_step + t_allreduce), no overlap (in brackets: "
+          "with the all-reduce hidden behind backward, an upper bound)")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("measure", "model"))
+    parser.add_argument("--latency-us", default="20,5",
+                        help="per-step latency for the 10 and 100 Gbit/s links "
+                             "(default 20,5: TCP on 10 GbE, RDMA on 100 Gbit/s)")
+    parser.add_argument("--machines", default=",".join(map(str, MACHINES)))
+    parser.add_argument("--step-ms", metavar="NAME=MS,...",
+                        help="model: use these step times (ms per network, e.g. from "
+                             "yardstick.py's fastbp column) instead of measuring them")
+    args = parser.parse_args(argv)
+    if args.what == "measure":
+        measure()
+    else:
+        step_ms = (None if args.step_ms is None else
+                   {k: float(v) for k, v in (p.split("=") for p in args.step_ms.split(","))})
+        model([float(v) for v in args.latency_us.split(",")],
+              [int(v) for v in args.machines.split(",")], step_ms)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,579 @@
+"""Data-parallel training over MPI: one replica of the network per process (rank), each
+rank computing gradients on its own shard of every batch, the ranks averaging their
+gradient buffers with one all-reduce before the identical update.
+
+    # mpiexec -n 4 python train.py        (pip install 'fastbp[mpi]' brings mpi4py + MPICH)
+    import fastbp
+    from fastbp import distributed
+    net = fastbp.MLP([784, 128, 10], seed=0)
+    distributed.broadcast_parameters(net)          # every rank starts from rank 0's weights
+    opt = distributed.DistributedOptimizer(fastbp.Adam(net, lr=1e-3))
+    X_part, y_part = distributed.shard(X, y)       # this rank's equal share of the rows
+    history = fastbp.fit(net, X_part, y_part, optimizer=opt, batch_size=32, seed=0)
+
+The names are Horovod's (``horovod.torch.broadcast_parameters``,
+``horovod.torch.DistributedOptimizer``), whose API this follows. ``comm`` is an mpi4py
+communicator, ``mpi4py.MPI.COMM_WORLD`` by default. mpi4py is imported on first use
+only: without it (and without ``comm``) everything here runs as one process, rank 0 of
+1, and does nothing extra, so a script written for several ranks runs unchanged alone.
+
+**The step.** The parameters' gradients live in one flat buffer (``net.grads``), so
+averaging them is one in-place ``MPI_Allreduce`` (sum, then a division by the number of
+ranks). On equal shards the average of the ranks' mean-loss gradients is the gradient of
+the mean loss over the whole batch, so N ranks on shards of a batch take the step one
+process takes on the whole batch (to rounding). The fused compiled step (forward,
+backward and update in one call) cannot stop for communication, so a distributed step is
+two compiled calls around the all-reduce: the network's backward pass, then the
+optimizer's update, whose gradient clipping (``max_grad_norm``) therefore sees the
+averaged gradients: the global norm after averaging, as one process would clip.
+
+**Agreement.** Every rank must make the same collective calls in the same order, or
+they wait for each other forever. So:
+
+- divergence: a rank whose loss is NaN or infinite writes NaN into its gradient before
+  the all-reduce; the sum carries it to every rank, the identical update leaves every
+  replica non-finite, and every rank sees the divergence at the same step without
+  another collective (``train_step``, ``train_epoch`` and ``fit`` then raise, or stop,
+  on every rank; a non-finite loss therefore always counts as a divergent step here).
+- ``fit``: the shuffling seed is rank 0's; the ranks must have the same number of
+  training rows, batch size and epochs (checked: ValueError on every rank otherwise);
+  after each epoch the training loss and the validation loss and metric are averaged
+  over the ranks (weighted by rows; "val_r2" is the rows-weighted mean of the ranks'
+  R^2, exact when every rank scores the same validation data), so early stopping
+  decides the same epoch everywhere, and a callback asking to stop on one rank stops
+  them all. Only rank 0 prints lines and shows a progress bar.
+- errors: an exception raised by one rank while ``fit`` checks its arguments is
+  raised on every rank (the others get a RuntimeError naming the rank and its error).
+  Any other exception on one rank cannot reach the others, which may already wait in
+  a collective: when it escapes ``fit`` or the script (``sys.excepthook``), the
+  traceback is printed and ``MPI_Abort`` stops every rank (``abort_on_error=True``,
+  the default of ``DistributedOptimizer``; a script that catches such an exception on
+  one rank and goes on leaves the others waiting).
+
+GPU networks: the gradient buffer is staged through pinned host memory for the
+all-reduce (``DistributedOptimizer.gpu_path`` says "host-staging"); reducing device
+buffers in place through a CUDA-aware MPI is not implemented.
+"""
+import functools
+import inspect
+import math
+import os
+import sys
+import traceback
+
+import numpy as np
+
+from . import device as _device
+from . import validation
+from .divergence import TrainingDiverged
+from .optim import Optimizer
+
+INSTALL_HINT = "pip install 'fastbp[mpi]' (mpi4py and MPICH)"
+
+
+def _mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise ImportError(f"fastbp.distributed: a communicator needs mpi4py: "
+                          f"{INSTALL_HINT}") from exc
+    return MPI
+
+
+class AgreedError(RuntimeError):
+    """Raised on every rank at once: a collective check failed on some rank (the
+    message names it), so all ranks stop together."""
+
+
+def _agreed(exc):
+    """Mark ``exc`` as raised on every rank (no abort needed)."""
+    exc._fastbp_agreed = True
+    return exc
+
+
+def _is_agreed(exc):
+    # A TrainingDiverged is seen by every rank at the same step (module docstring).
+    return isinstance(exc, TrainingDiverged) or getattr(exc, "_fastbp_agreed", False)
+
+
+class Team:
+    """The ranks of an mpi4py communicator, with the few collectives fastbp uses.
+
+    ``rank`` and ``size`` as MPI numbers them; ``comm`` the communicator (None for
+    the one-process stand-in, which has rank 0 of 1 and whose collectives return
+    their input)."""
+
+    def __init__(self, comm):
+        self.comm = comm
+        self.rank = comm.Get_rank() if comm is not None else 0
+        self.size = comm.Get_size() if comm is not None else 1
+        self._fit_setup = None   # the setup collectives fit has still to make
+
+    # -- collectives -----------------------------------------------------------------
+    def sum_inplace(self, array):
+        """Sum a numpy array over the ranks, in place (MPI_Allreduce, MPI_IN_PLACE)."""
+        if self.comm is not None:
+            self.comm.Allreduce(_mpi().IN_PLACE, array, op=_mpi().SUM)
+        return array
+
+    def broadcast_inplace(self, array, root):
+        if self.comm is not None:
+            self.comm.Bcast(array, root=root)
+        return array
+
+    def allgather(self, obj):
+        """A list of every rank's ``obj`` (pickled; for small things only)."""
+        return self.comm.allgather(obj) if self.comm is not None else [obj]
+
+    def agree_same(self, what, value):
+        """ValueError on every rank when ``value`` differs between ranks."""
+        values = self.allgather(value)
+        if any(v != values[0] for v in values):
+            raise _agreed(ValueError(f"{what}: every rank must give the same; got "
+                                     + ", ".join(f"rank {r}: {v!r}"
+                                                 for r, v in enumerate(values))))
+
+    # -- stopping every rank ---------------------------------------------------------
+    def abort(self, exc, show_traceback=True):
+        """Print ``exc`` (its traceback, or one line) naming this rank and stop every
+        rank (MPI_Abort): the others may wait in a collective this rank will not join."""
+        sys.stderr.write(f"fastbp.distributed: rank {self.rank} of {self.size} raised"
+                         + (":\n" if show_traceback else f" {type(exc).__name__}\n"))
+        if show_traceback:
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        sys.stderr.write(f"fastbp.distributed: stopping all {self.size} ranks "
+                         f"(MPI_Abort)\n")
+        sys.stderr.flush()
+        sys.stdout.flush()
+        if self.comm is not None:
+            self.comm.Abort(1)
+        os._exit(1)   # pragma: no cover - Abort does not return
+
+    # -- fit's agreement points (fastbp.training.fit) ----------------------------------
+    def begin_fit(self):
+        self._fit_setup = ["seed", "loop"]
+
+    def _setup_collective(self, name, payload, error=None):
+        """One of fit's setup collectives: every rank sends (error, payload); when any
+        rank sent an error, every rank raises it (the failing rank its own)."""
+        assert self._fit_setup and self._fit_setup[0] == name, (self._fit_setup, name)
+        self._fit_setup.pop(0)
+        sent = self.allgather((None if error is None else f"{type(error).__name__}: "
+                               f"{error}", payload))
+        failed = [(r, e) for r, (e, _) in enumerate(sent) if e is not None]
+        if failed and error is None:
+            rank, message = failed[0]
+            raise _agreed(AgreedError(f"fit: rank {rank} of {self.size} failed, so "
+                                      f"every rank stops: {message}"))
+        return [p for _, p in sent]
+
+    def common_seed(self, seed):
+        """Rank 0's seed (a fresh one drawn there when it is None): every rank
+        shuffles alike."""
+        if self.size == 1:
+            return seed
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy % 2**63)
+        return self._setup_collective("seed", seed)[0]
+
+    def agree_loop(self, n, batch_size, epochs, validating, patience):
+        """ValueError on every rank unless all ranks run the same loop (rows, batch
+        size, epochs, validation, early stopping): else their collectives mismatch."""
+        if self.size == 1:
+            return
+        shapes = self._setup_collective("loop", (n, batch_size, epochs, validating,
+                                                 patience))
+        names = ("X: training rows (use fastbp.distributed.shard for equal shards)",
+                 "batch_size", "epochs", "validation data (given or not)",
+                 "early_stopping")
+        for i, name in enumerate(names):
+            values = [s[i] for s in shapes]
+            if any(v != values[0] for v in values):
+                raise _agreed(ValueError(
+                    f"fit: {name}: every rank must give the same; got "
+                    + ", ".join(f"rank {r}: {v!r}" for r, v in enumerate(values))))
+
+    def fit_failed(self, exc):
+        """fit raised ``exc`` on this rank: during setup, join the collective the
+        other ranks wait in, so they raise too; later, stop every rank unless the
+        error is agreed."""
+        if self.size == 1 or _is_agreed(exc):
+            return
+        if self._fit_setup:
+            self._setup_collective(self._fit_setup[0], None, error=exc)
+            return
+        self.abort(exc)
+
+    def agree_logs(self, logs, n, n_val):
+        """Average an epoch's logs over the ranks (loss by training rows, validation
+        entries by validation rows), in place."""
+        if self.size == 1:
+            return
+        keys = [k for k in logs if k != "lr"]
+        weights = [n if k == "loss" else n_val for k in keys]
+        sums = np.array([logs[k] * w for k, w in zip(keys, weights)]
+                        + [float(n), float(n_val)], np.float64)
+        self.sum_inplace(sums)
+        for i, k in enumerate(keys):
+            logs[k] = float(sums[i] / (sums[-2] if k == "loss" else sums[-1]))
+
+    def agree_stop(self, stop):
+        """The stop decision of the rank that wants to stop (early stopping comes
+        first, then a callback's), the same on every rank."""
+        if self.size == 1:
+            return stop
+        reasons = (None, "callback", "early_stopping")
+        code = np.array([reasons.index(stop)], np.int64)
+        self.comm.Allreduce(_mpi().IN_PLACE, code, op=_mpi().MAX)
+        return reasons[int(code[0])]
+
+
+_ONE_PROCESS = Team(None)
+
+
+def _team(comm):
+    """The Team of ``comm`` (default MPI.COMM_WORLD, or one process without mpi4py)."""
+    if comm is None:
+        try:
+            from mpi4py import MPI
+        except ImportError:
+            return _ONE_PROCESS
+        comm = MPI.COMM_WORLD
+    if isinstance(comm, Team):
+        return comm
+    for method in ("Get_rank", "Get_size", "Allreduce", "Bcast", "allgather"):
+        if not callable(getattr(comm, method, None)):
+            raise TypeError(f"comm: expected an mpi4py communicator (such as "
+                            f"MPI.COMM_WORLD), got {comm!r}")
+    return Team(comm)
+
+
+def team_of(optimizer):
+    """The ranks ``optimizer`` trains with: its Team for a DistributedOptimizer, else
+    one process (fit's agreement calls then do nothing)."""
+    return optimizer.team if isinstance(optimizer, DistributedOptimizer) else _ONE_PROCESS
+
+
+def rank_and_size(comm=None):
+    """(rank, number of ranks) of ``comm`` (default MPI.COMM_WORLD; (0, 1) without
+    mpi4py)."""
+    team = _team(comm)
+    return team.rank, team.size
+
+
+_abort_hook_installed = False
+
+
+def _install_abort_hook(team):
+    """Make an exception that escapes the script on one rank stop every rank
+    (module docstring), unless every rank raised it."""
+    global _abort_hook_installed
+    if _abort_hook_installed or team.size == 1:
+        return
+    previous = sys.excepthook
+
+    def hook(exc_type, exc, tb):
+        if exc is not None and not _is_agreed(exc) and not isinstance(
+                exc, (KeyboardInterrupt, SystemExit)):
+            team.abort(exc.with_traceback(tb))
+        previous(exc_type, exc, tb)
+    sys.excepthook = hook
+    _abort_hook_installed = True
+
+
+def abort_unless_agreed(exc, comm=None, show_traceback=False):
+    """For a program that caught ``exc`` on one rank, reported it and would end: stop
+    every rank (MPI_Abort) unless every rank raised it too. Returns when it is agreed
+    (or there is one rank)."""
+    team = _team(comm)
+    if team.size > 1 and not _is_agreed(exc):
+        team.abort(exc, show_traceback)
+
+
+def fit_errors(fit):
+    """Decorate ``fastbp.training.fit``: under a DistributedOptimizer, an exception on
+    one rank stops every rank (Team.fit_failed) instead of leaving them waiting."""
+    signature = inspect.signature(fit)
+
+    @functools.wraps(fit)
+    def guarded(*args, **kwargs):
+        bound = signature.bind_partial(*args, **kwargs).arguments
+        optimizer = bound.get("optimizer")
+        if optimizer is None and bound.get("schedule") is not None:
+            optimizer = getattr(bound["schedule"], "optimizer", None)
+        team = team_of(optimizer)
+        team.begin_fit()
+        try:
+            return fit(*args, **kwargs)
+        except BaseException as exc:
+            team.fit_failed(exc)
+            raise
+        finally:
+            team._fit_setup = None
+    return guarded
+
+
+def step_passes(optimizer, passes):
+    """The compiled passes a training with ``optimizer`` runs: a DistributedOptimizer's
+    step is backward, the all-reduce, then the update, instead of the fused step."""
+    if not isinstance(optimizer, DistributedOptimizer):
+        return passes
+    return tuple("backward" if p in ("train_step", "train_epoch") else p for p in passes)
+
+
+# -- the public API ----------------------------------------------------------------------
+def broadcast_parameters(net, comm=None, root=0):
+    """Copy rank ``root``'s parameters into ``net`` on every rank (MPI_Bcast of
+    ``net.params``), so all replicas start alike. ``net`` must have the same number of
+    parameters and dtype on every rank (else ValueError on every rank). GPU networks
+    are staged through host memory."""
+    team = _team(comm)
+    root = _root(root, team)
+    if team.size == 1:
+        return
+    team.agree_same("net: parameters (count, dtype)", (int(net.n_params), net.dtype.name))
+    host = _device.to_host(net.params)
+    team.broadcast_inplace(host, root)
+    if _device.is_device_array(net.params):
+        net.params.copy_to_device(host)
+
+
+def broadcast_optimizer_state(optimizer, comm=None, root=0):
+    """Copy rank ``root``'s optimizer state, hyperparameters and step count into
+    ``optimizer`` on every rank (for resuming from a checkpoint read on one rank)."""
+    team = _team(comm)
+    root = _root(root, team)
+    if team.size == 1:
+        return
+    opt = optimizer.optimizer if isinstance(optimizer, DistributedOptimizer) else optimizer
+    d = opt.state_dict()
+    team.agree_same("optimizer: (kind, state shape, dtype)",
+                    (d["name"], d["state"].shape, d["state"].dtype.name))
+    d["hparams"] = team.broadcast_inplace(d["hparams"], root)
+    d["state"] = team.broadcast_inplace(np.ascontiguousarray(d["state"]), root)
+    d["steps"] = team.allgather(d["steps"])[root]
+    opt.load_state_dict(d)
+
+
+def _root(root, team):
+    if isinstance(root, (bool, np.bool_)) or not isinstance(root, (int, np.integer)) or not (
+            0 <= root < team.size):
+        raise ValueError(f"root: expected a rank in [0, {team.size}), got {root!r}")
+    return int(root)
+
+
+def shard(X, y=None, comm=None):
+    """This rank's share of a data set: rows ``rank, rank + N, rank + 2N, ...`` of the
+    first ``N * (n // N)`` rows of X (and y), N the number of ranks.
+
+    Every rank gets n // N rows (equal shards keep the ranks' steps in lockstep and
+    make the averaged gradient the whole batch's); the last n % N rows (fewer than N)
+    are left out. Deterministic: the same X, N and rank give the same rows. Interleaved
+    rather than in blocks, so that data sorted by class gives every rank every class.
+
+    X : (n, ...) array-like; y : (n, ...) array-like or None.
+    Returns (X_part, y_part) (X_part alone when y is None), new C-ordered arrays.
+    Raises ValueError when X has fewer rows than there are ranks, or y another count.
+    """
+    team = _team(comm)
+    X = np.asarray(X)
+    if X.ndim < 1:
+        raise ValueError(f"X: expected an array of rows, got a scalar {X!r}")
+    n = X.shape[0]
+    if y is not None:
+        y = np.asarray(y)
+        if y.ndim < 1 or y.shape[0] != n:
+            raise ValueError(f"y: expected {n} rows (one per row of X), got shape "
+                             f"{y.shape}")
+    if n < team.size:
+        raise ValueError(f"X: {n} rows cannot be shared by {team.size} ranks (each needs "
+                         f"at least one)")
+    rows = slice(team.rank, team.size * (n // team.size), team.size)
+    part = np.ascontiguousarray(X[rows])
+    return part if y is None else (part, np.ascontiguousarray(y[rows]))
+
+
+def local_batch_size(batch_size, comm=None):
+    """The rows each rank takes of a global batch of ``batch_size`` rows: batch_size
+    / N, which must be a whole number (ValueError otherwise)."""
+    team = _team(comm)
+    batch_size = validation.positive_int("batch_size", batch_size)
+    if batch_size % team.size:
+        raise ValueError(f"batch_size: a batch of {batch_size} rows cannot be split "
+                         f"evenly over {team.size} ranks; use a multiple of {team.size}")
+    return batch_size // team.size
+
+
+def average(value, comm=None):
+    """The mean over the ranks of a number or numpy array (a new float64 array, or a
+    float for a number): for per-rank metrics such as ``train_epoch``'s losses."""
+    team = _team(comm)
+    out = np.array(value, dtype=np.float64)
+    team.sum_inplace(out)
+    out /= team.size
+    return float(out) if out.ndim == 0 else out
+
+
+class DistributedOptimizer(Optimizer):
+    """Wraps any fastbp optimizer so that each update first averages the gradients
+    over the ranks of ``comm`` (one in-place all-reduce of the flat gradient buffer).
+
+    Use it wherever the optimizer would go: ``net.train_step(X, y, opt)``,
+    ``net.train_epoch(X, y, opt)``, ``fastbp.fit(net, X, y, optimizer=opt)``, or
+    ``net.backward(X, y); opt.step()``. Its settings, state and step count are the
+    wrapped optimizer's (``opt.optimizer``), shared, not copied: a schedule or a
+    ``state_dict`` of either sees the same values. Every rank must call the same
+    steps in the same order, on batches of equal size (see the module docstring for
+    what is agreed between ranks and how errors stop them).
+
+    Parameters
+    ----------
+    optimizer : a fastbp optimizer (SGD, Adam, AdamW, RMSprop), made for the network
+        this rank trains.
+    comm : an mpi4py communicator; default MPI.COMM_WORLD (one process without
+        mpi4py).
+    abort_on_error : when True (default) and there are several ranks, an exception
+        that escapes the script on one rank stops every rank (sys.excepthook calls
+        MPI_Abort) instead of leaving the others waiting in a collective.
+
+    Attributes: ``rank``, ``size`` (this rank and the number of ranks), ``gpu_path``
+    ("host-staging" once a GPU network's gradients were reduced, else None).
+
+    Raises TypeError for something other than a fastbp optimizer, ValueError (on every
+    rank) when the ranks' networks or optimizers differ in kind, size or dtype.
+    """
+
+    reduces_gradients = True   # read by MLP's train_step / train_epoch (fastbp.network)
+
+    def __init__(self, optimizer, comm=None, abort_on_error=True):
+        if isinstance(optimizer, DistributedOptimizer):
+            raise TypeError("optimizer: it is already a DistributedOptimizer")
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer: expected a fastbp optimizer (SGD, Adam, AdamW, "
+                            f"RMSprop), got {optimizer!r}")
+        self.__dict__["optimizer"] = optimizer
+        self.team = _team(comm)
+        self.code = optimizer.code
+        self.gpu_path = None
+        self._pinned = None
+        if self.team.size > 1:
+            self.team.agree_same("optimizer and network (kind, parameters, dtype)",
+                                 (optimizer.name, int(optimizer.net.n_params),
+                                  optimizer.net.dtype.name))
+            if abort_on_error:
+                _install_abort_hook(self.team)
+
+    # The wrapped optimizer's values, shared (not copied).
+    net = property(lambda self: self.optimizer.net)
+    hparams = property(lambda self: self.optimizer.hparams,
+                       lambda self, v: setattr(self.optimizer, "hparams", v))
+    state = property(lambda self: self.optimizer.state,
+                     lambda self, v: setattr(self.optimizer, "state", v))
+    steps = property(lambda self: self.optimizer.steps,
+                     lambda self, v: setattr(self.optimizer, "steps", v))
+    rank = property(lambda self: self.team.rank)
+    size = property(lambda self: self.team.size)
+
+    def __getattr__(self, name):
+        # Settings of the wrapped class (momentum, betas, ...) read through.
+        if name.startswith("__") or "optimizer" not in self.__dict__:
+            raise AttributeError(name)
+        return getattr(self.__dict__["optimizer"], name)
+
+    def n_state_rows(self, hparams):
+        return self.optimizer.n_state_rows(hparams)
+
+    def state_dict(self):
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, d):
+        self.optimizer.load_state_dict(d)
+
+    def _settings(self):
+        return self.optimizer._settings()
+
+    def __repr__(self):
+        return f"DistributedOptimizer({self.optimizer!r}, ranks={self.size})"
+
+    # -- the all-reduce ----------------------------------------------------------------
+    def reduce_gradients(self, poison=False):
+        """Average ``net.grads`` over the ranks, in place: one MPI_Allreduce (sum) of
+        the flat buffer, then a division by the number of ranks. With ``poison`` this
+        rank's contribution is made NaN first, so every rank sees a divergent step."""
+        grads = self.net.grads
+        if self.team.size == 1 and not poison:
+            return
+        if _device.is_device_array(grads):
+            # No CUDA-aware path: stage through pinned host memory.
+            if self._pinned is None or self._pinned.shape != grads.shape:
+                from numba import cuda
+                self._pinned = cuda.pinned_array(grads.shape, grads.dtype)
+            host = grads.copy_to_host(self._pinned)
+            self.gpu_path = "host-staging"
+        else:
+            host = grads
+        if poison:
+            host[0] = np.nan
+        if self.team.size > 1:
+            self.team.sum_inplace(host)
+            host /= host.dtype.type(self.team.size)
+        if host is not grads:
+            grads.copy_to_device(host)
+
+    def step(self):
+        """The update from ``net.grads`` (after ``net.backward``), averaged over the
+        ranks first. Raises fastbp.TrainingDiverged as Optimizer.step does (on every
+        rank alike)."""
+        self.reduce_gradients()
+        super().step()
+
+    def _train_step(self, net, X, labels, targets):
+        """A distributed training step on checked inputs (MLP._train_step_checked):
+        backward, the all-reduce, the update. Returns (this rank's loss before the
+        update, how many parameters the update left non-finite)."""
+        loss = net._backward_checked(X, labels, targets)
+        self.reduce_gradients(poison=not math.isfinite(loss))
+        kernels = _device.kernels(getattr(net, "device", "cpu"))
+        nonfinite = kernels.optimizer_update(*self.compiled_args_for(net))
+        return loss, int(nonfinite)
+
+
+# -- the command line (python -m fastbp train --distributed) ------------------------------
+def command_line_setup(net, optimizer, X, y, batch_size):
+    """(DistributedOptimizer, this rank's shard of X and y, this rank's batch size) for
+    ``train --distributed``; every rank starts from rank 0's weights. Needs mpi4py
+    (ImportError with the install hint): without it ``--distributed`` would silently
+    train N separate copies."""
+    _mpi()
+    optimizer = DistributedOptimizer(optimizer)
+    try:   # the same on every rank (same flags, same number of ranks)
+        batch_size = local_batch_size(batch_size, optimizer.team)
+    except ValueError as exc:
+        raise _agreed(exc) from None
+    broadcast_parameters(net, optimizer.team)
+    X, y = shard(X, y, optimizer.team)
+    return optimizer, X, y, batch_size
+
+
+class rank0_reports:
+    """``with rank0_reports(args):`` around ``train``: on ranks other than 0, standard
+    output is discarded and --save / --plot are dropped (rank 0 writes them)."""
+
+    def __init__(self, args):
+        self.args = args
+        self.quiet = None
+
+    def __enter__(self):
+        import contextlib
+        import io
+        rank, _ = rank_and_size()
+        if rank != 0:
+            self.args.save = self.args.plot = None
+            self.quiet = contextlib.redirect_stdout(io.StringIO())
+            self.quiet.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.quiet is not None:
+            self.quiet.__exit__(*exc)
+        return False
