@@ -166,18 +166,26 @@ def _input_grad_col_blocks(dS, W, dX, nblocks):
 
 
 @scalar
+def weight_grad_for(act_set, dA, A, S, X, code, slope, dS, dW, db):
+    """Pass 1 of linear_backward_for: dS, db and dW, in blocks of output columns."""
+    batch, n_out = dA.shape
+    n_in = X.shape[1]
+    nblocks = n_blocks(n_out, 2 * batch * n_out * n_in, PARALLEL_MIN_FLOPS)
+    if nblocks == 1:
+        j0, j1 = block_bounds(0, 1, n_out)   # run-time values (see linear_forward_for)
+        _weight_grad_cols(act_set, dA, A, S, X, code, slope, dS, dW, db, j0, j1)
+    else:
+        _weight_grad_col_blocks(act_set, dA, A, S, X, code, slope, dS, dW, db, nblocks)
+
+
+@scalar
 def linear_backward_for(act_set, dA, A, S, X, W, code, slope, dS, dX, dW, db, compute_dX):
     """linear_backward compiled for the activation set ``act_set`` (as
     linear_forward_for)."""
     batch, n_out = dA.shape
     n_in = X.shape[1]
     flops = 2 * batch * n_out * n_in
-    nblocks = n_blocks(n_out, flops, PARALLEL_MIN_FLOPS)
-    if nblocks == 1:
-        j0, j1 = block_bounds(0, 1, n_out)   # run-time values (see linear_forward_for)
-        _weight_grad_cols(act_set, dA, A, S, X, code, slope, dS, dW, db, j0, j1)
-    else:
-        _weight_grad_col_blocks(act_set, dA, A, S, X, code, slope, dS, dW, db, nblocks)
+    weight_grad_for(act_set, dA, A, S, X, code, slope, dS, dW, db)
     if compute_dX:
         nblocks = n_blocks(n_in, flops, PARALLEL_MIN_FLOPS)
         if nblocks == 1:
