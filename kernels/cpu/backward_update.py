@@ -3,9 +3,10 @@ their gradient and W itself are still in cache, right after the layer's last use
 the old W, instead of in a separate pass over every parameter after backward.
 
     linear_backward_update_for(act_set, dA, A, S, X, W, code, slope, dS, dX, dW, db,
-                               compute_dX, opt_code, params, grads, state, hparams,
-                               step, w_lo, b_lo)  -> how many parameters it left
-                                                     NaN or infinite
+                               compute_dX, fuse, opt_code, params, grads, state,
+                               hparams, step, w_lo, b_lo)
+        -> how many parameters the update left NaN or infinite (0 without ``fuse``:
+           then it is linear_backward_for)
 
 The layer's W (out, in) and b (out,) are the spans [w_lo, w_lo + out*in) and
 [b_lo, b_lo + out) of the flat ``params`` (and of ``grads`` and each row of ``state``);
@@ -30,8 +31,8 @@ import numpy as np
 from numba import prange
 
 from .blas import gemm
-from .blocks import PARALLEL_MIN_FLOPS, block_bounds, n_blocks
-from .linear import weight_grad_for
+from .blocks import block_bounds
+from .linear import input_grad_blocks, input_grad_for, weight_grad_for
 from .optim import update_range, update_span
 from ._jit import parallel, scalar
 
@@ -59,18 +60,21 @@ def _input_grad_update_col_blocks(dS, W, dX, nblocks, opt_code, params, grads, s
 
 @scalar
 def linear_backward_update_for(act_set, dA, A, S, X, W, code, slope, dS, dX, dW, db,
-                               compute_dX, opt_code, params, grads, state, hparams, step,
-                               w_lo, b_lo):
-    """linear_backward_for, then the optimizer's update of this layer's W and b, fused
-    as the module doc describes; returns how many of them it left non-finite."""
+                               compute_dX, fuse, opt_code, params, grads, state, hparams,
+                               step, w_lo, b_lo):
+    """linear_backward_for, then, when ``fuse``, the optimizer's update of this layer's
+    W and b, fused as the module doc describes; returns how many of them it left
+    non-finite (0 without ``fuse``). One function for both, so that a training step,
+    which needs both (clipping does not fuse), compiles the layer's backward once."""
     weight_grad_for(act_set, dA, A, S, X, code, slope, dS, dW, db)
-    batch, n_out = dA.shape
-    n_in = X.shape[1]
-    end = b_lo + n_out
     if compute_dX:
-        nblocks = n_blocks(n_in, 2 * batch * n_out * n_in, PARALLEL_MIN_FLOPS)
-        if nblocks > 1:
+        nblocks = input_grad_blocks(dS, W)
+        if fuse and nblocks > 1:
             return _input_grad_update_col_blocks(dS, W, dX, nblocks, opt_code, params,
                                                  grads, state, hparams, step, w_lo, b_lo)
-        gemm(False, False, 1.0, dS, W, 0.0, dX)
-    return update_span(opt_code, params, grads, state, hparams, step, _NO_CLIP, w_lo, end)
+        input_grad_for(dS, W, dX, nblocks)
+    if not fuse:
+        return 0
+    # W then b: one span of params (fastbp/layout.py lays every layer out so)
+    return update_span(opt_code, params, grads, state, hparams, step, _NO_CLIP, w_lo,
+                       b_lo + W.shape[0])

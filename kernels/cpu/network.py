@@ -35,9 +35,9 @@ from ..codes import HP_MAX_GRAD_NORM
 from .activations import ALL, activation_set
 from ._jit import scalar, serial
 from .backward_update import linear_backward_update_for
-from .linear import linear_backward_for, linear_forward_for
+from .linear import linear_forward_for
 from .losses import loss_forward_backward
-from .optim import optimizer_update
+from .optim import optimizer_update_for
 
 
 @scalar
@@ -150,14 +150,10 @@ def _backprop_layers(act_set, params, grads, sizes, w_off, b_off, act_codes, slo
             W, _ = _weight_views(l, params, sizes, w_off, b_off)
             dW, db = _weight_views(l, grads, sizes, w_off, b_off)
             # dS overwrites dA in place: dA is not needed once sigma' is applied.
-            if fuse:
-                bad += linear_backward_update_for(
-                    act_set, dA, A, S, layer_in, W, act_codes[l], slopes[l], dA, dX_l, dW,
-                    db, l > 0 or want_dX, opt_code, params, grads, opt_state,
-                    opt_hparams, opt_step, w_off[l], b_off[l])
-            else:
-                linear_backward_for(act_set, dA, A, S, layer_in, W, act_codes[l],
-                                    slopes[l], dA, dX_l, dW, db, l > 0 or want_dX)
+            bad += linear_backward_update_for(
+                act_set, dA, A, S, layer_in, W, act_codes[l], slopes[l], dA, dX_l, dW, db,
+                l > 0 or want_dX, fuse, opt_code, params, grads, opt_state, opt_hparams,
+                opt_step, w_off[l], b_off[l])
             cur = 1 - cur
         last = first - 1
     return bad
@@ -236,8 +232,8 @@ def train_step_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slope
         loss_code, X, labels, targets, acts, pres, dbuf, fuse, opt_code, opt_state,
         opt_hparams, opt_step)
     if not fuse:
-        nonfinite = optimizer_update(opt_code, params, grads, opt_state, opt_hparams,
-                                     opt_step)
+        nonfinite = optimizer_update_for(opt_code, params, grads, opt_state, opt_hparams,
+                                         opt_step)
     return loss, nonfinite
 
 

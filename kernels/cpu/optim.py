@@ -315,14 +315,21 @@ def update_span(opt_code, params, grads, state, hparams, step, scale, lo, hi):
                          nblocks)
 
 
-@serial
-def optimizer_update(opt_code, params, grads, state, hparams, step):
-    """One update of ``opt_code``, in place; returns how many parameters it left NaN
-    or infinite. See the module docstring."""
+@scalar
+def optimizer_update_for(opt_code, params, grads, state, hparams, step):
+    """optimizer_update, inlined into its callers (the training step calls it when
+    clipping: one compiled function less between it and update_range to re-optimise)."""
     scale = clip_scale(grads, hparams[codes.HP_MAX_GRAD_NORM])
     # bounds as run-time values: a constant 0 would compile a second update_range
     lo, hi = block_bounds(0, 1, params.shape[0])
     return update_span(opt_code, params, grads, state, hparams, step, scale, lo, hi)
+
+
+@serial
+def optimizer_update(opt_code, params, grads, state, hparams, step):
+    """One update of ``opt_code``, in place; returns how many parameters it left NaN
+    or infinite. See the module docstring."""
+    return optimizer_update_for(opt_code, params, grads, state, hparams, step)
 
 
 @serial
