@@ -109,6 +109,38 @@ def as_float_matrix(name, value, n_features, dtype):
     return _finite_cast(name, arr, dtype)
 
 
+def ready_batch(X, y, n_features, n_outputs, dtype, classifier):
+    """(X, y) when they already have the exact form the kernels take, else None.
+
+    That form: numpy arrays (not subclasses), writeable, with canonical C strides
+    (``canonical``); X (batch, n_features) of ``dtype`` with 1 <= batch <=
+    MAX_DIMENSION; y (batch,) int64 labels when ``classifier``, else (batch, n_outputs)
+    targets of ``dtype``. Such a batch needs no conversion, only the checks of its
+    values (finite X and targets, labels in range), which the caller runs in one
+    compiled pass (kernels/cpu/checks.py); anything else goes through
+    ``as_float_matrix`` and ``class_labels`` / ``float_targets``, which convert it or
+    raise. Looks at shapes, dtypes and flags only: about 1 us.
+    """
+    if type(X) is not np.ndarray or type(y) is not np.ndarray:
+        return None
+    item = X.itemsize
+    if (X.dtype != dtype or X.ndim != 2 or X.shape[1] != n_features
+            or X.strides != (item * n_features, item) or not X.flags.writeable):
+        return None
+    batch = X.shape[0]
+    if not 0 < batch <= MAX_DIMENSION:
+        return None
+    if classifier:
+        if y.dtype != np.int64 or y.shape != (batch,) or y.strides != (8,):
+            return None
+    elif (y.dtype != dtype or y.shape != (batch, n_outputs)
+          or y.strides != (item * n_outputs, item)):
+        return None
+    if not y.flags.writeable:
+        return None
+    return X, y
+
+
 def class_labels(name, value, batch, n_classes):
     """``value`` as a (batch,) int64 array of labels in [0, n_classes)."""
     arr = _as_array(name, value)

@@ -78,6 +78,7 @@ def _compile_general_kernels(dtype):
     opt = fastbp.SGD(net, lr=0.1)
     warmup(net, opt, passes=tuple(ESTIMATE_S))
     X = np.ones((2, 3), dtype)
+    net.train_step(X, np.zeros(2, np.int64), opt)   # and its compiled batch check
     layout_args, acts, pres, dbuf = net._compiled(2)
     passes = net._kernels
     passes.backprop(net.params, net.grads, *layout_args, X, acts, pres, dbuf,

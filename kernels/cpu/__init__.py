@@ -1,5 +1,8 @@
 """``@njit(parallel=True)`` CPU kernels. Each module has a ``numba.cuda`` twin of the
-same name in ``kernels/cuda`` and a numpy float64 reference in ``kernels/reference.py``.
+same name in ``kernels/cuda`` and a numpy float64 reference in ``kernels/reference.py``,
+except two: ``backward_update`` (the CPU training step's fusion of linear's backward
+with optim's update, checked against the two run apart) and ``checks`` (the API's
+checks of a host batch's values, whatever the device).
 
 Conventions: batch-major arrays, C-contiguous, float32 or float64 (one dtype per call);
 W is (out, in) as in torch.nn.Linear; outputs go into caller-allocated arrays.

@@ -159,31 +159,51 @@ def _weight_grad_col_blocks(act_set, dA, A, S, X, code, slope, dS, dW, db, nbloc
 
 
 @parallel
-def _input_grad_col_blocks(dS, W, dX, nblocks):
+def input_grad_col_blocks(dS, W, dX, nblocks):
     for blk in prange(nblocks):
         k0, k1 = block_bounds(blk, nblocks, W.shape[1])
         gemm(False, False, 1.0, dS, W[:, k0:k1], 0.0, dX[:, k0:k1])
 
 
 @scalar
-def linear_backward_for(act_set, dA, A, S, X, W, code, slope, dS, dX, dW, db, compute_dX):
-    """linear_backward compiled for the activation set ``act_set`` (as
-    linear_forward_for)."""
+def weight_grad_for(act_set, dA, A, S, X, code, slope, dS, dW, db):
+    """Pass 1 of linear_backward_for: dS, db and dW, in blocks of output columns."""
     batch, n_out = dA.shape
     n_in = X.shape[1]
-    flops = 2 * batch * n_out * n_in
-    nblocks = n_blocks(n_out, flops, PARALLEL_MIN_FLOPS)
+    nblocks = n_blocks(n_out, 2 * batch * n_out * n_in, PARALLEL_MIN_FLOPS)
     if nblocks == 1:
         j0, j1 = block_bounds(0, 1, n_out)   # run-time values (see linear_forward_for)
         _weight_grad_cols(act_set, dA, A, S, X, code, slope, dS, dW, db, j0, j1)
     else:
         _weight_grad_col_blocks(act_set, dA, A, S, X, code, slope, dS, dW, db, nblocks)
+
+
+@scalar
+def input_grad_blocks(dS, W):
+    """How many blocks of input columns pass 2 (dX = dS W) is cut into; 1: it runs on
+    the calling thread."""
+    batch, n_out = dS.shape
+    n_in = W.shape[1]
+    return n_blocks(n_in, 2 * batch * n_out * n_in, PARALLEL_MIN_FLOPS)
+
+
+@scalar
+def input_grad_for(dS, W, dX, nblocks):
+    """Pass 2 of linear_backward_for: dX = dS W in ``nblocks`` blocks of input
+    columns."""
+    if nblocks == 1:
+        gemm(False, False, 1.0, dS, W, 0.0, dX)
+    else:
+        input_grad_col_blocks(dS, W, dX, nblocks)
+
+
+@scalar
+def linear_backward_for(act_set, dA, A, S, X, W, code, slope, dS, dX, dW, db, compute_dX):
+    """linear_backward compiled for the activation set ``act_set`` (as
+    linear_forward_for)."""
+    weight_grad_for(act_set, dA, A, S, X, code, slope, dS, dW, db)
     if compute_dX:
-        nblocks = n_blocks(n_in, flops, PARALLEL_MIN_FLOPS)
-        if nblocks == 1:
-            gemm(False, False, 1.0, dS, W, 0.0, dX)
-        else:
-            _input_grad_col_blocks(dS, W, dX, nblocks)
+        input_grad_for(dS, W, dX, input_grad_blocks(dS, W))
 
 
 @serial

@@ -20,24 +20,29 @@ The network travels as small integer arrays (its *layout*) plus flat buffers:
 Python touches each minibatch once; the per-layer loop runs in compiled code.
 
 Compiled functions: the entry points that ``passes`` makes for each activation set,
-and the passes they share (forward_for, loss_for, backprop_for, backward_for,
-train_step_for, train_epoch_for and _layer_forward), each compiled once per activation
-set and dtype and called by the entries, not inlined into them. With all of these
-inlined (numba's ``inline="always"``), every entry re-copied the whole forward and
-backward in numba's IR before typing it again: compiling the general passes for one
-dtype took 91 s of CPU, 59 s with them compiled once and called (benchmarks/README.md,
-"Compile time"); a call between compiled functions costs nanoseconds against a layer's
-products. The small view helpers stay inlined. The work of a layer's column blocks stays
-compiled once in kernels/cpu/linear.py, shared by every entry.
+and the passes they share (forward_for, loss_for, _backprop_layers, backprop_for,
+_backward_update_for, backward_for, train_step_for, train_epoch_for and
+_layer_forward), each compiled once per activation set and dtype and called by the
+entries, not inlined into them. With all of these inlined (numba's
+``inline="always"``), every entry re-copied the whole forward and backward in numba's
+IR before typing it again: compiling the general passes for one dtype took 91 s of CPU,
+59 s with them compiled once and called (benchmarks/README.md, "Compile time"); a call
+between compiled functions costs nanoseconds against a layer's products. The small view
+helpers stay inlined. The work of a layer's column blocks stays compiled once in
+kernels/cpu/linear.py and backward_update.py, shared by every entry.
 """
 import functools
 from types import SimpleNamespace
 
+import numpy as np
+
+from ..codes import HP_MAX_GRAD_NORM
 from .activations import ALL, activation_set
 from ._jit import scalar, serial
-from .linear import linear_backward_for, linear_forward_for
+from .backward_update import linear_backward_update_for
+from .linear import linear_forward_for
 from .losses import loss_forward_backward
-from .optim import optimizer_update
+from .optim import optimizer_update_for
 
 
 @scalar
@@ -116,27 +121,23 @@ def segment_start(l, act_cum):
 
 
 @serial
-def backprop_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
-                 pre_cum, X, acts, pres, dbuf, dX):
-    """backprop for networks whose activations are in ``act_set``: backward through
-    every layer after network_forward, from the gradient of the loss w.r.t. the
-    network's output, which the caller has written into ``dbuf[:batch*sizes[-1]]`` (viewed (batch, sizes[-1])). Fills ``grads``; when dX
-    has X's shape it also receives the gradient w.r.t. the input X (pass an empty
-    (0, 0) array to skip that product, as training does).
-
-    Goes segment by segment from the last: each segment's scratch layers are first
-    recomputed from its kept input (except the last segment's, still in place after
-    the forward), then backward runs through the segment. Without checkpointing every
-    segment is one layer and nothing is recomputed.
-    """
+def _backprop_layers(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
+                     act_cum, pre_cum, X, acts, pres, dbuf, dX, fuse, opt_code,
+                     opt_state, opt_hparams, opt_step):
+    """backprop_for; with ``fuse`` true each layer's optimizer update (the arguments
+    of optim.optimizer_update, without clipping) runs inside its backward
+    (backward_update.py), and the count of parameters it left non-finite is returned
+    (0 without ``fuse``)."""
     batch = X.shape[0]
     half = batch * sizes.max()
     want_dX = dX.shape[0] == batch
     cur = 0  # which half of dbuf holds dA of the current layer
     last = act_codes.shape[0] - 1
+    bad = 0
     while last >= 0:
         first = segment_start(last, act_cum)
         if last < act_codes.shape[0] - 1:
+            # recomputed from the old W: layers below ``last`` are not updated yet
             for l in range(first, last):
                 _layer_forward(act_set, l, params, sizes, w_off, b_off, act_codes,
                                slopes, act_cum, pre_cum, X, acts, pres)
@@ -154,23 +155,67 @@ def backprop_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
             W, _ = _weight_views(l, params, sizes, w_off, b_off)
             dW, db = _weight_views(l, grads, sizes, w_off, b_off)
             # dS overwrites dA in place: dA is not needed once sigma' is applied.
-            linear_backward_for(act_set, dA, A, S, layer_in, W, act_codes[l], slopes[l],
-                                dA, dX_l, dW, db, l > 0 or want_dX)
+            bad += linear_backward_update_for(
+                act_set, dA, A, S, layer_in, W, act_codes[l], slopes[l], dA, dX_l, dW, db,
+                l > 0 or want_dX, fuse, opt_code, params, grads, opt_state, opt_hparams,
+                opt_step, w_off[l], b_off[l])
             cur = 1 - cur
         last = first - 1
+    return bad
+
+
+@scalar
+def _no_optimizer(params):
+    """Stand-ins of the optimizer arguments for passes that update nothing."""
+    return np.int64(-1), params[:0].reshape(0, 0), np.empty(0, np.float64), np.int64(0)
+
+
+@serial
+def backprop_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                 pre_cum, X, acts, pres, dbuf, dX):
+    """backprop for networks whose activations are in ``act_set``: backward through
+    every layer after network_forward, from the gradient of the loss w.r.t. the
+    network's output, which the caller has written into ``dbuf[:batch*sizes[-1]]`` (viewed (batch, sizes[-1])). Fills ``grads``; when dX
+    has X's shape it also receives the gradient w.r.t. the input X (pass an empty
+    (0, 0) array to skip that product, as training does).
+
+    Goes segment by segment from the last: each segment's scratch layers are first
+    recomputed from its kept input (except the last segment's, still in place after
+    the forward), then backward runs through the segment. Without checkpointing every
+    segment is one layer and nothing is recomputed.
+    """
+    opt_code, opt_state, opt_hparams, opt_step = _no_optimizer(params)
+    _backprop_layers(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
+                     act_cum, pre_cum, X, acts, pres, dbuf, dX, False, opt_code,
+                     opt_state, opt_hparams, opt_step)
+
+
+@serial
+def _backward_update_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
+                         act_cum, pre_cum, loss_code, X, labels, targets, acts, pres,
+                         dbuf, fuse, opt_code, opt_state, opt_hparams, opt_step):
+    """Forward, loss and backward (with the fused update when ``fuse``): returns
+    (loss, non-finite count of the fused update)."""
+    out = forward_for(act_set, params, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                      pre_cum, X, acts, pres)
+    batch, n_out = out.shape
+    dZ = dbuf[:batch * n_out].reshape(batch, n_out)
+    loss = loss_forward_backward(loss_code, out, labels, targets, dZ)
+    bad = _backprop_layers(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
+                           act_cum, pre_cum, X, acts, pres, dbuf, dbuf[:0].reshape(0, 0),
+                           fuse, opt_code, opt_state, opt_hparams, opt_step)
+    return loss, bad
 
 
 @serial
 def backward_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
                  pre_cum, loss_code, X, labels, targets, acts, pres, dbuf):
     """network_backward for networks whose activations are in ``act_set``."""
-    out = forward_for(act_set, params, sizes, w_off, b_off, act_codes, slopes, act_cum,
-                      pre_cum, X, acts, pres)
-    batch, n_out = out.shape
-    dZ = dbuf[:batch * n_out].reshape(batch, n_out)
-    loss = loss_forward_backward(loss_code, out, labels, targets, dZ)
-    backprop_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
-                 pre_cum, X, acts, pres, dbuf, dbuf[:0].reshape(0, 0))
+    opt_code, opt_state, opt_hparams, opt_step = _no_optimizer(params)
+    loss, _ = _backward_update_for(act_set, params, grads, sizes, w_off, b_off, act_codes,
+                                   slopes, act_cum, pre_cum, loss_code, X, labels, targets,
+                                   acts, pres, dbuf, False, opt_code, opt_state,
+                                   opt_hparams, opt_step)
     return loss
 
 
@@ -180,10 +225,20 @@ def train_step_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slope
                    opt_code, opt_state, opt_hparams, opt_step):
     """network_train_step for networks whose activations are in ``act_set``: returns
     (loss, nonfinite), the mean loss before the update and how many parameters the
-    update left NaN or infinite (0 when all are finite)."""
-    loss = backward_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
-                        act_cum, pre_cum, loss_code, X, labels, targets, acts, pres, dbuf)
-    nonfinite = optimizer_update(opt_code, params, grads, opt_state, opt_hparams, opt_step)
+    update left NaN or infinite (0 when all are finite).
+
+    Each layer's update runs inside backward, right after the layer's last use of its
+    old W (backward_update.py): one pass over the parameters less, and the gradient
+    still in cache. Gradient clipping scales every update by the norm of the whole
+    gradient, known only after backward: with it, the update is a separate pass."""
+    fuse = not opt_hparams[HP_MAX_GRAD_NORM] > 0.0
+    loss, nonfinite = _backward_update_for(
+        act_set, params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
+        loss_code, X, labels, targets, acts, pres, dbuf, fuse, opt_code, opt_state,
+        opt_hparams, opt_step)
+    if not fuse:
+        nonfinite = optimizer_update_for(opt_code, params, grads, opt_state, opt_hparams,
+                                         opt_step)
     return loss, nonfinite
 
 

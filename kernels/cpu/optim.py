@@ -53,9 +53,10 @@ Arithmetic is done in float64 per element (the scalars are float64) and each sto
 state value is rounded to the buffer's dtype before it is used further, as PyTorch's
 in-place updates do. State is written back before params within an element; every
 element is independent, so blocks of elements need no synchronisation. Each update is
-written once, over an element range [i0, i1); ``optimizer_update`` runs it as one range
-on the calling thread for small networks and as one block per thread otherwise
-(blocks.PARALLEL_MIN_ELEMENTS).
+written once, over an element range [i0, i1) (or rows of such ranges); ``optimizer_update``
+runs it as one range on the calling thread for small networks and as one block per
+thread otherwise (blocks.PARALLEL_MIN_ELEMENTS). The training step runs the same ranges
+inside backward instead, layer by layer (backward_update.py).
 """
 import numpy as np
 from numba import prange, uint64
@@ -213,11 +214,19 @@ def _rmsprop_range(params, grads, square_avg, grad_avg, buf, scale, lr, alpha, e
     return bad
 
 
-# compiled once (not inlined), shared by the one-thread path and the parallel loop
+# compiled once (not inlined), shared by the one-thread path, the parallel loop and the
+# updates fused into backward (backward_update.py). Its row count and stride are passed
+# as int64 values, never as constants: a constant argument of a compiled function makes
+# numba compile a copy of it for that constant.
 @serial
-def _update_range(opt_code, params, grads, state, hparams, step, scale, i0, i1):
-    """The update of ``opt_code`` on elements [i0, i1), picking the state rows; returns
-    how many of those elements it left non-finite."""
+def update_range(opt_code, params, grads, state, hparams, step, scale, i0, i1, n_rows,
+                  row_stride):
+    """The update of ``opt_code`` on elements [i0 + r * row_stride, i1 + r * row_stride)
+    for r in range(n_rows) (one range: n_rows 1; a column block of a layer's W: its
+    rows), picking the state rows; returns how many of those elements it left
+    non-finite. The row loop sits inside each optimizer's branch, so a block of many
+    short rows pays the branch and the scalar set-up once."""
+    bad = 0
     lr = hparams[codes.HP_LR]
     if opt_code == codes.SGD:
         momentum = hparams[codes.HP_SGD_MOMENTUM]
@@ -225,11 +234,19 @@ def _update_range(opt_code, params, grads, state, hparams, step, scale, i0, i1):
         # Separate loops, not one with an aliased dummy buffer: a buffer that might be
         # params keeps LLVM from vectorising (its overlap check fails at run time).
         if momentum == 0.0:
-            return _sgd_plain_range(params, grads, scale, lr, weight_decay, i0, i1)
-        return _sgd_momentum_range(params, grads, state[0], scale, lr, momentum,
-                                hparams[codes.HP_SGD_DAMPENING], weight_decay,
-                                   hparams[codes.HP_SGD_NESTEROV] != 0.0, step == 1, i0,
-                                   i1)
+            for r in range(n_rows):
+                o = r * row_stride
+                bad += _sgd_plain_range(params, grads, scale, lr, weight_decay, i0 + o,
+                                        i1 + o)
+            return bad
+        dampening = hparams[codes.HP_SGD_DAMPENING]
+        nesterov = hparams[codes.HP_SGD_NESTEROV] != 0.0
+        for r in range(n_rows):
+            o = r * row_stride
+            bad += _sgd_momentum_range(params, grads, state[0], scale, lr, momentum,
+                                       dampening, weight_decay, nesterov, step == 1,
+                                       i0 + o, i1 + o)
+        return bad
     if opt_code == codes.ADAM or opt_code == codes.ADAMW:
         beta1 = hparams[codes.HP_ADAM_BETA1]
         beta2 = hparams[codes.HP_ADAM_BETA2]
@@ -237,12 +254,18 @@ def _update_range(opt_code, params, grads, state, hparams, step, scale, i0, i1):
         weight_decay = hparams[codes.HP_ADAM_WEIGHT_DECAY]
         decoupled = opt_code == codes.ADAMW
         if hparams[codes.HP_ADAM_AMSGRAD] != 0.0:
-            return _adam_range(params, grads, state[0], state[1], state[2],
-                        _second_moment_amsgrad, scale, lr, beta1, beta2, eps,
-                        weight_decay, decoupled, step, i0, i1)
-        return _adam_range(params, grads, state[0], state[1], state[1], _second_moment,
-                           scale, lr, beta1, beta2, eps, weight_decay, decoupled, step,
-                           i0, i1)
+            for r in range(n_rows):
+                o = r * row_stride
+                bad += _adam_range(params, grads, state[0], state[1], state[2],
+                                   _second_moment_amsgrad, scale, lr, beta1, beta2, eps,
+                                   weight_decay, decoupled, step, i0 + o, i1 + o)
+            return bad
+        for r in range(n_rows):
+            o = r * row_stride
+            bad += _adam_range(params, grads, state[0], state[1], state[1],
+                               _second_moment, scale, lr, beta1, beta2, eps,
+                               weight_decay, decoupled, step, i0 + o, i1 + o)
+        return bad
     if opt_code == codes.RMSPROP:
         centered = hparams[codes.HP_RMSPROP_CENTERED] != 0.0
         momentum = hparams[codes.HP_RMSPROP_MOMENTUM]
@@ -254,35 +277,59 @@ def _update_range(opt_code, params, grads, state, hparams, step, scale, i0, i1):
         buf = state[0]
         if momentum > 0.0:
             buf = state[row]
-        return _rmsprop_range(params, grads, state[0], grad_avg, buf, scale, lr,
-                              hparams[codes.HP_RMSPROP_ALPHA], hparams[codes.HP_RMSPROP_EPS],
-                              hparams[codes.HP_RMSPROP_WEIGHT_DECAY], momentum, centered,
-                              i0, i1)
+        alpha = hparams[codes.HP_RMSPROP_ALPHA]
+        eps = hparams[codes.HP_RMSPROP_EPS]
+        weight_decay = hparams[codes.HP_RMSPROP_WEIGHT_DECAY]
+        for r in range(n_rows):
+            o = r * row_stride
+            bad += _rmsprop_range(params, grads, state[0], grad_avg, buf, scale, lr,
+                                  alpha, eps, weight_decay, momentum, centered, i0 + o,
+                                  i1 + o)
+        return bad
     # An unknown code updates nothing; the API only builds codes from codes.OPTIMIZERS.
-    return 0
+    return bad
 
 
 @parallel
-def _update_blocks(opt_code, params, grads, state, hparams, step, scale, nblocks):
+def update_blocks(opt_code, params, grads, state, hparams, step, scale, lo, hi, nblocks):
+    """The update of elements [lo, hi) in ``nblocks`` blocks across the thread pool;
+    returns how many it left non-finite."""
     bad = 0
     for blk in prange(nblocks):
-        i0, i1 = block_bounds(blk, nblocks, params.shape[0])
-        bad += _update_range(opt_code, params, grads, state, hparams, step, scale, i0, i1)
+        i0, i1 = block_bounds(blk, nblocks, hi - lo)
+        bad += update_range(opt_code, params, grads, state, hparams, step, scale, lo + i0,
+                             lo + i1, np.int64(1), np.int64(0))
     return bad
+
+
+@scalar
+def update_span(opt_code, params, grads, state, hparams, step, scale, lo, hi):
+    """The update of elements [lo, hi): on the calling thread when they are few
+    (blocks.PARALLEL_MIN_ELEMENTS), else in one block per thread. Returns how many it
+    left non-finite."""
+    nblocks = n_blocks(hi - lo, hi - lo, PARALLEL_MIN_ELEMENTS)
+    if nblocks == 1:
+        return update_range(opt_code, params, grads, state, hparams, step, scale, lo, hi,
+                             np.int64(1), np.int64(0))
+    return update_blocks(opt_code, params, grads, state, hparams, step, scale, lo, hi,
+                         nblocks)
+
+
+@scalar
+def optimizer_update_for(opt_code, params, grads, state, hparams, step):
+    """optimizer_update, inlined into its callers (the training step calls it when
+    clipping: one compiled function less between it and update_range to re-optimise)."""
+    scale = clip_scale(grads, hparams[codes.HP_MAX_GRAD_NORM])
+    # bounds as run-time values: a constant 0 would compile a second update_range
+    lo, hi = block_bounds(0, 1, params.shape[0])
+    return update_span(opt_code, params, grads, state, hparams, step, scale, lo, hi)
 
 
 @serial
 def optimizer_update(opt_code, params, grads, state, hparams, step):
     """One update of ``opt_code``, in place; returns how many parameters it left NaN
     or infinite. See the module docstring."""
-    scale = clip_scale(grads, hparams[codes.HP_MAX_GRAD_NORM])
-    n = params.shape[0]
-    nblocks = n_blocks(n, n, PARALLEL_MIN_ELEMENTS)
-    if nblocks == 1:
-        # bounds as run-time values: a constant 0 would compile a second _update_range
-        i0, i1 = block_bounds(0, 1, n)
-        return _update_range(opt_code, params, grads, state, hparams, step, scale, i0, i1)
-    return _update_blocks(opt_code, params, grads, state, hparams, step, scale, nblocks)
+    return optimizer_update_for(opt_code, params, grads, state, hparams, step)
 
 
 @serial
