@@ -31,7 +31,7 @@ Not done yet: ``train_step`` copies a host batch in with a plain copy from pagea
 memory, which the driver orders after the GPU's queued work (pinned, double-buffered
 staging on a stream of fastbp's own would let the upload overlap the previous step);
 ``fit`` and ``train_epoch`` upload once per call, and device-resident inputs
-(fastbp.device_inputs) are not copied at all.
+(fastbp.device_inputs, fastbp.device_data) are not copied at all.
 """
 import numpy as np
 

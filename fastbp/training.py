@@ -14,7 +14,8 @@ import warnings
 
 import numpy as np
 
-from . import distributed, divergence, validation
+from . import device as _device
+from . import device_data, distributed, divergence, validation
 from .concurrency import exclusive_function
 from .divergence import TrainingDiverged
 from .optim import SGD, Optimizer, copy_back, host_copy, make_optimizer
@@ -100,8 +101,13 @@ def _split(net, X, labels, targets, validation_data, validation_split, rng):
             X_val, y_val = validation_data
         except (TypeError, ValueError):
             raise TypeError("validation_data: expected a pair (X_val, y_val)") from None
-        X_val = net._inputs(X_val)
-        labels_val, targets_val = net._targets(y_val, X_val.shape[0])
+        if _on_gpu(net, X_val):   # checked on the GPU, scored on the host (device_data)
+            X_val, labels_val, targets_val = net._cuda_inputs(X_val, y_val)
+            X_val, labels_val, targets_val = (device_data.to_host(a) for a in
+                                              (X_val, labels_val, targets_val))
+        else:
+            X_val = net._inputs(X_val)
+            labels_val, targets_val = net._targets(y_val, X_val.shape[0])
         return X, labels, targets, (X_val, labels_val if labels_val.size else targets_val)
     if validation_split is None:
         return X, labels, targets, None
@@ -117,11 +123,13 @@ def _split(net, X, labels, targets, validation_data, validation_split, rng):
                          f"rows to train on")
     order = rng.permutation(n)
     train_rows, val_rows = np.sort(order[:n - n_val]), np.sort(order[n - n_val:])
-    X_val = X[val_rows]
-    y_val = labels[val_rows] if labels.size else targets[val_rows]
-    X = X[train_rows]
-    labels = labels[train_rows] if labels.size else labels
-    targets = targets[train_rows] if targets.size else targets
+    if _on_gpu(net, X):   # both parts gathered on the device; validation scored on the host
+        take, host = device_data.take, device_data.to_host
+    else:
+        take, host = (lambda a, rows: a[rows] if a.size else a), (lambda a: a)
+    X_val = host(take(X, val_rows))
+    y_val = host(take(labels if labels.size else targets, val_rows))
+    X, labels, targets = (take(a, train_rows) for a in (X, labels, targets))
     return X, labels, targets, (X_val, y_val)
 
 
@@ -164,25 +172,34 @@ class _Scorer:
         return loss, float(np.mean(r2))
 
 
+def _on_gpu(net, X):
+    """True when fit trains a CUDA network on data that live on the GPU
+    (fastbp.device_data)."""
+    return net.device == "cuda" and _device.on_device(X)
+
+
 def _steps(net, X, labels, targets, batch_size, optimizer):
     """Run an epoch's minibatch steps in order; yields (first row, end row, loss,
-    non-finite count) per step. On the CPU, and under a DistributedOptimizer, each step
-    runs when asked for (so a divergent step ends the epoch there); on "cuda" all are
-    launched first and their losses and counts read back once (fastbp.cuda_plan)."""
+    non-finite count, invalid input entries) per step. On the CPU, and under a
+    DistributedOptimizer, each step runs when asked for (so a divergent step ends the
+    epoch there); on "cuda" all are launched first and their losses and counts read
+    back once (fastbp.cuda_plan). Invalid entries are counted on the device, for data
+    that live there (0 otherwise: the host checked them)."""
     n = X.shape[0]
     # a DistributedOptimizer all-reduces between backward and update, step by step
     if net.device == "cuda" and not getattr(optimizer, "reduces_gradients", False):
         from .cuda_plan import train_batches
-        losses, counts, _ = train_batches(net, X, labels, targets, batch_size, optimizer)
+        losses, counts, invalid = train_batches(net, X, labels, targets, batch_size,
+                                                optimizer)
         for i, a in enumerate(range(0, n, batch_size)):
-            yield a, min(a + batch_size, n), float(losses[i]), int(counts[i])
+            yield a, min(a + batch_size, n), float(losses[i]), int(counts[i]), int(invalid[i])
         return
     for a in range(0, n, batch_size):
         b = min(a + batch_size, n)
         loss, nonfinite = net._train_step_checked(
             X[a:b], labels[a:b] if labels.size else labels,
             targets[a:b] if targets.size else targets, optimizer)
-        yield a, b, loss, nonfinite
+        yield a, b, loss, nonfinite, 0
 
 
 @exclusive_function   # one training of a network at a time (fastbp.concurrency)
@@ -194,7 +211,12 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
 
     Parameters
     ----------
-    X, y : as for ``net.backward``; checked and converted once.
+    X, y : as for ``net.backward``; checked and converted once. On device="cuda" they
+        may also be arrays that live on the GPU (``__cuda_array_interface__``: numba
+        device arrays, CuPy arrays, PyTorch CUDA tensors), checked as
+        fastbp.device_inputs says and used in place: split and shuffled on the device,
+        never copied to the host (fastbp.device_data; the validation rows are copied
+        to the host once, for scoring). Not with a DistributedOptimizer (TypeError).
     epochs, batch_size : positive ints. The last minibatch of an epoch may be smaller.
     optimizer : a fastbp optimizer made for ``net``, or a name ("sgd", "adam", "adamw",
         "rmsprop") for that class with its defaults; default ``SGD(net, lr=0.01)`` (or
@@ -204,7 +226,8 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
     seed : seeds ``numpy.random.default_rng``, which draws the validation split, then
         each epoch's order. The same seed, data, network and optimizer give the same
         history and parameters (given the same number of numba threads).
-    validation_data : (X_val, y_val), scored after every epoch.
+    validation_data : (X_val, y_val), scored after every epoch (host arrays, or on
+        "cuda" arrays on the GPU, copied to the host once).
     validation_split : a fraction in (0, 1): after a seeded shuffle, the last
         ceil(fraction * n) rows are held out for validation (not stratified); each part
         keeps the rows' original order. Not together with validation_data.
@@ -243,9 +266,17 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
     batch_size = validation.positive_int("batch_size", batch_size)
     on_nonfinite = validation.choice("on_nonfinite", on_nonfinite, ON_NONFINITE)
     show_bar, print_lines = _verbosity(verbose)
-    X = net._inputs(X)
-    labels, targets = net._targets(y, X.shape[0])
     optimizer = _resolve_optimizer(net, optimizer, schedule)
+    on_gpu = _on_gpu(net, X)
+    if on_gpu:   # used in place: checked from the interface, values on the device
+        if getattr(optimizer, "reduces_gradients", False):
+            raise TypeError("X: data on the GPU cannot be trained with a "
+                            "DistributedOptimizer yet; pass host arrays (each rank's "
+                            "shard, fastbp.distributed.shard)")
+        X, labels, targets = net._cuda_inputs(X, y)
+    else:
+        X = net._inputs(X)
+        labels, targets = net._targets(y, X.shape[0])
     team = distributed.team_of(optimizer)   # the MPI ranks of a DistributedOptimizer
     if team.rank != 0:
         show_bar = print_lines = False   # only rank 0 reports
@@ -273,7 +304,9 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
 
     n = X.shape[0]
     n_batches = -(-n // batch_size)
-    if shuffle:
+    if shuffle and on_gpu:
+        shuffler = device_data.Shuffler(X, labels, targets)
+    elif shuffle:
         X_epoch = np.empty_like(X)
         labels_epoch = np.empty_like(labels)
         targets_epoch = np.empty_like(targets)
@@ -302,7 +335,9 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
             start = time.perf_counter()
             if bar is not None:
                 bar.set_description(f"epoch {epoch}/{epochs}", refresh=False)
-            if shuffle:
+            if shuffle and on_gpu:
+                X_epoch, labels_epoch, targets_epoch = shuffler.shuffled(rng.permutation(n))
+            elif shuffle:
                 order = rng.permutation(n)
                 np.take(X, order, axis=0, out=X_epoch)
                 if labels.size:
@@ -314,7 +349,14 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
             total = 0.0
             steps = _steps(net, X_epoch, labels_epoch if labels.size else labels,
                            targets_epoch if targets.size else targets, batch_size, optimizer)
-            for batch, (a, b, loss, nonfinite) in enumerate(steps, start=1):
+            for batch, (a, b, loss, nonfinite, invalid) in enumerate(steps, start=1):
+                if invalid:   # data on the GPU, checked there by the steps
+                    good.restore()
+                    from .cuda_plan import invalid_inputs
+                    raise ValueError(
+                        invalid_inputs(net, invalid, f"epoch {epoch}, batch {batch}") +
+                        f"; the parameters and optimizer state were restored to their "
+                        f"values at the start of epoch {epoch}")
                 if divergence.diverged(loss, nonfinite):
                     good.restore()
                     message = (

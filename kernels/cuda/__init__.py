@@ -3,7 +3,8 @@ name, taking device arrays. Each module holds host-side launchers with the CPU n
 the ``@cuda.jit`` kernels and device functions they launch; the launch geometry (the
 reduction tile, the matrix-product tile shape) lives in ``_launch.config``. ``plan.py``
 (launch plans: a step's launches prepared once and fired many times) has no CPU twin:
-there a whole step is already one compiled call.
+there a whole step is already one compiled call; nor has ``rows.py`` (row gathers that
+shuffle a data set living on the GPU), which is numpy's ``take`` on the host.
 
 Importing this package imports ``numba.cuda`` (numba's built-in one, or the numba-cuda
 package where installed); it needs a CUDA driver and GPU only when a kernel launches,
