@@ -24,8 +24,8 @@ What that gives:
   read the ring once: the losses of every step and the first divergent step, named as
   on the CPU.
 
-Not planned (each costs a device-to-host read per step, as before): clipping
-(``max_grad_norm``: the update needs the gradient norm on the host), and
+Each costs a device-to-host read per step: clipping (``max_grad_norm``: the plan
+reads this step's gradient norm back after backward, for the update's factor), and
 ``backward``/``compute_loss``/``forward``, which return host values by definition.
 Not done yet: ``train_step`` copies a host batch in with a plain copy from pageable
 memory, which the driver orders after the GPU's queued work (pinned, double-buffered
@@ -37,7 +37,6 @@ import numpy as np
 
 from . import device as _device
 from . import divergence
-from .kernels import codes
 
 RING_STEPS = 1024   # train_step losses kept readable on the device
 
@@ -107,16 +106,12 @@ class CudaRunner:
         """Launch one training step on device batch (X, labels, targets) into ``slot``;
         ``check``: count invalid input entries on the device first (inputs the caller
         keeps on the GPU, which the host has not seen)."""
-        from .kernels.cuda import optim
         plan = self._plan(X, labels, targets)
         code, params, grads, state, hparams, step = optimizer.compiled_args_for(self.net)
-        max_norm = float(hparams[codes.HP_MAX_GRAD_NORM])
-        scale = (optim.clip_scale(grads, max_norm, self.net._staging.partials)
-                 if max_norm > 0 else 1.0)
         limits = ((self.net.sizes[-1], self.net.loss == "bce_with_logits") if check
                   else None)
-        plan.run(code, self._state_rows(state), hparams, step, scale, self.ring, slot,
-                 self.capacity, limits)
+        plan.run(code, self._state_rows(state), hparams, step, self.ring, slot,
+                 self.capacity, limits, self.net._staging.partials)
         self.written += 1
 
     def stage(self, X, labels, targets):

@@ -28,10 +28,11 @@ host reads the ring when it wants the values (one copy for any number of steps).
 import numba
 from numba import cuda
 
+from ..codes import HP_MAX_GRAD_NORM
 from ._launch import SIMULATOR, blocks, config, recording
 from .losses import launch_loss
 from .network import backprop, network_forward
-from .optim import launch_update
+from .optim import clip_scale, launch_update
 
 try:   # numba-cuda's internals behind the pre-packed path (absent in the simulator)
     if SIMULATOR:
@@ -236,13 +237,17 @@ class TrainStepPlan:
         check of device-resident inputs when ``checked``)."""
         return len(self.passes) + 2 + bool(checked)
 
-    def run(self, opt_code, rows, hparams, step, scale, ring, slot, capacity,
-            check=None):
+    def run(self, opt_code, rows, hparams, step, ring, slot, capacity, check=None,
+            clip_partials=None):
         """Launch one step; its loss, non-finite count and invalid-input count land in
         ring[slot + k * capacity], k = 0, 1, 2. ``rows``: the optimizer state's rows
-        (device views kept by the caller), ``scale`` the clipping factor (1.0: none),
-        ``check``: None, or (n_classes, unit_interval) to check the inputs first
-        (``_check_inputs``)."""
+        (device views kept by the caller); ``check``: None, or (n_classes,
+        unit_interval) to check the inputs first (``_check_inputs``).
+
+        With gradient clipping (hparams' max_grad_norm > 0) the update's factor needs
+        the norm of this step's gradient: it is computed after backward, through
+        ``clip_partials`` (float64, not the loss's partial sums, which the record step
+        still needs), and read back: the one host synchronisation of a clipped step."""
         params, grads, _, _, _, partials, nonfinite, bad = self.buffers
         if check is not None:
             X, labels, targets = self.inputs
@@ -257,6 +262,8 @@ class TrainStepPlan:
             self.check()
         for launch in self.passes:
             launch()
+        # after backward: the factor of *this* step's gradient (1.0 without clipping)
+        scale = clip_scale(grads, float(hparams[HP_MAX_GRAD_NORM]), clip_partials)
         with recording() as recorded:
             launch_update(opt_code, params, grads, rows, hparams, step, scale, nonfinite)
         for kernel, grid, block, args in recorded:
