@@ -24,9 +24,10 @@ What that gives:
   read the ring once: the losses of every step and the first divergent step, named as
   on the CPU.
 
-Each costs a device-to-host read per step: clipping (``max_grad_norm``: the plan
-reads this step's gradient norm back after backward, for the update's factor), and
-``backward``/``compute_loss``/``forward``, which return host values by definition.
+Clipping (``max_grad_norm``) is planned too: the factor of the step's own gradient
+norm is computed on the device after backward and read there by the update. Not
+planned: ``backward``/``compute_loss``/``forward``, which return host values by
+definition.
 Not done yet: ``train_step`` copies a host batch in with a plain copy from pageable
 memory, which the driver orders after the GPU's queued work (pinned, double-buffered
 staging on a stream of fastbp's own would let the upload overlap the previous step);

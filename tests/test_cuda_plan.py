@@ -36,10 +36,13 @@ from fastbp import cuda_plan
 from fastbp.kernels.cuda import plan
 out = {"path": plan.launch_path()}
 rng = np.random.default_rng(0)
-for loss, y_of in (("softmax_cross_entropy", lambda: rng.integers(0, 3, 4)),
-                   ("mse", lambda: rng.standard_normal((4, 3)))):
+for name, loss, y_of, clip in (
+        ("softmax_cross_entropy", "softmax_cross_entropy", lambda: rng.integers(0, 3, 4), 0),
+        ("mse", "mse", lambda: rng.standard_normal((4, 3)), 0),
+        ("clipped", "softmax_cross_entropy", lambda: rng.integers(0, 3, 4), 1e-3)):
     net = fastbp.MLP([5, 4, 3], activation="tanh", loss=loss, seed=0, device="cuda")
-    opt = fastbp.SGD(net, lr=0.01, momentum=0.9)   # 'first' flips after step 1
+    opt = fastbp.SGD(net, lr=0.01, momentum=0.9,   # 'first' flips after step 1
+                     max_grad_norm=clip or None)
     X, y = rng.standard_normal((4, 5)), y_of()
     for _ in range(3):
         net.train_step(X, y, opt)
@@ -49,13 +52,13 @@ for loss, y_of in (("softmax_cross_entropy", lambda: rng.integers(0, 3, 4)),
     bench.counts.clear()
     values = [float(l) for l in losses]
     read = dict(bench.counts)
-    out[loss] = {"steps": steps, "read": read, "planned": cuda_plan.planned_launches(net),
+    out[name] = {"steps": steps, "read": read, "planned": cuda_plan.planned_launches(net),
                  "finite": all(np.isfinite(values))}
     bench.counts.clear()
     net.train_epoch(np.tile(X, (3, 1)), np.concatenate([y] * 3), opt, batch_size=4)
     bench.counts.clear()
     net.train_epoch(np.tile(X, (3, 1)), np.concatenate([y] * 3), opt, batch_size=4)
-    out[loss]["epoch"] = dict(bench.counts)
+    out[name]["epoch"] = dict(bench.counts)
 print(json.dumps(out))
 """
 
@@ -74,8 +77,8 @@ def test_steady_state_steps_make_no_views_no_copies_back_and_only_planned_launch
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["path"] == "pre-packed"
-    for loss in ("softmax_cross_entropy", "mse"):
-        r = out[loss]
+    for name in ("softmax_cross_entropy", "mse", "clipped"):
+        r = out[name]
         steps = r["steps"]
         # 5 steps: no new device arrays, nothing copied back, no sync, the batch in
         assert steps.get("views", 0) == 0, r

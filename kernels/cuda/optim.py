@@ -19,7 +19,10 @@ before further use).
 
 The hyperparameters stay on the host and travel as kernel arguments, so schedules that
 change the learning rate between steps cost no transfer. Clipping needs the gradient
-norm: a block-reduced sum of squares whose few partials come back to the host.
+norm: a block-reduced sum of squares. ``optimizer_update`` reads its few partials back
+to the host; the training step's plan instead turns them into the factor on the device
+(``clip_scale_into``), and the update kernels read the factor from a one-element device
+array (``scale``), so a clipped step waits for nothing.
 """
 import functools
 import math
@@ -71,6 +74,35 @@ def clip_scale(grads, max_norm, partials=None):
     return coef if coef < 1.0 else 1.0
 
 
+@cuda.jit
+def _clip_factor_kernel(partials, nblocks, max_norm, scale):
+    """scale[0] = clip_scale's factor from the sum of squares in partials[:nblocks]
+    (one thread; the same expression as clip_scale, so NaN gives 1.0)."""
+    if cuda.grid(1) == 0:
+        total = 0.0
+        for i in range(nblocks):
+            total += partials[i]
+        coef = max_norm / (math.sqrt(total) + 1e-6)
+        scale[0] = coef if coef < 1.0 else 1.0
+
+
+def clip_scale_into(grads, max_norm, partials, scale):
+    """clip_scale computed on the device into the one-element float64 device array
+    ``scale``, which the update kernels read: nothing comes back to the host, so a
+    clipped step needs no synchronisation. ``max_norm`` > 0; ``partials`` float64
+    scratch of the sum of squares."""
+    tpb = config.block
+    nblocks = min(blocks(grads.shape[0], tpb), config.max_reduce_blocks, partials.shape[0])
+    launch(_sum_squares_kernel(tpb), nblocks, tpb, (grads, partials))
+    launch(_clip_factor_kernel, 1, 1, (partials, nblocks, float(max_norm), scale))
+
+
+def new_scale(value=1.0):
+    """A one-element float64 device array holding the clipping factor ``value`` (the
+    ``scale`` argument of the update launchers below)."""
+    return cuda.to_device(np.full(1, value, np.float64))
+
+
 @cuda.jit(device=True)
 def _count_nonfinite(nonfinite, params, i):
     """Add 1 to the counter nonfinite[0] when the stored params[i] is NaN or infinite
@@ -93,7 +125,7 @@ def _sgd_weight_decay_kernel(nonfinite, params, grads, scale, lr, weight_decay):
     i = cuda.grid(1)
     if i < params.shape[0]:
         p = params[i]
-        params[i] = p - lr * (scale * grads[i] + weight_decay * p)
+        params[i] = p - lr * (scale[0] * grads[i] + weight_decay * p)
         _count_nonfinite(nonfinite, params, i)
 
 
@@ -103,7 +135,7 @@ def _sgd_momentum_kernel(nonfinite, params, grads, buf, scale, lr, momentum, dam
     i = cuda.grid(1)
     if i < params.shape[0]:
         p = params[i]
-        g = scale * grads[i] + weight_decay * p
+        g = scale[0] * grads[i] + weight_decay * p
         if first:
             buf[i] = g
         else:
@@ -122,7 +154,7 @@ def _adam_kernel(nonfinite, params, grads, m, v, vmax, scale, step_size, bias2_s
     i = cuda.grid(1)
     if i < params.shape[0]:
         p = params[i]
-        g = scale * grads[i]
+        g = scale[0] * grads[i]
         if l2 != 0.0:
             g = g + l2 * p
         if shrink != 1.0:
@@ -143,7 +175,7 @@ def _rmsprop_kernel(nonfinite, params, grads, square_avg, grad_avg, buf, scale, 
     i = cuda.grid(1)
     if i < params.shape[0]:
         p = params[i]
-        g = scale * grads[i]
+        g = scale[0] * grads[i]
         if weight_decay != 0.0:
             g = g + weight_decay * p
         square_avg[i] = alpha * square_avg[i] + (1.0 - alpha) * (g * g)
@@ -199,7 +231,7 @@ def sgd_weight_decay_update(nonfinite, params, grads, scale, lr, weight_decay):
     """SGD without momentum: p -= lr * (scale * g + weight_decay * p)."""
     if params.shape[0]:
         launch(_sgd_weight_decay_kernel, *_grid(params),
-               (nonfinite, params, grads, float(scale), float(lr), float(weight_decay)))
+               (nonfinite, params, grads, scale, float(lr), float(weight_decay)))
 
 
 def sgd_momentum_update(nonfinite, params, grads, buf, scale, lr, momentum, dampening,
@@ -207,7 +239,7 @@ def sgd_momentum_update(nonfinite, params, grads, buf, scale, lr, momentum, damp
     """SGD with momentum / Nesterov (CPU twin's formulas); buf (n,) device row."""
     if params.shape[0]:
         launch(_sgd_momentum_kernel, *_grid(params),
-               (nonfinite, params, grads, buf, float(scale), float(lr), float(momentum),
+               (nonfinite, params, grads, buf, scale, float(lr), float(momentum),
                 float(dampening), float(weight_decay), bool(nesterov), bool(first)))
 
 
@@ -221,7 +253,7 @@ def adam_update(nonfinite, params, grads, m, v, vmax, scale, lr, beta1, beta2, e
     l2 = 0.0 if decoupled else weight_decay
     shrink = 1.0 - lr * weight_decay if decoupled else 1.0
     launch(_adam_kernel, *_grid(params),
-           (nonfinite, params, grads, m, v, vmax, float(scale), float(step_size),
+           (nonfinite, params, grads, m, v, vmax, scale, float(step_size),
             float(bias2_sqrt), float(beta1), float(beta2), float(eps), float(l2),
             float(shrink), bool(amsgrad)))
 
@@ -231,7 +263,7 @@ def rmsprop_update(nonfinite, params, grads, square_avg, grad_avg, buf, scale, l
     """RMSprop; grad_avg used only when centered, buf only when momentum > 0."""
     if params.shape[0]:
         launch(_rmsprop_kernel, *_grid(params),
-               (nonfinite, params, grads, square_avg, grad_avg, buf, float(scale),
+               (nonfinite, params, grads, square_avg, grad_avg, buf, scale,
                 float(lr), float(alpha), float(eps), float(weight_decay), float(momentum),
                 bool(centered)))
 
@@ -240,7 +272,7 @@ def optimizer_update(opt_code, params, grads, state, hparams, step, partials=Non
                      nonfinite=None):
     """Dispatch to the update of ``opt_code``; returns how many parameters it left NaN
     or infinite. See the module docstring."""
-    scale = clip_scale(grads, float(hparams[codes.HP_MAX_GRAD_NORM]), partials)
+    scale = new_scale(clip_scale(grads, float(hparams[codes.HP_MAX_GRAD_NORM]), partials))
     if nonfinite is None:
         nonfinite = new_counter()
     launch_update(opt_code, params, grads, [state[r] for r in range(state.shape[0])],
@@ -249,11 +281,13 @@ def optimizer_update(opt_code, params, grads, state, hparams, step, partials=Non
 
 
 def launch_update(opt_code, params, grads, rows, hparams, step, scale, nonfinite):
-    """Launch the update of ``opt_code`` with the clipping factor ``scale`` given;
-    ``rows``: the state's rows as (n,) device arrays (a launch plan keeps them, so a
-    step builds no views). Adds the non-finite count to ``nonfinite[0]``; reads nothing
-    back."""
+    """Launch the update of ``opt_code``; ``scale``: the clipping factor as a
+    one-element float64 device array (``new_scale``, or written by ``clip_scale_into``
+    on the device), read by the kernels; ``rows``: the state's rows as (n,) device
+    arrays (a launch plan keeps them, so a step builds no views). Adds the non-finite
+    count to ``nonfinite[0]``; reads nothing back."""
     lr = float(hparams[codes.HP_LR])
+    clipping = hparams[codes.HP_MAX_GRAD_NORM] > 0.0
     if opt_code == codes.SGD:
         momentum = float(hparams[codes.HP_SGD_MOMENTUM])
         weight_decay = float(hparams[codes.HP_SGD_WEIGHT_DECAY])
@@ -261,7 +295,7 @@ def launch_update(opt_code, params, grads, rows, hparams, step, scale, nonfinite
             sgd_momentum_update(nonfinite, params, grads, rows[0], scale, lr, momentum,
                                 hparams[codes.HP_SGD_DAMPENING], weight_decay,
                                 hparams[codes.HP_SGD_NESTEROV] != 0.0, step == 1)
-        elif scale == 1.0 and weight_decay == 0.0:
+        elif not clipping and weight_decay == 0.0:
             _sgd_plain_update(nonfinite, params, grads, lr)
         else:
             sgd_weight_decay_update(nonfinite, params, grads, scale, lr, weight_decay)

@@ -32,7 +32,7 @@ from ..codes import HP_MAX_GRAD_NORM
 from ._launch import SIMULATOR, blocks, config, recording
 from .losses import launch_loss
 from .network import backprop, network_forward
-from .optim import clip_scale, launch_update
+from .optim import clip_scale_into, launch_update, new_scale
 
 try:   # numba-cuda's internals behind the pre-packed path (absent in the simulator)
     if SIMULATOR:
@@ -210,7 +210,9 @@ class TrainStepPlan:
         # where each input appears: (launch, argument position, which input)
         self._uses = [(p, i, w) for p in self.passes for i, a in enumerate(p.args)
                       for w, x in enumerate(self.inputs) if a is x]
-        self.update = None
+        self.update = []   # the clipping factor's launches (if any), then the update's
+        self.unit_scale, self.clip_scale = new_scale(1.0), new_scale(1.0)
+        self.clipping = False   # whether the last step clipped (two launches more)
         self.record = None
         self.check = None
 
@@ -234,8 +236,9 @@ class TrainStepPlan:
 
     def count(self, checked=False):
         """Launches per step: the passes, the update and the record (and the input
-        check of device-resident inputs when ``checked``)."""
-        return len(self.passes) + 2 + bool(checked)
+        check of device-resident inputs when ``checked``, and the clipping factor's two
+        when the last step clipped)."""
+        return len(self.passes) + 2 + bool(checked) + 2 * self.clipping
 
     def run(self, opt_code, rows, hparams, step, ring, slot, capacity, check=None,
             clip_partials=None):
@@ -245,9 +248,9 @@ class TrainStepPlan:
         unit_interval) to check the inputs first (``_check_inputs``).
 
         With gradient clipping (hparams' max_grad_norm > 0) the update's factor needs
-        the norm of this step's gradient: it is computed after backward, through
-        ``clip_partials`` (float64, not the loss's partial sums, which the record step
-        still needs), and read back: the one host synchronisation of a clipped step."""
+        the norm of this step's gradient: after backward, two launches compute it on
+        the device (optim.clip_scale_into), through ``clip_partials`` (float64, not the
+        loss's partial sums, which the record step still needs); nothing is read back."""
         params, grads, _, _, _, partials, nonfinite, bad = self.buffers
         if check is not None:
             X, labels, targets = self.inputs
@@ -262,16 +265,22 @@ class TrainStepPlan:
             self.check()
         for launch in self.passes:
             launch()
-        # after backward: the factor of *this* step's gradient (1.0 without clipping)
-        scale = clip_scale(grads, float(hparams[HP_MAX_GRAD_NORM]), clip_partials)
+        max_norm = float(hparams[HP_MAX_GRAD_NORM])
+        self.clipping = max_norm > 0.0
         with recording() as recorded:
-            launch_update(opt_code, params, grads, rows, hparams, step, scale, nonfinite)
-        for kernel, grid, block, args in recorded:
-            if self.update is None or self.update.kernel is not kernel:
-                self.update = PreparedLaunch(kernel, grid, block, args)
+            if self.clipping:   # after backward: the factor of *this* step's gradient
+                clip_scale_into(grads, max_norm, clip_partials, self.clip_scale)
+            launch_update(opt_code, params, grads, rows, hparams, step,
+                          self.clip_scale if self.clipping else self.unit_scale, nonfinite)
+        del self.update[len(recorded):]
+        for k, (kernel, grid, block, args) in enumerate(recorded):
+            if k == len(self.update):
+                self.update.append(PreparedLaunch(kernel, grid, block, args))
+            elif self.update[k].kernel is not kernel:
+                self.update[k] = PreparedLaunch(kernel, grid, block, args)
             else:
-                self.update.rebind(args)
-            self.update()
+                self.update[k].rebind(args)
+            self.update[k]()
         args = (partials, self.loss_blocks, nonfinite, bad, ring, slot, capacity)
         if self.record is None:
             self.record = PreparedLaunch(_record_step, 1, 1, args)
