@@ -63,7 +63,7 @@ def other_kernels(dtype):
     argument types their launchers pass (float() and bool() scalars, int64 codes).
     tests/test_cuda_compile.py fails when a kernel of kernels/cuda is missing here."""
     from numba import types
-    from fastbp.kernels.cuda import activations, linear, losses, optim, plan
+    from fastbp.kernels.cuda import activations, linear, losses, optim, plan, rows
     f = getattr(types, dtype)
     m2, v1 = types.Array(f, 2, "C"), types.Array(f, 1, "C")
     p1 = types.Array(types.float64, 1, "C")
@@ -82,12 +82,17 @@ def other_kernels(dtype):
         ("loss", losses._loss_kernel(block), (i64, m2, labels, m2, m2, p1)),
         ("sum_squares", optim._sum_squares_kernel(block), (v1, p1)),
         ("sgd", optim._sgd_kernel, (counter, v1, v1, f64)),
+        # the clipping factor: a one-element float64 device array (p1) the updates read
+        ("clip_factor", optim._clip_factor_kernel, (p1, i64, f64, p1)),
         ("sgd_weight_decay", optim._sgd_weight_decay_kernel,
-         (counter, v1, v1, f64, f64, f64)),
+         (counter, v1, v1, p1, f64, f64)),
         ("sgd_momentum", optim._sgd_momentum_kernel,
-         (counter, v1, v1, v1) + (f64,) * 5 + (b, b)),
-        ("adam", optim._adam_kernel, (counter,) + (v1,) * 5 + (f64,) * 8 + (b,)),
-        ("rmsprop", optim._rmsprop_kernel, (counter,) + (v1,) * 5 + (f64,) * 6 + (b,)),
+         (counter, v1, v1, v1, p1) + (f64,) * 4 + (b, b)),
+        ("adam", optim._adam_kernel, (counter,) + (v1,) * 5 + (p1,) + (f64,) * 7 + (b,)),
+        ("rmsprop", optim._rmsprop_kernel, (counter,) + (v1,) * 5 + (p1,) + (f64,) * 5 + (b,)),
+        # fit's shuffle of data on the GPU: rows of X or targets, and of int64 labels
+        ("take_rows", rows._take_rows_2d, (m2, labels, m2)),
+        ("take_rows (1-D)", rows._take_rows_1d, (labels, labels, labels)),
         # the launch plan's loss ring: partials, nblocks, counters, ring, slot, capacity
         ("record_step", plan._record_step, (p1, i64, counter, counter, p1, i64, i64)),
         ("check_inputs", plan._check_inputs, (m2, labels, m2, i64, b, counter)),

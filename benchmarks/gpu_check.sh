@@ -2,12 +2,14 @@
 # The one prepared run for a lent GPU machine (issue 3): validate every CUDA kernel on
 # the real GPU, time it against the CPU and cuBLAS, and sweep the product geometries.
 #
-#   bash benchmarks/gpu_check.sh                 # all stages: compare, yardstick, tests, tune
+#   bash benchmarks/gpu_check.sh                 # all stages: cache, compare, yardstick, tests, tune
 #   bash benchmarks/gpu_check.sh compare tune    # only those stages, in that order
 #
 # Stages, each under its own time limit so that one slow stage cannot eat the others
-# (180 + 300 + 240 + 150 s: more than one 600-second device call holds, so run
-# "compare yardstick" and "tests tune" as two calls):
+# (90 + 180 + 300 + 240 + 150 s: more than one 600-second device call holds, so run
+# "cache compare yardstick" and "tests tune" as two calls):
+#   cache    benchmarks/cuda_first_step.py: a new process's first CUDA step with numba's
+#            cache empty, then warm (target: under 1 s warm)
 #   compare  python -m fastbp compare at 4096 (batch, inputs, outputs), float32: the
 #            table for benchmarks/README.md (max error, ms, GFLOP/s, ratio to cuBLAS)
 #   yardstick  benchmarks/gpu_yardstick.py: whole training steps, fastbp cuda against
@@ -30,7 +32,7 @@ OUT=$(cd "$OUT" && pwd)
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(compare yardstick tests tune)
+[ ${#stages[@]} -eq 0 ] && stages=(cache compare yardstick tests tune)
 summary="$OUT/summary.txt"
 : > "$summary"
 say() { echo "== $*" | tee -a "$summary"; }
@@ -65,6 +67,10 @@ status=0
 for stage in "${stages[@]}"; do
     start=$(date +%s)
     case "$stage" in
+    cache)
+        timeout 90 "$PY" benchmarks/cuda_first_step.py --json "$OUT/cuda_first_step.json" \
+            2>&1 | tee "$OUT/cuda_first_step.txt"
+        rc=${PIPESTATUS[0]} ;;
     compare)
         timeout 180 "$PY" -m fastbp compare --json "$OUT/compare.json" 2>&1 \
             | tee "$OUT/compare.txt"

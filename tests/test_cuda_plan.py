@@ -26,7 +26,7 @@ usable, why = fdevice.cuda_status()
 needs_cuda = pytest.mark.skipif(not usable, reason=f"CUDA not usable: {why}")
 
 COUNT_STEPS = r"""
-import json, sys, warnings
+import gc, json, sys, warnings
 sys.path.insert(0, sys.argv[1])
 import cuda_host_overhead as bench
 bench.stub_driver()
@@ -59,6 +59,13 @@ for name, loss, y_of, clip in (
     bench.counts.clear()
     net.train_epoch(np.tile(X, (3, 1)), np.concatenate([y] * 3), opt, batch_size=4)
     out[name]["epoch"] = dict(bench.counts)
+# numba-cuda's disk cache (kernels/cuda/_jit.py): kernels compiled or loaded
+from numba.cuda.dispatcher import CUDADispatcher
+out["cache"] = {"hits": 0, "misses": 0}
+for k in gc.get_objects():
+    if isinstance(k, CUDADispatcher):
+        out["cache"]["hits"] += sum(k.stats.cache_hits.values())
+        out["cache"]["misses"] += sum(k.stats.cache_misses.values())
 print(json.dumps(out))
 """
 
@@ -67,15 +74,25 @@ print(json.dumps(out))
     importlib.util.find_spec("numba_cuda") is None,
     reason='numba-cuda is not installed (pip install -e ".[cuda]"): the stubbed-'
            "driver counts need its real device arrays and launch path")
-def test_steady_state_steps_make_no_views_no_copies_back_and_only_planned_launches():
+def test_steady_state_steps_make_no_views_no_copies_back_and_only_planned_launches(
+        tmp_path):
     env = dict(os.environ)
     env.pop("NUMBA_ENABLE_CUDASIM", None)
     where = str(Path(fastbp.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (where, env.get("PYTHONPATH")) if p)
-    proc = subprocess.run([sys.executable, "-c", COUNT_STEPS, str(REPO / "benchmarks")],
-                          capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    env["NUMBA_CACHE_DIR"] = str(tmp_path / "numba")   # an empty cache, then a warm one
+
+    def run():
+        proc = subprocess.run([sys.executable, "-c", COUNT_STEPS, str(REPO / "benchmarks")],
+                              capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    out = run()
+    # the CUDA kernels compiled into an empty cache; a second process loads every one
+    assert out["cache"]["hits"] == 0 and out["cache"]["misses"] > 0, out["cache"]
+    again = run()
+    assert again["cache"] == {"hits": out["cache"]["misses"], "misses": 0}, again["cache"]
     assert out["path"] == "pre-packed"
     for name in ("softmax_cross_entropy", "mse", "clipped"):
         r = out[name]

@@ -16,6 +16,7 @@ import math
 from numba import cuda
 
 from .. import codes
+from ._jit import kernel
 from ._launch import blocks, config, launch
 
 _SQRT_HALF = 0.7071067811865476          # 1/sqrt(2)
@@ -137,7 +138,7 @@ def activation_derivative(a, s, code, slope):
     return 0.5 * (1.0 + t) + 0.5 * s * (1.0 - t * t) * dinner
 
 
-@cuda.jit
+@kernel
 def _activation_forward_kernel(S, A, code, slope):
     n = S.shape[1]
     idx = cuda.grid(1)
@@ -147,7 +148,7 @@ def _activation_forward_kernel(S, A, code, slope):
         A[i, j] = activate(S[i, j], code, slope)
 
 
-@cuda.jit
+@kernel
 def _activation_backward_kernel(dA, A, S, dS, code, slope):
     n = dA.shape[1]
     idx = cuda.grid(1)

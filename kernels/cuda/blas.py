@@ -46,6 +46,7 @@ import numba
 import numpy as np
 from numba import cuda
 
+from ._jit import kernel
 from ._launch import blocks, config, launch
 from .activations import CHEAP, FORWARD
 
@@ -120,7 +121,7 @@ def _kernel(geometry, dtype, trans_a, trans_b, epilogue, code=0):
     b_coords, b_fetch = _operand(BN, BK, not trans_b, zero)
     options = {"launch_bounds": (NT, min_blocks)} if min_blocks and _HAS_LAUNCH_BOUNDS else {}
 
-    @cuda.jit(**options)
+    @kernel(**options)
     def gemm(A, B, C, bias, out, slope):
         M = C.shape[0]
         N = C.shape[1]

@@ -16,6 +16,7 @@ import functools
 import numba
 from numba import cuda
 
+from ._jit import kernel
 from ._launch import blocks, config, launch
 from .activations import activate, activation_derivative
 from .blas import gemm
@@ -26,7 +27,7 @@ def _backward_bias(tile):
     """dS = dA * sigma' with db = column sums, for one tile; compiled on first launch."""
     T = tile
 
-    @cuda.jit
+    @kernel
     def backward_bias(dA, A, S, dS, db, code, slope):
         batch = dA.shape[0]
         n = dA.shape[1]
@@ -54,7 +55,7 @@ def _backward_bias(tile):
     return backward_bias
 
 
-@cuda.jit
+@kernel
 def _bias_activation_kernel(S, b, A, code, slope):
     n = S.shape[1]
     idx = cuda.grid(1)

@@ -23,6 +23,7 @@ import numpy as np
 from numba import cuda
 
 from .. import codes
+from ._jit import kernel
 from ._launch import blocks, config, launch
 from .activations import sigmoid
 from .reduce import block_sum
@@ -78,7 +79,7 @@ def _loss_kernel(block):
     """The fused loss kernel for ``block`` threads per block (a power of two)."""
     NT = block
 
-    @cuda.jit
+    @kernel
     def loss_kernel(loss_code, Z, labels, T, dZ, partials):
         batch = Z.shape[0]
         n = Z.shape[1]

@@ -32,6 +32,7 @@ import numpy as np
 from numba import cuda
 
 from .. import codes
+from ._jit import kernel
 from ._launch import blocks, config, launch
 from .reduce import block_sum
 
@@ -40,7 +41,7 @@ from .reduce import block_sum
 def _sum_squares_kernel(block):
     NT = block
 
-    @cuda.jit
+    @kernel
     def sum_squares(x, partials):
         tid = cuda.threadIdx.x
         total = 0.0
@@ -74,7 +75,7 @@ def clip_scale(grads, max_norm, partials=None):
     return coef if coef < 1.0 else 1.0
 
 
-@cuda.jit
+@kernel
 def _clip_factor_kernel(partials, nblocks, max_norm, scale):
     """scale[0] = clip_scale's factor from the sum of squares in partials[:nblocks]
     (one thread; the same expression as clip_scale, so NaN gives 1.0)."""
@@ -112,7 +113,7 @@ def _count_nonfinite(nonfinite, params, i):
         cuda.atomic.add(nonfinite, 0, 1)
 
 
-@cuda.jit
+@kernel
 def _sgd_kernel(nonfinite, params, grads, lr):
     i = cuda.grid(1)
     if i < params.shape[0]:
@@ -120,7 +121,7 @@ def _sgd_kernel(nonfinite, params, grads, lr):
         _count_nonfinite(nonfinite, params, i)
 
 
-@cuda.jit
+@kernel
 def _sgd_weight_decay_kernel(nonfinite, params, grads, scale, lr, weight_decay):
     i = cuda.grid(1)
     if i < params.shape[0]:
@@ -129,7 +130,7 @@ def _sgd_weight_decay_kernel(nonfinite, params, grads, scale, lr, weight_decay):
         _count_nonfinite(nonfinite, params, i)
 
 
-@cuda.jit
+@kernel
 def _sgd_momentum_kernel(nonfinite, params, grads, buf, scale, lr, momentum, dampening,
                          weight_decay, nesterov, first):
     i = cuda.grid(1)
@@ -148,7 +149,7 @@ def _sgd_momentum_kernel(nonfinite, params, grads, buf, scale, lr, momentum, dam
         _count_nonfinite(nonfinite, params, i)
 
 
-@cuda.jit
+@kernel
 def _adam_kernel(nonfinite, params, grads, m, v, vmax, scale, step_size, bias2_sqrt, beta1, beta2,
                  eps, l2, shrink, amsgrad):
     i = cuda.grid(1)
@@ -169,7 +170,7 @@ def _adam_kernel(nonfinite, params, grads, m, v, vmax, scale, step_size, bias2_s
         _count_nonfinite(nonfinite, params, i)
 
 
-@cuda.jit
+@kernel
 def _rmsprop_kernel(nonfinite, params, grads, square_avg, grad_avg, buf, scale, lr, alpha, eps,
                     weight_decay, momentum, centered):
     i = cuda.grid(1)

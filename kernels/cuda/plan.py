@@ -29,6 +29,7 @@ import numba
 from numba import cuda
 
 from ..codes import HP_MAX_GRAD_NORM
+from ._jit import kernel
 from ._launch import SIMULATOR, blocks, config, recording
 from .losses import launch_loss
 from .network import backprop, network_forward
@@ -142,7 +143,7 @@ class PreparedLaunch:
         self.args = tuple(args)
 
 
-@cuda.jit
+@kernel
 def _record_step(partials, nblocks, nonfinite, bad, ring, slot, capacity):
     """ring[slot] = sum(partials[:nblocks]) (the step's mean loss), ring[capacity +
     slot] = nonfinite[0] (parameters its update left NaN or infinite), ring[2 *
@@ -158,7 +159,7 @@ def _record_step(partials, nblocks, nonfinite, bad, ring, slot, capacity):
         bad[0] = 0
 
 
-@cuda.jit
+@kernel
 def _check_inputs(X, labels, targets, n_classes, unit_interval, bad):
     """Add to bad[0] one per entry of X or targets that is NaN or infinite (or, with
     unit_interval, a target outside [0, 1]) and per label outside [0, n_classes): the

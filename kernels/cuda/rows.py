@@ -14,10 +14,11 @@ of range(n)) and checks their count and bounds before the launch.
 """
 from numba import cuda
 
+from ._jit import kernel
 from ._launch import blocks, config, launch
 
 
-@cuda.jit
+@kernel
 def _take_rows_2d(src, order, dst):
     start = cuda.grid(1)
     stride = cuda.gridDim.x * cuda.blockDim.x
@@ -28,7 +29,7 @@ def _take_rows_2d(src, order, dst):
         dst[i, j] = src[order[i], j]
 
 
-@cuda.jit
+@kernel
 def _take_rows_1d(src, order, dst):
     start = cuda.grid(1)
     stride = cuda.gridDim.x * cuda.blockDim.x

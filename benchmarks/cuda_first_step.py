@@ -1,0 +1,81 @@
+"""Time to the first CUDA training step of a new process, with numba's cache cold and warm.
+
+Two fresh processes share an empty cache folder (NUMBA_CACHE_DIR): the first compiles
+every CUDA kernel of a 784-128-10 step (tanh, softmax cross-entropy, Adam) and stores
+it, the second loads them (kernels/cuda/_jit.py). Each reports seconds from the start
+of ``import fastbp`` to the first step's loss read on the host, and how many kernels
+it compiled and loaded.
+
+    python benchmarks/cuda_first_step.py           # on a machine with a GPU
+    python benchmarks/cuda_first_step.py --stub    # without one: numba-cuda compiles
+        # for real, the driver is stubbed (benchmarks/cuda_host_overhead.py), so the
+        # times are the host's side only (no module loading, no GPU work)
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+FIRST_STEP = r"""
+import gc, json, sys, time
+stub = sys.argv[1] == "stub"
+if stub:
+    sys.path.insert(0, sys.argv[2])
+    import cuda_host_overhead
+    cuda_host_overhead.stub_driver()
+import warnings
+warnings.simplefilter("ignore")
+t0 = time.perf_counter()
+import numpy as np
+import fastbp
+net = fastbp.MLP([784, 128, 10], activation="tanh", seed=0, device="cuda")
+opt = fastbp.Adam(net, lr=1e-3)
+rng = np.random.default_rng(0)
+X, y = rng.random((64, 784), dtype=np.float32), rng.integers(0, 10, 64)
+loss = float(net.train_step(X, y, opt))
+seconds = time.perf_counter() - t0
+from numba.cuda.dispatcher import CUDADispatcher
+hits = misses = 0
+for k in gc.get_objects():
+    if isinstance(k, CUDADispatcher):
+        hits += sum(k.stats.cache_hits.values())
+        misses += sum(k.stats.cache_misses.values())
+print(json.dumps({"seconds": seconds, "compiled": misses, "loaded": hits}))
+"""
+
+
+def first_step(cache, stub):
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    proc = subprocess.run([sys.executable, "-c", FIRST_STEP, "stub" if stub else "gpu",
+                           HERE], capture_output=True, text=True, env=env, timeout=900)
+    if proc.returncode:
+        sys.exit(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stub", action="store_true",
+                        help="no GPU: stub the CUDA driver (host-side times only)")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as cache:
+        rows = {"cold": first_step(cache, args.stub), "warm": first_step(cache, args.stub)}
+    where = "driver stubbed, host side only" if args.stub else "GPU"
+    print(f"first CUDA step of a new process, 784-128-10 batch 64 ({where})")
+    print("| cache | s to first loss | kernels compiled | kernels loaded |")
+    print("|---|---|---|---|")
+    for name, r in rows.items():
+        print(f"| {name} | {r['seconds']:.2f} | {r['compiled']} | {r['loaded']} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
