@@ -176,6 +176,32 @@ class CudaRunner:
         return batches
 
 
+def prepare(net, optimizer=None, device_inputs=False):
+    """Compile (or load from numba-cuda's disk cache) the CUDA kernels ``net``'s
+    training and prediction launch, before any is needed and without launching one:
+    the passes (forward, loss, backward: a plan for a one-row batch is built), and
+    with ``optimizer`` its update (and clipping) and the step's record; with
+    ``device_inputs`` the check of inputs that live on the GPU. Kernel types do not
+    depend on the batch size, so the first real step compiles nothing more."""
+    r = runner(net)
+    X = _device.empty((1, net.sizes[0]), net.dtype, "cuda")
+    if net.is_classifier:
+        labels, targets = _device.empty(1, np.int64, "cuda"), r.no_targets
+    else:
+        labels, targets = r.no_labels, _device.empty((1, net.sizes[-1]), net.dtype, "cuda")
+    plan = r._plan(X, labels, targets)
+    if optimizer is None:
+        return
+    steps = optimizer.steps   # compiled_args_for counts a step: none is run here
+    try:
+        code, _, _, state, hparams, step = optimizer.compiled_args_for(net)
+    finally:
+        optimizer.steps = steps
+    check = (net.sizes[-1], net.loss == "bce_with_logits") if device_inputs else None
+    plan.compile(code, r._state_rows(state), hparams, step, r.ring, r.capacity,
+                 net._staging.partials, check)
+
+
 def runner(net):
     """The network's CudaRunner, created on first use."""
     r = getattr(net, "_cuda_runner", None)

@@ -164,7 +164,9 @@ class MLP:
     def to(self, device):
         """Move parameters, gradients and workspaces to ``device`` ("cpu" or "cuda")
         without changing their values; returns the network. Optimizers follow on their
-        next step."""
+        next step. Moving to "cuda" compiles (or loads from numba-cuda's disk cache)
+        the CUDA kernels of the network's passes (fastbp.warmup), with a one-line
+        notice on stderr when they must be compiled."""
         device = _device.require(device)
         if device == self.device:
             return self
@@ -177,6 +179,9 @@ class MLP:
         self._workspace = Workspace(self.layout, self.dtype, device)
         self._staging = (_device.Staging(self.sizes[0], self.sizes[-1], self.dtype)
                          if device == "cuda" else None)
+        if device == "cuda":   # the passes' CUDA kernels now, with a notice if compiled
+            from .warmup import warmup
+            warmup(self, passes=())
         return self
 
     # -- parameters ------------------------------------------------------------------

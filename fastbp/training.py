@@ -324,7 +324,8 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
         history[scorer.metric] = []
     # Compile (or load) the kernels first: the bar and the epoch times count training.
     warmup(net, optimizer, distributed.step_passes(
-        optimizer, PASSES if scorer is not None else ("train_step",)))
+        optimizer, PASSES if scorer is not None else ("train_step",)),
+        device_inputs=on_gpu)
     bar = None
     if show_bar:
         from tqdm import tqdm

@@ -12,6 +12,11 @@ prints one line on stderr (also when stderr is not a terminal):
     compiling fastbp's kernels for this machine, once; about 25 s
 
 ``python -m fastbp warmup`` does the same ahead of time for the command line's networks.
+
+On device="cuda" the same call compiles (or loads from numba-cuda's cache) the CUDA
+kernels the network's steps launch, without launching any (fastbp.cuda_plan.prepare),
+with its own notice; ``MLP(..., device="cuda")`` and ``net.to("cuda")`` do so for the
+passes, and ``fit`` for its optimizer's update too.
 """
 import sys
 import time
@@ -32,6 +37,9 @@ ESTIMATE_S = {"train_step": 36.0, "loss": 2.0, "forward": 1.0, "backward": 4.0,
 _NEEDS_OPTIMIZER = ("train_step", "train_epoch")
 
 MESSAGE = "compiling fastbp's kernels for this machine, once; about {:.0f} s"
+# numba-cuda: 0.5-1.8 s per kernel on an H200 host, about ten kernels per network
+CUDA_ESTIMATE_S = 12.0
+CUDA_MESSAGE = "compiling fastbp's CUDA kernels for this GPU, once; about {:.0f} s"
 
 
 def _pass_call(net, optimizer, name):
@@ -85,21 +93,60 @@ class _Announcer(event.Listener):
         pass
 
 
-def warmup(net, optimizer=None, passes=PASSES, stream=None):
-    """Compile (or load from numba's cache) the CPU passes ``passes`` of ``net``.
+def _warmup_cuda(net, optimizer, device_inputs, stream):
+    """warmup for a network on "cuda": every CUDA kernel of its passes (and with an
+    optimizer, of its training step) compiled or loaded from numba-cuda's disk cache
+    (fastbp.cuda_plan.prepare). The notice is printed when numba-cuda starts a compiler
+    pass, which a kernel loaded from the cache never runs."""
+    from . import cuda_plan
+    start = time.perf_counter()
+    try:   # numba-cuda's own events (numba's built-in CUDA target has none)
+        from numba.cuda.core import event as cuda_event
+    except ImportError:
+        cuda_plan.prepare(net, optimizer, device_inputs)
+        return time.perf_counter() - start
+
+    class Announcer(cuda_event.Listener):
+        said = False
+
+        def on_start(self, ev):
+            if not self.said:
+                self.said = True
+                print(CUDA_MESSAGE.format(CUDA_ESTIMATE_S), file=stream or sys.stderr,
+                      flush=True)
+
+        def on_end(self, ev):
+            pass
+
+    with cuda_event.install_listener("numba-cuda:run_pass", Announcer()):
+        cuda_plan.prepare(net, optimizer, device_inputs)
+    return time.perf_counter() - start
+
+
+def warmup(net, optimizer=None, passes=PASSES, stream=None, device_inputs=False):
+    """Compile (or load from numba's cache) the CPU passes ``passes`` of ``net``, or on
+    "cuda" the CUDA kernels its passes launch.
 
     Parameters
     ----------
-    net : fastbp.MLP (on the CPU; other devices are left alone)
+    net : fastbp.MLP on "cpu" or "cuda"
     optimizer : the optimizer training will use (any fastbp optimizer: they share one
-        compiled update); "train_step" and "train_epoch" are skipped without it.
+        compiled update); "train_step" and "train_epoch" are skipped without it. On
+        "cuda" its update's kernels are compiled too.
     passes : names among "train_step", "train_epoch", "loss", "forward", "backward".
+        On "cuda" every pass's kernels are compiled whatever the names (they share
+        them), the update's only when ``passes`` names a training pass.
     stream : where the one-line notice goes (default sys.stderr).
+    device_inputs : on "cuda", also the check of inputs that live on the GPU
+        (fastbp.device_inputs).
 
     Returns the seconds spent. Prints the notice (once) only when a pass is neither
     compiled in this process nor in numba's disk cache; the estimate assumes that
     every pass not yet compiled in this process needs compiling.
     """
+    if getattr(net, "device", "cpu") == "cuda":
+        training = any(name in _NEEDS_OPTIMIZER for name in passes)
+        return _warmup_cuda(net, optimizer if training else None, device_inputs, stream)
     if getattr(net, "device", "cpu") != "cpu":
         return 0.0
     start = time.perf_counter()

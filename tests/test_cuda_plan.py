@@ -34,7 +34,12 @@ warnings.simplefilter("ignore")
 import numpy as np, fastbp
 from fastbp import cuda_plan
 from fastbp.kernels.cuda import plan
+from numba.cuda.dispatcher import CUDADispatcher
 out = {"path": plan.launch_path()}
+
+def in_memory():   # CUDA kernels compiled or loaded in this process
+    return sum(len(k.overloads) for k in gc.get_objects() if isinstance(k, CUDADispatcher))
+
 rng = np.random.default_rng(0)
 for name, loss, y_of, clip in (
         ("softmax_cross_entropy", "softmax_cross_entropy", lambda: rng.integers(0, 3, 4), 0),
@@ -43,6 +48,8 @@ for name, loss, y_of, clip in (
     net = fastbp.MLP([5, 4, 3], activation="tanh", loss=loss, seed=0, device="cuda")
     opt = fastbp.SGD(net, lr=0.01, momentum=0.9,   # 'first' flips after step 1
                      max_grad_norm=clip or None)
+    fastbp.warmup(net, opt)   # every kernel of the step, before the first step
+    kernels = in_memory()
     X, y = rng.standard_normal((4, 5)), y_of()
     for _ in range(3):
         net.train_step(X, y, opt)
@@ -53,6 +60,7 @@ for name, loss, y_of, clip in (
     values = [float(l) for l in losses]
     read = dict(bench.counts)
     out[name] = {"steps": steps, "read": read, "planned": cuda_plan.planned_launches(net),
+                 "compiled_after_warmup": in_memory() - kernels,
                  "finite": all(np.isfinite(values))}
     bench.counts.clear()
     net.train_epoch(np.tile(X, (3, 1)), np.concatenate([y] * 3), opt, batch_size=4)
@@ -60,7 +68,6 @@ for name, loss, y_of, clip in (
     net.train_epoch(np.tile(X, (3, 1)), np.concatenate([y] * 3), opt, batch_size=4)
     out[name]["epoch"] = dict(bench.counts)
 # numba-cuda's disk cache (kernels/cuda/_jit.py): kernels compiled or loaded
-from numba.cuda.dispatcher import CUDADispatcher
 out["cache"] = {"hits": 0, "misses": 0}
 for k in gc.get_objects():
     if isinstance(k, CUDADispatcher):
@@ -86,16 +93,21 @@ def test_steady_state_steps_make_no_views_no_copies_back_and_only_planned_launch
         proc = subprocess.run([sys.executable, "-c", COUNT_STEPS, str(REPO / "benchmarks")],
                               capture_output=True, text=True, env=env, timeout=600)
         assert proc.returncode == 0, proc.stderr[-4000:]
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+        return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
-    out = run()
-    # the CUDA kernels compiled into an empty cache; a second process loads every one
+    out, stderr = run()
+    # the CUDA kernels compiled into an empty cache, announced on stderr first
+    # (MLP(device="cuda") compiles the passes', warmup the update's); a second process
+    # loads every one and says nothing
     assert out["cache"]["hits"] == 0 and out["cache"]["misses"] > 0, out["cache"]
-    again = run()
+    assert "compiling fastbp's CUDA kernels for this GPU, once" in stderr, stderr[-2000:]
+    again, stderr = run()
     assert again["cache"] == {"hits": out["cache"]["misses"], "misses": 0}, again["cache"]
+    assert "compiling" not in stderr, stderr[-2000:]
     assert out["path"] == "pre-packed"
     for name in ("softmax_cross_entropy", "mse", "clipped"):
         r = out[name]
+        assert r["compiled_after_warmup"] == 0, r   # warmup left nothing to compile
         steps = r["steps"]
         # 5 steps: no new device arrays, nothing copied back, no sync, the batch in
         assert steps.get("views", 0) == 0, r

@@ -241,6 +241,40 @@ class TrainStepPlan:
         when the last step clipped)."""
         return len(self.passes) + 2 + bool(checked) + 2 * self.clipping
 
+    def _update_launches(self, opt_code, rows, hparams, step, clip_partials):
+        """The update's launches, recorded (not run): the clipping factor's two when
+        clipping (after backward: the factor of *this* step's gradient), then the
+        update's."""
+        params, grads, _, _, _, _, nonfinite, _ = self.buffers
+        max_norm = float(hparams[HP_MAX_GRAD_NORM])
+        self.clipping = max_norm > 0.0
+        with recording() as recorded:
+            if self.clipping:
+                clip_scale_into(grads, max_norm, clip_partials, self.clip_scale)
+            launch_update(opt_code, params, grads, rows, hparams, step,
+                          self.clip_scale if self.clipping else self.unit_scale, nonfinite)
+        return recorded
+
+    def compile(self, opt_code, rows, hparams, step, ring, capacity, clip_partials,
+                check=None):
+        """Compile (or load from the disk cache) the kernels ``run`` launches after
+        the passes (which the plan compiled when it was built), launching none: the
+        update's (and the clipping factor's), the record's, and with ``check`` the
+        input check's. Arguments as ``run``'s. Only where launches are pre-packed
+        (``launch_path()``): elsewhere kernels compile at their first launch."""
+        if not _PACKED:
+            return
+        params, grads, _, _, _, partials, nonfinite, bad = self.buffers
+        launches = self._update_launches(opt_code, rows, hparams, step, clip_partials)
+        launches.append((_record_step, 1, 1, (partials, self.loss_blocks, nonfinite, bad,
+                                              ring, 0, capacity)))
+        if check is not None:
+            X, labels, targets = self.inputs
+            launches.append((_check_inputs, 1, config.block,
+                             (X, labels, targets, check[0], check[1], bad)))
+        for kernel, _, _, args in launches:
+            kernel.compile(tuple(typeof(a, Purpose.argument) for a in args))
+
     def run(self, opt_code, rows, hparams, step, ring, slot, capacity, check=None,
             clip_partials=None):
         """Launch one step; its loss, non-finite count and invalid-input count land in
@@ -266,13 +300,7 @@ class TrainStepPlan:
             self.check()
         for launch in self.passes:
             launch()
-        max_norm = float(hparams[HP_MAX_GRAD_NORM])
-        self.clipping = max_norm > 0.0
-        with recording() as recorded:
-            if self.clipping:   # after backward: the factor of *this* step's gradient
-                clip_scale_into(grads, max_norm, clip_partials, self.clip_scale)
-            launch_update(opt_code, params, grads, rows, hparams, step,
-                          self.clip_scale if self.clipping else self.unit_scale, nonfinite)
+        recorded = self._update_launches(opt_code, rows, hparams, step, clip_partials)
         del self.update[len(recorded):]
         for k, (kernel, grid, block, args) in enumerate(recorded):
             if k == len(self.update):
