@@ -1,6 +1,7 @@
 """Data-parallel scaling of fastbp.distributed: measured on local ranks, modelled beyond.
 
     NUMBA_NUM_THREADS=1 mpiexec -n 2 python benchmarks/allreduce.py measure
+    NUMBA_NUM_THREADS=1 mpiexec -n 2 python benchmarks/allreduce.py overlap [--buckets ...]
     python benchmarks/allreduce.py model [--latency-us 20,5] [--machines 1,2,4,...]
 
 ``measure`` (under mpiexec, 2-4 local ranks; rank 0 prints):
@@ -14,6 +15,18 @@
      every rank at once. Under ``mpiexec -n 1`` the difference is what splitting the
      compiled step costs by itself: the most that calling MPI from inside the compiled
      step (numba-mpi) could save.
+
+``overlap`` (under mpiexec, 2 ranks; rank 0 prints) times a training step of networks
+with large gradient buffers (float32, tanh, SGD, one numba thread per rank) three
+ways, interleaved round by round in one run: "compute only" (the same split step with
+no communication: a DistributedOptimizer on MPI.COMM_SELF), "no overlap" (compiled
+backward, one blocking all-reduce, the update: ``bucket_bytes=0``) and "overlap"
+(backward layer by layer, each bucket's MPI_Iallreduce started as backward finishes it:
+``bucket_bytes=B`` for each B of --buckets that groups the layers differently from
+the B before it; a B that leaves one bucket runs "no overlap"). The share of the all-reduce hidden is
+(no overlap - overlap) / (no overlap - compute only). Run it once as it is (MPICH
+advances the reductions in the MPI calls made between layers) and once with
+``MPIR_CVAR_ASYNC_PROGRESS=1`` (a progress thread per rank) to compare the two.
 
 ``model`` (one process) measures each yardstick network's fused step (float32, tanh,
 SGD, all threads) and predicts a data-parallel step on N machines, each running that
@@ -123,6 +136,81 @@ def measure():
             f"{ms['distributed'] / ms['fused']:.2f} |")
 
 
+OVERLAP_NETS = {"wide": ([1024, 4096, 4096, 1024], 64),
+                "half-wide": ([1024, 2048, 2048, 1024], 64),
+                "medium": ([784, 512, 512, 10], 128)}
+OVERLAP_BUCKETS = "16K,1M,4M,64M"
+
+
+def _bytes(text):
+    """'16K' / '1M' / '4096' -> bytes."""
+    text = text.strip().upper()
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    return int(float(text.rstrip("KMG")) * scale)
+
+
+def overlap(buckets, rounds=7, budget_s=1.0):
+    from mpi4py import MPI
+    import fastbp
+    from fastbp import distributed
+    from fastbp.overlap import buckets as plan_buckets
+    comm = MPI.COMM_WORLD
+    rank, n = comm.Get_rank(), comm.Get_size()
+    say = print if rank == 0 else (lambda *a, **k: None)
+    progress = os.environ.get("MPIR_CVAR_ASYNC_PROGRESS", "0")
+    say(f"# {n} ranks, {numba_threads()} numba thread(s) each, "
+        f"MPIR_CVAR_ASYNC_PROGRESS={progress} "
+        f"({'a progress thread per rank' if progress == '1' else 'progress in the MPI calls between layers'}); "
+        f"{MPI.Get_library_version().splitlines()[0]}")
+    say("\n| network (batch per rank) | gradients | all-reduce alone (ms) | variant "
+        "| buckets | step (ms) | / no overlap | all-reduce hidden |")
+    say("|---|---:|---:|---|---:|---:|---:|---:|")
+    for name, (sizes, batch) in OVERLAP_NETS.items():
+        X, y = make_data(sizes, batch, "float32", seed=rank)
+        net = fastbp.MLP(sizes, activation="tanh", dtype="float32", seed=0)
+        variants = {"compute only": distributed.DistributedOptimizer(
+                        fastbp.SGD(net, lr=1e-5), comm=MPI.COMM_SELF),
+                    "no overlap": distributed.DistributedOptimizer(
+                        fastbp.SGD(net, lr=1e-5), bucket_bytes=0)}
+        plans = set()
+        for b in buckets:   # one variant per distinct grouping of the layers
+            plan = tuple(plan_buckets(net.layout, 4, _bytes(b)))
+            if len(plan) > 1 and plan not in plans:
+                plans.add(plan)
+                variants[f"overlap {b}"] = distributed.DistributedOptimizer(
+                    fastbp.SGD(net, lr=1e-5), bucket_bytes=_bytes(b))
+        for opt in variants.values():   # compile / load, and fill the workspaces
+            net.train_step(X, y, opt)
+        t = time.perf_counter()
+        net.train_step(X, y, variants["no overlap"])
+        calls = comm.bcast(max(1, int(budget_s / rounds / len(variants)
+                                      / (time.perf_counter() - t))), root=0)
+        per_call = {k: [] for k in variants}
+        for _ in range(rounds):   # interleaved: every variant sees the same machine
+            for label, opt in variants.items():
+                comm.Barrier()
+                t = time.perf_counter()
+                for _ in range(calls):
+                    net.train_step(X, y, opt)
+                per_call[label].append((time.perf_counter() - t) / calls)
+        ms = {k: 1e3 * comm.allreduce(statistics.median(v), op=MPI.MAX)
+              for k, v in per_call.items()}
+        alone = 1e3 * _allreduce_seconds(comm, np.ones(net.n_params, np.float32),
+                                         repeats=max(5, min(50, int(2e8 // net.n_params))))
+        exposed = ms["no overlap"] - ms["compute only"]
+        for label in variants:
+            opt = variants[label]
+            n_buckets = (len(plan_buckets(net.layout, 4, opt.bucket_bytes))
+                         if opt.bucket_bytes and label != "compute only" else 1)
+            hidden = ("" if not label.startswith("overlap") else
+                      f"{(ms['no overlap'] - ms[label]) / exposed:.2f}")
+            say(f"| {name} {'-'.join(map(str, sizes))} ({batch}) | "
+                f"{4 * net.n_params / 2**20:.1f} MiB | {alone:.1f} | {label} | "
+                f"{n_buckets} | {ms[label]:.2f} | {ms[label] / ms['no overlap']:.3f} | "
+                f"{hidden} |")
+        del variants, net
+
+
 def numba_threads():
     import numba
     return numba.get_num_threads()
@@ -172,7 +260,10 @@ def model(latencies_us, machines, step_ms=None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("measure", "model"))
+    parser.add_argument("what", choices=("measure", "overlap", "model"))
+    parser.add_argument("--buckets", default=OVERLAP_BUCKETS,
+                        help=f"overlap: bucket sizes to time (default {OVERLAP_BUCKETS})")
+    parser.add_argument("--rounds", type=int, default=7, help="overlap: rounds")
     parser.add_argument("--latency-us", default="20,5",
                         help="per-step latency for the 10 and 100 Gbit/s links "
                              "(default 20,5: TCP on 10 GbE, RDMA on 100 Gbit/s)")
@@ -183,6 +274,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.what == "measure":
         measure()
+    elif args.what == "overlap":
+        overlap(args.buckets.split(","), rounds=args.rounds)
     else:
         step_ms = (None if args.step_ms is None else
                    {k: float(v) for k, v in (p.split("=") for p in args.step_ms.split(","))})

@@ -343,10 +343,18 @@ def fit_errors(fit):
 
 def step_passes(optimizer, passes):
     """The compiled passes a training with ``optimizer`` runs: a DistributedOptimizer's
-    step is backward, the all-reduce, then the update, instead of the fused step."""
+    step is backward (the loss and one layer's backward at a time when overlapped),
+    the all-reduce, then the update, instead of the fused step."""
     if not isinstance(optimizer, DistributedOptimizer):
         return passes
-    return tuple("backward" if p in ("train_step", "train_epoch") else p for p in passes)
+    step = (("loss", "layer_backward") if optimizer._buckets(optimizer.net)[0]
+            else ("backward",))
+    out = []
+    for p in passes:
+        for name in (step if p in ("train_step", "train_epoch") else (p,)):
+            if name not in out:
+                out.append(name)
+    return tuple(out)
 
 
 # -- the public API ----------------------------------------------------------------------

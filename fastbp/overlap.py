@@ -68,6 +68,7 @@ class LayerwiseBackward:
         """Forward and the mean loss (a float); keeps what backward needs."""
         net = self.net
         net._warm("loss")
+        net._warm("layer_backward")
         layout_args, acts, pres, dbuf = net._compiled(X.shape[0])
         return float(net._kernels.network_loss(net.params, *layout_args, net._loss_code,
                                                X, labels, targets, acts, pres, dbuf))

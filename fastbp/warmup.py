@@ -28,7 +28,8 @@ from .layout import Workspace
 # the table is in benchmarks/README.md, "Compile time"). Only used for the estimate.
 PASSES = ("train_step", "loss", "forward")
 ESTIMATE_S = {"train_step": 36.0, "loss": 2.0, "forward": 1.0, "backward": 4.0,
-              "train_epoch": 22.0}   # train_step, loss, forward: measured 2026-11-30 (Xeon)
+              "train_epoch": 22.0,   # train_step, loss, forward: measured 2026-11-30 (Xeon)
+              "layer_backward": 5.0}   # one layer's backward (fastbp.overlap)
 _NEEDS_OPTIMIZER = ("train_step", "train_epoch")
 
 MESSAGE = "compiling fastbp's kernels for this machine, once; about {:.0f} s"
@@ -57,6 +58,12 @@ def _pass_call(net, optimizer, name):
     if name == "backward":
         return passes.network_backward, (net.params, net.grads, *layout, net._loss_code,
                                          X, labels, targets, acts, pres, dbuf)
+    if name == "layer_backward":   # kernels.cpu.linear.linear_backward, any layer alike
+        from .kernels.cpu.linear import linear_backward
+        dA = dbuf[:net.sizes[1]].reshape(1, -1)
+        return linear_backward, (dA, dA, dA, X, net.layers[0].W, net.layout.act_codes[0],
+                                 net.layout.slopes[0], dA, X, net.layers[0].dW,
+                                 net.layers[0].db, True)
     if name == "train_step":
         return passes.network_train_step, (
             net.params, net.grads, *layout, net._loss_code, X, labels, targets, acts,
@@ -93,7 +100,8 @@ def warmup(net, optimizer=None, passes=PASSES, stream=None):
     net : fastbp.MLP (on the CPU; other devices are left alone)
     optimizer : the optimizer training will use (any fastbp optimizer: they share one
         compiled update); "train_step" and "train_epoch" are skipped without it.
-    passes : names among "train_step", "train_epoch", "loss", "forward", "backward".
+    passes : names among "train_step", "train_epoch", "loss", "forward", "backward",
+        "layer_backward".
     stream : where the one-line notice goes (default sys.stderr).
 
     Returns the seconds spent. Prints the notice (once) only when a pass is neither
