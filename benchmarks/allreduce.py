@@ -138,8 +138,9 @@ def measure():
 
 OVERLAP_NETS = {"wide": ([1024, 4096, 4096, 1024], 64),
                 "half-wide": ([1024, 2048, 2048, 1024], 64),
+                "square": ([1024, 1024, 1024, 1024], 64),
                 "medium": ([784, 512, 512, 10], 128)}
-OVERLAP_BUCKETS = "16K,1M,4M,64M"
+OVERLAP_BUCKETS = "16K,1M,16M,64M"
 
 
 def _bytes(text):
@@ -149,7 +150,7 @@ def _bytes(text):
     return int(float(text.rstrip("KMG")) * scale)
 
 
-def overlap(buckets, rounds=7, budget_s=1.0):
+def overlap(buckets, rounds=11, round_s=0.2):
     from mpi4py import MPI
     import fastbp
     from fastbp import distributed
@@ -183,8 +184,7 @@ def overlap(buckets, rounds=7, budget_s=1.0):
             net.train_step(X, y, opt)
         t = time.perf_counter()
         net.train_step(X, y, variants["no overlap"])
-        calls = comm.bcast(max(1, int(budget_s / rounds / len(variants)
-                                      / (time.perf_counter() - t))), root=0)
+        calls = comm.bcast(max(1, int(round_s / (time.perf_counter() - t))), root=0)
         per_call = {k: [] for k in variants}
         for _ in range(rounds):   # interleaved: every variant sees the same machine
             for label, opt in variants.items():
@@ -220,8 +220,18 @@ def n_params(sizes):
     return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
-def model(latencies_us, machines, step_ms=None):
-    """Print the model tables; ``step_ms`` {network: ms} replaces measuring the steps."""
+def ring_ms(machines, params, bandwidth, latency_us):
+    """Milliseconds of a ring all-reduce of ``params`` float32 values over
+    ``machines`` machines (bandwidth in bytes/s)."""
+    m = machines
+    return 1e3 * (2 * (m - 1) / m * 4 * params / bandwidth + 2 * (m - 1) * latency_us * 1e-6)
+
+
+def model(latencies_us, machines, step_ms=None, hidden=None):
+    """Print the model tables; ``step_ms`` {network: ms} replaces measuring the steps;
+    ``hidden`` {network: share} adds a row per network with that share of the
+    all-reduce hidden behind backward (as the overlap benchmark measured it)."""
+    hidden = hidden or {}
     import fastbp
     nets = []
     for name, (sizes, batch) in CONFIGS.items():
@@ -248,12 +258,18 @@ def model(latencies_us, machines, step_ms=None):
         for name, sizes, batch, params, step in nets:
             cells = []
             for m in machines:
-                ar = 1e3 * (2 * (m - 1) / m * 4 * params / bw + 2 * (m - 1) * lat * 1e-6)
+                ar = ring_ms(m, params, bw, lat)
                 eff = step / (step + ar)
-                hidden = step / (step + max(0.0, ar - BACKWARD_SHARE * step))
-                cells.append(f"{eff:.2f} ({hidden:.2f})" if m > 1 else "1")
+                bound = step / (step + max(0.0, ar - BACKWARD_SHARE * step))
+                cells.append(f"{eff:.2f} ({bound:.2f})" if m > 1 else "1")
             print(f"| {name} ({batch}) | {params:,} | {step:.3f} | " + " | ".join(cells)
                   + " |")
+            if name in hidden:
+                h = hidden[name]
+                cells = [f"{step / (step + (1 - h) * ring_ms(m, params, bw, lat)):.2f}"
+                         if m > 1 else "1" for m in machines]
+                print(f"| {name} ({batch}), {h:.0%} of the all-reduce hidden (measured) | "
+                      f"{params:,} | {step:.3f} | " + " | ".join(cells) + " |")
     print("\ncells: efficiency t_step / (t_step + t_allreduce), no overlap (in brackets: "
           "with the all-reduce hidden behind backward, an upper bound)")
 
@@ -263,7 +279,7 @@ def main(argv=None):
     parser.add_argument("what", choices=("measure", "overlap", "model"))
     parser.add_argument("--buckets", default=OVERLAP_BUCKETS,
                         help=f"overlap: bucket sizes to time (default {OVERLAP_BUCKETS})")
-    parser.add_argument("--rounds", type=int, default=7, help="overlap: rounds")
+    parser.add_argument("--rounds", type=int, default=11, help="overlap: rounds")
     parser.add_argument("--latency-us", default="20,5",
                         help="per-step latency for the 10 and 100 Gbit/s links "
                              "(default 20,5: TCP on 10 GbE, RDMA on 100 Gbit/s)")
@@ -271,6 +287,9 @@ def main(argv=None):
     parser.add_argument("--step-ms", metavar="NAME=MS,...",
                         help="model: use these step times (ms per network, e.g. from "
                              "yardstick.py's fastbp column) instead of measuring them")
+    parser.add_argument("--overlap-hidden", metavar="NAME=SHARE,...",
+                        help="model: add a row per network with this share (0-1) of its "
+                             "all-reduce hidden behind backward")
     args = parser.parse_args(argv)
     if args.what == "measure":
         measure()
@@ -279,8 +298,11 @@ def main(argv=None):
     else:
         step_ms = (None if args.step_ms is None else
                    {k: float(v) for k, v in (p.split("=") for p in args.step_ms.split(","))})
+        hidden = (None if args.overlap_hidden is None else
+                  {k: float(v) for k, v in (p.split("=")
+                                            for p in args.overlap_hidden.split(","))})
         model([float(v) for v in args.latency_us.split(",")],
-              [int(v) for v in args.machines.split(",")], step_ms)
+              [int(v) for v in args.machines.split(",")], step_ms, hidden)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,18 @@ two compiled calls around the all-reduce: the network's backward pass, then the
 optimizer's update, whose gradient clipping (``max_grad_norm``) therefore sees the
 averaged gradients: the global norm after averaging, as one process would clip.
 
+**Overlap.** For CPU networks with more than ``bucket_bytes`` of gradients (default
+DEFAULT_BUCKET_BYTES) the step instead runs backward one layer at a time
+(fastbp.overlap) and starts an in-place ``MPI_Iallreduce`` of each bucket of layers as
+soon as backward has finished it, so that the reduction of the last layers' gradients
+runs while backward computes the first layers'; the update waits for every bucket.
+MPICH advances a non-blocking collective only inside MPI calls unless it runs a
+progress thread (``MPIR_CVAR_ASYNC_PROGRESS=1``), so the step calls ``MPI_Testall`` on
+the started buckets after every layer. Measured on 2 ranks of a 2-core machine
+(benchmarks/README.md, "Overlapping the all-reduce with backward"), that polling beat
+the progress thread, which takes a core from the kernels; with spare cores per rank the
+progress thread may pay.
+
 **Agreement.** Every rank must make the same collective calls in the same order, or
 they wait for each other forever. So:
 
@@ -50,9 +62,14 @@ they wait for each other forever. So:
   the default of ``DistributedOptimizer``; a script that catches such an exception on
   one rank and goes on leaves the others waiting).
 
-GPU networks: the gradient buffer is staged through pinned host memory for the
-all-reduce (``DistributedOptimizer.gpu_path`` says "host-staging"); reducing device
-buffers in place through a CUDA-aware MPI is not implemented.
+**GPU networks.** Where the MPI library is CUDA-aware, the device gradient buffer goes
+to ``MPI_Allreduce`` in place (mpi4py reads its ``__cuda_array_interface__``) and is
+divided by the number of ranks on the device; elsewhere it is staged through pinned
+host memory. ``DistributedOptimizer.gpu_path`` says which ran ("cuda-aware" or
+"host-staging"), ``cuda_aware_source`` how it was decided (``cuda_aware_mpi``: the
+FASTBP_MPI_CUDA_AWARE variable, then ``MPIX_Query_cuda_support()``, then the MPI 4.1
+info key "mpi_memory_alloc_kinds"). The MPICH wheel of the ``[mpi]`` extra is not
+CUDA-aware (it answers 0), so it stages.
 """
 import functools
 import inspect
@@ -73,7 +90,7 @@ INSTALL_HINT = "pip install 'fastbp[mpi]' (mpi4py and MPICH)"
 
 # DistributedOptimizer's default bucket size for overlapping the all-reduce with
 # backward (benchmarks/README.md, "Overlapping the all-reduce with backward").
-DEFAULT_BUCKET_BYTES = 4 << 20
+DEFAULT_BUCKET_BYTES = 16 << 20
 
 
 def _mpi():
@@ -606,6 +623,8 @@ class DistributedOptimizer(Optimizer):
         if poison:
             grads[0:1].copy_to_device(np.full(1, np.nan, grads.dtype))
         if self.team.size > 1:
+            from numba import cuda
+            cuda.synchronize()   # MPI is not ordered with CUDA streams: backward first
             self.team.sum_inplace(_mpi_device_buffer(grads))
             divide_inplace(grads, self.team.size)
         self.gpu_path = "cuda-aware"
