@@ -27,17 +27,18 @@ two compiled calls around the all-reduce: the network's backward pass, then the
 optimizer's update, whose gradient clipping (``max_grad_norm``) therefore sees the
 averaged gradients: the global norm after averaging, as one process would clip.
 
-**Overlap.** For CPU networks with more than ``bucket_bytes`` of gradients (default
-DEFAULT_BUCKET_BYTES) the step instead runs backward one layer at a time
-(fastbp.overlap) and starts an in-place ``MPI_Iallreduce`` of each bucket of layers as
-soon as backward has finished it, so that the reduction of the last layers' gradients
-runs while backward computes the first layers'; the update waits for every bucket.
-MPICH advances a non-blocking collective only inside MPI calls unless it runs a
-progress thread (``MPIR_CVAR_ASYNC_PROGRESS=1``), so the step calls ``MPI_Testall`` on
-the started buckets after every layer. Measured on 2 ranks of a 2-core machine
+**Overlap.** For CPU networks whose gradients make more than one bucket of
+``bucket_bytes`` (default DEFAULT_BUCKET_BYTES, 16 MiB; fastbp.overlap.buckets) the
+step instead runs backward one layer at a time (fastbp.overlap) and starts an in-place
+``MPI_Iallreduce`` of each bucket of layers as soon as backward has finished it, so
+that the reduction of the last layers' gradients runs while backward computes the
+first layers'; the update waits for every bucket. MPICH advances a non-blocking
+collective only inside MPI calls unless it runs a progress thread
+(``MPIR_CVAR_ASYNC_PROGRESS=1``), so the step calls ``MPI_Testall`` on the started
+buckets after every layer. Measured on 2 ranks of a 2-core machine
 (benchmarks/README.md, "Overlapping the all-reduce with backward"), that polling beat
-the progress thread, which takes a core from the kernels; with spare cores per rank the
-progress thread may pay.
+the progress thread, which takes a core from the kernels; with spare cores per rank
+the progress thread may pay.
 
 **Agreement.** Every rank must make the same collective calls in the same order, or
 they wait for each other forever. So:
