@@ -3,6 +3,7 @@
     NUMBA_NUM_THREADS=1 mpiexec -n 2 python benchmarks/allreduce.py measure
     NUMBA_NUM_THREADS=1 mpiexec -n 2 python benchmarks/allreduce.py overlap [--buckets ...]
     python benchmarks/allreduce.py model [--latency-us 20,5] [--machines 1,2,4,...]
+                                         [--step-ms NAME=MS,...] [--overlap-hidden NAME=SHARE]
 
 ``measure`` (under mpiexec, 2-4 local ranks; rank 0 prints):
   1. the time of one in-place MPI_Allreduce (sum) of a float32 buffer against its size,
@@ -23,8 +24,8 @@ no communication: a DistributedOptimizer on MPI.COMM_SELF), "no overlap" (compil
 backward, one blocking all-reduce, the update: ``bucket_bytes=0``) and "overlap"
 (backward layer by layer, each bucket's MPI_Iallreduce started as backward finishes it:
 ``bucket_bytes=B`` for each B of --buckets that groups the layers differently from
-the B before it; a B that leaves one bucket runs "no overlap"). The share of the all-reduce hidden is
-(no overlap - overlap) / (no overlap - compute only). Run it once as it is (MPICH
+the B before it and into more than one bucket). The share of the all-reduce hidden
+is (no overlap - overlap) / (no overlap - compute only). Run it once as it is (MPICH
 advances the reductions in the MPI calls made between layers) and once with
 ``MPIR_CVAR_ASYNC_PROGRESS=1`` (a progress thread per rank) to compare the two.
 
@@ -36,8 +37,9 @@ step on its own batch (the global batch grows with N), from the ring all-reduce 
 
 for 10 and 100 Gbit/s links: step time t_step + t_allreduce (no overlap) and efficiency
 t_step / (t_step + t_allreduce), plus the efficiency with the all-reduce hidden behind
-backward (about 2/3 of the step) as an upper bound of what overlapping would give.
-Medians; ratios within one run only.
+backward (about 2/3 of the step) as an upper bound of what overlapping would give;
+``--overlap-hidden NAME=SHARE`` adds a row for a network with that share of its
+all-reduce hidden (as ``overlap`` measured it). Medians; ratios within one run only.
 """
 import argparse
 import os
