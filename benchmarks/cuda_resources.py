@@ -88,6 +88,7 @@ def other_kernels(dtype):
          (counter, v1, v1, v1) + (f64,) * 5 + (b, b)),
         ("adam", optim._adam_kernel, (counter,) + (v1,) * 5 + (f64,) * 8 + (b,)),
         ("rmsprop", optim._rmsprop_kernel, (counter,) + (v1,) * 5 + (f64,) * 6 + (b,)),
+        ("divide (all-reduced gradients)", optim._divide_kernel, (v1, f64)),
         # the launch plan's loss ring: partials, nblocks, counters, ring, slot, capacity
         ("record_step", plan._record_step, (p1, i64, counter, counter, p1, i64, i64)),
         ("check_inputs", plan._check_inputs, (m2, labels, m2, i64, b, counter)),
