@@ -161,9 +161,10 @@ def overlap(buckets, rounds=11, round_s=0.2):
     rank, n = comm.Get_rank(), comm.Get_size()
     say = print if rank == 0 else (lambda *a, **k: None)
     progress = os.environ.get("MPIR_CVAR_ASYNC_PROGRESS", "0")
+    how = ("a progress thread per rank" if progress == "1"
+           else "progress in the MPI calls between layers")
     say(f"# {n} ranks, {numba_threads()} numba thread(s) each, "
-        f"MPIR_CVAR_ASYNC_PROGRESS={progress} "
-        f"({'a progress thread per rank' if progress == '1' else 'progress in the MPI calls between layers'}); "
+        f"MPIR_CVAR_ASYNC_PROGRESS={progress} ({how}); "
         f"{MPI.Get_library_version().splitlines()[0]}")
     say("\n| network (batch per rank) | gradients | all-reduce alone (ms) | variant "
         "| buckets | step (ms) | / no overlap | all-reduce hidden |")

@@ -365,7 +365,8 @@ def step_passes(optimizer, passes):
     the all-reduce, then the update, instead of the fused step."""
     if not isinstance(optimizer, DistributedOptimizer):
         return passes
-    step = (("loss", "layer_backward") if optimizer._buckets(optimizer.net)[0]
+    step = (("loss", "layer_backward", "layer_input_grad")
+            if optimizer._buckets(optimizer.net)[0]
             else ("backward",))
     out = []
     for p in passes:

@@ -7,8 +7,9 @@ from. Here the same work is split: one compiled call for forward and the loss (t
 network's ``network_loss`` pass, which leaves the activations in the workspaces and
 the gradient of the loss w.r.t. the output in ``dbuf``), then one compiled call of
 ``kernels.cpu.linear.linear_backward`` per layer, last layer first, on views of the
-same workspaces and flat buffers that the whole-network backward uses, with a callback
-after each layer. The gradients come out bit for bit those of the compiled backward:
+same workspaces and flat buffers that the whole-network backward uses, for the layer's
+dW and db, then a callback, then the layer's dX (``input_grad_for``, the second pass of
+linear_backward). The gradients come out bit for bit those of the compiled backward:
 the same kernels run on the same values in the same order (the activation set only
 chooses among loops at compile time).
 
@@ -22,7 +23,7 @@ inside its compiled backward; the caller falls back to that).
 """
 from types import SimpleNamespace
 
-from .kernels.cpu.linear import linear_backward
+from .kernels.cpu.linear import input_grad_blocks, input_grad_for, linear_backward
 
 
 def buckets(layout, itemsize, bucket_bytes):
@@ -75,16 +76,20 @@ class LayerwiseBackward:
 
     def backward(self, X, after_layer):
         """Backward through every layer, last first, after ``loss`` on the same X:
-        fills ``net.grads`` and calls ``after_layer(l)`` once layer l's dW and db are
-        written."""
+        fills ``net.grads`` and calls ``after_layer(l)`` as soon as layer l's dW and db
+        are written, before the layer's gradient w.r.t. its input (the product that
+        carries backward on to the layer below) is computed."""
         lay = self.net.layout
         views = self._layer_views(X.shape[0])
         for l in range(lay.n_layers - 1, -1, -1):
             v = views[l]
-            # dS overwrites dA in place, as in the whole-network backward
+            # linear_backward's two passes, apart: dS (overwriting dA in place, as in
+            # the whole-network backward), db and dW; then dX = dS W
             linear_backward(v.dA, v.A, v.S, X if l == 0 else v.layer_in, v.W,
-                            lay.act_codes[l], lay.slopes[l], v.dA, v.dX, v.dW, v.db, l > 0)
+                            lay.act_codes[l], lay.slopes[l], v.dA, v.dX, v.dW, v.db, False)
             after_layer(l)
+            if l > 0:
+                input_grad_for(v.dA, v.W, v.dX, input_grad_blocks(v.dA, v.W))
 
     def _layer_views(self, batch):
         """Views of each layer's operands in the workspaces and flat buffers (the

@@ -29,7 +29,8 @@ from .layout import Workspace
 PASSES = ("train_step", "loss", "forward")
 ESTIMATE_S = {"train_step": 36.0, "loss": 2.0, "forward": 1.0, "backward": 4.0,
               "train_epoch": 22.0,   # train_step, loss, forward: measured 2026-11-30 (Xeon)
-              "layer_backward": 5.0}   # one layer's backward (fastbp.overlap)
+              # backward layer by layer (fastbp.overlap)
+              "layer_backward": 5.0, "layer_input_grad": 3.0}
 _NEEDS_OPTIMIZER = ("train_step", "train_epoch")
 
 MESSAGE = "compiling fastbp's kernels for this machine, once; about {:.0f} s"
@@ -64,6 +65,10 @@ def _pass_call(net, optimizer, name):
         return linear_backward, (dA, dA, dA, X, net.layers[0].W, net.layout.act_codes[0],
                                  net.layout.slopes[0], dA, X, net.layers[0].dW,
                                  net.layers[0].db, True)
+    if name == "layer_input_grad":   # kernels.cpu.linear.input_grad_for: a layer's dX
+        from .kernels.cpu.linear import input_grad_for
+        dA = dbuf[:net.sizes[1]].reshape(1, -1)
+        return input_grad_for, (dA, net.layers[0].W, X, 1)
     if name == "train_step":
         return passes.network_train_step, (
             net.params, net.grads, *layout, net._loss_code, X, labels, targets, acts,
@@ -101,7 +106,7 @@ def warmup(net, optimizer=None, passes=PASSES, stream=None):
     optimizer : the optimizer training will use (any fastbp optimizer: they share one
         compiled update); "train_step" and "train_epoch" are skipped without it.
     passes : names among "train_step", "train_epoch", "loss", "forward", "backward",
-        "layer_backward".
+        "layer_backward", "layer_input_grad".
     stream : where the one-line notice goes (default sys.stderr).
 
     Returns the seconds spent. Prints the notice (once) only when a pass is neither

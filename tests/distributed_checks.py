@@ -165,7 +165,8 @@ def cuda_parity(path, cuda_aware):
     staged = opt._pinned is not None   # the pinned host buffer exists only if used
     return (err <= 1e-12 and opt.gpu_path == path
             and staged == (path == "host-staging")), \
-        f"{why}; path {opt.gpu_path} ({opt.cuda_aware_source}); params rel. error {err:.3g}", err
+        (f"{why}; path {opt.gpu_path} ({opt.cuda_aware_source}); params rel. error "
+         f"{err:.3g}"), err
 
 
 @check("cuda_network_host_staging_parity[float64-sgd-momentum-clip]")
@@ -235,7 +236,8 @@ def epoch_parity(overlap):
     passes = D.step_passes(opt, ("train_step", "loss"))
     ok = (err <= 1e-12 and err_loss <= 1e-12 and opt.steps == ref_opt.steps == 5
           and (overlapped(net, opt) is not None) == overlap
-          and passes == (("loss", "layer_backward") if overlap else ("backward", "loss")))
+          and passes == (("loss", "layer_backward", "layer_input_grad") if overlap
+                         else ("backward", "loss")))
     return ok, (f"params {err:.3g}, losses {err_loss:.3g}, steps {opt.steps}, "
                 f"passes {passes}"), err
 
