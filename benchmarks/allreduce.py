@@ -24,8 +24,11 @@ no communication: a DistributedOptimizer on MPI.COMM_SELF), "no overlap" (compil
 backward, one blocking all-reduce, the update: ``bucket_bytes=0``) and "overlap"
 (backward layer by layer, each bucket's MPI_Iallreduce started as backward finishes it:
 ``bucket_bytes=B`` for each B of --buckets that groups the layers differently from
-the B before it and into more than one bucket). The share of the all-reduce hidden
-is (no overlap - overlap) / (no overlap - compute only). Run it once as it is (MPICH
+the B before it and into more than one bucket). The share of the all-reduce hidden,
+from step times: (no overlap - overlap) / (no overlap - compute only); from the time
+spent inside MPI calls per step (the ranks' mean; in MPICH's default mode the
+reduction's work all runs inside them): 1 - overlap's / no overlap's, steadier on a
+loaded machine than differences of whole steps. Run it once as it is (MPICH
 advances the reductions in the MPI calls made between layers) and once with
 ``MPIR_CVAR_ASYNC_PROGRESS=1`` (a progress thread per rank) to compare the two.
 
@@ -152,6 +155,23 @@ def _bytes(text):
     return int(float(text.rstrip("KMG")) * scale)
 
 
+def _time_mpi_calls(opt):
+    """Make ``opt``'s step add the seconds it spends inside MPI calls (the blocking
+    all-reduce; the overlapped step's starts, polls and final wait) to the returned
+    one-element list. In MPICH's default mode all of the reduction's work runs inside
+    these calls, so their time is the communication a step pays for."""
+    spent = [0.0]
+    team = opt.team
+    for name in ("sum_inplace", "start_sum_inplace", "progress", "wait_all"):
+        def timed(*args, _call=getattr(team, name)):
+            t = time.perf_counter()
+            out = _call(*args)
+            spent[0] += time.perf_counter() - t
+            return out
+        setattr(team, name, timed)
+    return spent
+
+
 def overlap(buckets, rounds=11, round_s=0.2):
     from mpi4py import MPI
     import fastbp
@@ -167,8 +187,9 @@ def overlap(buckets, rounds=11, round_s=0.2):
         f"MPIR_CVAR_ASYNC_PROGRESS={progress} ({how}); "
         f"{MPI.Get_library_version().splitlines()[0]}")
     say("\n| network (batch per rank) | gradients | all-reduce alone (ms) | variant "
-        "| buckets | step (ms) | / no overlap | all-reduce hidden |")
-    say("|---|---:|---:|---|---:|---:|---:|---:|")
+        "| buckets | step (ms) | / no overlap | hidden (step) | in MPI calls (ms) "
+        "| hidden (MPI calls) |")
+    say("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for name, (sizes, batch) in OVERLAP_NETS.items():
         X, y = make_data(sizes, batch, "float32", seed=rank)
         net = fastbp.MLP(sizes, activation="tanh", dtype="float32", seed=0)
@@ -188,16 +209,23 @@ def overlap(buckets, rounds=11, round_s=0.2):
         t = time.perf_counter()
         net.train_step(X, y, variants["no overlap"])
         calls = comm.bcast(max(1, int(round_s / (time.perf_counter() - t))), root=0)
+        spent = {k: _time_mpi_calls(opt) for k, opt in variants.items()}
         per_call = {k: [] for k in variants}
+        in_mpi = {k: [] for k in variants}
         for _ in range(rounds):   # interleaved: every variant sees the same machine
             for label, opt in variants.items():
                 comm.Barrier()
+                before = spent[label][0]
                 t = time.perf_counter()
                 for _ in range(calls):
                     net.train_step(X, y, opt)
                 per_call[label].append((time.perf_counter() - t) / calls)
+                in_mpi[label].append((spent[label][0] - before) / calls)
         ms = {k: 1e3 * comm.allreduce(statistics.median(v), op=MPI.MAX)
               for k, v in per_call.items()}
+        # the ranks' mean: the faster rank waits in the calls for the slower one
+        mpi_ms = {k: 1e3 * comm.allreduce(statistics.median(v)) / n
+                  for k, v in in_mpi.items()}
         alone = 1e3 * _allreduce_seconds(comm, np.ones(net.n_params, np.float32),
                                          repeats=max(5, min(50, int(2e8 // net.n_params))))
         exposed = ms["no overlap"] - ms["compute only"]
@@ -205,12 +233,14 @@ def overlap(buckets, rounds=11, round_s=0.2):
             opt = variants[label]
             n_buckets = (len(plan_buckets(net.layout, 4, opt.bucket_bytes))
                          if opt.bucket_bytes and label != "compute only" else 1)
-            hidden = ("" if not label.startswith("overlap") else
-                      f"{(ms['no overlap'] - ms[label]) / exposed:.2f}")
+            overlapped = label.startswith("overlap")
+            hidden = f"{(ms['no overlap'] - ms[label]) / exposed:.2f}" if overlapped else ""
+            hidden_mpi = (f"{1 - mpi_ms[label] / mpi_ms['no overlap']:.2f}" if overlapped
+                          else "")
             say(f"| {name} {'-'.join(map(str, sizes))} ({batch}) | "
                 f"{4 * net.n_params / 2**20:.1f} MiB | {alone:.1f} | {label} | "
                 f"{n_buckets} | {ms[label]:.2f} | {ms[label] / ms['no overlap']:.3f} | "
-                f"{hidden} |")
+                f"{hidden} | {mpi_ms[label]:.2f} | {hidden_mpi} |")
         del variants, net
 
 
