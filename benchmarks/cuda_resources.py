@@ -93,6 +93,7 @@ def other_kernels(dtype):
         # fit's shuffle of data on the GPU: rows of X or targets, and of int64 labels
         ("take_rows", rows._take_rows_2d, (m2, labels, m2)),
         ("take_rows (1-D)", rows._take_rows_1d, (labels, labels, labels)),
+        ("divide (all-reduced gradients)", optim._divide_kernel, (v1, f64)),
         # the launch plan's loss ring: partials, nblocks, counters, ring, slot, capacity
         ("record_step", plan._record_step, (p1, i64, counter, counter, p1, i64, i64)),
         ("check_inputs", plan._check_inputs, (m2, labels, m2, i64, b, counter)),

@@ -27,6 +27,19 @@ two compiled calls around the all-reduce: the network's backward pass, then the
 optimizer's update, whose gradient clipping (``max_grad_norm``) therefore sees the
 averaged gradients: the global norm after averaging, as one process would clip.
 
+**Overlap.** For CPU networks whose gradients make more than one bucket of
+``bucket_bytes`` (default DEFAULT_BUCKET_BYTES, 16 MiB; fastbp.overlap.buckets) the
+step instead runs backward one layer at a time (fastbp.overlap) and starts an in-place
+``MPI_Iallreduce`` of each bucket of layers as soon as backward has finished it, so
+that the reduction of the last layers' gradients runs while backward computes the
+first layers'; the update waits for every bucket. MPICH advances a non-blocking
+collective only inside MPI calls unless it runs a progress thread
+(``MPIR_CVAR_ASYNC_PROGRESS=1``), so the step calls ``MPI_Testall`` on the started
+buckets after every layer. Measured on 2 ranks of a 2-core machine
+(benchmarks/README.md, "Overlapping the all-reduce with backward"), that polling beat
+the progress thread, which takes a core from the kernels; with spare cores per rank
+the progress thread may pay.
+
 **Agreement.** Every rank must make the same collective calls in the same order, or
 they wait for each other forever. So:
 
@@ -50,9 +63,14 @@ they wait for each other forever. So:
   the default of ``DistributedOptimizer``; a script that catches such an exception on
   one rank and goes on leaves the others waiting).
 
-GPU networks: the gradient buffer is staged through pinned host memory for the
-all-reduce (``DistributedOptimizer.gpu_path`` says "host-staging"); reducing device
-buffers in place through a CUDA-aware MPI is not implemented.
+**GPU networks.** Where the MPI library is CUDA-aware, the device gradient buffer goes
+to ``MPI_Allreduce`` in place (mpi4py reads its ``__cuda_array_interface__``) and is
+divided by the number of ranks on the device; elsewhere it is staged through pinned
+host memory. ``DistributedOptimizer.gpu_path`` says which ran ("cuda-aware" or
+"host-staging"), ``cuda_aware_source`` how it was decided (``cuda_aware_mpi``: the
+FASTBP_MPI_CUDA_AWARE variable, then ``MPIX_Query_cuda_support()``, then the MPI 4.1
+info key "mpi_memory_alloc_kinds"). The MPICH wheel of the ``[mpi]`` extra is not
+CUDA-aware (it answers 0), so it stages.
 """
 import functools
 import inspect
@@ -64,11 +82,16 @@ import traceback
 import numpy as np
 
 from . import device as _device
+from . import overlap as _overlap
 from . import validation
 from .divergence import TrainingDiverged
 from .optim import Optimizer
 
 INSTALL_HINT = "pip install 'fastbp[mpi]' (mpi4py and MPICH)"
+
+# DistributedOptimizer's default bucket size for overlapping the all-reduce with
+# backward (benchmarks/README.md, "Overlapping the all-reduce with backward").
+DEFAULT_BUCKET_BYTES = 16 << 20
 
 
 def _mpi():
@@ -115,6 +138,29 @@ class Team:
         if self.comm is not None:
             self.comm.Allreduce(_mpi().IN_PLACE, array, op=_mpi().SUM)
         return array
+
+    def start_sum_inplace(self, array):
+        """Start summing a numpy array (or a buffer mpi4py takes) over the ranks, in
+        place, without waiting (MPI_Iallreduce): returns the request, or None for one
+        process. ``array`` must stay untouched until ``wait_all``."""
+        if self.comm is None:
+            return None
+        return self.comm.Iallreduce(_mpi().IN_PLACE, array, op=_mpi().SUM)
+
+    @staticmethod
+    def progress(requests):
+        """Let MPI advance the pending ``requests`` (MPI_Testall): MPICH moves a
+        non-blocking collective on only inside MPI calls (unless it runs a progress
+        thread, MPIR_CVAR_ASYNC_PROGRESS=1)."""
+        live = [r for r in requests if r is not None]
+        if live:
+            _mpi().Request.Testall(live)
+
+    @staticmethod
+    def wait_all(requests):
+        live = [r for r in requests if r is not None]
+        if live:
+            _mpi().Request.Waitall(live)
 
     def broadcast_inplace(self, array, root):
         if self.comm is not None:
@@ -315,10 +361,19 @@ def fit_errors(fit):
 
 def step_passes(optimizer, passes):
     """The compiled passes a training with ``optimizer`` runs: a DistributedOptimizer's
-    step is backward, the all-reduce, then the update, instead of the fused step."""
+    step is backward (the loss and one layer's backward at a time when overlapped),
+    the all-reduce, then the update, instead of the fused step."""
     if not isinstance(optimizer, DistributedOptimizer):
         return passes
-    return tuple("backward" if p in ("train_step", "train_epoch") else p for p in passes)
+    step = (("loss", "layer_backward", "layer_input_grad")
+            if optimizer._buckets(optimizer.net)[0]
+            else ("backward",))
+    out = []
+    for p in passes:
+        for name in (step if p in ("train_step", "train_epoch") else (p,)):
+            if name not in out:
+                out.append(name)
+    return tuple(out)
 
 
 # -- the public API ----------------------------------------------------------------------
@@ -435,27 +490,59 @@ class DistributedOptimizer(Optimizer):
     abort_on_error : when True (default) and there are several ranks, an exception
         that escapes the script on one rank stops every rank (sys.excepthook calls
         MPI_Abort) instead of leaving the others waiting in a collective.
+    bucket_bytes : overlap of the all-reduce with backward, for CPU networks in
+        ``train_step``, ``train_epoch`` and ``fit``: backward runs layer by layer
+        (fastbp.overlap) and each bucket of layers, closed once its gradients reach
+        ``bucket_bytes`` bytes, is all-reduced in place without waiting
+        (MPI_Iallreduce) while backward goes on below it; the update waits for every
+        bucket (clipping needs the global norm after averaging). None or 0: no
+        overlap, one all-reduce of the whole buffer after the compiled backward, as
+        also happens where the buffer is a single bucket (networks under
+        ``bucket_bytes`` of gradients), for GPU and checkpointed networks, and in
+        ``net.backward(...); opt.step()``. Default DEFAULT_BUCKET_BYTES (chosen from
+        benchmarks/allreduce.py's measurements, benchmarks/README.md). Results equal
+        the non-overlapped step's to rounding (the sums may add in another order).
+    cuda_aware : GPU networks: True reduces the device gradient buffer in place
+        (the MPI library must be CUDA-aware), False stages it through pinned host
+        memory, None (default) asks ``cuda_aware_mpi`` (the FASTBP_MPI_CUDA_AWARE
+        variable, then the MPI library).
 
-    Attributes: ``rank``, ``size`` (this rank and the number of ranks), ``gpu_path``
-    ("host-staging" once a GPU network's gradients were reduced, else None).
+    Attributes: ``rank``, ``size`` (this rank and the number of ranks),
+    ``bucket_bytes``, ``gpu_path`` (which path a GPU network's last reduction took:
+    "cuda-aware" or "host-staging"; None before one), ``cuda_aware_source`` (how the
+    choice was made, once made).
 
-    Raises TypeError for something other than a fastbp optimizer, ValueError (on every
-    rank) when the ranks' networks or optimizers differ in kind, size or dtype.
+    Raises TypeError for something other than a fastbp optimizer, ValueError for a
+    negative or non-integer ``bucket_bytes`` and (on every rank) when the ranks'
+    networks or optimizers differ in kind, size or dtype.
     """
 
     reduces_gradients = True   # read by MLP's train_step / train_epoch (fastbp.network)
 
-    def __init__(self, optimizer, comm=None, abort_on_error=True):
+    def __init__(self, optimizer, comm=None, abort_on_error=True,
+                 bucket_bytes=DEFAULT_BUCKET_BYTES, cuda_aware=None):
         if isinstance(optimizer, DistributedOptimizer):
             raise TypeError("optimizer: it is already a DistributedOptimizer")
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer: expected a fastbp optimizer (SGD, Adam, AdamW, "
                             f"RMSprop), got {optimizer!r}")
+        if bucket_bytes is not None and (
+                isinstance(bucket_bytes, (bool, np.bool_))
+                or not isinstance(bucket_bytes, (int, np.integer)) or bucket_bytes < 0):
+            raise ValueError(f"bucket_bytes: expected None or a whole number of bytes "
+                             f">= 0, got {bucket_bytes!r}")
+        if cuda_aware not in (None, True, False):
+            raise ValueError(f"cuda_aware: expected None, True or False, got "
+                             f"{cuda_aware!r}")
         self.__dict__["optimizer"] = optimizer
         self.team = _team(comm)
         self.code = optimizer.code
+        self.bucket_bytes = int(bucket_bytes or 0)
         self.gpu_path = None
+        self._cuda_aware = cuda_aware
+        self.cuda_aware_source = None if cuda_aware is None else "cuda_aware argument"
         self._pinned = None
+        self._overlap = (None, None, None)   # (network key, buckets, LayerwiseBackward)
         if self.team.size > 1:
             self.team.agree_same("optimizer and network (kind, parameters, dtype)",
                                  (optimizer.name, int(optimizer.net.n_params),
@@ -499,12 +586,19 @@ class DistributedOptimizer(Optimizer):
     def reduce_gradients(self, poison=False):
         """Average ``net.grads`` over the ranks, in place: one MPI_Allreduce (sum) of
         the flat buffer, then a division by the number of ranks. With ``poison`` this
-        rank's contribution is made NaN first, so every rank sees a divergent step."""
+        rank's contribution is made NaN first, so every rank sees a divergent step.
+
+        GPU networks: the device buffer itself goes to MPI (its
+        ``__cuda_array_interface__``) and is divided on the device when the MPI
+        library is CUDA-aware (``cuda_aware``); else it is copied to pinned host
+        memory, reduced there and copied back. ``gpu_path`` says which ran."""
         grads = self.net.grads
         if self.team.size == 1 and not poison:
             return
         if _device.is_device_array(grads):
-            # No CUDA-aware path: stage through pinned host memory.
+            if self._device_in_place():
+                self._reduce_on_device(grads, poison)
+                return
             if self._pinned is None or self._pinned.shape != grads.shape:
                 from numba import cuda
                 self._pinned = cuda.pinned_array(grads.shape, grads.dtype)
@@ -520,22 +614,167 @@ class DistributedOptimizer(Optimizer):
         if host is not grads:
             grads.copy_to_device(host)
 
+    def _device_in_place(self):
+        """Whether GPU gradients are reduced in place (decided once)."""
+        if self._cuda_aware is None:
+            self._cuda_aware, self.cuda_aware_source = cuda_aware_mpi(self.team)
+        return self._cuda_aware
+
+    def _reduce_on_device(self, grads, poison):
+        from .kernels.cuda.optim import divide_inplace
+        if poison:
+            grads[0:1].copy_to_device(np.full(1, np.nan, grads.dtype))
+        if self.team.size > 1:
+            from numba import cuda
+            cuda.synchronize()   # MPI is not ordered with CUDA streams: backward first
+            self.team.sum_inplace(_mpi_device_buffer(grads))
+            divide_inplace(grads, self.team.size)
+        self.gpu_path = "cuda-aware"
+
+    def _buckets(self, net):
+        """(buckets, LayerwiseBackward) of an overlapped step of ``net``, or (None,
+        None) for a step that reduces the whole buffer at once (fastbp.overlap)."""
+        key = (id(net), id(net.layout), net.device, net.dtype, self.bucket_bytes)
+        if self._overlap[0] != key:
+            plan = (None if self.team.size == 1 else
+                    _overlap.uses_buckets(net, net.dtype.itemsize, self.bucket_bytes))
+            self._overlap = (key, plan,
+                             None if plan is None else _overlap.LayerwiseBackward(net))
+        return self._overlap[1], self._overlap[2]
+
+    def _backward_reducing(self, net, X, labels, targets, buckets, layerwise):
+        """Backward layer by layer, each bucket's in-place all-reduce started as soon
+        as backward has finished it and MPI given the chance to advance the started
+        ones after every layer (Team.progress); returns the loss once every bucket is
+        reduced and divided by the number of ranks."""
+        loss = layerwise.loss(X, labels, targets)
+        poison = not math.isfinite(loss)
+        grads = net.grads
+        pending, spans = [], []
+        todo = iter(buckets)
+        bucket = next(todo)
+
+        def after_layer(layer):
+            nonlocal bucket
+            if bucket is not None and layer == bucket[0]:
+                span = grads[bucket[1]:bucket[2]]
+                if poison and not spans:   # the first bucket carries it to every rank
+                    span[0] = np.nan
+                spans.append(span)   # kept alive until its reduction is done
+                pending.append(self.team.start_sum_inplace(span))
+                bucket = next(todo, None)
+            self.team.progress(pending)
+
+        layerwise.backward(X, after_layer)
+        self.team.wait_all(pending)
+        grads /= grads.dtype.type(self.team.size)
+        return loss
+
     def step(self):
         """The update from ``net.grads`` (after ``net.backward``), averaged over the
-        ranks first. Raises fastbp.TrainingDiverged as Optimizer.step does (on every
-        rank alike)."""
+        ranks first (one blocking all-reduce: backward has already run). Raises
+        fastbp.TrainingDiverged as Optimizer.step does (on every rank alike)."""
         self.reduce_gradients()
         super().step()
 
     def _train_step(self, net, X, labels, targets):
         """A distributed training step on checked inputs (MLP._train_step_checked):
-        backward, the all-reduce, the update. Returns (this rank's loss before the
-        update, how many parameters the update left non-finite)."""
-        loss = net._backward_checked(X, labels, targets)
-        self.reduce_gradients(poison=not math.isfinite(loss))
+        backward and the all-reduce (overlapped where ``bucket_bytes`` makes several
+        buckets), then the update. Returns (this rank's loss before the update, how
+        many parameters the update left non-finite)."""
+        buckets, layerwise = self._buckets(net)
+        if buckets is None:
+            loss = net._backward_checked(X, labels, targets)
+            self.reduce_gradients(poison=not math.isfinite(loss))
+        else:
+            loss = self._backward_reducing(net, X, labels, targets, buckets, layerwise)
         kernels = _device.kernels(getattr(net, "device", "cpu"))
         nonfinite = kernels.optimizer_update(*self.compiled_args_for(net))
         return loss, int(nonfinite)
+
+
+# -- CUDA-aware MPI -----------------------------------------------------------------------
+CUDA_AWARE_ENV = "FASTBP_MPI_CUDA_AWARE"
+
+
+def cuda_aware_mpi(comm=None):
+    """(aware, how): whether the MPI library under ``comm`` takes GPU buffers, and how
+    that was found out, in this order:
+
+    1. the environment variable FASTBP_MPI_CUDA_AWARE: "1" (or true/yes) or "0" (or
+       false/no), for a library the checks below cannot ask, or to force staging;
+    2. ``MPIX_Query_cuda_support()``, the run-time answer of MPICH (>= 4.0) and Open
+       MPI (>= 2.0), looked up in the loaded MPI library (mpi4py does not wrap it);
+    3. the MPI 4.1 info key "mpi_memory_alloc_kinds" of the communicator, which lists
+       "cuda:device" where device memory is supported;
+    4. otherwise False (staging always works).
+
+    Raises ValueError for another value of the variable."""
+    value = os.environ.get(CUDA_AWARE_ENV, "").strip()
+    if value:
+        if value.lower() in ("1", "true", "yes"):
+            return True, f"{CUDA_AWARE_ENV}={value}"
+        if value.lower() in ("0", "false", "no"):
+            return False, f"{CUDA_AWARE_ENV}={value}"
+        raise ValueError(f"{CUDA_AWARE_ENV}: expected 1 or 0, got {value!r}")
+    team = _team(comm)
+    if team.comm is None:
+        return False, "one process, no MPI"
+    answer = _mpix_query_cuda_support()
+    if answer is not None:
+        return bool(answer), f"MPIX_Query_cuda_support() = {answer}"
+    try:
+        kinds = team.comm.Get_info().Get("mpi_memory_alloc_kinds")
+    except Exception:   # an MPI before 4.1, or a communicator without info
+        kinds = None
+    if kinds is not None:
+        return "cuda:device" in kinds.split(","), f"mpi_memory_alloc_kinds = {kinds}"
+    return False, (f"the MPI library cannot be asked; set {CUDA_AWARE_ENV}=1 if it is "
+                   f"CUDA-aware")
+
+
+def _mpix_query_cuda_support():
+    """MPIX_Query_cuda_support() of the MPI library this process loaded (an int), or
+    None where it has no such function or the library cannot be found."""
+    import ctypes
+    candidates = [None]   # the process's global symbols first
+    try:   # Linux: the libmpi* files mapped into this process (mpi4py loaded one)
+        with open("/proc/self/maps") as f:
+            candidates += sorted({line.split()[-1] for line in f
+                                  if os.path.basename(line.split()[-1]).startswith(
+                                      "libmpi")})
+    except OSError:
+        pass
+    for path in candidates:
+        try:
+            lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0)) if path \
+                else ctypes.CDLL(None)
+            query = lib.MPIX_Query_cuda_support
+        except (OSError, AttributeError):
+            continue
+        query.restype, query.argtypes = ctypes.c_int, []
+        return int(query())
+    return None
+
+
+class _SimulatedDeviceBuffer:
+    """What a simulated device array (numba's CUDA simulator) lacks to go to MPI as
+    a GPU buffer: a ``__cuda_array_interface__``, here pointing at the simulated
+    device memory (host memory), so the in-place path runs as on a GPU."""
+
+    def __init__(self, array):
+        face = array.__array_interface__   # the simulator forwards it to its memory
+        self.__cuda_array_interface__ = {"shape": face["shape"], "strides": None,
+                                         "typestr": face["typestr"],
+                                         "data": face["data"], "version": 3}
+
+
+def _mpi_device_buffer(grads):
+    """The device array as mpi4py takes it: itself on a GPU (mpi4py reads its
+    ``__cuda_array_interface__``), a stand-in pointing at its memory in the simulator."""
+    if hasattr(grads, "__cuda_array_interface__"):
+        return grads
+    return _SimulatedDeviceBuffer(grads)
 
 
 # -- the command line (python -m fastbp train --distributed) ------------------------------

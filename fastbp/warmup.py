@@ -33,7 +33,9 @@ from .layout import Workspace
 # the table is in benchmarks/README.md, "Compile time"). Only used for the estimate.
 PASSES = ("train_step", "loss", "forward")
 ESTIMATE_S = {"train_step": 36.0, "loss": 2.0, "forward": 1.0, "backward": 4.0,
-              "train_epoch": 22.0}   # train_step, loss, forward: measured 2026-11-30 (Xeon)
+              "train_epoch": 22.0,   # train_step, loss, forward: measured 2026-11-30 (Xeon)
+              # backward layer by layer (fastbp.overlap)
+              "layer_backward": 5.0, "layer_input_grad": 3.0}
 _NEEDS_OPTIMIZER = ("train_step", "train_epoch")
 
 MESSAGE = "compiling fastbp's kernels for this machine, once; about {:.0f} s"
@@ -65,6 +67,16 @@ def _pass_call(net, optimizer, name):
     if name == "backward":
         return passes.network_backward, (net.params, net.grads, *layout, net._loss_code,
                                          X, labels, targets, acts, pres, dbuf)
+    if name == "layer_backward":   # kernels.cpu.linear.linear_backward, any layer alike
+        from .kernels.cpu.linear import linear_backward
+        dA = dbuf[:net.sizes[1]].reshape(1, -1)
+        return linear_backward, (dA, dA, dA, X, net.layers[0].W, net.layout.act_codes[0],
+                                 net.layout.slopes[0], dA, X, net.layers[0].dW,
+                                 net.layers[0].db, True)
+    if name == "layer_input_grad":   # kernels.cpu.linear.input_grad_for: a layer's dX
+        from .kernels.cpu.linear import input_grad_for
+        dA = dbuf[:net.sizes[1]].reshape(1, -1)
+        return input_grad_for, (dA, net.layers[0].W, X, 1)
     if name == "train_step":
         return passes.network_train_step, (
             net.params, net.grads, *layout, net._loss_code, X, labels, targets, acts,
@@ -133,7 +145,8 @@ def warmup(net, optimizer=None, passes=PASSES, stream=None, device_inputs=False)
     optimizer : the optimizer training will use (any fastbp optimizer: they share one
         compiled update); "train_step" and "train_epoch" are skipped without it. On
         "cuda" its update's kernels are compiled too.
-    passes : names among "train_step", "train_epoch", "loss", "forward", "backward".
+    passes : names among "train_step", "train_epoch", "loss", "forward", "backward",
+        "layer_backward", "layer_input_grad".
         On "cuda" every pass's kernels are compiled whatever the names (they share
         them), the update's only when ``passes`` names a training pass.
     stream : where the one-line notice goes (default sys.stderr).

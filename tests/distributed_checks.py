@@ -94,49 +94,114 @@ def interleave_batches(X, y, batch):
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-# -- step parity: every optimizer, with and without clipping, both dtypes ---------------
+# Overlapped steps (bucket_bytes): a three-layer network whose layers make 2-3 buckets
+# of 200 bytes (float64: [layer 2], [layer 1], [layer 0]; float32: [2, 1], [0]).
+OVERLAP = dict(sizes=[5, 17, 9, 3], bucket_bytes=200)
+
+
+def overlapped(net, opt):
+    """The buckets an overlapped step of ``net`` with ``opt`` uses (None: one
+    all-reduce of the whole buffer)."""
+    return opt._buckets(net)[0]
+
+
+def step_parity(dtype, make, clip, overlap):
+    """4 steps of N ranks on shards of global batches of 12 rows against one process
+    on the whole batches: (ok, detail, worst relative parameter error)."""
+    if overlap:
+        net, ref = pair(dtype, seed=1, sizes=OVERLAP["sizes"])
+        opt = D.DistributedOptimizer(make(net, clip), bucket_bytes=OVERLAP["bucket_bytes"])
+    else:
+        net, ref = pair(dtype, seed=1)
+        opt = D.DistributedOptimizer(make(net, clip))
+    ref_opt = make(ref, clip)
+    X, y = data(48, dtype=dtype, seed=2)
+    worst, worst_loss, norms = 0.0, 0.0, []
+    for a in range(0, 48, 12):   # 4 steps, global batch 12, 6 rows a rank
+        Xs, ys = D.shard(X[a:a + 12], y[a:a + 12])
+        loss = D.average(net.train_step(Xs, ys, opt))
+        ref_loss = ref.train_step(X[a:a + 12], y[a:a + 12], ref_opt)
+        norms.append(float(np.linalg.norm(ref.grads.astype(np.float64))))
+        worst = max(worst, relative(net.params, ref.params))
+        worst_loss = max(worst_loss, abs(loss - ref_loss) / abs(ref_loss))
+    clipped = clip is None or min(norms) > clip
+    buckets = overlapped(net, opt)
+    path_ok = (buckets is not None and len(buckets) >= 2) if overlap else buckets is None
+    ok = (worst <= RTOL[dtype] and worst_loss <= RTOL[dtype] and clipped and path_ok
+          and same_on_all_ranks(net.params))
+    return ok, (f"params rel. error {worst:.3g}, mean loss {worst_loss:.3g} "
+                f"(tolerance {RTOL[dtype]:g}); gradient norms {min(norms):.3g}-"
+                f"{max(norms):.3g}, clip {clip}; buckets {buckets}"), worst
+
+
+# -- step parity: every optimizer, with and without clipping, both dtypes, without and
+# with the all-reduce overlapped with backward ----------------------------------------
 for dtype in ("float64", "float32"):
     for opt_name, make in OPTIMIZERS.items():
         for clip in (None, CLIP):
-            @check(f"train_step_parity[{dtype}-{opt_name}-clip={clip}]")
-            def _():
-                net, ref = pair(dtype, seed=1)
-                opt = D.DistributedOptimizer(make(net, clip))
-                ref_opt = make(ref, clip)
-                X, y = data(48, dtype=dtype, seed=2)
-                worst, worst_loss, norms = 0.0, 0.0, []
-                for a in range(0, 48, 12):   # 4 steps, global batch 12, 6 rows a rank
-                    Xs, ys = D.shard(X[a:a + 12], y[a:a + 12])
-                    loss = D.average(net.train_step(Xs, ys, opt))
-                    ref_loss = ref.train_step(X[a:a + 12], y[a:a + 12], ref_opt)
-                    norms.append(float(np.linalg.norm(ref.grads.astype(np.float64))))
-                    worst = max(worst, relative(net.params, ref.params))
-                    worst_loss = max(worst_loss, abs(loss - ref_loss) / abs(ref_loss))
-                clipped = clip is None or min(norms) > clip
-                ok = (worst <= RTOL[dtype] and worst_loss <= RTOL[dtype] and clipped
-                      and same_on_all_ranks(net.params))
-                return ok, (f"params rel. error {worst:.3g}, mean loss {worst_loss:.3g} "
-                            f"(tolerance {RTOL[dtype]:g}); gradient norms "
-                            f"{min(norms):.3g}-{max(norms):.3g}, clip {clip}"), worst
+            for overlap in (False, True):
+                check(f"train_step_parity[{dtype}-{opt_name}-clip={clip}"
+                      f"{'-overlap' if overlap else ''}]")(
+                    lambda: step_parity(dtype, make, clip, overlap))
 
 
-@check("cuda_network_host_staging_parity[float64-sgd-momentum-clip]")
-def _():
+def cuda_parity(path, cuda_aware):
+    """Two steps of a GPU network (a simulated one without a GPU) on shards against
+    one CPU process: (ok, detail, params rel. error); ``path`` the gpu_path wanted."""
     from fastbp import device
     usable, why = device.cuda_status()
     if not usable:
         return None, f"no CUDA device or simulator: {why}"
     net = fastbp.MLP(seed=23, device="cuda", **NETS["float64"])
     ref = fastbp.MLP(seed=23, **NETS["float64"])
-    opt = D.DistributedOptimizer(fastbp.SGD(net, lr=0.1, momentum=0.9, max_grad_norm=CLIP))
+    opt = D.DistributedOptimizer(fastbp.SGD(net, lr=0.1, momentum=0.9, max_grad_norm=CLIP),
+                                 cuda_aware=cuda_aware)
     ref_opt = fastbp.SGD(ref, lr=0.1, momentum=0.9, max_grad_norm=CLIP)
     X, y = data(12, seed=24)
     for a in (0, 6):   # tiny: the simulator runs one OS thread per CUDA thread
         net.train_step(*D.shard(X[a:a + 6], y[a:a + 6]), opt)
         ref.train_step(X[a:a + 6], y[a:a + 6], ref_opt)
     err = relative(device.to_host(net.params), ref.params)
-    return (err <= 1e-12 and opt.gpu_path == "host-staging"), \
-        f"{why}; path {opt.gpu_path}; params rel. error {err:.3g}", err
+    staged = opt._pinned is not None   # the pinned host buffer exists only if used
+    return (err <= 1e-12 and opt.gpu_path == path
+            and staged == (path == "host-staging")), \
+        (f"{why}; path {opt.gpu_path} ({opt.cuda_aware_source}); params rel. error "
+         f"{err:.3g}"), err
+
+
+@check("cuda_network_host_staging_parity[float64-sgd-momentum-clip]")
+def _():
+    return cuda_parity("host-staging", cuda_aware=False)
+
+
+@check("cuda_network_cuda_aware_parity[float64-sgd-momentum-clip]")
+def _():
+    # The device buffer goes to MPI_Allreduce in place (its __cuda_array_interface__;
+    # in the simulator a stand-in pointing at the simulated device memory), divided on
+    # the device: forced through the environment override, as for an MPI library that
+    # cannot be asked (MPICH's wheel is not CUDA-aware).
+    os.environ[D.CUDA_AWARE_ENV] = "1"
+    try:
+        return cuda_parity("cuda-aware", cuda_aware=None)
+    finally:
+        del os.environ[D.CUDA_AWARE_ENV]
+
+
+@check("cuda_aware_detection")
+def _():
+    aware, how = D.cuda_aware_mpi()
+    # MPICH and Open MPI answer MPIX_Query_cuda_support() at run time
+    asked = how == f"MPIX_Query_cuda_support() = {int(aware)}"
+    forced = []
+    for value in ("1", "0", "maybe"):
+        os.environ[D.CUDA_AWARE_ENV] = value
+        try:
+            forced.append(D.cuda_aware_mpi()[0])
+        except ValueError as exc:
+            forced.append(D.CUDA_AWARE_ENV in str(exc) and "maybe" in str(exc))
+        finally:
+            del os.environ[D.CUDA_AWARE_ENV]
+    return asked and forced == [True, False, True], f"{aware}, {how}; forced {forced}"
 
 
 @check("optimizer_step_parity[float64-adam-clip]")
@@ -155,10 +220,11 @@ def _():
     return worst <= RTOL["float64"], f"params rel. error {worst:.3g}", worst
 
 
-@check("train_epoch_parity[float64-sgd_nesterov-clip]")
-def _():
-    net, ref = pair("float64", seed=5)
-    opt = D.DistributedOptimizer(OPTIMIZERS["sgd_nesterov"](net, CLIP))
+def epoch_parity(overlap):
+    kw = dict(sizes=OVERLAP["sizes"]) if overlap else {}
+    net, ref = pair("float64", seed=5, **kw)
+    opt = D.DistributedOptimizer(OPTIMIZERS["sgd_nesterov"](net, CLIP),
+                                 bucket_bytes=OVERLAP["bucket_bytes"] if overlap else 0)
     ref_opt = OPTIMIZERS["sgd_nesterov"](ref, CLIP)
     X, y = data(40, seed=6)
     Xr, yr = interleave_batches(X, y, 8)
@@ -166,8 +232,18 @@ def _():
     ref_losses = ref.train_epoch(X, y, ref_opt, batch_size=8)
     err = relative(net.params, ref.params)
     err_loss = relative(losses, ref_losses)
-    ok = err <= 1e-12 and err_loss <= 1e-12 and opt.steps == ref_opt.steps == 5
-    return ok, f"params {err:.3g}, losses {err_loss:.3g}, steps {opt.steps}", err
+    # what fit compiles first for such a step (fastbp.warmup)
+    passes = D.step_passes(opt, ("train_step", "loss"))
+    ok = (err <= 1e-12 and err_loss <= 1e-12 and opt.steps == ref_opt.steps == 5
+          and (overlapped(net, opt) is not None) == overlap
+          and passes == (("loss", "layer_backward", "layer_input_grad") if overlap
+                         else ("backward", "loss")))
+    return ok, (f"params {err:.3g}, losses {err_loss:.3g}, steps {opt.steps}, "
+                f"passes {passes}"), err
+
+
+check("train_epoch_parity[float64-sgd_nesterov-clip]")(lambda: epoch_parity(False))
+check("train_epoch_parity[float64-sgd_nesterov-clip-overlap]")(lambda: epoch_parity(True))
 
 
 @check("fit_parity[float64-adam-no-shuffle]")
@@ -275,10 +351,9 @@ def _():
     return every == [((1, 3), "nonfinite", 0)] * SIZE, f"{every}"
 
 
-@check("divergence_on_one_rank_train_step")
-def _():
+def divergence_in_train_step(bucket_bytes):
     net, X, T = mse_net_and_data()
-    opt = D.DistributedOptimizer(fastbp.SGD(net, lr=0.01))
+    opt = D.DistributedOptimizer(fastbp.SGD(net, lr=0.01), bucket_bytes=bucket_bytes)
     raised = None
     for a in range(0, 24, 4):
         try:
@@ -287,7 +362,13 @@ def _():
             raised = a // 4 + 1
             break
     every = D._team(None).allgather(raised)
-    return every == [3] * SIZE, f"step that raised, per rank: {every}"
+    buckets = overlapped(net, opt)
+    return (every == [3] * SIZE and (buckets is not None) == bool(bucket_bytes)), \
+        f"step that raised, per rank: {every}; buckets {buckets}"
+
+
+check("divergence_on_one_rank_train_step")(lambda: divergence_in_train_step(0))
+check("divergence_on_one_rank_train_step-overlap")(lambda: divergence_in_train_step(1))
 
 
 @check("fit_bad_input_on_one_rank_stops_all")

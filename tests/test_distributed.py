@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import distributed
+from fastbp import distributed, overlap
 
 RANKS = 2
 HERE = Path(__file__).resolve().parent
@@ -105,9 +105,10 @@ def _check_names():
     for dtype in ("float64", "float32"):
         for opt in ("sgd", "sgd_nesterov", "adam_amsgrad", "adamw", "rmsprop_centered"):
             for clip in ("None", "0.05"):
-                names.append(f"train_step_parity[{dtype}-{opt}-clip={clip}]")
+                for overlap in ("", "-overlap"):
+                    names.append(f"train_step_parity[{dtype}-{opt}-clip={clip}{overlap}]")
     names += [line.split('"')[1] for line in text.splitlines()
-              if line.startswith('@check("')]
+              if line.startswith(('@check("', 'check("'))]
     return names
 
 
@@ -200,6 +201,57 @@ def test_import_fastbp_does_not_import_mpi4py():
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
 
 
+def test_buckets_follow_backward_through_the_flat_buffer():
+    """Buckets: contiguous spans of the gradient buffer from its end (the last layer,
+    which backward finishes first) to its start, each closed once it reaches
+    bucket_bytes; one bucket (or overlap off, or a checkpointed net) means no overlap."""
+    lay = fastbp.MLP([5, 17, 9, 3], dtype="float64").layout   # layers: 102, 162, 30
+    assert overlap.buckets(lay, 8, 200) == [(2, 264, 294), (1, 102, 264), (0, 0, 102)]
+    assert overlap.buckets(lay, 4, 200) == [(1, 102, 294), (0, 0, 102)]
+    assert overlap.buckets(lay, 8, 10**9) == [(0, 0, 294)]
+    net = fastbp.MLP([5, 17, 9, 3], dtype="float64")
+    assert overlap.uses_buckets(net, 8, 200) is not None
+    for bucket_bytes in (None, 0, 10**9):
+        assert overlap.uses_buckets(net, 8, bucket_bytes) is None
+    checkpointed = fastbp.MLP([5, 17, 9, 3], dtype="float64", checkpoint=2)
+    assert overlap.uses_buckets(checkpointed, 8, 200) is None
+
+
+@pytest.mark.parametrize("dtype, activation, loss", [("float64", "tanh", "mse"),
+                                                     ("float32", "relu",
+                                                      "softmax_cross_entropy")])
+def test_layerwise_backward_gives_the_compiled_backwards_gradients(dtype, activation,
+                                                                     loss):
+    """Backward one layer at a time (the overlapped step's) writes the same gradients,
+    bit for bit, and the same loss as the whole-network compiled backward."""
+    rng = np.random.default_rng(3)
+    net = fastbp.MLP([5, 17, 9, 3], activation=activation, loss=loss, dtype=dtype, seed=4)
+    X = rng.standard_normal((7, 5)).astype(dtype)
+    y = rng.integers(0, 3, 7) if loss != "mse" else rng.standard_normal((7, 3))
+    expected_loss = net.backward(X, y)
+    expected = net.grads.copy()
+    net.grads[...] = np.nan
+    X, labels, targets = net._batch(X, y)
+    lb = overlap.LayerwiseBackward(net)
+    done = []
+    got_loss = lb.loss(X, labels, targets)
+    lb.backward(X, done.append)
+    assert done == [2, 1, 0] and got_loss == expected_loss
+    assert np.array_equal(net.grads, expected)
+
+
+def test_cuda_aware_choice_without_mpi(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    monkeypatch.delenv(distributed.CUDA_AWARE_ENV, raising=False)
+    assert distributed.cuda_aware_mpi() == (False, "one process, no MPI")
+    monkeypatch.setenv(distributed.CUDA_AWARE_ENV, "1")
+    assert distributed.cuda_aware_mpi() == (True, "FASTBP_MPI_CUDA_AWARE=1")
+    monkeypatch.setenv(distributed.CUDA_AWARE_ENV, "sometimes")
+    with pytest.raises(ValueError, match="FASTBP_MPI_CUDA_AWARE: expected 1 or 0, got "
+                                         "'sometimes'"):
+        distributed.cuda_aware_mpi()
+
+
 def test_bad_arguments():
     net = fastbp.MLP([5, 17, 3], activation="tanh", dtype="float64", seed=0)
     with pytest.raises(TypeError, match="optimizer: expected a fastbp optimizer"):
@@ -207,6 +259,12 @@ def test_bad_arguments():
     opt = distributed.DistributedOptimizer(fastbp.SGD(net))
     with pytest.raises(TypeError, match="already a DistributedOptimizer"):
         distributed.DistributedOptimizer(opt)
+    for bad in (-1, 1.5, True, "4M"):
+        with pytest.raises(ValueError, match="bucket_bytes: expected None or a whole "
+                                             "number of bytes"):
+            distributed.DistributedOptimizer(fastbp.SGD(net), bucket_bytes=bad)
+    with pytest.raises(ValueError, match="cuda_aware: expected None, True or False"):
+        distributed.DistributedOptimizer(fastbp.SGD(net), cuda_aware="yes")
     with pytest.raises(TypeError, match="comm: expected an mpi4py communicator"):
         distributed.DistributedOptimizer(fastbp.SGD(net), comm=object())
     with pytest.raises(ValueError, match=r"root: expected a rank in \[0, 1\), got 1"):

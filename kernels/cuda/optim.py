@@ -194,6 +194,22 @@ def _rmsprop_kernel(nonfinite, params, grads, square_avg, grad_avg, buf, scale, 
         _count_nonfinite(nonfinite, params, i)
 
 
+@kernel
+def _divide_kernel(x, divisor):
+    i = cuda.grid(1)
+    if i < x.shape[0]:
+        x[i] = x[i] / divisor
+
+
+def divide_inplace(x, divisor):
+    """x /= divisor in place, for an (n,) float32/float64 device array: an
+    all-reduced gradient sum divided by the number of ranks (fastbp.distributed), as
+    numpy divides the host buffer (the float64 quotient rounded once to x's dtype is
+    the correctly rounded quotient)."""
+    if x.shape[0]:
+        launch(_divide_kernel, *_grid(x), (x, float(divisor)))
+
+
 def _grid(params):
     tpb = config.block
     return blocks(params.shape[0], tpb), tpb
