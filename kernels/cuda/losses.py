@@ -143,11 +143,17 @@ def bce_with_logits(Z, T, dZ, partials=None):
     return _run(codes.BCE_WITH_LOGITS, Z, labels_unused(Z), T, dZ, partials)
 
 
+_NO_LABELS = []
+
+
 def labels_unused(Z):
     """A stand-in labels argument for the losses that read targets: never indexed, but
     int64 like real labels, because the kernel compiles its softmax branch too and a
-    float array there fails to type on a GPU (the simulator does not type at all)."""
-    return cuda.device_array(0, dtype=np.int64)
+    float array there fails to type on a GPU (the simulator does not type at all).
+    Made once per process (an empty device array; it was one allocation per call)."""
+    if not _NO_LABELS:
+        _NO_LABELS.append(cuda.device_array(0, dtype=np.int64))
+    return _NO_LABELS[0]
 
 
 def loss_forward_backward(loss_code, Z, labels, targets, dZ, partials=None):
