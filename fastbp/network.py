@@ -355,8 +355,9 @@ class MLP:
         if getattr(optimizer, "reduces_gradients", False):   # fastbp.distributed
             return optimizer._train_step(self, X, labels, targets)
         self._warm("train_step", optimizer)
-        # The network's own arguments, gathered once: a 64-64-10 step is about 25 us,
-        # and gathering them anew on every call cost 1 us of it.
+        # The network's own arguments, gathered once (anew when params or grads have
+        # been replaced): a 64-64-10 step is about 30 us, and every tenth of a
+        # microsecond of Python around it shows.
         args = self._step_args
         if args is None or args[0] is not self.params or args[1] is not self.grads:
             args = self._step_args = (self.params, self.grads,
