@@ -19,7 +19,9 @@ then the compiled value check), Python around the kernel (train_step less the ke
 call and the batch checks), kernel call (network_train_step called from Python),
 dispatch, compiled step, and the compiled step's parts as differences of the passes
 (forward; loss = forward + loss less forward; backward = forward + loss + backward
-less forward + loss; update = step less forward + loss + backward).
+less forward + loss; update = step less forward + loss + backward). A difference is
+only as good as the noise of the two figures it comes from: on a network the size of
+"deep" the small rows (loss, Python around the kernel) drown in it, even below zero.
 """
 import argparse
 import sys
@@ -97,14 +99,27 @@ def phases(sizes, batch, dtype):
     return table
 
 
+def calls_for(run, seconds):
+    """How many calls of a phase take about ``seconds`` of CPU time (at least 1)."""
+    n = 1
+    while True:
+        start = time.process_time()
+        run(n)
+        took = time.process_time() - start
+        if took >= seconds / 10 or n >= 1 << 20:
+            return max(1, int(n * seconds / max(took, 1e-9)))
+        n *= 4
+
+
 def measure(table, calls, rounds):
-    """{name: 10th-percentile microseconds of CPU time per call}."""
+    """{name: 10th-percentile microseconds of CPU time per call}; ``calls``: {name:
+    calls per round}."""
     samples = {name: [] for name in table}
     for _ in range(rounds):
         for name, run in table.items():
             start = time.process_time()
-            run(calls)
-            samples[name].append(1e6 * (time.process_time() - start) / calls)
+            run(calls[name])
+            samples[name].append(1e6 * (time.process_time() - start) / calls[name])
     return {name: sorted(v)[len(v) // 10] for name, v in samples.items()}
 
 
@@ -132,8 +147,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None,
                         help="numba threads (default: fastbp's)")
     parser.add_argument("--rounds", type=int, default=41)
-    parser.add_argument("--calls", type=int, default=None,
-                        help="calls per phase and round (default: about 10 ms of work)")
+    parser.add_argument("--seconds", type=float, default=0.01,
+                        help="CPU seconds of calls per phase and round")
     args = parser.parse_args(argv)
     import fastbp
     if args.threads:
@@ -141,14 +156,10 @@ def main(argv=None):
     sizes, batch = CONFIGS[args.config]
     for dtype in args.dtypes.split(","):
         table = phases(sizes, batch, dtype)
-        calls = args.calls
-        if calls is None:   # about 10 ms of steps per phase and round
-            start = time.process_time()
-            table["train_step"](20)
-            calls = max(1, int(0.01 / max((time.process_time() - start) / 20, 1e-7)))
+        calls = {name: calls_for(run, args.seconds) for name, run in table.items()}
         figures = measure(table, calls, args.rounds)
         print(f"\n{args.config} {sizes}, batch {batch}, {dtype}: us of CPU time per call "
-              f"(10th percentile of {args.rounds} rounds of {calls} calls)")
+              f"(10th percentile of {args.rounds} rounds of {args.seconds:g} s per phase)")
         for name, us in report(figures):
             print(f"{name:<40} {us:9.2f}")
     return 0
