@@ -156,6 +156,11 @@ class MLP:
         self._workspace = Workspace(self.layout, self.dtype)
         self._no_labels = np.zeros(0, np.int64)
         self._no_targets = np.zeros((0, self.sizes[-1]), self.dtype)
+        self._ready_batch = validation.ReadyBatch(self.sizes[0], self.sizes[-1], self.dtype,
+                                                  self.is_classifier, self._no_labels,
+                                                  self._no_targets)
+        self._unit_targets = self.loss == "bce_with_logits"
+        self._step_args = None   # (params, grads, *layout, loss code): _train_step_checked
         self.init_params(seed)
         if device != "cpu":
             self.to(device)
@@ -227,19 +232,14 @@ class MLP:
     def _batch(self, X, y):
         """(X, labels, targets) for the compiled passes, checked as ``_inputs`` and
         ``_targets`` check them. A batch already in the kernels' form
-        (validation.ready_batch) has its values checked by one compiled pass instead
+        (validation.ReadyBatch) has its values checked by one compiled pass instead
         of numpy's several (a quarter of a 64-64-10 network's step); any other batch,
         and any that fails that pass, goes through the full checks, which convert it
         or raise naming what is wrong."""
-        ready = validation.ready_batch(X, y, self.sizes[0], self.sizes[-1], self.dtype,
-                                       self.is_classifier)
-        if ready is not None:
-            X, y = ready
-            labels, targets = (y, self._no_targets) if self.is_classifier \
-                else (self._no_labels, y)
-            if cpu_checks.batch_values_ok(X, labels, self.sizes[-1], targets,
-                                          self.loss == "bce_with_logits"):
-                return X, labels, targets
+        ready = self._ready_batch(X, y)
+        if ready is not None and cpu_checks.batch_values_ok(
+                ready[0], ready[1], self.sizes[-1], ready[2], self._unit_targets):
+            return ready
         X = self._inputs(X)
         return (X, *self._targets(y, X.shape[0]))
 
@@ -360,14 +360,22 @@ class MLP:
         if getattr(optimizer, "reduces_gradients", False):   # fastbp.distributed
             return optimizer._train_step(self, X, labels, targets)
         self._warm("train_step", optimizer)
-        layout_args, acts, pres, dbuf = self._compiled(X.shape[0])
+        # The network's own arguments, gathered once (anew when params or grads have
+        # been replaced): a 64-64-10 step is about 30 us, and every tenth of a
+        # microsecond of Python around it shows.
+        args = self._step_args
+        if args is None or args[0] is not self.params or args[1] is not self.grads:
+            args = self._step_args = (self.params, self.grads,
+                                      *self.layout.compiled_args(), self._loss_code)
+        acts, pres, dbuf = self._workspace.ensure(X.shape[0])
         opt_code, _, _, opt_state, opt_hparams, opt_step = optimizer.compiled_args_for(self)
-        X, labels, targets, extra = self._placed(X, labels, targets)
+        extra = {}
         if self._staging is not None:
+            X, labels, targets, extra = self._placed(X, labels, targets)
             extra["nonfinite"] = self._staging.nonfinite
         loss, nonfinite = self._kernels.network_train_step(
-            self.params, self.grads, *layout_args, self._loss_code, X, labels, targets,
-            acts, pres, dbuf, opt_code, opt_state, opt_hparams, opt_step, **extra)
+            *args, X, labels, targets, acts, pres, dbuf, opt_code, opt_state, opt_hparams,
+            opt_step, **extra)
         return float(loss), int(nonfinite)
 
     @_concurrency.exclusive

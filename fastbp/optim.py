@@ -148,8 +148,12 @@ class Optimizer:
         if net is not self.net:
             raise ValueError("optimizer: it was created for a different network")
         # state lives where the network does (device arrays on "cuda"); it is created
-        # or restored on the host and follows the network here, before each update.
-        self.state = _device.move(self.state, getattr(net, "device", "cpu"))
+        # or restored on the host and follows the network here, before each update
+        # (a numpy array on the CPU is where it belongs: asked first, as the cheapest
+        # question on a path taken every step)
+        device = getattr(net, "device", "cpu")
+        if type(self.state) is not np.ndarray or device != "cpu":
+            self.state = _device.move(self.state, device)
         code, state, hparams, step = self.compiled_args()
         return code, net.params, net.grads, state, hparams, step
 
