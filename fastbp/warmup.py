@@ -35,7 +35,8 @@ PASSES = ("train_step", "loss", "forward")
 ESTIMATE_S = {"train_step": 36.0, "loss": 2.0, "forward": 1.0, "backward": 4.0,
               "train_epoch": 22.0,   # train_step, loss, forward: measured 2026-11-30 (Xeon)
               # backward layer by layer (fastbp.overlap)
-              "layer_backward": 5.0, "layer_input_grad": 3.0}
+              "layer_backward": 5.0, "layer_input_grad": 3.0,
+              "batch_check": 1.0}   # MLP.train_step's check of a ready batch's values
 _NEEDS_OPTIMIZER = ("train_step", "train_epoch")
 
 MESSAGE = "compiling fastbp's kernels for this machine, once; about {:.0f} s"
@@ -81,6 +82,10 @@ def _pass_call(net, optimizer, name):
         return passes.network_train_step, (
             net.params, net.grads, *layout, net._loss_code, X, labels, targets, acts,
             pres, dbuf, *opt)
+    if name == "batch_check":   # MLP.train_step's value check of a ready batch
+        from .kernels.cpu.checks import batch_values_ok
+        return batch_values_ok, (X, labels, int(net.sizes[-1]), targets,
+                                 net.loss == "bce_with_logits")
     if name == "train_epoch":
         return passes.network_train_epoch, (
             net.params, net.grads, *layout, net._loss_code, X, labels, targets, 1, acts,
@@ -169,6 +174,8 @@ def warmup(net, optimizer=None, passes=PASSES, stream=None, device_inputs=False)
     # allocate_sched"), as a first call of warmup in a fresh process did.
     start_pool()
     todo = []
+    if "train_step" in passes:   # train_step checks a ready batch's values first
+        passes = (*passes, "batch_check")
     for name in passes:
         if name in _NEEDS_OPTIMIZER and optimizer is None:
             continue

@@ -6,7 +6,7 @@
   leave the same parameters, state and losses, bit for bit, for every optimizer, and
   count the same non-finite parameters.
 - A batch already in the kernels' form has its values checked by one compiled pass
-  (kernels/cpu/checks.py, validation.ready_batch): every bad value it can hold is
+  (kernels/cpu/checks.py, validation.ReadyBatch): every bad value it can hold is
   refused with the full check's message, with no side effects, and a good one trains
   exactly as its converted twin does.
 """

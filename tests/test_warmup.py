@@ -24,12 +24,16 @@ def test_after_warmup_the_passes_compile_nothing_more():
     opt = fastbp.Adam(net)
     fwarmup.warmup(net, opt, ("train_step", "loss", "forward"))
     passes = net._kernels
-    dispatchers = (passes.network_train_step, passes.network_loss, passes.network_forward)
+    from fastbp.kernels.cpu.checks import batch_values_ok
+    dispatchers = (passes.network_train_step, passes.network_loss, passes.network_forward,
+                   batch_values_ok)
     before = [len(d.overloads) for d in dispatchers]
+    assert before[-1] >= 1   # train_step's check of a ready batch's values, too
     X = np.random.default_rng(0).standard_normal((40, 64))
     y = np.arange(40) % 10
     net.fit(X, y, epochs=1, batch_size=16, optimizer=opt, validation_data=(X, y),
             verbose=False)
+    net.train_step(X[:16].astype(np.float32), y[:16].astype(np.int64), opt)   # ready
     net.predict(X)
     assert [len(d.overloads) for d in dispatchers] == before
     stream = io.StringIO()
@@ -48,7 +52,8 @@ def test_one_line_before_compiling(monkeypatch):
     stream = io.StringIO()
     fwarmup.warmup(_net(), fastbp.SGD(_net()), ("train_step", "loss"), stream=stream)
     expected = fwarmup.MESSAGE.format(fwarmup.ESTIMATE_S["train_step"]
-                                      + fwarmup.ESTIMATE_S["loss"])
+                                      + fwarmup.ESTIMATE_S["loss"]
+                                      + fwarmup.ESTIMATE_S["batch_check"])
     assert stream.getvalue() == expected + "\n"
     assert stand_in.signatures   # it did compile
 
