@@ -388,9 +388,10 @@ class BaseMultilayerPerceptron(BaseEstimator):
                 rows = sample_idx[batch_slice] if self.shuffle else batch_slice
                 X_batch = _dense(X_train[rows])
                 sw_batch = None if sw_train is None else sw_train[rows]
-                batch_loss = loss_grad(X_batch, Y_train[rows], sw_batch)
+                batch_loss, nonfinite = self._optimizer.train_step(
+                    loss_grad, X_batch, Y_train[rows], sw_batch)
                 accumulated_loss += batch_loss * (batch_slice.stop - batch_slice.start)
-                if self._optimizer.step():   # the update left parameters NaN or infinite
+                if nonfinite:   # the update left parameters NaN or infinite
                     where = f"iteration {self.n_iter_ + 1}, minibatch {batch}"
                     if not early_stopping:
                         start.restore()
