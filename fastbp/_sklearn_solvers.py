@@ -101,8 +101,6 @@ class LossGrad:
         self.eps = float(np.finfo(net.dtype).eps)
         self._no_weights = np.zeros(0, net.dtype)
         self._no_dX = np.zeros((0, 0), net.dtype)
-        self._train_step = (cpu_kernels.sklearn_passes(net._kernels.act_set).train_step
-                            if net.device == "cpu" else None)
 
     def __call__(self, X, Y, sample_weight=None):
         net = self.net
@@ -142,14 +140,16 @@ class LossGrad:
         parameters the update left NaN or infinite). On the CPU all of it is one
         compiled call (kernels/cpu/sklearn_loss.py, ``sklearn_passes``)."""
         net = self.net
-        if self._train_step is None:
+        # state follows the network (device arrays on "cuda"), as in Optimizer.step
+        code, params, grads, state, hparams, step = opt.compiled_args_for(net)
+        if net.device != "cpu":
             loss = self(X, Y, sample_weight)
             return loss, _device.kernels(net.device).optimizer_update(
-                *opt.compiled_args_for(net))
+                code, params, grads, state, hparams, step)
         layout_args, acts, pres, dbuf = net._compiled(X.shape[0])
-        code, state, hparams, step = opt.compiled_args()
-        loss, nonfinite = self._train_step(
-            net.params, net.grads, *layout_args, self.out_code, X, Y,
+        train_step = cpu_kernels.sklearn_passes(net._kernels.act_set).train_step
+        loss, nonfinite = train_step(
+            params, grads, *layout_args, self.out_code, X, Y,
             self._no_weights if sample_weight is None else sample_weight, self.eps,
             self.alpha, acts, pres, dbuf, code, state, hparams, step)
         return float(loss), nonfinite
