@@ -101,6 +101,7 @@ class LossGrad:
         self.eps = float(np.finfo(net.dtype).eps)
         self._no_weights = np.zeros(0, net.dtype)
         self._no_dX = np.zeros((0, 0), net.dtype)
+        self._batch_workspace = None   # (X, Y, sample_weight) rows of a minibatch
 
     def __call__(self, X, Y, sample_weight=None):
         net = self.net
@@ -134,25 +135,50 @@ class LossGrad:
             loss += 0.5 * self.alpha * squares / sw_sum
         return float(loss)
 
-    def train_step(self, X, Y, sample_weight, opt):
-        """The loss and gradient of one minibatch, as calling this object, then the
-        update of ``opt`` (a fastbp Optimizer of this network): returns (loss, how many
-        parameters the update left NaN or infinite). On the CPU all of it is one
-        compiled call (kernels/cpu/sklearn_loss.py, ``sklearn_passes``)."""
+    def train_epoch(self, X, Y, sample_weight, rows, batch_size, opt, adam_eps=0.0):
+        """Minibatches rows[0:batch_size], rows[batch_size:2 batch_size], ... of (X, Y,
+        sample_weight) (numpy arrays as for calling this object, N rows; rows: int64
+        indices): for each, the loss and gradient, then the update of ``opt`` (a fastbp
+        Optimizer of this network); with adam_eps > 0 scikit-learn's Adam with that
+        epsilon (module doc). Returns (the minibatches' losses (steps run,) float64,
+        how many parameters the last update left NaN or infinite): it stops after the
+        first such update. On the CPU the whole epoch is one compiled call
+        (kernels/cpu/sklearn_loss.py, ``sklearn_passes``)."""
         net = self.net
-        # state follows the network (device arrays on "cuda"), as in Optimizer.step
+        losses = np.empty(-(-len(rows) // batch_size))
+        # state follows the network (device arrays on "cuda"), as in Optimizer.step;
+        # compiled_args_for counts one step, the first of this epoch
         code, params, grads, state, hparams, step = opt.compiled_args_for(net)
-        if net.device != "cpu":
-            loss = self(X, Y, sample_weight)
-            return loss, _device.kernels(net.device).optimizer_update(
-                code, params, grads, state, hparams, step)
-        layout_args, acts, pres, dbuf = net._compiled(X.shape[0])
-        train_step = cpu_kernels.sklearn_passes(net._kernels.act_set).train_step
-        loss, nonfinite = train_step(
-            params, grads, *layout_args, self.out_code, X, Y,
-            self._no_weights if sample_weight is None else sample_weight, self.eps,
-            self.alpha, acts, pres, dbuf, code, state, hparams, step)
-        return float(loss), nonfinite
+        if net.device == "cpu":
+            layout_args, acts, pres, dbuf = net._compiled(batch_size)
+            ws = self._batch_workspace
+            if ws is None or ws[0].shape[0] < batch_size:
+                ws = self._batch_workspace = (
+                    np.empty((batch_size, X.shape[1]), net.dtype),
+                    np.empty((batch_size, Y.shape[1]), net.dtype),
+                    np.empty(batch_size, net.dtype))
+            passes = cpu_kernels.sklearn_passes(net._kernels.act_set)
+            steps, nonfinite = passes.train_epoch(
+                params, grads, *layout_args, self.out_code, X, Y,
+                self._no_weights if sample_weight is None else sample_weight, rows,
+                batch_size, self.eps, self.alpha, *ws, acts, pres, dbuf,
+                code, state, hparams, step, adam_eps, losses)
+            opt.steps += steps - 1
+            return losses[:steps], nonfinite
+        update = _device.kernels(net.device).optimizer_update
+        for b in range(len(losses)):   # on the device: minibatch by minibatch
+            if b:
+                code, params, grads, state, hparams, step = opt.compiled_args_for(net)
+            if adam_eps > 0:
+                hparams[codes.HP_ADAM_EPS] = cpu_kernels.adam_eps_at(
+                    adam_eps, hparams[codes.HP_ADAM_BETA2], step)
+            batch = rows[b * batch_size:(b + 1) * batch_size]
+            losses[b] = self(X[batch], Y[batch],
+                             None if sample_weight is None else sample_weight[batch])
+            nonfinite = update(code, params, grads, state, hparams, step)
+            if nonfinite:
+                return losses[:b + 1], nonfinite
+        return losses, 0
 
 
 def sklearn_order(net):
@@ -169,10 +195,10 @@ def sklearn_order(net):
 
 # -- stochastic optimizers: scikit-learn's updates on fastbp's compiled ones ---------
 class _Stochastic:
-    """Shared by the optimizers below: ``train_step(loss_grad, X, Y, sample_weight)``
-    per minibatch, ``iteration_ends(t)`` after each epoch, ``trigger_stopping(msg,
-    verbose)`` when the loss stops improving (scikit-learn's interface), and pickling
-    through fastbp's optimizer state_dict."""
+    """Shared by the optimizers below: ``train_epoch(loss_grad, X, Y, sample_weight,
+    rows, batch_size)`` for an epoch's minibatches, ``iteration_ends(t)`` after each
+    epoch, ``trigger_stopping(msg, verbose)`` when the loss stops improving
+    (scikit-learn's interface), and pickling through fastbp's optimizer state_dict."""
 
     def __init__(self, opt):
         self._opt = opt
@@ -181,11 +207,14 @@ class _Stochastic:
     def learning_rate(self):
         return self._opt.lr
 
-    def train_step(self, loss_grad, X, Y, sample_weight):
-        """One minibatch: ``loss_grad``'s loss and gradient (a LossGrad of this
-        optimizer's network), then this optimizer's update. Returns (loss, how many
-        parameters the update left NaN or infinite; 0: all finite)."""
-        return loss_grad.train_step(X, Y, sample_weight, self._opt)
+    adam_eps = 0.0   # scikit-learn's Adam sets its epsilon here (LossGrad.train_epoch)
+
+    def train_epoch(self, loss_grad, X, Y, sample_weight, rows, batch_size):
+        """Minibatches of ``rows`` of (X, Y, sample_weight), each ``loss_grad``'s loss
+        and gradient (a LossGrad of this optimizer's network) then this optimizer's
+        update: LossGrad.train_epoch, whose (losses, nonfinite) it returns."""
+        return loss_grad.train_epoch(X, Y, sample_weight, rows, batch_size, self._opt,
+                                     self.adam_eps)
 
     def snapshot(self):
         """A fastbp.divergence.Snapshot of the network's parameters and this optimizer's
@@ -275,10 +304,9 @@ class AdamOptimizer(_Stochastic):
         return (self.learning_rate_init * math.sqrt(1 - self.beta_2 ** t)
                 / (1 - self.beta_1 ** t))
 
-    def train_step(self, loss_grad, X, Y, sample_weight):
-        t = self._opt.steps + 1
-        self._opt.hparams[codes.HP_ADAM_EPS] = self.epsilon / math.sqrt(1 - self.beta_2 ** t)
-        return super().train_step(loss_grad, X, Y, sample_weight)
+    @property
+    def adam_eps(self):
+        return self.epsilon
 
 
 class TorchOptimizer(_Stochastic):

@@ -411,14 +411,16 @@ class BaseMultilayerPerceptron(BaseEstimator):
             accumulated_loss = 0.0
             start.take()   # every step is checked, so this is finite
             diverged = None
-            for batch, batch_slice in enumerate(gen_batches(n_samples, batch_size), 1):
-                rows = sample_idx[batch_slice] if self.shuffle else batch_slice
-                X_batch = _dense(X_train[rows])
-                sw_batch = None if sw_train is None else sw_train[rows]
-                batch_loss, nonfinite = self._optimizer.train_step(
-                    loss_grad, X_batch, Y_train[rows], sw_batch)
-                accumulated_loss += batch_loss * (batch_slice.stop - batch_slice.start)
-                if nonfinite:   # the update left parameters NaN or infinite
+            batch = 0   # minibatches run this iteration
+            for X_part, Y_part, sw_part, rows in _epoch_parts(X_train, Y_train, sw_train,
+                                                              sample_idx, batch_size):
+                losses, nonfinite = self._optimizer.train_epoch(
+                    loss_grad, X_part, Y_part, sw_part, rows, batch_size)
+                for batch_loss in losses.tolist():
+                    batch += 1
+                    size = min(batch * batch_size, n_samples) - (batch - 1) * batch_size
+                    accumulated_loss += batch_loss * size
+                if nonfinite:   # the last update left parameters NaN or infinite
                     where = f"iteration {self.n_iter_ + 1}, minibatch {batch}"
                     if not early_stopping:
                         start.restore()
@@ -554,6 +556,20 @@ class BaseMultilayerPerceptron(BaseEstimator):
 def _dense(X):
     """A dense C-contiguous array of a dense or scipy.sparse minibatch."""
     return X.toarray() if hasattr(X, "toarray") else X
+
+
+def _epoch_parts(X, Y, sample_weight, sample_idx, batch_size):
+    """(X, Y, sample_weight, rows) parts of an epoch whose minibatches are
+    sample_idx[0:batch_size], sample_idx[batch_size:2 batch_size], ...: the whole
+    epoch in one part for dense X (the solver gathers the rows in compiled code), one
+    densified minibatch per part for sparse X."""
+    if not hasattr(X, "toarray"):
+        yield X, Y, sample_weight, sample_idx
+        return
+    for batch_slice in gen_batches(len(sample_idx), batch_size):
+        rows = sample_idx[batch_slice]
+        yield (_dense(X[rows]), Y[rows], None if sample_weight is None else
+               sample_weight[rows], np.arange(len(rows)))
 
 
 _PARAMETERS_DOC = """

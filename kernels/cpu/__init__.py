@@ -15,7 +15,7 @@ from .losses import bce_with_logits, loss_forward_backward, mse, softmax_cross_e
 from .network import (backprop, network_backward, network_forward, network_loss,
                       network_passes, network_train_epoch, network_train_step)
 from .optim import optimizer_update, sgd_update
-from .sklearn_loss import l2_penalty, output_loss_grad, sklearn_passes
+from .sklearn_loss import adam_eps_at, l2_penalty, output_loss_grad, sklearn_passes
 
 __all__ = [
     "activation_forward", "activation_backward",
@@ -24,5 +24,5 @@ __all__ = [
     "network_forward", "network_backward", "backprop", "network_loss", "network_train_step",
     "network_train_epoch", "network_passes",
     "sgd_update", "optimizer_update",
-    "output_loss_grad", "l2_penalty", "sklearn_passes",
+    "output_loss_grad", "l2_penalty", "adam_eps_at", "sklearn_passes",
 ]

@@ -3,8 +3,9 @@
     output_loss_grad   P = out(Z);  loss = L(Y, P);  dZ = (P - Y) * sw / sum(sw)
                        Z, Y, dZ: (n, k)   sw: (n,) sample weights, or (0,) for none
     l2_penalty         dW += scale * W for every layer's W;  returns sum(W ** 2)
-    sklearn_passes     a network's whole scikit-learn training step in one call:
-                       forward, the above, backward, penalty and optimizer update
+    sklearn_passes     a whole epoch of scikit-learn's training in one call: per
+                       minibatch, gather its rows, forward, the above, backward,
+                       penalty and optimizer update
 
 The definitions are scikit-learn's (sklearn/neural_network/_base.py and _multilayer_
 perceptron.py, version 1.x), for the output function ``out_code``
@@ -24,7 +25,7 @@ output function is its loss's canonical link, so the gradient w.r.t. Z is
 dtype.
 
 Why compiled: the same arithmetic as numpy calls cost about 190 us per minibatch of a
-200 x 10 output (a dozen small ufunc calls, each with its dispatch), more than the
+200 x 10 output (a dozen small ufunc calls, each with its dispatch), as much as the
 forward and backward products of scikit-learn's default network on its digits data.
 Here it is one pass. fastbp's estimators run it on the host for both devices: its
 input and output are one (n, k) array each, which a CUDA network copies across.
@@ -33,8 +34,10 @@ import functools
 import math
 from types import SimpleNamespace
 
-from ..codes import SKLEARN_EXP, SKLEARN_IDENTITY, SKLEARN_LOGISTIC, SKLEARN_SOFTMAX
+from ..codes import (HP_ADAM_BETA2, HP_ADAM_EPS, SKLEARN_EXP, SKLEARN_IDENTITY,
+                     SKLEARN_LOGISTIC, SKLEARN_SOFTMAX)
 from ._jit import scalar, serial
+from .elementary import exp
 from .network import backprop_for, forward_for
 from .optim import optimizer_update
 
@@ -58,24 +61,6 @@ def _clip(p, eps):
 
 
 @scalar
-def _softmax_row(Z, P, i):
-    """P[i] = softmax(Z[i]), scikit-learn's order: subtract the row's max, exp,
-    divide by the row's sum."""
-    k = Z.shape[1]
-    top = Z[i, 0]
-    for j in range(1, k):
-        if Z[i, j] > top:
-            top = Z[i, j]
-    total = 0.0
-    for j in range(k):
-        e = math.exp(Z[i, j] - top)
-        P[i, j] = e
-        total += P[i, j]
-    for j in range(k):
-        P[i, j] = P[i, j] / total
-
-
-@scalar
 def weight_sum(sw, n):
     """The sum of the sample weights sw (n,), or n when sw is empty (none)."""
     if sw.shape[0] != n or n == 0:
@@ -86,42 +71,75 @@ def weight_sum(sw, n):
     return total
 
 
+@scalar
+def _softmax_row(Z, P, i):
+    """P[i] = softmax(Z[i]), scikit-learn's order: subtract the row's max, exp,
+    divide by the row's sum."""
+    k = Z.shape[1]
+    top = Z[i, 0]
+    for j in range(1, k):
+        if Z[i, j] > top:
+            top = Z[i, j]
+    total = 0.0
+    for j in range(k):
+        P[i, j] = exp(Z[i, j] - top)
+        total += P[i, j]
+    for j in range(k):
+        P[i, j] = P[i, j] / total
+
+
+@scalar
+def _gradient_row(P, Y, dZ, i, weighted, w, sw_sum):
+    """dZ[i] = (P[i] - Y[i]) * w / sw_sum (without the product when not weighted), in
+    scikit-learn's order of operations; P may be dZ."""
+    for j in range(Y.shape[1]):
+        d = P[i, j] - Y[i, j]
+        if weighted:
+            d = d * w
+        dZ[i, j] = d / sw_sum
+
+
 @serial
 def output_loss_grad(out_code, Z, Y, sw, eps, dZ):
     """scikit-learn's loss of the outputs Z (n, k) against Y (n, k) for the output
     function ``out_code`` (module doc), as a float64; its gradient w.r.t. Z goes to
     dZ (n, k), which must not be Z. sw: (n,) sample weights, or an empty array for
-    none; eps: the clipping bound of the log losses (np.finfo(dtype).eps)."""
+    none; eps: the clipping bound of the log losses (np.finfo(dtype).eps).
+
+    exp is elementary.exp (a few units in the last place, vectorisable; the C
+    library's, one call per element, cost more than the rest of the pass), so P
+    agrees with numpy's to rounding. One loop per output function, each free of
+    branches on it."""
     n, k = Z.shape
     weighted = sw.shape[0] == n and n > 0
     sw_sum = weight_sum(sw, n)
     total = 0.0
     for i in range(n):
+        w = sw[i] if weighted else 1.0
+        row = 0.0
         if out_code == SKLEARN_SOFTMAX:
             _softmax_row(Z, dZ, i)
-        row = 0.0
-        for j in range(k):
-            y = Y[i, j]
-            if out_code == SKLEARN_SOFTMAX:
-                p = dZ[i, j]
-                row -= _xlogy(y, _clip(p, eps))
-            elif out_code == SKLEARN_LOGISTIC:
-                dZ[i, j] = 1.0 / (1.0 + math.exp(-Z[i, j]))
-                p = dZ[i, j]
-                c = _clip(p, eps)
-                row -= _xlogy(y, c) + _xlogy(1.0 - y, 1.0 - c)
-            elif out_code == SKLEARN_EXP:
-                dZ[i, j] = math.exp(Z[i, j])
-                p = dZ[i, j]
-                row += _xlogy(y, y / p) - y + p
-            else:   # SKLEARN_IDENTITY
-                p = Z[i, j]
-                row += 0.5 * (y - p) * (y - p)
-            d = p - y
-            if weighted:
-                d = d * sw[i]
-            dZ[i, j] = d / sw_sum
-        total += sw[i] * row if weighted else row
+            for j in range(k):
+                row -= _xlogy(Y[i, j], _clip(dZ[i, j], eps))
+            _gradient_row(dZ, Y, dZ, i, weighted, w, sw_sum)
+        elif out_code == SKLEARN_LOGISTIC:
+            for j in range(k):
+                dZ[i, j] = 1.0 / (1.0 + exp(-Z[i, j]))
+                c = _clip(dZ[i, j], eps)
+                row -= _xlogy(Y[i, j], c) + _xlogy(1.0 - Y[i, j], 1.0 - c)
+            _gradient_row(dZ, Y, dZ, i, weighted, w, sw_sum)
+        elif out_code == SKLEARN_EXP:
+            for j in range(k):
+                dZ[i, j] = exp(Z[i, j])
+                y = Y[i, j]
+                row += _xlogy(y, y / dZ[i, j]) - y + dZ[i, j]
+            _gradient_row(dZ, Y, dZ, i, weighted, w, sw_sum)
+        else:   # SKLEARN_IDENTITY
+            for j in range(k):
+                d = Y[i, j] - Z[i, j]
+                row += 0.5 * d * d
+            _gradient_row(Z, Y, dZ, i, weighted, w, sw_sum)
+        total += w * row
     if out_code == SKLEARN_IDENTITY:
         return total / (sw_sum * k)
     return total / sw_sum
@@ -159,41 +177,91 @@ def l2_penalty(params, grads, sizes, w_off, scale):
     return (s0 + s1) + (s2 + s3)
 
 
+@scalar
+def adam_eps_at(eps, beta2, step):
+    """The eps that makes torch's Adam update (optim.py) scikit-learn's at step
+    ``step``: scikit-learn divides by sqrt(v) + eps, torch by sqrt(v) / sqrt(1 -
+    beta2^t) + eps (fastbp/_sklearn_solvers.py)."""
+    # pow of two doubles, as Python's float ** int (an integer exponent would let LLVM
+    # use repeated multiplication, which rounds differently)
+    return eps / math.sqrt(1.0 - math.pow(beta2, float(step)))
+
+
+@scalar
+def _gather(rows, a, m, X, Y, sw, Xb, Yb, swb):
+    """Rows rows[a:a+m] of X, Y (and sw, when not empty) into the first m rows of the
+    workspaces Xb, Yb (and swb)."""
+    for i in range(m):
+        r = rows[a + i]
+        for j in range(X.shape[1]):
+            Xb[i, j] = X[r, j]
+        for j in range(Y.shape[1]):
+            Yb[i, j] = Y[r, j]
+        if sw.shape[0] > 0:
+            swb[i] = sw[r]
+
+
 @functools.lru_cache(maxsize=None)
 def sklearn_passes(act_set):
-    """The scikit-learn training step compiled for the activation set ``act_set``
-    (kernels/cpu/network.py, ``passes``): a namespace with ``train_step``.
+    """scikit-learn's training epoch compiled for the activation set ``act_set``
+    (kernels/cpu/network.py, ``passes``): a namespace with ``train_epoch``.
 
-    train_step(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
-               out_code, X, Y, sw, eps, alpha, acts, pres, dbuf,
-               opt_code, opt_state, opt_hparams, opt_step) -> (loss, nonfinite)
+    train_epoch(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                pre_cum, out_code, X, Y, sw, rows, batch_size, eps, alpha, Xb, Yb, swb,
+                acts, pres, dbuf, opt_code, opt_state, opt_hparams, first_step,
+                adam_eps, losses) -> (steps run, nonfinite)
 
-    Forward through the network, ``output_loss_grad`` into dbuf, backward (grads),
-    ``l2_penalty`` with scale alpha / sum(sw) (none for alpha == 0; the loss gains
-    alpha * sum(W ** 2) / (2 sum(sw))), then the optimizer's update
-    (optim.optimizer_update). Returns the loss before the update and how many
-    parameters the update left NaN or infinite. Arguments: the network passes' (X
-    (n, sizes[0]), workspaces sized for n rows), output_loss_grad's (Y (n, sizes[-1]),
-    sw (n,) or empty, eps) and optimizer_update's. One call instead of five: each call
-    into compiled code costs microseconds of argument checks, as much as a small
-    network's loss pass.
+    The minibatches are rows[0:batch_size], rows[batch_size:2 batch_size], ... (the
+    last may be smaller) of X (N, sizes[0]), Y (N, sizes[-1]) and sw (N,) (or empty:
+    no sample weights), gathered into the workspaces Xb (batch_size, sizes[0]), Yb
+    (batch_size, sizes[-1]) and swb (batch_size,). For each: forward through the
+    network, ``output_loss_grad`` into dbuf, backward (grads), ``l2_penalty`` with
+    scale alpha / sum(sw) (none for alpha == 0; the loss gains alpha * sum(W ** 2) /
+    (2 sum(sw))), then the optimizer's update (optim.optimizer_update) as step
+    first_step + i; with adam_eps > 0, scikit-learn's Adam: hparams' eps is first set
+    to ``adam_eps_at(adam_eps, beta2, step)``. Each minibatch's loss before its update
+    goes to losses (n_batches,) float64. Stops after the first update that leaves
+    parameters NaN or infinite and returns how many steps ran and how many parameters
+    that update spoiled (0: none). acts, pres and dbuf: the network's workspaces for
+    batch_size rows.
+
+    One call per epoch: each call into compiled code costs microseconds of argument
+    checks and each numpy row gather about ten, together more than the loss pass of a
+    small network's minibatch.
     """
     @serial
-    def train_step(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
-                   pre_cum, out_code, X, Y, sw, eps, alpha, acts, pres, dbuf, opt_code,
-                   opt_state, opt_hparams, opt_step):
-        out = forward_for(act_set, params, sizes, w_off, b_off, act_codes, slopes,
-                          act_cum, pre_cum, X, acts, pres)
-        n, k = out.shape
-        loss = output_loss_grad(out_code, out, Y, sw, eps, dbuf[:n * k].reshape(n, k))
-        backprop_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
-                     act_cum, pre_cum, X, acts, pres, dbuf, dbuf[:0].reshape(0, 0))
-        if alpha != 0.0:
-            sw_sum = weight_sum(sw, n)
-            squares = l2_penalty(params, grads, sizes, w_off, alpha / sw_sum)
-            loss += 0.5 * alpha * squares / sw_sum
-        nonfinite = optimizer_update(opt_code, params, grads, opt_state, opt_hparams,
-                                     opt_step)
-        return loss, nonfinite
+    def train_epoch(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                    pre_cum, out_code, X, Y, sw, rows, batch_size, eps, alpha, Xb, Yb,
+                    swb, acts, pres, dbuf, opt_code, opt_state, opt_hparams, first_step,
+                    adam_eps, losses):
+        n_rows = rows.shape[0]
+        n_batches = (n_rows + batch_size - 1) // batch_size
+        k = Y.shape[1]
+        for b in range(n_batches):
+            a = b * batch_size
+            m = min(batch_size, n_rows - a)
+            _gather(rows, a, m, X, Y, sw, Xb, Yb, swb)
+            X_b, Y_b = Xb[:m], Yb[:m]
+            sw_b = swb[:m] if sw.shape[0] > 0 else sw
+            out = forward_for(act_set, params, sizes, w_off, b_off, act_codes, slopes,
+                              act_cum, pre_cum, X_b, acts, pres)
+            loss = output_loss_grad(out_code, out, Y_b, sw_b, eps,
+                                    dbuf[:m * k].reshape(m, k))
+            backprop_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
+                         act_cum, pre_cum, X_b, acts, pres, dbuf, dbuf[:0].reshape(0, 0))
+            if alpha != 0.0:
+                sw_sum = weight_sum(sw_b, m)
+                squares = l2_penalty(params, grads, sizes, w_off, alpha / sw_sum)
+                loss += 0.5 * alpha * squares / sw_sum
+            step = first_step + b
+            if adam_eps > 0.0:
+                opt_hparams[HP_ADAM_EPS] = adam_eps_at(adam_eps, opt_hparams[HP_ADAM_BETA2],
+                                                       step)
+            nonfinite = optimizer_update(opt_code, params, grads, opt_state, opt_hparams,
+                                         step)
+            losses[b] = loss
+            if nonfinite:
+                return b + 1, nonfinite
+        return n_batches, 0
 
-    return SimpleNamespace(act_set=act_set, train_step=train_step)
+    return SimpleNamespace(act_set=act_set, train_epoch=train_epoch)
