@@ -16,10 +16,11 @@ which differ from fastbp's own ``MLP``/``fit`` (PyTorch's):
 * each output function is the canonical link of its loss, so the gradient w.r.t. the
   last layer's pre-activation is ``(P - Y) * sample_weight / sw_sum``.
 
-:class:`LossGrad` evaluates that loss and fills ``net.grads`` with its gradient: the
-forward pass and the backpropagation through the layers are fastbp's compiled kernels
-(``network_forward``, ``backprop``); only the output function, the loss value and the
-output gradient (an (n, outputs) array) are numpy.
+:class:`LossGrad` evaluates that loss and fills ``net.grads`` with its gradient, all in
+compiled code: the forward pass and the backpropagation through the layers are the
+network's passes (``network_forward``, ``backprop``), the output function, loss and
+output gradient one pass over the (n, outputs) array (``output_loss_grad``, where the
+formulas are written out) and the penalty another (``l2_penalty``).
 
 The optimizers ``SGDOptimizer`` and ``AdamOptimizer`` make scikit-learn's updates
 (sklearn/neural_network/_stochastic_optimizers.py) with fastbp's fused, compiled
@@ -37,7 +38,7 @@ torch.optim updates, translated exactly:
 import math
 
 import numpy as np
-from scipy.special import expit, xlogy
+from scipy.special import expit
 
 from . import device as _device
 from .divergence import Snapshot
@@ -46,7 +47,7 @@ from .kernels import cpu as cpu_kernels
 from .optim import SGD, Adam, optimizer_from_state_dict
 
 
-# -- output functions and losses (scikit-learn's _base.py definitions) ---------------
+# -- output functions (scikit-learn's _base.py definitions) --------------------------
 def _softmax(Z):
     Z -= Z.max(axis=1, keepdims=True)
     np.exp(Z, out=Z)
@@ -66,103 +67,118 @@ def _exp(Z):
     return np.exp(Z, out=Z)
 
 
-def _clipped(P):
-    eps = np.finfo(P.dtype).eps
-    return np.clip(P, eps, 1 - eps)
-
-
-def _mean_over_samples(values, sample_weight):
-    """Per-output (weighted) means over samples of values (n, k), as np.average's
-    axis=0 (a plain mean is much cheaper to call on small minibatches)."""
-    if sample_weight is None:
-        return values.sum(axis=0) / values.shape[0]
-    return np.average(values, weights=sample_weight, axis=0)
-
-
-def _log_loss(Y, P, sample_weight):
-    """Multiclass log loss: -sum_k y_k log p_k, averaged over samples."""
-    return -float(_mean_over_samples(xlogy(Y, _clipped(P)), sample_weight).sum())
-
-
-def _binary_log_loss(Y, P, sample_weight):
-    """Binary / multilabel log loss, summed over outputs, averaged over samples."""
-    P = _clipped(P)
-    return -float(_mean_over_samples(xlogy(Y, P) + xlogy(1 - Y, 1 - P),
-                                     sample_weight).sum())
-
-
-def _half_squared_error(Y, P, sample_weight):
-    """Half the squared error, averaged over samples and outputs."""
-    return 0.5 * float(_mean_over_samples((Y - P) ** 2, sample_weight).mean())
-
-
-def _half_poisson_deviance(Y, P, sample_weight):
-    """Half the Poisson deviance, summed over outputs, averaged over samples."""
-    return float(_mean_over_samples(xlogy(Y, Y / P) - Y + P, sample_weight).sum())
-
-
-# out_activation_ -> (output function applied in place, loss of (Y, P, sample_weight))
-OUTPUTS = {
-    "softmax": (_softmax, _log_loss),
-    "logistic": (_logistic, _binary_log_loss),
-    "identity": (_identity, _half_squared_error),
-    "exp": (_exp, _half_poisson_deviance),
-}
+# out_activation_ -> its output function, applied in place (prediction; training
+# runs the same functions compiled, with the loss: kernels/cpu/sklearn_loss.py)
+OUTPUTS = {"softmax": _softmax, "logistic": _logistic, "identity": _identity, "exp": _exp}
+assert tuple(OUTPUTS) == codes.SKLEARN_OUTPUTS
 
 
 def output_function(out_activation):
     """The in-place output function of ``out_activation_``."""
-    return OUTPUTS[out_activation][0]
+    return OUTPUTS[out_activation]
 
 
 class LossGrad:
-    """scikit-learn's MLP loss and its gradient on a fastbp network (CPU).
+    """scikit-learn's MLP loss and its gradient on a fastbp network (either device).
 
     ``net`` must end in an "identity" layer; ``out_activation`` is one of OUTPUTS;
     ``alpha`` the L2 penalty. Calling ``loss_grad(X, Y, sample_weight)`` with X
     (n, n_in) C-contiguous of the network's dtype, Y (n, n_out) of that dtype and
-    sample_weight (n,) or None returns the loss (a float) and leaves its gradient in
-    ``net.grads`` (the layout of ``net.params``).
+    sample_weight (n,) or None (all numpy arrays) returns the loss (a float) and leaves
+    its gradient in ``net.grads`` (the layout of ``net.params``).
+
+    The forward pass and backpropagation are the network's compiled passes; the output
+    function, loss and output gradient are one compiled pass over the (n, n_out)
+    outputs (kernels/cpu/sklearn_loss.py, on the host: a CUDA network's outputs come
+    over and their gradient goes back), and so is the alpha penalty (on the host too
+    for CUDA, with params and grads copied across: correct, not fast).
     """
 
     def __init__(self, net, out_activation, alpha):
-        if net.device != "cpu":
-            raise ValueError(f"net: scikit-learn's solvers run on the CPU; got a network "
-                             f"on {net.device!r}")
         self.net = net
-        self.output, self.loss = OUTPUTS[out_activation]
+        self.out_code = codes.SKLEARN_OUTPUT_CODES[out_activation]
         self.alpha = float(alpha)
-        self._W = [layer.W for layer in net.layers]
-        self._dW = [layer.dW for layer in net.layers]
+        self.eps = float(np.finfo(net.dtype).eps)
+        self._no_weights = np.zeros(0, net.dtype)
         self._no_dX = np.zeros((0, 0), net.dtype)
+        self._batch_workspace = None   # (X, Y, sample_weight) rows of a minibatch
 
     def __call__(self, X, Y, sample_weight=None):
         net = self.net
         n, n_out = X.shape[0], net.sizes[-1]
         layout_args, acts, pres, dbuf = net._compiled(n)
-        passes = net._kernels   # compiled for this network's activations only
-        Z = passes.network_forward(net.params, *layout_args, X, acts, pres)
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            P = self.output(np.array(Z))   # Z itself stays: backprop reads the layer
-            loss = self.loss(Y, P, sample_weight)
-            sw_sum = n if sample_weight is None else float(sample_weight.sum())
-            # The output gradient (P - Y) * sw / sw_sum, where backprop reads it.
+        passes = net._kernels   # on the CPU: compiled for this network's activations
+        sw = self._no_weights if sample_weight is None else sample_weight
+        if net.device == "cpu":
+            Z = passes.network_forward(net.params, *layout_args, X, acts, pres)
+            # the output gradient goes where backprop reads it
             dZ = dbuf[:n * n_out].reshape(n, n_out)
-            np.subtract(P, Y, out=dZ)
-            if sample_weight is not None:
-                dZ *= sample_weight.reshape(-1, 1)
-            dZ /= sw_sum
-        passes.backprop(net.params, net.grads, *layout_args, X, acts, pres, dbuf,
-                        self._no_dX)
+            loss = cpu_kernels.output_loss_grad(self.out_code, Z, Y, sw, self.eps, dZ)
+            passes.backprop(net.params, net.grads, *layout_args, X, acts, pres, dbuf,
+                            self._no_dX)
+        else:
+            X_dev = net._placed(X)[0]
+            Z = passes.network_forward(net.params, *layout_args, X_dev, acts, pres)
+            dZ = np.empty((n, n_out), net.dtype)
+            loss = cpu_kernels.output_loss_grad(self.out_code, Z.copy_to_host(), Y, sw,
+                                                self.eps, dZ)
+            dbuf[:n * n_out].copy_to_device(dZ.reshape(-1))
+            passes.backprop(net.params, net.grads, *layout_args, X_dev, acts, pres, dbuf,
+                            None)
         if self.alpha:
-            scale = self.alpha / sw_sum
-            squares = 0.0
-            for W, dW in zip(self._W, self._dW):
-                flat = W.reshape(-1)
-                squares += float(np.dot(flat, flat))
-                dW += scale * W
+            sw_sum = n if sample_weight is None else float(sample_weight.sum())
+            params, grads = _device.to_host(net.params), _device.to_host(net.grads)
+            squares = cpu_kernels.l2_penalty(params, grads, layout_args[0],
+                                             layout_args[1], self.alpha / sw_sum)
+            if grads is not net.grads:
+                net.grads.copy_to_device(grads)
             loss += 0.5 * self.alpha * squares / sw_sum
-        return loss
+        return float(loss)
+
+    def train_epoch(self, X, Y, sample_weight, rows, batch_size, opt, adam_eps=0.0):
+        """Minibatches rows[0:batch_size], rows[batch_size:2 batch_size], ... of (X, Y,
+        sample_weight) (numpy arrays as for calling this object, N rows; rows: int64
+        indices): for each, the loss and gradient, then the update of ``opt`` (a fastbp
+        Optimizer of this network); with adam_eps > 0 scikit-learn's Adam with that
+        epsilon (module doc). Returns (the minibatches' losses (steps run,) float64,
+        how many parameters the last update left NaN or infinite): it stops after the
+        first such update. On the CPU the whole epoch is one compiled call
+        (kernels/cpu/sklearn_loss.py, ``sklearn_passes``)."""
+        net = self.net
+        losses = np.empty(-(-len(rows) // batch_size))
+        # state follows the network (device arrays on "cuda"), as in Optimizer.step;
+        # compiled_args_for counts one step, the first of this epoch
+        code, params, grads, state, hparams, step = opt.compiled_args_for(net)
+        if net.device == "cpu":
+            layout_args, acts, pres, dbuf = net._compiled(batch_size)
+            ws = self._batch_workspace
+            if ws is None or ws[0].shape[0] < batch_size:
+                ws = self._batch_workspace = (
+                    np.empty((batch_size, X.shape[1]), net.dtype),
+                    np.empty((batch_size, Y.shape[1]), net.dtype),
+                    np.empty(batch_size, net.dtype))
+            passes = cpu_kernels.sklearn_passes(net._kernels.act_set)
+            steps, nonfinite = passes.train_epoch(
+                params, grads, *layout_args, self.out_code, X, Y,
+                self._no_weights if sample_weight is None else sample_weight, rows,
+                batch_size, self.eps, self.alpha, *ws, acts, pres, dbuf,
+                code, state, hparams, step, adam_eps, losses)
+            opt.steps += steps - 1
+            return losses[:steps], nonfinite
+        update = _device.kernels(net.device).optimizer_update
+        for b in range(len(losses)):   # on the device: minibatch by minibatch
+            if b:
+                code, params, grads, state, hparams, step = opt.compiled_args_for(net)
+            if adam_eps > 0:
+                hparams[codes.HP_ADAM_EPS] = cpu_kernels.adam_eps_at(
+                    adam_eps, hparams[codes.HP_ADAM_BETA2], step)
+            batch = rows[b * batch_size:(b + 1) * batch_size]
+            losses[b] = self(X[batch], Y[batch],
+                             None if sample_weight is None else sample_weight[batch])
+            nonfinite = update(code, params, grads, state, hparams, step)
+            if nonfinite:
+                return losses[:b + 1], nonfinite
+        return losses, 0
 
 
 def sklearn_order(net):
@@ -179,10 +195,10 @@ def sklearn_order(net):
 
 # -- stochastic optimizers: scikit-learn's updates on fastbp's compiled ones ---------
 class _Stochastic:
-    """Shared by the optimizers below: ``step()`` after ``net.grads`` is filled,
-    ``iteration_ends(t)`` after each epoch, ``trigger_stopping(msg, verbose)`` when
-    the loss stops improving (scikit-learn's interface), and pickling through
-    fastbp's optimizer state_dict."""
+    """Shared by the optimizers below: ``train_epoch(loss_grad, X, Y, sample_weight,
+    rows, batch_size)`` for an epoch's minibatches, ``iteration_ends(t)`` after each
+    epoch, ``trigger_stopping(msg, verbose)`` when the loss stops improving
+    (scikit-learn's interface), and pickling through fastbp's optimizer state_dict."""
 
     def __init__(self, opt):
         self._opt = opt
@@ -191,15 +207,14 @@ class _Stochastic:
     def learning_rate(self):
         return self._opt.lr
 
-    def step(self):
-        """The update from ``net.grads``; returns how many parameters it left NaN or
-        infinite (0: all finite)."""
-        # the compiled update straight away: Optimizer.step's device dispatch and state
-        # placement are for networks that may live on a GPU, and LossGrad's never does
-        code, state, hparams, step = self._opt.compiled_args()
-        net = self._opt.net
-        return cpu_kernels.optimizer_update(code, net.params, net.grads, state, hparams,
-                                            step)
+    adam_eps = 0.0   # scikit-learn's Adam sets its epsilon here (LossGrad.train_epoch)
+
+    def train_epoch(self, loss_grad, X, Y, sample_weight, rows, batch_size):
+        """Minibatches of ``rows`` of (X, Y, sample_weight), each ``loss_grad``'s loss
+        and gradient (a LossGrad of this optimizer's network) then this optimizer's
+        update: LossGrad.train_epoch, whose (losses, nonfinite) it returns."""
+        return loss_grad.train_epoch(X, Y, sample_weight, rows, batch_size, self._opt,
+                                     self.adam_eps)
 
     def snapshot(self):
         """A fastbp.divergence.Snapshot of the network's parameters and this optimizer's
@@ -289,10 +304,9 @@ class AdamOptimizer(_Stochastic):
         return (self.learning_rate_init * math.sqrt(1 - self.beta_2 ** t)
                 / (1 - self.beta_1 ** t))
 
-    def step(self):
-        t = self._opt.steps + 1
-        self._opt.hparams[codes.HP_ADAM_EPS] = self.epsilon / math.sqrt(1 - self.beta_2 ** t)
-        super().step()
+    @property
+    def adam_eps(self):
+        return self.epsilon
 
 
 class TorchOptimizer(_Stochastic):

@@ -21,15 +21,18 @@ update runs in fastbp's compiled kernels (``net_``, a :class:`fastbp.MLP`, holds
 weights; ``coefs_`` and ``intercepts_`` are views into its flat buffer, and assigning
 new arrays to them sets the network's weights).
 
-fastbp's additions, as extra keyword parameters: more hidden activations
-(``fastbp.ACTIVATIONS``: "sigmoid" is "logistic", "leaky_relu", "softplus", "gelu",
-"gelu_tanh"), the solvers "adamw" and "rmsprop" (torch.optim's algorithms and meanings;
-``weight_decay`` is AdamW's decoupled decay), and ``dtype`` (None: the dtype of X, as
-scikit-learn; or "float32"/"float64").
+fastbp's additions, as extra keyword parameters: more hidden activations (every name
+in ``fastbp.ACTIVATIONS``; its "sigmoid" is "logistic"), the solvers "adamw" and
+"rmsprop" (torch.optim's algorithms and meanings; ``weight_decay`` is AdamW's decoupled
+decay), ``dtype`` (None: the dtype of X, as scikit-learn; or "float32"/"float64") and
+``device`` ("cpu", or "cuda": the passes and updates of fit, partial_fit and predict
+run on the GPU; the network returns to the host between calls, where ``coefs_`` and
+``intercepts_`` view it).
 
 scikit-learn must be installed to use these classes (``import fastbp`` alone does not
 need it).
 """
+import contextlib
 import warnings
 from numbers import Integral, Real
 
@@ -54,6 +57,7 @@ from sklearn.utils.multiclass import (_check_partial_fit_first_call, type_of_tar
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from . import _sklearn_solvers as solvers
+from . import device as _device
 from .concurrency import using
 from .kernels import codes
 from .validation import canonical
@@ -114,13 +118,14 @@ class BaseMultilayerPerceptron(BaseEstimator):
         # fastbp's additions
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "dtype": [None, Options(object, _DTYPES)],
+        "device": [StrOptions({"cpu", "cuda"})],
     }
 
     def __init__(self, hidden_layer_sizes, activation, solver, alpha, batch_size,
                  learning_rate, learning_rate_init, power_t, max_iter, loss, shuffle,
                  random_state, tol, verbose, warm_start, momentum, nesterovs_momentum,
                  early_stopping, validation_fraction, beta_1, beta_2, epsilon,
-                 n_iter_no_change, max_fun, weight_decay, dtype):
+                 n_iter_no_change, max_fun, weight_decay, dtype, device):
         self.activation = activation
         self.solver = solver
         self.alpha = alpha
@@ -147,6 +152,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
         self.max_fun = max_fun
         self.weight_decay = weight_decay
         self.dtype = dtype
+        self.device = device
 
     # -- the network behind coefs_ and intercepts_ -----------------------------------
     def _build_network(self, layer_units, dtype):
@@ -189,6 +195,21 @@ class BaseMultilayerPerceptron(BaseEstimator):
         self._attach(net)
         self.__dict__.pop("_optimizer", None)
         return net
+
+    @contextlib.contextmanager
+    def _on_device(self, net):
+        """``net`` on ``self.device`` for the duration of the block (the passes and
+        updates run there), then back on the host, where coefs_ and intercepts_ view
+        its parameters between calls. Nested uses move nothing."""
+        if net.device == self.device:
+            yield net
+            return
+        net.to(self.device)
+        try:
+            yield net
+        finally:
+            net.to("cpu")
+            self._attach(net)
 
     def _net_dtype(self, X):
         if self.dtype is None:
@@ -244,6 +265,8 @@ class BaseMultilayerPerceptron(BaseEstimator):
                              f"solver='adamw'; got solver={self.solver!r} with "
                              f"weight_decay={self.weight_decay!r} (alpha is the L2 "
                              f"penalty of every solver)")
+        # before any work: a clear CudaUnavailableError where no GPU can be used
+        _device.require(self.device)
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
 
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
@@ -273,7 +296,9 @@ class BaseMultilayerPerceptron(BaseEstimator):
         # the solvers call the kernels directly: hold the network as fastbp.fit does
         with using(net, "fit"):
             if self.solver in _STOCHASTIC_SOLVERS:
-                self._fit_stochastic(net, loss_grad, X, Y, y, sample_weight, incremental)
+                with self._on_device(net):
+                    self._fit_stochastic(net, loss_grad, X, Y, y, sample_weight,
+                                         incremental)
             else:
                 self._fit_lbfgs(net, loss_grad, X, Y, sample_weight)
 
@@ -317,7 +342,9 @@ class BaseMultilayerPerceptron(BaseEstimator):
         net.params[self._order] = packed_coef_inter
         X = np.ascontiguousarray(_dense(X), dtype=net.dtype)
         Y = np.asarray(y, dtype=net.dtype).reshape(X.shape[0], -1)
-        loss = solvers.LossGrad(net, self.out_activation_, self.alpha)(X, Y, sample_weight)
+        with self._on_device(net):   # the parameters go over, the gradient comes back
+            loss = solvers.LossGrad(net, self.out_activation_, self.alpha)(X, Y,
+                                                                          sample_weight)
         return loss, net.grads[self._order].astype(np.float64)
 
     def _make_optimizer(self, net):
@@ -384,13 +411,16 @@ class BaseMultilayerPerceptron(BaseEstimator):
             accumulated_loss = 0.0
             start.take()   # every step is checked, so this is finite
             diverged = None
-            for batch, batch_slice in enumerate(gen_batches(n_samples, batch_size), 1):
-                rows = sample_idx[batch_slice] if self.shuffle else batch_slice
-                X_batch = _dense(X_train[rows])
-                sw_batch = None if sw_train is None else sw_train[rows]
-                batch_loss = loss_grad(X_batch, Y_train[rows], sw_batch)
-                accumulated_loss += batch_loss * (batch_slice.stop - batch_slice.start)
-                if self._optimizer.step():   # the update left parameters NaN or infinite
+            batch = 0   # minibatches run this iteration
+            for X_part, Y_part, sw_part, rows in _epoch_parts(X_train, Y_train, sw_train,
+                                                              sample_idx, batch_size):
+                losses, nonfinite = self._optimizer.train_epoch(
+                    loss_grad, X_part, Y_part, sw_part, rows, batch_size)
+                for batch_loss in losses.tolist():
+                    batch += 1
+                    size = min(batch * batch_size, n_samples) - (batch - 1) * batch_size
+                    accumulated_loss += batch_loss * size
+                if nonfinite:   # the last update left parameters NaN or infinite
                     where = f"iteration {self.n_iter_ + 1}, minibatch {batch}"
                     if not early_stopping:
                         start.restore()
@@ -434,7 +464,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
                               "the optimization hasn't converged yet." % self.max_iter,
                               ConvergenceWarning, stacklevel=3)
         if early_stopping:   # restore the best weights
-            net.params[...] = self._best_params
+            _device.copy_into(net.params, self._best_params)
 
     def _update_no_improvement_count(self, early_stopping, X_val, y_val, sw_val):
         if early_stopping:
@@ -448,7 +478,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
                 self._no_improvement_count = 0
             if score > self.best_validation_score_:
                 self.best_validation_score_ = score
-                self._best_params = self.net_.params.copy()
+                self._best_params = np.array(_device.to_host(self.net_.params))
         else:
             if self.loss_curve_[-1] > self.best_loss_ - self.tol:
                 self._no_improvement_count += 1
@@ -485,8 +515,9 @@ class BaseMultilayerPerceptron(BaseEstimator):
                              f"expecting {net.sizes[0]} features as input.")
         dtype = np.result_type(X.dtype, net.dtype)
         out = np.empty((X.shape[0], net.sizes[-1]), dtype)
-        for a in range(0, X.shape[0], _PREDICT_CHUNK):
-            out[a:a + _PREDICT_CHUNK] = net.forward(_dense(X[a:a + _PREDICT_CHUNK]))
+        with self._on_device(net):
+            for a in range(0, X.shape[0], _PREDICT_CHUNK):
+                out[a:a + _PREDICT_CHUNK] = net.forward(_dense(X[a:a + _PREDICT_CHUNK]))
         with np.errstate(over="ignore", invalid="ignore"):
             return solvers.output_function(self.out_activation_)(out)
 
@@ -525,6 +556,20 @@ class BaseMultilayerPerceptron(BaseEstimator):
 def _dense(X):
     """A dense C-contiguous array of a dense or scipy.sparse minibatch."""
     return X.toarray() if hasattr(X, "toarray") else X
+
+
+def _epoch_parts(X, Y, sample_weight, sample_idx, batch_size):
+    """(X, Y, sample_weight, rows) parts of an epoch whose minibatches are
+    sample_idx[0:batch_size], sample_idx[batch_size:2 batch_size], ...: the whole
+    epoch in one part for dense X (the solver gathers the rows in compiled code), one
+    densified minibatch per part for sparse X."""
+    if not hasattr(X, "toarray"):
+        yield X, Y, sample_weight, sample_idx
+        return
+    for batch_slice in gen_batches(len(sample_idx), batch_size):
+        rows = sample_idx[batch_slice]
+        yield (_dense(X[rows]), Y[rows], None if sample_weight is None else
+               sample_weight[rows], np.arange(len(rows)))
 
 
 _PARAMETERS_DOC = """
@@ -567,6 +612,16 @@ _PARAMETERS_DOC = """
     dtype : None, "float32" or "float64", default=None
         fastbp's: the network's float type; None follows X (float32 stays float32, other
         input becomes float64), as scikit-learn does.
+    device : "cpu" or "cuda", default="cpu"
+        fastbp's: where fit, partial_fit and predict run their passes and updates. With
+        "cuda" the network's parameters (and the solver's state) move to the GPU for
+        each call and back to the host after it, so ``coefs_``/``intercepts_`` stay
+        numpy views between calls; each minibatch's inputs go over, and its (n,
+        n_outputs) output and output gradient make a round trip, as the loss is computed
+        on the host; with alpha > 0 so do the parameters and gradients (correct, not
+        fast); L-BFGS moves the parameters at every evaluation. Results agree with "cpu"
+        to rounding. fit raises fastbp.device.CudaUnavailableError (a RuntimeError)
+        saying why where no GPU can be used.
 """
 
 
@@ -585,7 +640,8 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False,
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 n_iter_no_change=10, max_fun=15000, weight_decay=0.0, dtype=None):
+                 n_iter_no_change=10, max_fun=15000, weight_decay=0.0, dtype=None,
+                 device="cpu"):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
             alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -595,7 +651,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
-            weight_decay=weight_decay, dtype=dtype)
+            weight_decay=weight_decay, dtype=dtype, device=device)
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
@@ -686,7 +742,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
                  warm_start=False, momentum=0.9, nesterovs_momentum=True,
                  early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, n_iter_no_change=10, max_fun=15000, weight_decay=0.0,
-                 dtype=None):
+                 dtype=None, device="cpu"):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
             alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -696,7 +752,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
             nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
-            weight_decay=weight_decay, dtype=dtype)
+            weight_decay=weight_decay, dtype=dtype, device=device)
 
     def predict(self, X):
         """Predictions: (n_samples,) when there is one output (y was (n,) or (n, 1)),

@@ -78,7 +78,8 @@ class MLP:
         y may be (batch,).
     dtype : "float32" (default) or "float64"
     seed : int or None
-        Seed of the weight initialisation (Glorot uniform; He uniform for relu-like).
+        Seed of the weight initialisation (Glorot uniform; He uniform for relu-like:
+        the activations of kernels.codes.HE_INIT).
     leaky_relu_slope : float
         Negative slope of "leaky_relu" layers (0.01, as PyTorch).
     device : "cpu" (default) or "cuda"
@@ -201,7 +202,7 @@ class MLP:
         rng = np.random.default_rng(seed)
         for layer in self.layers:
             fan_in, fan_out = layer.n_in, layer.n_out
-            if layer.activation in ("relu", "leaky_relu", "gelu", "gelu_tanh"):
+            if codes.ACTIVATION_CODES[layer.activation] in codes.HE_INIT:
                 limit = np.sqrt(6.0 / fan_in)
             else:
                 limit = np.sqrt(6.0 / (fan_in + fan_out))

@@ -17,52 +17,60 @@ def _f64(a):
     return np.asarray(a, dtype=np.float64)
 
 
+_GELU_TANH_C = 0.044715
+
+
+def _sigmoid(s):
+    return 1.0 / (1.0 + np.exp(-s))
+
+
+def _gelu_tanh_inner(s):
+    return math.sqrt(2.0 / math.pi) * (s + _GELU_TANH_C * s ** 3)
+
+
+# FORWARD[code](s, slope) = sigma(s) and DERIVATIVE[code](s, slope) = sigma'(s), float64,
+# indexed by the activation's code (kernels/codes.py). The derivatives are written from
+# s (not from the output) as an independent check of the kernels'.
+FORWARD = (
+    lambda s, slope: s.copy(),                                          # identity
+    lambda s, slope: _sigmoid(s),                                       # sigmoid
+    lambda s, slope: np.tanh(s),                                        # tanh
+    lambda s, slope: np.maximum(s, 0.0),                                # relu
+    lambda s, slope: np.where(s > 0, s, slope * s),                     # leaky_relu
+    lambda s, slope: np.logaddexp(0.0, s),                              # softplus
+    lambda s, slope: 0.5 * s * (1.0 + _erf(s / math.sqrt(2.0))),        # gelu
+    lambda s, slope: 0.5 * s * (1.0 + np.tanh(_gelu_tanh_inner(s))),    # gelu_tanh
+)
+DERIVATIVE = (
+    lambda s, slope: np.ones_like(s),                                   # identity
+    lambda s, slope: _sigmoid(s) * (1.0 - _sigmoid(s)),                 # sigmoid
+    lambda s, slope: 1.0 / np.cosh(s) ** 2,                             # tanh
+    lambda s, slope: (s > 0).astype(np.float64),                        # relu
+    lambda s, slope: np.where(s > 0, 1.0, slope),                       # leaky_relu
+    lambda s, slope: _sigmoid(s),                                       # softplus
+    lambda s, slope: (0.5 * (1.0 + _erf(s / math.sqrt(2.0)))            # gelu
+                      + s * np.exp(-0.5 * s * s) / math.sqrt(2 * math.pi)),
+    lambda s, slope: (0.5 * (1.0 + np.tanh(_gelu_tanh_inner(s)))        # gelu_tanh
+                      + 0.5 * s * (1.0 - np.tanh(_gelu_tanh_inner(s)) ** 2)
+                      * math.sqrt(2.0 / math.pi) * (1.0 + 3 * _GELU_TANH_C * s * s)),
+)
+assert len(FORWARD) == len(DERIVATIVE) == len(codes.ACTIVATIONS)
+
+
+def _entry(table, code):
+    if not 0 <= code < len(table):
+        raise ValueError(f"unknown activation code {code}")
+    return table[code]
+
+
 def activation_forward(S, code, slope=codes.DEFAULT_LEAKY_RELU_SLOPE):
     """sigma(S) in float64."""
-    s = _f64(S)
-    if code == codes.IDENTITY:
-        return s.copy()
-    if code == codes.SIGMOID:
-        return 1.0 / (1.0 + np.exp(-s))
-    if code == codes.TANH:
-        return np.tanh(s)
-    if code == codes.RELU:
-        return np.maximum(s, 0.0)
-    if code == codes.LEAKY_RELU:
-        return np.where(s > 0, s, slope * s)
-    if code == codes.SOFTPLUS:
-        return np.logaddexp(0.0, s)
-    if code == codes.GELU:
-        return 0.5 * s * (1.0 + _erf(s / math.sqrt(2.0)))
-    if code == codes.GELU_TANH:
-        c = math.sqrt(2.0 / math.pi)
-        return 0.5 * s * (1.0 + np.tanh(c * (s + 0.044715 * s ** 3)))
-    raise ValueError(f"unknown activation code {code}")
+    return _entry(FORWARD, code)(_f64(S), slope)
 
 
 def activation_derivative(S, code, slope=codes.DEFAULT_LEAKY_RELU_SLOPE):
     """sigma'(S) in float64, written from S (not from the output) as an independent check."""
-    s = _f64(S)
-    if code == codes.IDENTITY:
-        return np.ones_like(s)
-    if code == codes.SIGMOID:
-        a = 1.0 / (1.0 + np.exp(-s))
-        return a * (1.0 - a)
-    if code == codes.TANH:
-        return 1.0 / np.cosh(s) ** 2
-    if code == codes.RELU:
-        return (s > 0).astype(np.float64)
-    if code == codes.LEAKY_RELU:
-        return np.where(s > 0, 1.0, slope)
-    if code == codes.SOFTPLUS:
-        return 1.0 / (1.0 + np.exp(-s))
-    if code == codes.GELU:
-        return 0.5 * (1.0 + _erf(s / math.sqrt(2.0))) + s * np.exp(-0.5 * s * s) / math.sqrt(2 * math.pi)
-    if code == codes.GELU_TANH:
-        c = math.sqrt(2.0 / math.pi)
-        t = np.tanh(c * (s + 0.044715 * s ** 3))
-        return 0.5 * (1.0 + t) + 0.5 * s * (1.0 - t * t) * c * (1.0 + 3 * 0.044715 * s * s)
-    raise ValueError(f"unknown activation code {code}")
+    return _entry(DERIVATIVE, code)(_f64(S), slope)
 
 
 def linear_forward(X, W, b, code, slope=codes.DEFAULT_LEAKY_RELU_SLOPE):

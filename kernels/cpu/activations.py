@@ -161,6 +161,35 @@ def _bound(loop, code):
     return bound
 
 
+@functools.lru_cache(maxsize=None)
+def _dispatch(loop, members):
+    """``dispatch(code, args)``: ``loop`` with the pair of ``code`` bound in, for codes
+    among ``members`` (a tuple of codes, ascending); the last member takes every code
+    not matched before it. Built as a chain of inlined tests, one per member: numba
+    needs the pair of each branch fixed at compile time, and the chain grows with
+    PAIRS instead of being written out per activation."""
+    run_last = _bound(loop, members[-1])
+
+    @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+    def dispatch(code, args):
+        run_last(args)
+
+    for c in reversed(members[:-1]):
+        dispatch = _test(c, _bound(loop, c), dispatch)
+    return dispatch
+
+
+def _test(c, run_c, rest):
+    """One link of ``_dispatch``'s chain: ``run_c`` for code ``c``, else ``rest``."""
+    @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+    def test(code, args):
+        if code == c:
+            run_c(args)
+        else:
+            rest(code, args)
+    return test
+
+
 def specialised(loop):
     """``run(act_set, code, args)``: ``loop(f, df, args)`` with the pair of activation
     ``code``, compiled only for the activations of the set ``act_set`` (a literal bit mask).
@@ -182,32 +211,10 @@ def specialised(loop):
         if not 0 < mask <= ALL:
             raise TypingError(f"{loop.__name__}: activation set {mask:#x} is empty or "
                               f"names unknown activations")
-        last = mask.bit_length() - 1
-        # Branch c is taken for code c when c is in the set and not the last member
-        # (which takes the rest). The tests of t0..t6 are compile-time constants, so
-        # numba drops the branches of activations outside the set before typing them.
-        t0, t1, t2, t3, t4, t5, t6 = (bool(mask >> c & 1) and c != last
-                                      for c in range(len(PAIRS) - 1))
-        b0, b1, b2, b3, b4, b5, b6 = (_bound(loop, c) for c in range(len(PAIRS) - 1))
-        b_last = _bound(loop, last)
+        dispatch = _dispatch(loop, tuple(c for c in range(len(PAIRS)) if mask >> c & 1))
 
         def impl(act_set, code, args):
-            if t0 and code == 0:
-                b0(args)
-            elif t1 and code == 1:
-                b1(args)
-            elif t2 and code == 2:
-                b2(args)
-            elif t3 and code == 3:
-                b3(args)
-            elif t4 and code == 4:
-                b4(args)
-            elif t5 and code == 5:
-                b5(args)
-            elif t6 and code == 6:
-                b6(args)
-            else:
-                b_last(args)
+            dispatch(code, args)
         return impl
     return run
 

@@ -17,8 +17,13 @@ from numba.np.ufunc.parallel import _iget_num_threads
 from ._jit import scalar
 
 # Below these amounts of work one thread does the job (benchmarks/README.md, "Product
-# core", has the measurements that set them).
-PARALLEL_MIN_FLOPS = 1_000_000       # matrix products: 2 * m * n * k
+# core", has the measurements that set them). Products: two threads tied with one at
+# 0.8-3.2 MFLOP on an idle machine and won from 25 (1.6x); on a busy one each parallel
+# region can wait milliseconds for a descheduled thread. At 1 MFLOP the 200 x 30 x 100
+# and 200 x 64 x 100 layers of scikit-learn's bundled data sets (batch 200) went
+# parallel and fitted 2-3x slower on two threads than on one (benchmarks/README.md,
+# "scikit-learn drop-in").
+PARALLEL_MIN_FLOPS = 4_000_000       # matrix products: 2 * m * n * k
 PARALLEL_MIN_ELEMENTS = 32_768       # elementwise passes and reductions
 
 # numba.get_num_threads() inside compiled code calls the threading layer through a

@@ -24,15 +24,6 @@ _INV_SQRT_2PI = 0.3989422804014327       # 1/sqrt(2*pi)
 _SQRT_2_OVER_PI = 0.7978845608028654     # sqrt(2/pi)
 _GELU_TANH_C = 0.044715
 
-_IDENTITY = codes.IDENTITY
-_SIGMOID = codes.SIGMOID
-_TANH = codes.TANH
-_RELU = codes.RELU
-_LEAKY_RELU = codes.LEAKY_RELU
-_SOFTPLUS = codes.SOFTPLUS
-_GELU = codes.GELU
-
-
 @cuda.jit(device=True)
 def sigmoid(s):
     """Logistic function, without overflow for large |s|."""
@@ -83,59 +74,103 @@ def _gelu_tanh(s, slope):
     return 0.5 * s * (1.0 + math.tanh(inner))
 
 
-# FORWARD[code](s, slope) = sigma(s): one small device function per activation, for
-# kernels that fix the activation at compile time (the matrix-product epilogue, whose
-# unrolled loop would not stay in registers around a branch over every activation).
-FORWARD = (_identity, _sigmoid, _tanh, _relu, _leaky_relu, _softplus, _gelu, _gelu_tanh)
-assert len(FORWARD) == len(codes.ACTIVATIONS)
-# Activations of a few instructions: a fully unrolled loop of them stays small enough
-# for the compiler to unroll it (the others call exp/tanh/erf; see blas.py's epilogue).
-CHEAP = frozenset((codes.IDENTITY, codes.RELU, codes.LEAKY_RELU))
+@cuda.jit(device=True)
+def _identity_grad(a, s, slope):
+    return 1.0
 
 
 @cuda.jit(device=True)
-def activate(s, code, slope):
-    """sigma(s) for the activation ``code``; ``slope`` is leaky_relu's negative slope."""
-    if code == _IDENTITY:
-        return _identity(s, slope)
-    if code == _SIGMOID:
-        return _sigmoid(s, slope)
-    if code == _TANH:
-        return _tanh(s, slope)
-    if code == _RELU:
-        return _relu(s, slope)
-    if code == _LEAKY_RELU:
-        return _leaky_relu(s, slope)
-    if code == _SOFTPLUS:
-        return _softplus(s, slope)
-    if code == _GELU:
-        return _gelu(s, slope)
-    return _gelu_tanh(s, slope)
+def _sigmoid_grad(a, s, slope):
+    return a * (1.0 - a)
 
 
 @cuda.jit(device=True)
-def activation_derivative(a, s, code, slope):
-    """sigma'(s), computed from the output ``a`` where possible, else from ``s``."""
-    if code == _IDENTITY:
-        return 1.0
-    if code == _SIGMOID:
-        return a * (1.0 - a)
-    if code == _TANH:
-        return 1.0 - a * a
-    if code == _RELU:
-        return 1.0 if a > 0 else 0.0
-    if code == _LEAKY_RELU:
-        return 1.0 if a > 0 else slope
-    if code == _SOFTPLUS:
-        return sigmoid(s)
-    if code == _GELU:
-        return (0.5 * (1.0 + math.erf(s * _SQRT_HALF))
-                + s * _INV_SQRT_2PI * math.exp(-0.5 * s * s))
-    # GELU_TANH
+def _tanh_grad(a, s, slope):
+    return 1.0 - a * a
+
+
+@cuda.jit(device=True)
+def _relu_grad(a, s, slope):
+    return 1.0 if a > 0 else 0.0
+
+
+@cuda.jit(device=True)
+def _leaky_relu_grad(a, s, slope):
+    return 1.0 if a > 0 else slope
+
+
+@cuda.jit(device=True)
+def _softplus_grad(a, s, slope):
+    return sigmoid(s)
+
+
+@cuda.jit(device=True)
+def _gelu_grad(a, s, slope):
+    return (0.5 * (1.0 + math.erf(s * _SQRT_HALF))
+            + s * _INV_SQRT_2PI * math.exp(-0.5 * s * s))
+
+
+@cuda.jit(device=True)
+def _gelu_tanh_grad(a, s, slope):
     inner = _SQRT_2_OVER_PI * (s + _GELU_TANH_C * s * s * s)
     t = math.tanh(inner)
     dinner = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_TANH_C * s * s)
     return 0.5 * (1.0 + t) + 0.5 * s * (1.0 - t * t) * dinner
+
+
+# FORWARD[code](s, slope) = sigma(s) and DERIVATIVE[code](a, s, slope) = sigma'(s), one
+# small device function per activation, indexed by its code (kernels/codes.py). Kernels
+# that fix the activation at compile time take FORWARD[code] directly (the
+# matrix-product epilogue, whose unrolled loop would not stay in registers around a
+# branch over every activation); the others call ``activate`` and
+# ``activation_derivative``, which branch on the code.
+FORWARD = (_identity, _sigmoid, _tanh, _relu, _leaky_relu, _softplus, _gelu, _gelu_tanh)
+DERIVATIVE = (_identity_grad, _sigmoid_grad, _tanh_grad, _relu_grad, _leaky_relu_grad,
+              _softplus_grad, _gelu_grad, _gelu_tanh_grad)
+assert len(FORWARD) == len(DERIVATIVE) == len(codes.ACTIVATIONS)
+# Activations of a few instructions: a fully unrolled loop of them stays small enough
+# for the compiler to unroll it (the others call exp/tanh/erf; see blas.py's epilogue).
+CHEAP = codes.CHEAP
+
+
+def _dispatch(table, code0=0):
+    """``f(x..., code, slope)``: ``table[code](x..., slope)`` for the codes from
+    ``code0`` on, as a chain of device functions that each test one code; the last
+    entry takes every code not matched before it (an unknown code runs it, as on the
+    CPU). The chain is built from the table, so it grows with it."""
+    f = table[code0]
+    if code0 == len(table) - 1:
+        if table is FORWARD:
+            @cuda.jit(device=True)
+            def last(s, code, slope):
+                return f(s, slope)
+        else:
+            @cuda.jit(device=True)
+            def last(a, s, code, slope):
+                return f(a, s, slope)
+        return last
+    rest = _dispatch(table, code0 + 1)
+    if table is FORWARD:
+        @cuda.jit(device=True)
+        def test(s, code, slope):
+            if code == code0:
+                return f(s, slope)
+            return rest(s, code, slope)
+    else:
+        @cuda.jit(device=True)
+        def test(a, s, code, slope):
+            if code == code0:
+                return f(a, s, slope)
+            return rest(a, s, code, slope)
+    return test
+
+
+# activate(s, code, slope) = sigma(s) for the activation ``code``; ``slope`` is
+# leaky_relu's negative slope.
+activate = _dispatch(FORWARD)
+# activation_derivative(a, s, code, slope) = sigma'(s), from the output ``a`` where the
+# activation allows it (codes.DERIVATIVE_FROM_OUTPUT), else from ``s``.
+activation_derivative = _dispatch(DERIVATIVE)
 
 
 @kernel
