@@ -41,6 +41,7 @@ import numpy as np
 from scipy.special import expit
 
 from . import device as _device
+from .warmup import COLD_S, ESTIMATE_S, announced, tree_ready
 from .divergence import Snapshot
 from .kernels import codes
 from .kernels import cpu as cpu_kernels
@@ -73,6 +74,12 @@ OUTPUTS = {"softmax": _softmax, "logistic": _logistic, "identity": _identity, "e
 assert tuple(OUTPUTS) == codes.SKLEARN_OUTPUTS
 
 
+def _first_compile_s(net):
+    """Estimated seconds of compiling a scikit-learn pass for ``net``: the shared
+    passes too when this process has not compiled them (fastbp.warmup)."""
+    return COLD_S["train_epoch"] if not tree_ready(net) else ESTIMATE_S["train_epoch"]
+
+
 def output_function(out_activation):
     """The in-place output function of ``out_activation_``."""
     return OUTPUTS[out_activation]
@@ -102,8 +109,14 @@ class LossGrad:
         self._no_weights = np.zeros(0, net.dtype)
         self._no_dX = np.zeros((0, 0), net.dtype)
         self._batch_workspace = None   # (X, Y, sample_weight) rows of a minibatch
+        self._announce = net.device == "cpu"   # a compile on the first call is announced
 
     def __call__(self, X, Y, sample_weight=None):
+        if self._announce:   # the first call compiles the passes it runs, if any
+            self._announce = False
+            with announced(f"{self.net.dtype.name}: scikit-learn loss",
+                                   _first_compile_s(self.net)):
+                return self(X, Y, sample_weight)
         net = self.net
         n, n_out = X.shape[0], net.sizes[-1]
         layout_args, acts, pres, dbuf = net._compiled(n)
@@ -158,11 +171,13 @@ class LossGrad:
                     np.empty((batch_size, Y.shape[1]), net.dtype),
                     np.empty(batch_size, net.dtype))
             passes = cpu_kernels.sklearn_passes(net._kernels.act_set)
-            steps, nonfinite = passes.train_epoch(
-                params, grads, *layout_args, self.out_code, X, Y,
-                self._no_weights if sample_weight is None else sample_weight, rows,
-                batch_size, self.eps, self.alpha, *ws, acts, pres, dbuf,
-                code, state, hparams, step, adam_eps, losses)
+            with announced(f"{net.dtype.name}: scikit-learn epoch",
+                                   _first_compile_s(net)):   # says so if it compiles
+                steps, nonfinite = passes.train_epoch(
+                    params, grads, *layout_args, self.out_code, X, Y,
+                    self._no_weights if sample_weight is None else sample_weight, rows,
+                    batch_size, self.eps, self.alpha, *ws, acts, pres, dbuf,
+                    code, state, hparams, step, adam_eps, losses)
             opt.steps += steps - 1
             return losses[:steps], nonfinite
         update = _device.kernels(net.device).optimizer_update

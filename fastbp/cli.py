@@ -428,7 +428,7 @@ def _plot(plt, history, path, title):
 def train(args):
     from .network import MLP
     from .optim import make_optimizer
-    from .training import accuracy, fit
+    from .training import accuracy, fit, prepare
 
     for flag, path in (("--save", args.save), ("--plot", args.plot)):
         _check_destination(flag, path)   # fail before training, not after
@@ -456,7 +456,7 @@ def train(args):
             net, optimizer, X_fit, y_fit, batch_size)
     print(f"{name}: {len(X_train)} training and {len(X_test)} held-out samples, "
           f"{X.shape[1]} features, {n_classes} classes; {net}; {optimizer}", flush=True)
-    warmup(net, optimizer)   # compilation, if any, is not training time
+    prepare(net, optimizer)   # compilation, if any, is not training time
     start = time.perf_counter()
     history = fit(net, X_fit, y_fit, epochs=args.epochs,
                   batch_size=batch_size, optimizer=optimizer, seed=args.seed,

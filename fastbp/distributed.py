@@ -195,6 +195,22 @@ class Team:
             self.comm.Abort(1)
         os._exit(1)   # pragma: no cover - Abort does not return
 
+    def rank_zero_first(self, work):
+        """``work(quiet=False)`` on rank 0, then, after a barrier, ``work(quiet=True)``
+        on the other ranks: for compiling kernels, which rank 0 compiles (and
+        announces) into numba's on-disk cache and the others then load, instead of
+        every rank compiling the same code at once on the same cores. (Ranks on other
+        machines with caches of their own compile after rank 0.) An error in ``work``
+        on rank 0 stops every rank through fit's error handling (``fit_errors``)."""
+        if self.size == 1:
+            return work(quiet=False)
+        if self.rank == 0:
+            result = work(quiet=False)
+        self.comm.Barrier()
+        if self.rank != 0:
+            result = work(quiet=True)
+        return result
+
     # -- fit's agreement points (fastbp.training.fit) ----------------------------------
     def begin_fit(self):
         self._fit_setup = ["seed", "loop"]
@@ -367,7 +383,7 @@ def step_passes(optimizer, passes):
         return passes
     step = (("loss", "layer_backward", "layer_input_grad")
             if optimizer._buckets(optimizer.net)[0]
-            else ("backward",))
+            else ("backward",)) + ("update",)
     out = []
     for p in passes:
         for name in (step if p in ("train_step", "train_epoch") else (p,)):

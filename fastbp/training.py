@@ -7,6 +7,7 @@ step, Python only slices views and checks that the returned loss is finite; per 
 copies the parameters and optimizer state once (the snapshot a divergence falls back
 to), scores the validation data, and runs the schedule and the callbacks.
 """
+import io
 import math
 import sys
 import time
@@ -202,6 +203,18 @@ def _steps(net, X, labels, targets, batch_size, optimizer):
         yield a, b, loss, nonfinite, 0
 
 
+def prepare(net, optimizer, validating=True, device_inputs=False):
+    """Compile (or load from numba's cache) what ``fit`` runs for ``net`` with
+    ``optimizer`` (its steps; with ``validating`` the loss and forward passes too;
+    with ``device_inputs`` the device-side input check), announcing a compile on
+    stderr (fastbp.warmup). Under MPI rank 0 compiles first, alone and announced, and
+    the other ranks then load its code, silently. Returns the seconds spent."""
+    passes = distributed.step_passes(optimizer, PASSES if validating else ("train_step",))
+    return distributed.team_of(optimizer).rank_zero_first(lambda quiet: warmup(
+        net, optimizer, passes, stream=io.StringIO() if quiet else None,
+        device_inputs=device_inputs))
+
+
 @exclusive_function   # one training of a network at a time (fastbp.concurrency)
 @distributed.fit_errors   # under MPI, an error on one rank stops every rank
 def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=None,
@@ -323,9 +336,7 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
         history["val_loss"] = []
         history[scorer.metric] = []
     # Compile (or load) the kernels first: the bar and the epoch times count training.
-    warmup(net, optimizer, distributed.step_passes(
-        optimizer, PASSES if scorer is not None else ("train_step",)),
-        device_inputs=on_gpu)
+    prepare(net, optimizer, scorer is not None, on_gpu)
     bar = None
     if show_bar:
         from tqdm import tqdm

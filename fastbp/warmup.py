@@ -18,6 +18,7 @@ kernels the network's steps launch, without launching any (fastbp.cuda_plan.prep
 with its own notice; ``MLP(..., device="cuda")`` and ``net.to("cuda")`` do so for the
 passes, and ``fit`` for its optimizer's update too.
 """
+import contextlib
 import sys
 import time
 
@@ -28,21 +29,33 @@ from numba.core import event
 from .concurrency import start_pool
 from .layout import Workspace
 
-# Seconds a cold compile of each pass took on this project's 2-core machine, quiet,
-# with the passes before it in this order already compiled (benchmarks/compile_time.py;
-# the table is in benchmarks/README.md, "Compile time"). Only used for the estimate.
+# Seconds a cold compile takes on this project's 2-core machine, quiet
+# (benchmarks/compile_time.py; the table is in benchmarks/README.md, "Compile time");
+# only used for the estimate. Every pass of a network calls the same shared passes
+# (forward, loss, backward: kernels/cpu/network.py), which the first pass compiled in a
+# process compiles for the network's dtype and activations (COLD_S); each later pass
+# adds its own part (ESTIMATE_S). train_step alone: 36 s, measured 2026-11-30 (Xeon).
 PASSES = ("train_step", "loss", "forward")
-ESTIMATE_S = {"train_step": 36.0, "loss": 2.0, "forward": 1.0, "backward": 4.0,
-              "train_epoch": 22.0,   # train_step, loss, forward: measured 2026-11-30 (Xeon)
+# a pass compiled first (the shared passes it calls included), per pass
+COLD_S = {"train_step": 36.0, "train_epoch": 36.0, "backward": 33.0, "loss": 5.0,
+          "forward": 4.0, "update": 6.0, "layer_backward": 20.0, "layer_input_grad": 8.0,
+          "batch_check": 1.0}
+# ... and once the shared passes are there
+ESTIMATE_S = {"train_step": 6.0, "loss": 2.0, "forward": 1.0, "backward": 4.0,
+              "train_epoch": 6.0,
+              # a distributed step: backward, the all-reduce, then the update alone
+              "update": 3.0,
               # backward layer by layer (fastbp.overlap)
               "layer_backward": 5.0, "layer_input_grad": 3.0,
               "batch_check": 1.0}   # MLP.train_step's check of a ready batch's values
-_NEEDS_OPTIMIZER = ("train_step", "train_epoch")
+_NEEDS_OPTIMIZER = ("train_step", "train_epoch", "update")
 
-MESSAGE = "compiling fastbp's kernels for this machine, once; about {:.0f} s"
+MESSAGE = ("compiling fastbp's kernels for this machine ({}); about {:.0f} s, kept in "
+           "numba's cache for later runs")
 # numba-cuda: 0.5-1.8 s per kernel on an H200 host, about ten kernels per network
 CUDA_ESTIMATE_S = 12.0
-CUDA_MESSAGE = "compiling fastbp's CUDA kernels for this GPU, once; about {:.0f} s"
+CUDA_MESSAGE = ("compiling fastbp's CUDA kernels for this GPU; about {:.0f} s, kept in "
+                "numba-cuda's cache for later runs")
 
 
 def _pass_call(net, optimizer, name):
@@ -86,6 +99,9 @@ def _pass_call(net, optimizer, name):
         from .kernels.cpu.checks import batch_values_ok
         return batch_values_ok, (X, labels, int(net.sizes[-1]), targets,
                                  net.loss == "bce_with_logits")
+    if name == "update":
+        from .kernels.cpu.optim import optimizer_update
+        return optimizer_update, (opt[0], net.params, net.grads, *opt[1:])
     if name == "train_epoch":
         return passes.network_train_epoch, (
             net.params, net.grads, *layout, net._loss_code, X, labels, targets, 1, acts,
@@ -95,19 +111,40 @@ def _pass_call(net, optimizer, name):
 
 
 class _Announcer(event.Listener):
-    """Prints the message once, when numba starts compiling (not when it loads from
-    its cache)."""
+    """Prints ``text`` once, when numba starts compiling (not when it loads from its
+    cache)."""
 
-    def __init__(self, seconds, stream):
-        self.seconds, self.stream, self.said = seconds, stream, False
+    def __init__(self, text, stream):
+        self.text, self.stream, self.said = text, stream, False
 
     def on_start(self, ev):
         if not self.said:
             self.said = True
-            print(MESSAGE.format(self.seconds), file=self.stream, flush=True)
+            print(self.text, file=self.stream or sys.stderr, flush=True)
 
     def on_end(self, ev):
         pass
+
+
+@contextlib.contextmanager
+def announced(what, seconds, stream=None):
+    """Within the block, print the one-line notice (MESSAGE, naming ``what``, with an
+    estimate of ``seconds``) on ``stream`` (default sys.stderr) before numba starts
+    compiling anything, if it does: for compiled work outside ``warmup``'s passes
+    (the scikit-learn estimators' epoch)."""
+    with event.install_listener("numba:compile",
+                                _Announcer(MESSAGE.format(what, seconds), stream)):
+        yield
+
+
+def tree_ready(net):
+    """True when this process has compiled (or loaded) the shared passes for ``net``'s
+    activation set and dtype (kernels/cpu/network.py's ``forward_for``, which every
+    pass calls, holds a version for them)."""
+    from .kernels.cpu.network import forward_for
+    act_set, params = net._kernels.act_set, typeof(net.params)
+    return any(len(sig) > 1 and getattr(sig[0], "literal_value", None) == act_set
+               and sig[1] == params for sig in forward_for.overloads)
 
 
 def _warmup_cuda(net, optimizer, device_inputs, stream):
@@ -183,9 +220,11 @@ def warmup(net, optimizer=None, passes=PASSES, stream=None, device_inputs=False)
         signature = tuple(typeof(a) for a in args)
         if signature not in dispatcher.overloads:
             todo.append((name, dispatcher, signature))
-    announcer = _Announcer(sum(ESTIMATE_S[name] for name, _, _ in todo),
-                           stream or sys.stderr)
-    with event.install_listener("numba:compile", announcer):
+    seconds = sum(ESTIMATE_S[name] for name, _, _ in todo)
+    if todo and not tree_ready(net):   # the first of them compiles the shared passes
+        seconds += max(COLD_S[name] - ESTIMATE_S[name] for name, _, _ in todo)
+    what = f"{net.dtype.name}: {', '.join(name for name, _, _ in todo)}"
+    with announced(what, seconds, stream):
         for name, dispatcher, signature in todo:
             dispatcher.compile(signature)
     return time.perf_counter() - start

@@ -236,8 +236,8 @@ def epoch_parity(overlap):
     passes = D.step_passes(opt, ("train_step", "loss"))
     ok = (err <= 1e-12 and err_loss <= 1e-12 and opt.steps == ref_opt.steps == 5
           and (overlapped(net, opt) is not None) == overlap
-          and passes == (("loss", "layer_backward", "layer_input_grad") if overlap
-                         else ("backward", "loss")))
+          and passes == (("loss", "layer_backward", "layer_input_grad", "update")
+                         if overlap else ("backward", "update", "loss")))
     return ok, (f"params {err:.3g}, losses {err_loss:.3g}, steps {opt.steps}, "
                 f"passes {passes}"), err
 

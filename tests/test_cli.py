@@ -40,7 +40,7 @@ def test_default_run_in_a_subprocess(tmp_path):
     acc = float(out.stdout.split("test accuracy ")[1].split()[0])
     assert acc >= 0.97
     # nothing on stderr but, with a cold numba cache, the one line announcing compilation
-    notice = "compiling fastbp's kernels for this machine, once; about "
+    notice = "compiling fastbp's kernels for this machine ("
     assert out.stderr == "" or (out.stderr.startswith(notice)
                                 and out.stderr.count("\n") == 1), out.stderr
     pred = _run("predict", str(tmp_path / "m.npz"), str(tmp_path / "none.csv"))

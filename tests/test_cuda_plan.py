@@ -100,7 +100,7 @@ def test_steady_state_steps_make_no_views_no_copies_back_and_only_planned_launch
     # (MLP(device="cuda") compiles the passes', warmup the update's); a second process
     # loads every one and says nothing
     assert out["cache"]["hits"] == 0 and out["cache"]["misses"] > 0, out["cache"]
-    assert "compiling fastbp's CUDA kernels for this GPU, once" in stderr, stderr[-2000:]
+    assert "compiling fastbp's CUDA kernels for this GPU; about" in stderr, stderr[-2000:]
     again, stderr = run()
     assert again["cache"] == {"hits": out["cache"]["misses"], "misses": 0}, again["cache"]
     assert "compiling" not in stderr, stderr[-2000:]

@@ -49,12 +49,18 @@ def test_one_line_before_compiling(monkeypatch):
         return x + 1.0
 
     monkeypatch.setattr(fwarmup, "_pass_call", lambda net, opt, name: (stand_in, (1.0,)))
-    stream = io.StringIO()
-    fwarmup.warmup(_net(), fastbp.SGD(_net()), ("train_step", "loss"), stream=stream)
-    expected = fwarmup.MESSAGE.format(fwarmup.ESTIMATE_S["train_step"]
-                                      + fwarmup.ESTIMATE_S["loss"]
-                                      + fwarmup.ESTIMATE_S["batch_check"])
-    assert stream.getvalue() == expected + "\n"
+    for ready in (False, True):
+        monkeypatch.setattr(fwarmup, "tree_ready", lambda net: ready)
+        stand_in = njit(stand_in.py_func)   # not compiled yet
+        stream = io.StringIO()
+        fwarmup.warmup(_net(), fastbp.SGD(_net()), ("train_step", "loss"), stream=stream)
+        E = fwarmup.ESTIMATE_S
+        seconds = E["train_step"] + E["loss"] + E["batch_check"]
+        if not ready:   # the first pass compiles the shared passes too
+            seconds += fwarmup.COLD_S["train_step"] - E["train_step"]
+        expected = fwarmup.MESSAGE.format("float32: train_step, loss, batch_check",
+                                          seconds)
+        assert stream.getvalue() == expected + "\n"
     assert stand_in.signatures   # it did compile
 
 
