@@ -169,6 +169,19 @@ def test_command_line_under_mpiexec(tmp_path, warm_kernels):
     assert code != 0 and "multiple of 2" in err, err[-3000:]
 
 
+@needs_mpi
+def test_readme_example_under_mpiexec(tmp_path, warm_kernels):
+    """The README's MPI example, as written, runs under ``mpiexec -n 2``; rank 0 alone
+    prints the epochs (its network is the command line's kind: warm_kernels loads it)."""
+    readme = (HERE.parent / "README.md").read_text()
+    section = readme.split("## Several processes or machines (MPI)")[1]
+    script = tmp_path / "readme_mpi.py"
+    script.write_text(section.split("```python")[1].split("```")[0])
+    code, out, err = _launch([str(script)], timeout=180)
+    assert code == 0, err[-3000:]
+    assert out.count("epoch   5/5") == 1, out
+
+
 def test_one_process_without_mpi4py(monkeypatch):
     """Without mpi4py (and no comm) the distributed API is one process, rank 0 of 1:
     a script written for several ranks runs unchanged, and trains as without it."""
