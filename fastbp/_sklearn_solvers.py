@@ -109,10 +109,10 @@ class LossGrad:
         self._no_weights = np.zeros(0, net.dtype)
         self._no_dX = np.zeros((0, 0), net.dtype)
         self._batch_workspace = None   # (X, Y, sample_weight) rows of a minibatch
-        self._announce = net.device == "cpu"   # a compile on the first call is announced
+        self._announce = True   # a compile on the first CPU call is announced
 
     def __call__(self, X, Y, sample_weight=None):
-        if self._announce:   # the first call compiles the passes it runs, if any
+        if self._announce and self.net.device == "cpu":   # the first call compiles
             self._announce = False
             with announced(f"{self.net.dtype.name}: scikit-learn loss",
                                    _first_compile_s(self.net)):

@@ -142,6 +142,8 @@ def tree_ready(net):
     activation set and dtype (kernels/cpu/network.py's ``forward_for``, which every
     pass calls, holds a version for them)."""
     from .kernels.cpu.network import forward_for
+    if getattr(net, "device", "cpu") != "cpu":
+        return False
     act_set, params = net._kernels.act_set, typeof(net.params)
     return any(len(sig) > 1 and getattr(sig[0], "literal_value", None) == act_set
                and sig[1] == params for sig in forward_for.overloads)
@@ -211,8 +213,8 @@ def warmup(net, optimizer=None, passes=PASSES, stream=None, device_inputs=False)
     # allocate_sched"), as a first call of warmup in a fresh process did.
     start_pool()
     todo = []
-    if "train_step" in passes:   # train_step checks a ready batch's values first
-        passes = (*passes, "batch_check")
+    if "train_step" in passes and "batch_check" not in passes:
+        passes = (*passes, "batch_check")   # train_step checks a ready batch's values
     for name in passes:
         if name in _NEEDS_OPTIMIZER and optimizer is None:
             continue

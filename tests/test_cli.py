@@ -237,8 +237,11 @@ def test_train_compiles_before_its_clock_starts(monkeypatch, capsys):
     """The CLI compiles (warmup) before it starts timing, and fit does before its bar."""
     from fastbp import cli, training
     calls = []
-    monkeypatch.setattr(cli, "warmup", lambda net, opt: calls.append("cli warmup"))
-    real_warmup, real_fit = training.warmup, training.fit
+    real_warmup, real_fit, real_prepare = training.warmup, training.fit, training.prepare
+
+    def prepare(*args, **kwargs):   # what the command line compiles before its clock
+        calls.append("prepare")
+        return real_prepare(*args, **kwargs)
 
     def fit(*args, **kwargs):
         calls.append("fit")
@@ -257,11 +260,14 @@ def test_train_compiles_before_its_clock_starts(monkeypatch, capsys):
 
     import tqdm
     monkeypatch.setattr(training, "fit", fit)
+    monkeypatch.setattr(training, "prepare", prepare)
     monkeypatch.setattr(training, "warmup", fit_warmup)
     monkeypatch.setattr(training, "_stderr_is_terminal", lambda: True)
     monkeypatch.setattr(tqdm, "tqdm", Bar)
     assert main(["train", "--epochs", "2", "--hidden", "16"]) == 0   # with the bar
-    assert calls == ["cli warmup", "fit", "fit warmup", "bar"], calls
+    # the command line's prepare compiles before its clock and fit; fit's own prepare,
+    # which finds it all compiled, comes before its bar
+    assert calls == ["prepare", "fit warmup", "fit", "prepare", "fit warmup", "bar"], calls
 
 
 def test_warmup_command(capsys):
