@@ -150,12 +150,28 @@ def activation_set(act_codes):
 ALL = activation_set(range(len(codes.ACTIVATIONS)))   # every activation
 
 
+# Sets of up to INLINE_MAX activations get their loops inlined into the kernel that runs
+# them; larger sets (ALL) call one function per activation instead. Both vectorise the
+# same loop and give the same bits; what differs is compile time. LLVM optimises a
+# function holding eight inlined activation loops (sixteen in backward: in place or
+# not) far more slowly than eight functions of one loop each, and every call site with
+# new argument types compiled the whole chain again: ALL's float32 kernels and network
+# passes took 448 s of CPU to compile with every loop inlined, 133 s with a function per
+# activation (the shared kernels of tests/conftest.py, one process). A network's own set
+# (one or two activations: its hidden one and its output's) compiles a few percent
+# faster inlined (the README's default `train`: 36.8 vs 39.5 s), and a call per row
+# block costs nothing measurable beside the loop it runs.
+INLINE_MAX = 2
+
+
 @functools.lru_cache(maxsize=None)
-def _bound(loop, code):
-    """``loop`` with activation ``code``'s pair bound in: ``bound(args)``."""
+def _bound(loop, code, inline):
+    """``loop`` with activation ``code``'s pair bound in: ``bound(args)``, inlined into
+    its caller or a function of its own (``inline``: see INLINE_MAX)."""
     f, df = PAIRS[code]
 
-    @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+    @njit(inline="always" if inline else "never", fastmath=FASTMATH,
+          error_model="numpy")
     def bound(args):
         loop(f, df, args)
     return bound
@@ -168,14 +184,15 @@ def _dispatch(loop, members):
     not matched before it. Built as a chain of inlined tests, one per member: numba
     needs the pair of each branch fixed at compile time, and the chain grows with
     PAIRS instead of being written out per activation."""
-    run_last = _bound(loop, members[-1])
+    inline = len(members) <= INLINE_MAX
+    run_last = _bound(loop, members[-1], inline)
 
     @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
     def dispatch(code, args):
         run_last(args)
 
     for c in reversed(members[:-1]):
-        dispatch = _test(c, _bound(loop, c), dispatch)
+        dispatch = _test(c, _bound(loop, c, inline), dispatch)
     return dispatch
 
 
@@ -195,9 +212,10 @@ def specialised(loop):
     ``code``, compiled only for the activations of the set ``act_set`` (a literal bit mask).
 
     ``loop`` is an inline scalar function ``loop(f, df, args)``. ``run`` compiles to one
-    function per set holding one inlined copy of ``loop`` per activation of the set and
-    a branch on ``code`` between them (none for a set of one); a ``code`` outside the
-    set runs the set's highest activation, as an unknown code ran gelu_tanh before.
+    function per set holding a copy of ``loop`` per activation of the set (inlined, or
+    a call for sets larger than INLINE_MAX) and a branch on ``code`` between them (none
+    for a set of one); a ``code`` outside the set runs the set's highest activation, as
+    an unknown code ran gelu_tanh before.
     """
     def run(act_set, code, args):
         raise NotImplementedError("compiled code only")
