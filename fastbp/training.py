@@ -183,17 +183,19 @@ def _steps(net, X, labels, targets, batch_size, optimizer):
     """Run an epoch's minibatch steps in order; yields (first row, end row, loss,
     non-finite count, invalid input entries) per step. On the CPU, and under a
     DistributedOptimizer, each step runs when asked for (so a divergent step ends the
-    epoch there); on "cuda" all are launched first and their losses and counts read
-    back once (fastbp.cuda_plan). Invalid entries are counted on the device, for data
-    that live there (0 otherwise: the host checked them)."""
+    epoch there); on "cuda" the kernels' network_train_epoch launches them all and
+    reads their losses back once, up to the first divergent step (MLP.
+    _train_epoch_checked). Invalid entries: 0 (the host checked host data; data that
+    live on the GPU are checked there before the epoch, ValueError)."""
     n = X.shape[0]
     # a DistributedOptimizer all-reduces between backward and update, step by step
     if net.device == "cuda" and not getattr(optimizer, "reduces_gradients", False):
-        from .cuda_plan import train_batches
-        losses, counts, invalid = train_batches(net, X, labels, targets, batch_size,
-                                                optimizer)
-        for i, a in enumerate(range(0, n, batch_size)):
-            yield a, min(a + batch_size, n), float(losses[i]), int(counts[i]), int(invalid[i])
+        losses = np.empty(-(-n // batch_size), np.float64)
+        ran, nonfinite = net._train_epoch_checked(X, labels, targets, batch_size,
+                                                  optimizer, losses)
+        for i, a in enumerate(range(0, n, batch_size)[:ran]):
+            yield (a, min(a + batch_size, n), float(losses[i]),
+                   nonfinite if i == ran - 1 else 0, 0)
         return
     for a in range(0, n, batch_size):
         b = min(a + batch_size, n)
