@@ -176,6 +176,8 @@ def test_an_empty_dX_skips_the_input_gradient_on_both_and_None_is_refused():
 
 
 @needs_cuda
+@pytest.mark.filterwarnings("ignore:overflow encountered",   # the simulator's numpy
+                            "ignore:invalid value encountered")
 def test_cuda_train_epoch_twin_reports_a_divergent_step_as_the_cpu():
     """The CUDA twin launches every step, but returns the CPU's (steps run, count)."""
     results = {}
