@@ -335,6 +335,17 @@ class TrainStepPlan:
         self.record()
 
 
+def _download(host, device):
+    """Copy the device array into the host array of the same size: numba's
+    ``copy_to_host(host)`` would make a device-array view to check the shapes, tens of
+    microseconds on a GPU (the simulator has no driver to call instead)."""
+    if SIMULATOR:
+        host[...] = device.copy_to_host()
+        return
+    from numba.cuda.cudadrv import driver
+    driver.device_to_host(host, device, host.nbytes)
+
+
 class EpochState:
     """What ``train_epoch`` keeps between calls for one parameter buffer: the step plans
     (per batch size), the minibatch views of the last data set, the loss ring and the
@@ -417,7 +428,7 @@ def train_epoch(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum, 
                           acts, pres, dbuf)
         plan.run(opt_code, rows, opt_hparams, first_step + i, state.ring, i,
                  state.capacity, None, state.clip_partials)
-    state.ring.copy_to_host(state.host_ring)   # waits for the steps; one copy
+    _download(state.host_ring, state.ring)   # waits for the steps; one copy
     ring, c = state.host_ring, state.capacity
     losses[:n] = ring[:n]
     counts = ring[c:c + n]
