@@ -20,6 +20,7 @@ import pytest
 import fastbp
 from fastbp import device as fdevice
 from fastbp import device_inputs
+from fastbp.concurrency import start_pool
 from fastbp.kernels import cpu as K_cpu
 
 usable, why = fdevice.cuda_status()
@@ -53,6 +54,13 @@ CUDA_ONLY_MODULES = {
     "reduce": "block reductions and their scratch (a CPU sum stays in registers)",
     "_launch": "launch geometry and the launch recorder",
 }
+
+
+@pytest.fixture(autouse=True)
+def _pool_started():
+    """The CPU kernels are called directly below: numba's thread pool must be launched
+    first (fastbp.concurrency.start_pool says why), as the API's entry points do."""
+    start_pool()
 
 
 def _signature(f):
