@@ -29,13 +29,18 @@ from .device import on_device
 def pointer_device(pointer):
     """The ordinal of the GPU whose memory holds the device address ``pointer``
     (the CUDA driver's CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL), or None where it cannot
-    be asked: numba's CUDA simulator, which has no driver and one GPU."""
+    be asked: numba's CUDA simulator, which has no driver and one GPU. ValueError when
+    the driver knows no device memory at that address."""
     from numba.cuda.cudadrv import driver
     if not hasattr(driver, "binding"):   # the simulator's stand-in module
         return None
     attribute = driver.binding.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL
-    return int(driver.driver.cuPointerGetAttribute(attribute,
-                                                   driver.binding.CUdeviceptr(pointer)))
+    try:
+        return int(driver.driver.cuPointerGetAttribute(
+            attribute, driver.binding.CUdeviceptr(pointer)))
+    except driver.CudaAPIError as exc:
+        raise ValueError(f"expected device memory, but the CUDA driver knows none at "
+                         f"{pointer:#x} ({exc})") from None
 
 
 def device_of(a):
@@ -63,7 +68,10 @@ def _network_device(net):
 
 
 def _check_device(name, a, expected):
-    found = device_of(a)
+    try:
+        found = device_of(a)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
     if found is not None and found != expected:
         raise ValueError(f"{name}: expected a device array on GPU {expected} (where the "
                          f"network lives), got one on GPU {found}; device arrays are "

@@ -10,8 +10,12 @@ the CUDA ``network_train_epoch`` and ``network_jacobian`` give the CPU's results
 that device-resident training data live on the network's GPU.
 """
 import importlib
+import importlib.util
 import inspect
+import os
 import pkgutil
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -264,7 +268,6 @@ def test_device_data_on_another_gpu_are_refused_before_any_launch(monkeypatch):
     # the driver's answer (CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL), which the simulator
     # cannot give: X on GPU 1, y on GPU 0 like the network
     monkeypatch.setattr(device_inputs, "pointer_device", lambda p: 1 if p in on_gpu1 else 0)
-    assert device_inputs.pointer_device is not None
     before = fdevice.to_host(net.params).copy()
     opt = fastbp.SGD(net, lr=0.1)
     with pytest.raises(ValueError, match=r"X: expected a device array on GPU 0 .*GPU 1"):
@@ -277,8 +280,14 @@ def test_device_data_on_another_gpu_are_refused_before_any_launch(monkeypatch):
         net.train_step(X, y, opt)
     np.testing.assert_array_equal(fdevice.to_host(net.params), before)
     assert opt.steps == 0
+    # a pointer the driver does not know: a ValueError naming the argument too
+    def unknown(p):
+        raise ValueError(f"expected device memory, but the CUDA driver knows none at {p:#x}")
+    monkeypatch.setattr(device_inputs, "pointer_device", unknown)
+    with pytest.raises(ValueError, match=r"X: expected device memory, .* at 0x7f0000001000"):
+        net.train_step(X, y, opt)
     # both on the network's GPU: the check passes them on, used in place
-    on_gpu1.clear()
+    monkeypatch.setattr(device_inputs, "pointer_device", lambda p: 0)
     from fastbp.cuda_plan import runner
     X_out, labels, _ = device_inputs.checked(net, X, y, runner(net))
     assert X_out is X and labels is y
@@ -289,3 +298,41 @@ def test_pointer_device_cannot_be_asked_in_the_simulator():
         pytest.skip("the simulator's stand-in driver only")
     assert device_inputs.pointer_device(0x7F0000001000) is None
     assert device_inputs.device_of(np.zeros(2)) is None   # no interface, no context
+
+
+POINTER_DEVICE_SCRIPT = r"""
+import types
+from numba.cuda.cudadrv import driver
+from fastbp import device_inputs
+asked = []
+def answer(attribute, pointer):
+    asked.append((attribute, int(pointer)))
+    if int(pointer) == 0xBAD:
+        raise driver.CudaAPIError(1, "CUDA_ERROR_INVALID_VALUE")
+    return 1
+driver.driver = types.SimpleNamespace(cuPointerGetAttribute=answer)   # no GPU here
+assert device_inputs.pointer_device(0x7F0000001000) == 1
+assert asked == [(driver.binding.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL,
+                  0x7F0000001000)], asked
+try:
+    device_inputs.pointer_device(0xBAD)
+except ValueError as exc:
+    assert "knows none at 0xbad" in str(exc), exc
+else:
+    raise AssertionError("no ValueError")
+print("ok")
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("numba_cuda") is None,
+                    reason="numba-cuda is not installed: its driver binding is what this "
+                           "checks")
+def test_pointer_device_asks_numba_cudas_driver_binding():
+    """With numba-cuda itself (not the simulator), in a subprocess: the driver is asked
+    for CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL (its answer stubbed: no GPU here), and an
+    address it does not know is a ValueError."""
+    env = dict(os.environ)
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    proc = subprocess.run([sys.executable, "-c", POINTER_DEVICE_SCRIPT], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
