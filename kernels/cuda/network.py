@@ -174,8 +174,9 @@ def network_train_epoch(params, grads, sizes, w_off, b_off, act_codes, slopes, a
     Unlike the CPU, the GPU does not stop at a divergent step: every step is launched
     without waiting (a launch plan, plan.py), and the losses come back in one copy at
     the end, so the parameters after a divergent epoch hold the later steps' updates as
-    well (callers restore them, as MLP.train_epoch does); the losses and the return
-    value are the CPU's."""
+    well (callers restore them, as MLP.train_epoch does) and losses[steps run:] the
+    later steps' losses (the CPU leaves them unwritten); the return value and
+    losses[:steps run] are the CPU's."""
     check_optimizer(opt_code)
     from .plan import train_epoch   # plan.py is built on this module's passes
     return train_epoch(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
