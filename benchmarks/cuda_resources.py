@@ -55,7 +55,8 @@ def variants():
     return [(f"fwd +b {name}", False, True, blas.BIAS_ACTIVATION, codes.ACTIVATION_CODES[name])
             for name in ("identity", "relu", "tanh", "gelu")] + [
             ("dW = dS.T@X", True, False, blas.STORE, 0),
-            ("dX = dS@W", False, False, blas.STORE, 0)]
+            ("dX = dS@W", False, False, blas.STORE, 0),
+            ("C = a*A@B + b*C", False, False, blas.SCALE, 0)]
 
 
 def other_kernels(dtype):
@@ -63,7 +64,7 @@ def other_kernels(dtype):
     argument types their launchers pass (float() and bool() scalars, int64 codes).
     tests/test_cuda_compile.py fails when a kernel of kernels/cuda is missing here."""
     from numba import types
-    from fastbp.kernels.cuda import activations, linear, losses, optim, plan, rows
+    from fastbp.kernels.cuda import activations, jacobian, linear, losses, optim, plan, rows
     f = getattr(types, dtype)
     m2, v1 = types.Array(f, 2, "C"), types.Array(f, 1, "C")
     p1 = types.Array(types.float64, 1, "C")
@@ -97,6 +98,9 @@ def other_kernels(dtype):
         # the launch plan's loss ring: partials, nblocks, counters, ring, slot, capacity
         ("record_step", plan._record_step, (p1, i64, counter, counter, p1, i64, i64)),
         ("check_inputs", plan._check_inputs, (m2, labels, m2, i64, b, counter)),
+        # the jacobian's one-hot seed and its copy of dX into J[:, k, :]
+        ("one_hot", jacobian._one_hot, (m2, i64)),
+        ("store_column", jacobian._store_column, (m2, types.Array(f, 3, "C"), i64)),
     ]
 
 
@@ -106,7 +110,8 @@ def resources(geometry, dtype, trans_a, trans_b, epilogue, code, cc, ptxas):
     kernel = blas._kernel(geometry, dtype, trans_a, trans_b, epilogue, code)
     f = getattr(types, dtype)
     m2, v1 = types.Array(f, 2, "C"), types.Array(f, 1, "C")
-    return compiled(kernel, (m2, m2, m2, v1, m2, types.float64), cc, ptxas)
+    f64 = types.float64   # slope, alpha, beta
+    return compiled(kernel, (m2, m2, m2, v1, m2, f64, f64, f64), cc, ptxas)
 
 
 def compiled(kernel, sig, cc, ptxas):

@@ -116,9 +116,10 @@ def main(argv=None):
             C = cuda.to_device(np.full(c_shape, np.nan, args.dtype))   # unwritten shows
             out = cuda.device_array(c_shape, args.dtype)
             if fused:
-                run = lambda: blas.gemm(ta, tb, dA, dB, C, db, out, code, slope)  # noqa: E731
+                run = lambda: blas.gemm_bias_activation(  # noqa: E731
+                    ta, tb, dA, dB, db, C, out, code, slope)
             else:
-                run = lambda: blas.gemm(ta, tb, dA, dB, C)   # noqa: E731
+                run = lambda: blas.gemm(ta, tb, 1.0, dA, dB, 0.0, C)   # noqa: E731
             row = {"geometry": g, "product": name}
             try:
                 with launch_config(gemm=g):

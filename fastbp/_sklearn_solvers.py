@@ -137,7 +137,7 @@ class LossGrad:
                                                 self.eps, dZ)
             dbuf[:n * n_out].copy_to_device(dZ.reshape(-1))
             passes.backprop(net.params, net.grads, *layout_args, X_dev, acts, pres, dbuf,
-                            None)
+                            self._no_dX)
         if self.alpha:
             sw_sum = n if sample_weight is None else float(sample_weight.sum())
             params, grads = _device.to_host(net.params), _device.to_host(net.grads)

@@ -20,9 +20,10 @@ What that gives:
   the check the CPU's ``train_step`` makes before returning. A StepLoss can be read
   until ``RING_STEPS`` later steps (or a ``fit``/``train_epoch`` call) reuse its slot;
   then reading it raises RuntimeError.
-- ``fit`` and ``train_epoch`` upload an epoch's data once, launch all its steps, then
-  read the ring once: the losses of every step and the first divergent step, named as
-  on the CPU.
+- ``fit`` and ``train_epoch`` upload an epoch's data once (``epoch_data``) and run
+  the kernels' ``network_train_epoch``, the CUDA twin of the CPU's, which launches all
+  its steps from plans of its own, then reads its loss ring once: the losses of every
+  step and the first divergent step, named as on the CPU.
 
 Clipping (``max_grad_norm``) is planned too: the factor of the step's own gradient
 norm is computed on the device after backward and read there by the update. Not
@@ -139,41 +140,41 @@ class CudaRunner:
         return dX, d_labels, d_targets
 
     # -- many steps --------------------------------------------------------------------
-    def epoch_views(self, X, labels, targets, batch_size):
-        """Upload an epoch's host data in one copy each (device data are used in
-        place) and return the minibatch views [(X_i, labels_i, targets_i)], made once
-        per (data, rows, batch size)."""
+    def epoch_data(self, X, labels, targets):
+        """(X, labels, targets) of an epoch on the device, for the kernels'
+        network_train_epoch: host arrays copied in, one copy each, into buffers kept
+        per shape (so the kernels' minibatch views are made once); arrays that live on
+        the GPU used in place, once their values pass the device-side check
+        (ValueError naming how many entries are invalid, before any step)."""
         n = X.shape[0]
+        # an epoch's steps keep their losses in the kernels' own ring (kernels/cuda/
+        # plan.py EpochState); earlier StepLosses become unreadable all the same, as
+        # documented, so that the two rings can become one without changing that
+        self.generation += 1
         if _device.on_device(X):
-            key = ("device", id(X), id(labels), id(targets), n, batch_size)
-            if self._epoch is None or self._epoch[0] != key or self._epoch[1] is not X:
-                labels = labels if labels.size else self.no_labels
-                batches = [(X[a:a + batch_size],
-                            labels[a:a + batch_size] if labels.size else labels,
-                            targets[a:a + batch_size] if targets.size else targets)
-                           for a in range(0, n, batch_size)]
-                self._epoch = (key, X, labels, targets, batches)
-            return self._epoch[4]
-        n_in, n_out = X.shape[1], self.net.sizes[-1]
-        dtype = self.net.dtype
-        key = (n, batch_size, bool(labels.size), bool(targets.size))
+            from .kernels.cuda.plan import count_invalid
+            labels = labels if labels.size else self.no_labels
+            net = self.net
+            bad = count_invalid(X, labels, targets, net.sizes[-1],
+                                net.loss == "bce_with_logits", self.bad)
+            if bad:
+                raise ValueError(invalid_inputs(net, bad, "the epoch", before_steps=True))
+            return X, labels, targets
+        key = (n, bool(labels.size), bool(targets.size))
         if self._epoch is None or self._epoch[0] != key:
-            dX = _device.empty((n, n_in), dtype, "cuda")
-            d_labels = _device.empty(n if labels.size else 0, np.int64, "cuda")
-            d_targets = _device.empty((n if targets.size else 0, n_out), dtype, "cuda")
-            batches = []
-            for a in range(0, n, batch_size):
-                b = min(a + batch_size, n)
-                batches.append((dX[a:b], d_labels[a:b] if labels.size else self.no_labels,
-                                d_targets[a:b] if targets.size else d_targets))
-            self._epoch = (key, dX, d_labels, d_targets, batches)
-        _, dX, d_labels, d_targets, batches = self._epoch
+            dX = _device.empty((n, X.shape[1]), self.net.dtype, "cuda")
+            d_labels = (_device.empty(n, np.int64, "cuda") if labels.size
+                        else self.no_labels)
+            d_targets = _device.empty((n if targets.size else 0, self.net.sizes[-1]),
+                                      self.net.dtype, "cuda")
+            self._epoch = (key, dX, d_labels, d_targets)
+        _, dX, d_labels, d_targets = self._epoch
         _device.upload(dX, X)
         if labels.size:
             _device.upload(d_labels, labels)
         if targets.size:
             _device.upload(d_targets, targets)
-        return batches
+        return dX, d_labels, d_targets
 
 
 def prepare(net, optimizer=None, device_inputs=False):
@@ -290,13 +291,16 @@ for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__
     setattr(StepLoss, _name, _through_float(_name))
 
 
-def invalid_inputs(net, bad, where):
-    """The error message for ``bad`` invalid entries of device-resident inputs."""
+def invalid_inputs(net, bad, where, before_steps=False):
+    """The error message for ``bad`` invalid entries of device-resident inputs, found
+    by a step (or, ``before_steps``, by the check of a whole epoch's data)."""
     what = ("labels outside [0, classes)" if net.is_classifier else
             "targets outside [0, 1]" if net.loss == "bce_with_logits" else "")
+    when = ("before the first step: nothing was trained, so nothing needed to be "
+            "restored" if before_steps else
+            "after the step was launched: the parameters may hold their effect")
     return (f"X, y: {bad} entries of the device arrays given for {where} were NaN or "
-            f"infinite{' or ' + what if what else ''} (checked on the device, after the "
-            f"step was launched: the parameters may hold their effect)")
+            f"infinite{' or ' + what if what else ''} (checked on the device {when})")
 
 
 def train_step(net, X, labels, targets, optimizer):
@@ -308,33 +312,6 @@ def train_step(net, X, labels, targets, optimizer):
     r.step(X, labels, targets, optimizer, index % r.capacity, check)
     r.cursor += 1
     return StepLoss(r, index, optimizer.steps, optimizer.lr)
-
-
-def train_batches(net, X, labels, targets, batch_size, optimizer):
-    """Steps over the rows of checked host (or device-resident) arrays in order,
-    ``batch_size`` each: host data uploaded once, every step launched, the ring read
-    once. Returns (losses, counts, bad) per step: float64 losses, int64 counts of
-    parameters the step's update left NaN or infinite, int64 counts of invalid entries
-    of device-resident inputs (zeros for host inputs, which the host checked)."""
-    r = runner(net)
-    check = _device.on_device(X)
-    batches = r.epoch_views(X, labels, targets, batch_size)
-    r._ensure_ring(len(batches))
-    r.generation += 1          # earlier StepLosses' slots are reused below
-    for slot, (dX, d_labels, d_targets) in enumerate(batches):
-        r.step(dX, d_labels, d_targets, optimizer, slot, check)
-    r.cursor = 0
-    ring = r.read()
-    n, c = len(batches), r.capacity
-    return (ring[:n].copy(), ring[c:c + n].astype(np.int64),
-            ring[2 * c:2 * c + n].astype(np.int64))
-
-
-def first_divergence(losses, counts):
-    """Index of the first step whose loss is not finite or whose count is positive,
-    or None."""
-    bad = np.flatnonzero((counts > 0) | ~np.isfinite(losses))
-    return int(bad[0]) if bad.size else None
 
 
 def planned_launches(net):

@@ -297,8 +297,8 @@ def copy_into(dst, src):
 
 class Staging:
     """Device buffers the host's minibatches are copied into (grown to the largest
-    batch seen, reused after), plus the loss reduction's float64 partial sums and the
-    optimizer update's non-finite counter (kernels/cuda/optim.py)."""
+    batch seen, reused after), plus float64 partial sums for the launch plan's gradient
+    norm (fastbp.cuda_plan; the kernels' launchers keep their own)."""
 
     def __init__(self, n_in, n_out, dtype):
         self.n_in, self.n_out = n_in, n_out
@@ -307,8 +307,6 @@ class Staging:
         self.X = self.labels = self.targets = None
         from .kernels.cuda import config
         self.partials = empty(max(config.max_reduce_blocks, 256), np.float64, "cuda")
-        # the optimizer update's non-finite counter, kept at 0 between steps
-        self.nonfinite = to_device(np.zeros(1, np.int32))
 
     def put(self, X, labels, targets):
         """Device views holding copies of the host arrays (labels/targets may be empty)."""

@@ -1,6 +1,5 @@
 """The Jacobian of a network's outputs with respect to its inputs."""
-import numpy as np
-
+from . import device as _device
 from .concurrency import using
 from .kernels.cpu.jacobian import jacobian_pass
 
@@ -23,7 +22,8 @@ def jacobian(net, X):
     Rows do not interact, so for each output k a single backward pass from the output
     gradient e_k (one-hot in column k on every row) yields column k of all the rows'
     Jacobians: one forward and ``sizes[-1]`` backward passes, all in one compiled call
-    (``fastbp.kernels.cpu.jacobian.network_jacobian``). No finite differences are
+    (``fastbp.kernels.cpu.jacobian.network_jacobian``; on device="cuda" its twin in
+    kernels/cuda, launched on the GPU, J copied back once). No finite differences are
     involved; the tests check the result against them. The network's parameters and
     its ``grads`` are left untouched.
 
@@ -35,15 +35,18 @@ def jacobian(net, X):
     (4, 2, 3)
     """
     X = net._inputs(X)
-    if getattr(net, "device", "cpu") not in ("cpu", None):
-        raise ValueError(f"net: jacobian runs on the CPU; got a network on {net.device!r}")
+    device = getattr(net, "device", "cpu")
     batch, n_in = X.shape
-    grads = np.empty(net.n_params, net.dtype)
-    dX = np.empty((batch, n_in), net.dtype)
-    J = np.empty((batch, net.sizes[-1], n_in), net.dtype)
+    shapes = ((net.n_params,), (batch, n_in), (batch, net.sizes[-1], n_in))
+    grads, dX, J = (_device.empty(shape, net.dtype, device) for shape in shapes)
     with using(net, "jacobian"):   # it uses the network's workspaces
         layout_args, acts, pres, dbuf = net._compiled(batch)
-        # compiled for the activation set the network's own passes were compiled for
-        jacobian_pass(net._kernels.act_set)(net.params, *layout_args, X, acts, pres,
-                                            dbuf, grads, dX, J)
-    return J
+        if device == "cpu":
+            # compiled for the activation set the network's own passes were compiled for
+            jacobian_pass(net._kernels.act_set)(net.params, *layout_args, X, acts, pres,
+                                                dbuf, grads, dX, J)
+            return J
+        X = net._placed(X)[0]
+        net._kernels.network_jacobian(net.params, *layout_args, X, acts, pres, dbuf,
+                                      grads, dX, J)
+    return _device.to_host(J)

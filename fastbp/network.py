@@ -193,22 +193,27 @@ class MLP:
     # -- parameters ------------------------------------------------------------------
     def init_params(self, seed=None):
         """Fresh random weights (Glorot uniform, He uniform for relu-like layers) and
-        zero biases, drawn from ``numpy.random.default_rng(seed)``."""
-        if self.device != "cpu":   # draw on the host, then copy over
-            device = self.device
-            self.to("cpu").init_params(seed)
-            self.to(device)
-            return
+        zero biases, drawn from ``numpy.random.default_rng(seed)``: the same values on
+        every device (on "cuda" drawn on the host and copied into the device buffers in
+        place, one copy each for params and grads)."""
+        on_host = self.device == "cpu"
+        params = self.params if on_host else np.zeros(self.layout.n_params, self.dtype)
         rng = np.random.default_rng(seed)
-        for layer in self.layers:
+        for l, layer in enumerate(self.layers):
+            w_slice, w_shape, b_slice = self.layout.weight_slice(l)
             fan_in, fan_out = layer.n_in, layer.n_out
             if codes.ACTIVATION_CODES[layer.activation] in codes.HE_INIT:
                 limit = np.sqrt(6.0 / fan_in)
             else:
                 limit = np.sqrt(6.0 / (fan_in + fan_out))
-            layer.W[...] = rng.uniform(-limit, limit, size=(fan_out, fan_in))
-            layer.b[...] = 0.0
-        self.grads[...] = 0.0
+            params[w_slice].reshape(w_shape)[...] = rng.uniform(-limit, limit,
+                                                                size=(fan_out, fan_in))
+            params[b_slice] = 0.0
+        if on_host:
+            self.grads[...] = 0.0
+        else:
+            _device.copy_into(self.params, params)
+            _device.copy_into(self.grads, np.zeros(self.layout.n_params, self.dtype))
 
     @property
     def n_params(self):
@@ -257,14 +262,13 @@ class MLP:
         return self.layout.compiled_args(), acts, pres, dbuf
 
     def _placed(self, X, labels=None, targets=None):
-        """(X, labels, targets, extra kwargs) ready for this device's kernels: on
-        "cuda" the host batch is copied into reused device buffers."""
+        """(X, labels, targets) ready for this device's kernels: on "cuda" the host
+        batch is copied into reused device buffers."""
         if self._staging is None:
-            return X, labels, targets, {}
+            return X, labels, targets
         if labels is None:
             labels, targets = self._no_labels, self._no_targets
-        X, labels, targets = self._staging.put(X, labels, targets)
-        return X, labels, targets, {"partials": self._staging.partials}
+        return self._staging.put(X, labels, targets)
 
     # -- the passes ------------------------------------------------------------------
     @_concurrency.exclusive
@@ -274,7 +278,7 @@ class MLP:
         X = self._inputs(X)
         self._warm("forward")
         layout_args, acts, pres, _ = self._compiled(X.shape[0])
-        X, _, _, _ = self._placed(X)
+        X, _, _ = self._placed(X)
         out = self._kernels.network_forward(self.params, *layout_args, X, acts, pres)
         return out.copy() if self.device == "cpu" else out.copy_to_host()
 
@@ -285,10 +289,9 @@ class MLP:
         labels, targets = self._targets(y, X.shape[0])
         self._warm("loss")
         layout_args, acts, pres, dbuf = self._compiled(X.shape[0])
-        X, labels, targets, extra = self._placed(X, labels, targets)
+        X, labels, targets = self._placed(X, labels, targets)
         return float(self._kernels.network_loss(self.params, *layout_args, self._loss_code,
-                                                X, labels, targets, acts, pres, dbuf,
-                                                **extra))
+                                                X, labels, targets, acts, pres, dbuf))
 
     def backward(self, X, y):
         """Forward and backward on (X, y): fills ``grads`` (every dW, db) with the
@@ -302,10 +305,10 @@ class MLP:
         loop checks a whole data set once, then feeds views of it)."""
         self._warm("backward")
         layout_args, acts, pres, dbuf = self._compiled(X.shape[0])
-        X, labels, targets, extra = self._placed(X, labels, targets)
+        X, labels, targets = self._placed(X, labels, targets)
         return float(self._kernels.network_backward(
             self.params, self.grads, *layout_args, self._loss_code, X, labels, targets,
-            acts, pres, dbuf, **extra))
+            acts, pres, dbuf))
 
     def train_step(self, X, y, optimizer):
         """One training step on (X, y): forward, loss, backward and the optimizer's
@@ -370,13 +373,11 @@ class MLP:
                                       *self.layout.compiled_args(), self._loss_code)
         acts, pres, dbuf = self._workspace.ensure(X.shape[0])
         opt_code, _, _, opt_state, opt_hparams, opt_step = optimizer.compiled_args_for(self)
-        extra = {}
         if self._staging is not None:
-            X, labels, targets, extra = self._placed(X, labels, targets)
-            extra["nonfinite"] = self._staging.nonfinite
+            X, labels, targets = self._placed(X, labels, targets)
         loss, nonfinite = self._kernels.network_train_step(
             *args, X, labels, targets, acts, pres, dbuf, opt_code, opt_state, opt_hparams,
-            opt_step, **extra)
+            opt_step)
         return float(loss), int(nonfinite)
 
     @_concurrency.exclusive
@@ -411,28 +412,9 @@ class MLP:
                 if divergence.diverged(losses[i], nonfinite):
                     ran = i + 1
                     break
-        elif self.device != "cpu":   # every step launched, the losses read once at the end
-            from .cuda_plan import first_divergence, invalid_inputs, train_batches
-            losses[:], counts, invalid = train_batches(self, X, labels, targets,
-                                                       batch_size, optimizer)
-            if invalid.any():   # device-resident inputs, checked on the device
-                start.restore()
-                step = int(np.flatnonzero(invalid)[0]) + 1
-                raise ValueError(invalid_inputs(self, int(invalid.sum()), f"train_epoch "
-                                 f"(first at step {step} of {n_batches})") + "; the "
-                                 f"parameters and optimizer state were restored")
-            bad = first_divergence(losses, counts)
-            if bad is not None:
-                ran, nonfinite = bad + 1, int(counts[bad])
         else:
-            self._warm("train_epoch", optimizer)
-            layout_args, acts, pres, dbuf = self._compiled(min(batch_size, X.shape[0]))
-            opt_code, _, _, opt_state, opt_hparams, first = optimizer.compiled_args_for(self)
-            ran, nonfinite = self._kernels.network_train_epoch(
-                self.params, self.grads, *layout_args, self._loss_code, X, labels, targets,
-                batch_size, acts, pres, dbuf, opt_code, opt_state, opt_hparams, first,
-                losses)
-            optimizer.steps += ran - 1   # compiled_args_for counted the first step
+            ran, nonfinite = self._train_epoch_checked(X, labels, targets, batch_size,
+                                                       optimizer, losses)
         if divergence.diverged(losses[ran - 1], nonfinite):
             start.restore()
             raise divergence.TrainingDiverged(
@@ -443,6 +425,23 @@ class MLP:
                 f"(max_grad_norm=...).", None, ran, float(losses[ran - 1]), None,
                 int(nonfinite))
         return losses
+
+    @_concurrency.exclusive
+    def _train_epoch_checked(self, X, labels, targets, batch_size, optimizer, losses):
+        """The kernels' network_train_epoch on checked inputs (the CPU's or its CUDA
+        twin, which launches every step and reads the losses once): fills ``losses``,
+        advances the optimizer's step count, returns (steps run, nonfinite)."""
+        self._warm("train_epoch", optimizer)
+        layout_args, acts, pres, dbuf = self._compiled(min(batch_size, X.shape[0]))
+        if self.device == "cuda":   # uploaded once; device data checked there first
+            from .cuda_plan import runner
+            X, labels, targets = runner(self).epoch_data(X, labels, targets)
+        opt_code, _, _, opt_state, opt_hparams, first = optimizer.compiled_args_for(self)
+        ran, nonfinite = self._kernels.network_train_epoch(
+            self.params, self.grads, *layout_args, self._loss_code, X, labels, targets,
+            batch_size, acts, pres, dbuf, opt_code, opt_state, opt_hparams, first, losses)
+        optimizer.steps += ran - 1   # compiled_args_for counted the first step
+        return ran, nonfinite
 
     def predict(self, X):
         """Class labels (batch,) int64 for softmax_cross_entropy; 0/1 labels for

@@ -181,26 +181,27 @@ def _on_gpu(net, X):
 
 def _steps(net, X, labels, targets, batch_size, optimizer):
     """Run an epoch's minibatch steps in order; yields (first row, end row, loss,
-    non-finite count, invalid input entries) per step. On the CPU, and under a
-    DistributedOptimizer, each step runs when asked for (so a divergent step ends the
-    epoch there); on "cuda" all are launched first and their losses and counts read
-    back once (fastbp.cuda_plan). Invalid entries are counted on the device, for data
-    that live there (0 otherwise: the host checked them)."""
+    non-finite count) per step. On the CPU, and under a DistributedOptimizer, each step
+    runs when asked for (so a divergent step ends the epoch there); on "cuda" the
+    kernels' network_train_epoch launches them all and reads their losses back once,
+    up to the first divergent step (MLP._train_epoch_checked; data that live on the GPU
+    are checked there before the first step, ValueError)."""
     n = X.shape[0]
     # a DistributedOptimizer all-reduces between backward and update, step by step
     if net.device == "cuda" and not getattr(optimizer, "reduces_gradients", False):
-        from .cuda_plan import train_batches
-        losses, counts, invalid = train_batches(net, X, labels, targets, batch_size,
-                                                optimizer)
-        for i, a in enumerate(range(0, n, batch_size)):
-            yield a, min(a + batch_size, n), float(losses[i]), int(counts[i]), int(invalid[i])
+        losses = np.empty(-(-n // batch_size), np.float64)
+        ran, nonfinite = net._train_epoch_checked(X, labels, targets, batch_size,
+                                                  optimizer, losses)
+        for i, a in enumerate(range(0, n, batch_size)[:ran]):
+            yield (a, min(a + batch_size, n), float(losses[i]),
+                   nonfinite if i == ran - 1 else 0)
         return
     for a in range(0, n, batch_size):
         b = min(a + batch_size, n)
         loss, nonfinite = net._train_step_checked(
             X[a:b], labels[a:b] if labels.size else labels,
             targets[a:b] if targets.size else targets, optimizer)
-        yield a, b, loss, nonfinite, 0
+        yield a, b, loss, nonfinite
 
 
 def prepare(net, optimizer, validating=True, device_inputs=False):
@@ -361,14 +362,7 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
             total = 0.0
             steps = _steps(net, X_epoch, labels_epoch if labels.size else labels,
                            targets_epoch if targets.size else targets, batch_size, optimizer)
-            for batch, (a, b, loss, nonfinite, invalid) in enumerate(steps, start=1):
-                if invalid:   # data on the GPU, checked there by the steps
-                    good.restore()
-                    from .cuda_plan import invalid_inputs
-                    raise ValueError(
-                        invalid_inputs(net, invalid, f"epoch {epoch}, batch {batch}") +
-                        f"; the parameters and optimizer state were restored to their "
-                        f"values at the start of epoch {epoch}")
+            for batch, (a, b, loss, nonfinite) in enumerate(steps, start=1):
                 if divergence.diverged(loss, nonfinite):
                     good.restore()
                     message = (

@@ -116,6 +116,11 @@ RMSPROP = 3    # RMSprop with optional L2 weight decay, momentum, centering
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 OPTIMIZER_CODES = {name: code for code, name in enumerate(OPTIMIZERS)}
+# What an update given a code outside OPTIMIZERS raises (ValueError), the same on both
+# devices, with the code appended: an update that silently did nothing would be a
+# silent wrong result.
+UNKNOWN_OPTIMIZER = ("opt_code: expected one of "
+                     + ", ".join(f"{c} ({n})" for c, n in enumerate(OPTIMIZERS)) + ", got ")
 
 # hparams: a float64 array. Entries 0 and 1 mean the same for every optimizer; flags
 # are stored as 0.0 (off) or 1.0 (on).

@@ -42,7 +42,7 @@ from ._jit import scalar, serial
 from .backward_update import linear_backward_update_for
 from .linear import linear_forward_for
 from .losses import loss_forward_backward
-from .optim import optimizer_update_for
+from .optim import check_optimizer, optimizer_update_for
 
 
 @scalar
@@ -230,7 +230,9 @@ def train_step_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slope
     Each layer's update runs inside backward, right after the layer's last use of its
     old W (backward_update.py): one pass over the parameters less, and the gradient
     still in cache. Gradient clipping scales every update by the norm of the whole
-    gradient, known only after backward: with it, the update is a separate pass."""
+    gradient, known only after backward: with it, the update is a separate pass.
+    Raises ValueError for an unknown ``opt_code`` before anything runs."""
+    check_optimizer(opt_code)
     fuse = not opt_hparams[HP_MAX_GRAD_NORM] > 0.0
     loss, nonfinite = _backward_update_for(
         act_set, params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,

@@ -11,6 +11,8 @@ any of them:
         state     (k, n) same dtype, the optimizer's state rows (row order: codes.py)
         hparams   (m,) float64, layout in codes.py: [lr, max_grad_norm, ...]
         step      int, 1 for the first update (bias corrections, first momentum step)
+        raises    ValueError (codes.UNKNOWN_OPTIMIZER) for an opt_code outside
+                  codes.OPTIMIZERS, before anything is updated, as the CUDA twin
         returns   int, how many parameters the update left NaN or infinite (0: all
                   finite). Counted inside the update loops from the values they
                   store, so spotting a divergent step costs no extra pass over memory.
@@ -286,7 +288,7 @@ def update_range(opt_code, params, grads, state, hparams, step, scale, i0, i1, n
                                   alpha, eps, weight_decay, momentum, centered, i0 + o,
                                   i1 + o)
         return bad
-    # An unknown code updates nothing; the API only builds codes from codes.OPTIMIZERS.
+    # Unreachable for an unknown code: the entry points raise first (check_optimizer).
     return bad
 
 
@@ -315,10 +317,23 @@ def update_span(opt_code, params, grads, state, hparams, step, scale, lo, hi):
                          nblocks)
 
 
+_N_OPTIMIZERS = len(codes.OPTIMIZERS)
+
+
+@scalar
+def check_optimizer(opt_code):
+    """Raise ValueError unless ``opt_code`` is one of codes.OPTIMIZERS. Called once per
+    update or training step by its entry points (two integer compares), never inside
+    the update loops, which would then skip an unknown code silently."""
+    if opt_code < 0 or opt_code >= _N_OPTIMIZERS:
+        raise ValueError(codes.UNKNOWN_OPTIMIZER + str(opt_code))
+
+
 @scalar
 def optimizer_update_for(opt_code, params, grads, state, hparams, step):
     """optimizer_update, inlined into its callers (the training step calls it when
     clipping: one compiled function less between it and update_range to re-optimise)."""
+    check_optimizer(opt_code)
     scale = clip_scale(grads, hparams[codes.HP_MAX_GRAD_NORM])
     # bounds as run-time values: a constant 0 would compile a second update_range
     lo, hi = block_bounds(0, 1, params.shape[0])

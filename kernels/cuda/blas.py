@@ -1,13 +1,15 @@
 """General matrix products on the GPU (numba.cuda twin of kernels/cpu/blas.py).
 
-    gemm(trans_a, trans_b, A, B, C)                       C = op(A) @ op(B)
-    gemm(trans_a, trans_b, A, B, C, bias, out, code, slope)
-                                   C = op(A) @ op(B) + bias,  out = sigma(C)  (fused)
+    gemm(trans_a, trans_b, alpha, A, B, beta, C)
+        C = alpha * op(A) @ op(B) + beta * C       as the CPU twin (BLAS ?gemm): with
+                                                   beta == 0, C is not read
+    gemm_bias_activation(trans_a, trans_b, A, B, bias, C, out, code, slope)
+        C = op(A) @ op(B) + bias,  out = sigma(C)  in one kernel (the layers' forward)
 
-    op(M) = M.T if trans_M else M, as in the CPU twin; op(A) (m, k), op(B) (k, n),
-    C and out (m, n), bias (n,): C-contiguous device arrays of one float dtype; out may
-    be C. The CPU twin's alpha and beta are 1 and 0 here (no caller needs others); the
-    fused bias-and-activation epilogue is what it has instead.
+    op(M) = M.T if trans_M else M; op(A) (m, k), op(B) (k, n), C and out (m, n), bias
+    (n,): C-contiguous device arrays of one float dtype; out may be C. The fused
+    bias-and-activation epilogue has no CPU twin: there BLAS computes the product and
+    kernels/cpu/linear.py applies bias and sigma per column block while it is in cache.
 
 One kernel per (geometry, dtype, trans_a, trans_b, epilogue, activation), compiled on
 first use, so the transposes, the epilogue and sigma are compile-time constants: no
@@ -56,6 +58,7 @@ _HAS_LAUNCH_BOUNDS = "launch_bounds" in inspect.signature(cuda.jit).parameters
 
 STORE = 0            # epilogue: C = product
 BIAS_ACTIVATION = 1  # epilogue: C = product + bias, out = sigma(C)
+SCALE = 2            # epilogue: C = alpha * product + beta * C (C read only if beta != 0)
 
 
 def _run(t):
@@ -122,7 +125,7 @@ def _kernel(geometry, dtype, trans_a, trans_b, epilogue, code=0):
     options = {"launch_bounds": (NT, min_blocks)} if min_blocks and _HAS_LAUNCH_BOUNDS else {}
 
     @kernel(**options)
-    def gemm(A, B, C, bias, out, slope):
+    def gemm(A, B, C, bias, out, slope, alpha, beta):
         M = C.shape[0]
         N = C.shape[1]
         K = A.shape[0] if trans_a else A.shape[1]   # folded: trans_a is a constant
@@ -190,6 +193,11 @@ def _kernel(geometry, dtype, trans_a, trans_b, epilogue, code=0):
                     if n < N:
                         if epilogue == STORE:
                             C[m, n] = acc[i, j]
+                        elif epilogue == SCALE:
+                            v = alpha * acc[i, j]
+                            if beta != 0.0:
+                                v += beta * C[m, n]
+                            C[m, n] = v
                         else:
                             s = acc[i, j] + bias[n]
                             C[m, n] = s
@@ -207,21 +215,29 @@ def _kernel(geometry, dtype, trans_a, trans_b, epilogue, code=0):
     return gemm
 
 
-def gemm(trans_a, trans_b, A, B, C, bias=None, out=None, code=0, slope=0.0):
-    """C = op(A) @ op(B), or with ``bias`` given C = op(A) @ op(B) + bias and
-    out = sigma_code(C) in the same kernel (see the module docstring for shapes).
-
-    The geometry is ``config.gemm[C.dtype]``; kernels compile on first use.
-    """
+def _launch_gemm(trans_a, trans_b, A, B, C, epilogue, bias, out, code, slope, alpha, beta):
     M, N = C.shape
     if M == 0 or N == 0:
         return
     dtype = np.dtype(C.dtype).name
     geometry = config.gemm[dtype]
-    if bias is None:
-        epilogue, bias, out, code = STORE, C[0], C, 0   # placeholders, never read
-    else:
-        epilogue = BIAS_ACTIVATION
     kernel = _kernel(geometry, dtype, bool(trans_a), bool(trans_b), epilogue, int(code))
     grid = (blocks(N, geometry.bn), blocks(M, geometry.bm))
-    launch(kernel, grid, geometry.threads, (A, B, C, bias, out, slope))
+    launch(kernel, grid, geometry.threads,
+           (A, B, C, bias, out, float(slope), float(alpha), float(beta)))
+
+
+def gemm(trans_a, trans_b, alpha, A, B, beta, C):
+    """C = alpha * op(A) @ op(B) + beta * C (module docstring), as the CPU twin; the
+    common alpha = 1, beta = 0 runs the plain store (no scaling in the epilogue). The
+    geometry is ``config.gemm[C.dtype]``; kernels compile on first use."""
+    epilogue = STORE if alpha == 1.0 and beta == 0.0 else SCALE
+    # bias and out are placeholders the STORE and SCALE epilogues never read
+    _launch_gemm(trans_a, trans_b, A, B, C, epilogue, C[0], C, 0, 0.0, alpha, beta)
+
+
+def gemm_bias_activation(trans_a, trans_b, A, B, bias, C, out, code, slope):
+    """C = op(A) @ op(B) + bias and out = sigma_code(C) (``slope``: leaky_relu's) in one
+    kernel; see the module docstring for shapes."""
+    _launch_gemm(trans_a, trans_b, A, B, C, BIAS_ACTIVATION, bias, out, code, slope, 1.0,
+                 0.0)

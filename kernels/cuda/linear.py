@@ -19,7 +19,7 @@ from numba import cuda
 from ._jit import kernel
 from ._launch import blocks, config, launch
 from .activations import activate, activation_derivative
-from .blas import gemm
+from .blas import gemm, gemm_bias_activation
 
 
 @functools.lru_cache(maxsize=None)
@@ -99,7 +99,7 @@ def linear_forward(X, W, b, code, slope, S, A):
     arrays of one float dtype. ``code`` is an activation code (kernels.codes), ``slope``
     the leaky_relu slope. Pass the same array for S and A when S need not be kept.
     """
-    gemm(False, True, X, W, S, b, A, code, slope)
+    gemm_bias_activation(False, True, X, W, b, S, A, code, slope)
 
 
 def linear_backward(dA, A, S, X, W, code, slope, dS, dX, dW, db, compute_dX):
@@ -111,6 +111,6 @@ def linear_backward(dA, A, S, X, W, code, slope, dS, dX, dW, db, compute_dX):
     true, dX (batch, in).
     """
     activation_backward_bias(dA, A, S, dS, db, code, slope)
-    gemm(True, False, dS, X, dW)          # dW = dS.T @ X
+    gemm(True, False, 1.0, dS, X, 0.0, dW)          # dW = dS.T @ X
     if compute_dX:
-        gemm(False, False, dS, W, dX)     # dX = dS @ W
+        gemm(False, False, 1.0, dS, W, 0.0, dX)     # dX = dS @ W

@@ -7,26 +7,25 @@
                            Z, T (batch, n)
 
 Each writes dZ = d loss / d Z (device array of Z's shape) and returns the loss as a
-Python float. One kernel does both: threads stride over rows (cross-entropy) or elements
-(the others), and each block reduces its threads' loss terms in shared memory (float64)
-to one partial sum; the host adds the few partials (one small copy, the only transfer).
-``launch_loss`` launches the kernel alone and leaves the partials on the device, for the
-launch plan (plan.py), which sums them there. ``partials`` is a float64 device array of
-at least ``config.max_reduce_blocks`` entries; callers that step repeatedly pass one
-from their workspace, otherwise one is allocated per call.
+Python float, with the CPU twins' signatures. One kernel does both: threads stride over
+rows (cross-entropy) or elements (the others), and each block reduces its threads' loss
+terms in shared memory (float64) to one partial sum, written to the calling thread's
+scratch (reduce.scratch); the host adds the few partials (one small copy, the only
+transfer). ``launch_loss`` launches the kernel alone into a caller-given float64
+``partials`` (at least ``config.max_reduce_blocks`` entries) and leaves them on the
+device, for the launch plan (plan.py), which sums them there.
 """
 import functools
 import math
 
 import numba
-import numpy as np
 from numba import cuda
 
 from .. import codes
 from ._jit import kernel
 from ._launch import blocks, config, launch
 from .activations import sigmoid
-from .reduce import block_sum
+from .reduce import block_sum, scratch
 
 _SOFTMAX_CROSS_ENTROPY = codes.SOFTMAX_CROSS_ENTROPY
 _MSE = codes.MSE
@@ -121,47 +120,41 @@ def launch_loss(loss_code, Z, labels, T, dZ, partials):
     return nblocks
 
 
-def _run(loss_code, Z, labels, T, dZ, partials):
-    if partials is None:
-        partials = cuda.device_array(config.max_reduce_blocks, dtype="float64")
+def _run(loss_code, Z, labels, T, dZ):
+    partials = scratch("partials")
     nblocks = launch_loss(loss_code, Z, labels, T, dZ, partials)
     return float(partials[:nblocks].copy_to_host().sum())
 
 
-def softmax_cross_entropy(Z, labels, dZ, partials=None):
+def softmax_cross_entropy(Z, labels, dZ):
     """Mean softmax cross-entropy of logits Z (batch, C) against int labels (batch,)."""
-    return _run(_SOFTMAX_CROSS_ENTROPY, Z, labels, Z, dZ, partials)
+    return _run(_SOFTMAX_CROSS_ENTROPY, Z, labels, Z, dZ)
 
 
-def mse(Z, T, dZ, partials=None):
+def mse(Z, T, dZ):
     """Mean squared error over every element of Z, T (batch, n)."""
-    return _run(codes.MSE, Z, labels_unused(Z), T, dZ, partials)
+    return _run(codes.MSE, Z, labels_unused(Z), T, dZ)
 
 
-def bce_with_logits(Z, T, dZ, partials=None):
+def bce_with_logits(Z, T, dZ):
     """Mean binary cross-entropy of logits Z against targets T in [0, 1], (batch, n)."""
-    return _run(codes.BCE_WITH_LOGITS, Z, labels_unused(Z), T, dZ, partials)
-
-
-_NO_LABELS = []
+    return _run(codes.BCE_WITH_LOGITS, Z, labels_unused(Z), T, dZ)
 
 
 def labels_unused(Z):
     """A stand-in labels argument for the losses that read targets: never indexed, but
     int64 like real labels, because the kernel compiles its softmax branch too and a
     float array there fails to type on a GPU (the simulator does not type at all).
-    Made once per process (an empty device array; it was one allocation per call)."""
-    if not _NO_LABELS:
-        _NO_LABELS.append(cuda.device_array(0, dtype=np.int64))
-    return _NO_LABELS[0]
+    Made once per thread and GPU (reduce.scratch; it was one allocation per call)."""
+    return scratch("no_labels")
 
 
-def loss_forward_backward(loss_code, Z, labels, targets, dZ, partials=None):
+def loss_forward_backward(loss_code, Z, labels, targets, dZ):
     """Dispatch on ``loss_code`` (kernels.codes): labels (batch,) int64 are read by
     softmax_cross_entropy, targets (batch, n) by the others; the unused one may be empty.
     """
     if loss_code == _SOFTMAX_CROSS_ENTROPY:
-        return softmax_cross_entropy(Z, labels, dZ, partials)
+        return softmax_cross_entropy(Z, labels, dZ)
     if loss_code == _MSE:
-        return mse(Z, targets, dZ, partials)
-    return bce_with_logits(Z, targets, dZ, partials)
+        return mse(Z, targets, dZ)
+    return bce_with_logits(Z, targets, dZ)

@@ -5,12 +5,18 @@ The same layout as on the CPU (see kernels/cpu/network.py): the small integer ar
 drive a host loop; params, grads, X, labels, targets, acts, pres and dbuf are device
 arrays, and every per-layer W, b, A, S and gradient is a view into them (no copies, no
 allocation). Each layer costs a few kernel launches; nothing comes back to the host
-except the loss (a handful of partial sums). ``partials`` (optional, float64 device
-array of at least ``config.max_reduce_blocks``) is the loss reduction's scratch.
+except the loss (a handful of partial sums). Signatures and meaning are the CPU
+twins'; the reductions' scratch is the launchers' own (reduce.scratch).
 """
+import numpy as np
+
 from .linear import linear_backward, linear_forward
 from .losses import loss_forward_backward
-from .optim import optimizer_update
+from .optim import check_optimizer, optimizer_update
+
+# backprop's dX when no gradient w.r.t. X is wanted: any array whose first extent is
+# not the batch's (the CPU twin's convention); never read, so a host one costs nothing
+_NO_DX = np.empty((0, 0))
 
 
 def _output_views(l, batch, sizes, act_cum, pre_cum, acts, pres):
@@ -64,13 +70,13 @@ def network_forward(params, sizes, w_off, b_off, act_codes, slopes, act_cum, pre
 
 
 def network_loss(params, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
-                 loss_code, X, labels, targets, acts, pres, dbuf, partials=None):
+                 loss_code, X, labels, targets, acts, pres, dbuf):
     """Forward and mean loss (no gradients kept), as a float."""
     out = network_forward(params, sizes, w_off, b_off, act_codes, slopes, act_cum,
                           pre_cum, X, acts, pres)
     batch, n = out.shape
     dZ = dbuf[:batch * n].reshape(batch, n)
-    return loss_forward_backward(loss_code, out, labels, targets, dZ, partials)
+    return loss_forward_backward(loss_code, out, labels, targets, dZ)
 
 
 def segment_start(l, act_cum):
@@ -86,13 +92,17 @@ def backprop(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum, pre
              X, acts, pres, dbuf, dX):
     """Backward through every layer after network_forward, from the loss gradient the
     caller wrote into ``dbuf[:batch*sizes[-1]]``. Fills ``grads``; when dX (device)
-    has X's shape it also receives the gradient w.r.t. X (pass None or an empty
-    array to skip that product). Segment by segment, recomputing checkpointed layers,
-    exactly as kernels/cpu/network.py's backprop."""
+    has X's shape it also receives the gradient w.r.t. X (pass an empty (0, 0) array,
+    host or device, to skip that product, as on the CPU, whose compiled twin refuses
+    None). Segment by segment, recomputing checkpointed layers, exactly as
+    kernels/cpu/network.py's backprop."""
+    if dX is None:
+        raise TypeError("dX: expected an array, (batch, sizes[0]) to receive the "
+                        "gradient w.r.t. X or an empty (0, 0) one to skip it, got None")
     batch = X.shape[0]
     half = batch * int(sizes.max())
     n_layers = act_codes.shape[0]
-    want_dX = dX is not None and dX.shape[0] == batch and dX.size > 0
+    want_dX = dX.shape[0] == batch
     cur = 0
     last = n_layers - 1
     while last >= 0:
@@ -121,30 +131,54 @@ def backprop(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum, pre
 
 
 def network_backward(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
-                     pre_cum, loss_code, X, labels, targets, acts, pres, dbuf,
-                     partials=None):
+                     pre_cum, loss_code, X, labels, targets, acts, pres, dbuf):
     """Forward, loss and backward; fills ``grads`` and returns the mean loss."""
     out = network_forward(params, sizes, w_off, b_off, act_codes, slopes, act_cum,
                           pre_cum, X, acts, pres)
     batch, n_out = out.shape
     dZ = dbuf[:batch * n_out].reshape(batch, n_out)
-    loss = loss_forward_backward(loss_code, out, labels, targets, dZ, partials)
+    loss = loss_forward_backward(loss_code, out, labels, targets, dZ)
     backprop(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
-             X, acts, pres, dbuf, None)
+             X, acts, pres, dbuf, _NO_DX)
     return loss
 
 
 def network_train_step(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
                        pre_cum, loss_code, X, labels, targets, acts, pres, dbuf,
-                       opt_code, opt_state, opt_hparams, opt_step, partials=None,
-                       nonfinite=None):
+                       opt_code, opt_state, opt_hparams, opt_step):
     """One training step: forward, loss, backward, optimizer update, all on the device.
-    ``nonfinite``: the update's reusable counter (optim.new_counter), else one per call.
     Returns (loss, nonfinite): the mean loss before the update and how many parameters
-    the update left NaN or infinite, as kernels/cpu/network.py's twin."""
+    the update left NaN or infinite, as kernels/cpu/network.py's twin (which also
+    raises ValueError for an unknown ``opt_code`` before anything runs)."""
+    check_optimizer(opt_code)
     loss = network_backward(params, grads, sizes, w_off, b_off, act_codes, slopes,
                             act_cum, pre_cum, loss_code, X, labels, targets, acts, pres,
-                            dbuf, partials)
-    count = optimizer_update(opt_code, params, grads, opt_state, opt_hparams, opt_step,
-                             partials, nonfinite)
+                            dbuf)
+    count = optimizer_update(opt_code, params, grads, opt_state, opt_hparams, opt_step)
     return loss, count
+
+
+def network_train_epoch(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                        pre_cum, loss_code, X, labels, targets, batch_size, acts, pres,
+                        dbuf, opt_code, opt_state, opt_hparams, first_step, losses):
+    """Consecutive training steps over the rows of X in minibatches of ``batch_size``
+    (the last may be smaller), as kernels/cpu/network.py's twin: X (n, sizes[0]),
+    labels (n,) int64 or empty, targets (n, sizes[-1]) or empty and opt_state are
+    device arrays; opt_hparams and ``losses`` (n_batches,) float64 host arrays. Step i
+    uses optimizer step number first_step + i and writes its mean loss into losses[i].
+    Returns (steps run, nonfinite), counted up to the first step whose loss is not
+    finite or whose update left parameters NaN or infinite (nonfinite of them; 0 when
+    the stop was for the loss or there was none); ValueError for an unknown opt_code
+    before any launch.
+
+    Unlike the CPU, the GPU does not stop at a divergent step: every step is launched
+    without waiting (a launch plan, plan.py), and the losses come back in one copy at
+    the end, so the parameters after a divergent epoch hold the later steps' updates as
+    well (callers restore them, as MLP.train_epoch does) and losses[steps run:] the
+    later steps' losses (the CPU leaves them unwritten); the return value and
+    losses[:steps run] are the CPU's."""
+    check_optimizer(opt_code)
+    from .plan import train_epoch   # plan.py is built on this module's passes
+    return train_epoch(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                       pre_cum, loss_code, X, labels, targets, batch_size, acts, pres,
+                       dbuf, opt_code, opt_state, opt_hparams, first_step, losses)

@@ -4,20 +4,22 @@ CPU module's docstring: torch.optim's algorithms, clipping by global L2 norm fol
 as a scalar factor, float64 arithmetic per element, state rounded to the buffer dtype
 before further use).
 
-    optimizer_update(opt_code, params, grads, state, hparams, step, partials=None)
+    optimizer_update(opt_code, params, grads, state, hparams, step)
         opt_code  int, kernels.codes.OPTIMIZERS (SGD, ADAM, ADAMW, RMSPROP)
         params    (n,) float32/float64 device array, updated in place
         grads     (n,) same dtype, read only
         state     (k, n) same dtype device array, the optimizer's state rows
         hparams   (m,) float64 host array (numpy), layout in codes.py
         step      int, 1 for the first update
-        partials  optional float64 device scratch of the gradient-norm reduction
+        raises    ValueError (codes.UNKNOWN_OPTIMIZER) for an opt_code outside
+                  codes.OPTIMIZERS, before any launch, as the CPU twin
         returns   int, how many parameters the update left NaN or infinite (0: all
                   finite), counted by the update kernels into a one-element int32
-                  device counter (``nonfinite``: a zeroed ``new_counter()`` that the
-                  caller keeps, as the network's staging does, or one per call)
+                  device counter (the calling thread's, reduce.scratch)
 
-The hyperparameters stay on the host and travel as kernel arguments, so schedules that
+The signatures are the CPU twins': the gradient norm's partial sums and the
+non-finite counter are the launchers' own scratch (reduce.scratch). The
+hyperparameters stay on the host and travel as kernel arguments, so schedules that
 change the learning rate between steps cost no transfer. Clipping needs the gradient
 norm: a block-reduced sum of squares. ``optimizer_update`` reads its few partials back
 to the host; the training step's plan instead turns them into the factor on the device
@@ -34,7 +36,7 @@ from numba import cuda
 from .. import codes
 from ._jit import kernel
 from ._launch import blocks, config, launch
-from .reduce import block_sum
+from .reduce import block_sum, scratch
 
 
 @functools.lru_cache(maxsize=None)
@@ -57,21 +59,20 @@ def _sum_squares_kernel(block):
     return sum_squares
 
 
-def grad_norm(grads, partials=None):
+def grad_norm(grads):
     """Global L2 norm of grads (n,) as a float, summed in float64 (block reduction)."""
     tpb = config.block
-    if partials is None:
-        partials = cuda.device_array(config.max_reduce_blocks, dtype="float64")
+    partials = scratch("partials")
     nblocks = min(blocks(grads.shape[0], tpb), config.max_reduce_blocks, partials.shape[0])
     launch(_sum_squares_kernel(tpb), nblocks, tpb, (grads, partials))
     return math.sqrt(float(partials[:nblocks].copy_to_host().sum()))
 
 
-def clip_scale(grads, max_norm, partials=None):
+def clip_scale(grads, max_norm):
     """min(1, max_norm / (norm + 1e-6)); 1.0 when max_norm <= 0 or the norm is NaN."""
     if max_norm <= 0.0:
         return 1.0
-    coef = max_norm / (grad_norm(grads, partials) + 1e-6)
+    coef = max_norm / (grad_norm(grads) + 1e-6)
     return coef if coef < 1.0 else 1.0
 
 
@@ -234,7 +235,7 @@ def _read_count(nonfinite):
 def sgd_update(params, grads, lr):
     """Plain SGD in place: params -= lr * grads. params, grads: (n,) device arrays.
     Returns how many parameters it left NaN or infinite (as the CPU twin)."""
-    nonfinite = new_counter()
+    nonfinite = scratch("counter")
     _sgd_plain_update(nonfinite, params, grads, lr)
     return _read_count(nonfinite)
 
@@ -285,13 +286,19 @@ def rmsprop_update(nonfinite, params, grads, square_avg, grad_avg, buf, scale, l
                 bool(centered)))
 
 
-def optimizer_update(opt_code, params, grads, state, hparams, step, partials=None,
-                     nonfinite=None):
+def check_optimizer(opt_code):
+    """Raise ValueError unless ``opt_code`` is one of codes.OPTIMIZERS (the CPU twin's
+    check, made before anything is launched)."""
+    if not 0 <= opt_code < len(codes.OPTIMIZERS):
+        raise ValueError(codes.UNKNOWN_OPTIMIZER + str(opt_code))
+
+
+def optimizer_update(opt_code, params, grads, state, hparams, step):
     """Dispatch to the update of ``opt_code``; returns how many parameters it left NaN
     or infinite. See the module docstring."""
-    scale = new_scale(clip_scale(grads, float(hparams[codes.HP_MAX_GRAD_NORM]), partials))
-    if nonfinite is None:
-        nonfinite = new_counter()
+    check_optimizer(opt_code)
+    scale = new_scale(clip_scale(grads, float(hparams[codes.HP_MAX_GRAD_NORM])))
+    nonfinite = scratch("counter")
     launch_update(opt_code, params, grads, [state[r] for r in range(state.shape[0])],
                   hparams, step, scale, nonfinite)
     return _read_count(nonfinite)
@@ -336,4 +343,4 @@ def launch_update(opt_code, params, grads, rows, hparams, step, scale, nonfinite
                        hparams[codes.HP_RMSPROP_ALPHA], hparams[codes.HP_RMSPROP_EPS],
                        hparams[codes.HP_RMSPROP_WEIGHT_DECAY], momentum, centered)
     else:
-        raise ValueError(f"opt_code: no CUDA update for optimizer code {opt_code}")
+        check_optimizer(opt_code)

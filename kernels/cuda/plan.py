@@ -26,14 +26,16 @@ counter into ``ring[capacity + slot]`` and zeroes the counter for the next step.
 host reads the ring when it wants the values (one copy for any number of steps).
 """
 import numba
+import numpy as np
 from numba import cuda
 
 from ..codes import HP_MAX_GRAD_NORM
 from ._jit import kernel
 from ._launch import SIMULATOR, blocks, config, recording
+from ._launch import launch as launch_kernel
 from .losses import launch_loss
-from .network import backprop, network_forward
-from .optim import clip_scale_into, launch_update, new_scale
+from .network import _NO_DX, backprop, network_forward
+from .optim import clip_scale_into, launch_update, new_counter, new_scale
 
 try:   # numba-cuda's internals behind the pre-packed path (absent in the simulator)
     if SIMULATOR:
@@ -183,6 +185,21 @@ def _check_inputs(X, labels, targets, n_classes, unit_interval, bad):
             cuda.atomic.add(bad, 0, 1)
 
 
+def count_invalid(X, labels, targets, n_classes, unit_interval, bad):
+    """How many entries of the device arrays X, labels and targets (either may be
+    empty) ``_check_inputs`` finds invalid: one launch over all of them and one 4-byte
+    read; ``bad`` is a zeroed int32 counter (optim.new_counter), left at 0."""
+    total = max(X.shape[0] * X.shape[1], labels.shape[0],
+                targets.shape[0] * targets.shape[1])
+    grid = min(blocks(total, config.block), config.max_reduce_blocks)
+    launch_kernel(_check_inputs, grid, config.block,
+                  (X, labels, targets, n_classes, bool(unit_interval), bad))
+    count = int(bad.copy_to_host()[0])
+    if count:
+        bad.copy_to_device(np.zeros(1, np.int32))
+    return count
+
+
 class TrainStepPlan:
     """The launches of one training step for fixed buffers and batch size.
 
@@ -205,7 +222,7 @@ class TrainStepPlan:
             dZ = dbuf[:batch * n_out].reshape(batch, n_out)
             self.loss_blocks = launch_loss(loss_code, out, labels, targets, dZ, partials)
             backprop(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
-                     pre_cum, X, acts, pres, dbuf, None)
+                     pre_cum, X, acts, pres, dbuf, _NO_DX)
         self.passes = [PreparedLaunch(*r) for r in recorded]
         self.inputs = (X, labels, targets)
         # where each input appears: (launch, argument position, which input)
@@ -316,3 +333,107 @@ class TrainStepPlan:
         else:
             self.record.rebind(args)
         self.record()
+
+
+def _download(host, device):
+    """Copy the device array into the host array of the same size: numba's
+    ``copy_to_host(host)`` would make a device-array view to check the shapes, tens of
+    microseconds on a GPU (the simulator has no driver to call instead)."""
+    if SIMULATOR:
+        host[...] = device.copy_to_host()
+        return
+    from numba.cuda.cudadrv import driver
+    driver.device_to_host(host, device, host.nbytes)
+
+
+class EpochState:
+    """What ``train_epoch`` keeps between calls for one parameter buffer: the step plans
+    (per batch size), the minibatch views of the last data set, the loss ring and the
+    scratch the plans write. Held by the params device array itself (``_of``), so it
+    lives exactly as long as the network's buffers: a fit of many epochs plans once."""
+
+    def __init__(self):
+        self.partials = cuda.device_array(max(config.max_reduce_blocks, 256), np.float64)
+        self.clip_partials = cuda.device_array(max(config.max_reduce_blocks, 256),
+                                               np.float64)
+        self.counter, self.bad = new_counter(), new_counter()
+        self.plans = {}
+        self.ring = self.host_ring = None
+        self.capacity = 0
+        self._batches = (None, None)   # (key with the data it was made from, views)
+        self._rows = (None, [])
+
+    @staticmethod
+    def of(params):
+        state = getattr(params, "_fastbp_epoch_state", None)
+        if state is None:
+            state = params._fastbp_epoch_state = EpochState()
+        return state
+
+    def plan(self, params, grads, layout, loss_code, X, labels, targets, acts, pres, dbuf):
+        """The step plan for this batch size over these buffers, bound to (X, labels,
+        targets)."""
+        key = (X.shape[0], loss_code, id(layout[0]), id(layout[3]))
+        plan = self.plans.get(key)
+        if plan is None or not plan.uses(params, grads, acts, pres, dbuf, self.partials,
+                                         self.counter, self.bad):
+            plan = self.plans[key] = TrainStepPlan(
+                params, grads, *layout, loss_code, X, labels, targets, acts, pres, dbuf,
+                self.partials, self.counter, self.bad)
+        else:
+            plan.bind_inputs(X, labels, targets)
+        return plan
+
+    def batches(self, X, labels, targets, batch_size):
+        """[(X_i, labels_i, targets_i)]: minibatch views, made once per data set and
+        batch size (an empty labels or targets is passed whole, as on the CPU)."""
+        data = (X, labels, targets)
+        key = (id(X), id(labels), id(targets), X.shape[0], batch_size)
+        if self._batches[0] is None or self._batches[0][0] != key or \
+                any(a is not b for a, b in zip(self._batches[0][1], data)):
+            n = X.shape[0]
+            views = [(X[a:a + batch_size],
+                      labels[a:a + batch_size] if labels.shape[0] else labels,
+                      targets[a:a + batch_size] if targets.shape[0] else targets)
+                     for a in range(0, n, batch_size)]
+            self._batches = ((key, data), views)
+        return self._batches[1]
+
+    def rows(self, opt_state):
+        """The optimizer state's rows as device views, made once per state array."""
+        if self._rows[0] is not opt_state:
+            self._rows = (opt_state, [opt_state[r] for r in range(opt_state.shape[0])])
+        return self._rows[1]
+
+    def ensure_ring(self, steps):
+        if steps > self.capacity:
+            self.ring = cuda.device_array(3 * steps, np.float64)
+            self.host_ring = np.zeros(3 * steps, np.float64)
+            self.capacity = steps
+
+
+def train_epoch(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
+                loss_code, X, labels, targets, batch_size, acts, pres, dbuf, opt_code,
+                opt_state, opt_hparams, first_step, losses):
+    """network.network_train_epoch (its docstring): every step launched from its plan
+    into its slot of the loss ring, which comes back in one copy at the end."""
+    state = EpochState.of(params)
+    layout = (sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum)
+    batches = state.batches(X, labels, targets, batch_size)
+    n = len(batches)
+    state.ensure_ring(n)
+    rows = state.rows(opt_state)
+    for i, (X_i, labels_i, targets_i) in enumerate(batches):
+        plan = state.plan(params, grads, layout, loss_code, X_i, labels_i, targets_i,
+                          acts, pres, dbuf)
+        plan.run(opt_code, rows, opt_hparams, first_step + i, state.ring, i,
+                 state.capacity, None, state.clip_partials)
+    _download(state.host_ring, state.ring)   # waits for the steps; one copy
+    ring, c = state.host_ring, state.capacity
+    losses[:n] = ring[:n]
+    counts = ring[c:c + n]
+    diverged = np.flatnonzero((counts > 0) | ~np.isfinite(ring[:n]))
+    if diverged.size:
+        i = int(diverged[0])
+        return i + 1, int(counts[i])
+    return n, 0

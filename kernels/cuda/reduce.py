@@ -1,5 +1,48 @@
-"""Reductions inside a thread block, shared by the CUDA losses and optimizers."""
+"""Reductions inside a thread block, shared by the CUDA losses and optimizers, and the
+scratch their launchers reduce into.
+
+The CPU twins of those launchers (losses, grad_norm, optimizer_update, the network
+passes) take no scratch argument: a CPU reduction sums in registers. So the CUDA
+launchers take none either and keep their own (``scratch``): one small device array
+per name, per thread and per GPU, made on first use and reused. The launch plan
+(plan.py) passes its own buffers instead, since it reads them on the device.
+"""
+import threading
+
+import numpy as np
 from numba import cuda
+
+from ._launch import config
+
+_local = threading.local()
+
+
+def scratch(name):
+    """The calling thread's scratch device array ``name`` on the current GPU:
+    "partials" float64 (>= config.max_reduce_blocks entries), the partial sums of a
+    block reduction; "counter" a one-element int32 counter that its users keep at 0
+    between calls (optim's non-finite count); "no_labels" an empty int64 array (the
+    losses' stand-in labels, never read). Per thread, so that networks stepped in two
+    threads at once never share one (fastbp.concurrency); per GPU, because device
+    memory is."""
+    context = cuda.current_context()
+    key = (name, getattr(context.device, "id", 0))   # the simulator has one GPU
+    arrays = getattr(_local, "arrays", None)
+    if arrays is None:
+        arrays = _local.arrays = {}
+    array = arrays.get(key)
+    if array is None:
+        if name == "partials":
+            array = cuda.device_array(max(config.max_reduce_blocks, 256), np.float64)
+        elif name == "counter":
+            array = cuda.to_device(np.zeros(1, np.int32))
+        elif name == "no_labels":
+            array = cuda.device_array(0, np.int64)
+        else:
+            raise ValueError(f"name: expected 'partials', 'counter' or 'no_labels', got "
+                             f"{name!r}")
+        arrays[key] = array
+    return array
 
 
 @cuda.jit(device=True)
