@@ -1,10 +1,11 @@
 """``python -m fastbp compare``: validate and time every kernel on CPU and GPU side by side.
 
 For each kernel of fastbp.kernels.registry (activations, the fused linear layer and its
-two epilogues, losses, SGD) and each device it validates, then times, and prints, and writes as JSON: the largest relative error against the float64
-reference (max |got - ref| / max |ref| over every output), the median wall time of
-``--repeat`` calls after a warm-up, GFLOP/s (matrix products: 2*m*n*k per product;
-elementwise kernels: one nominal flop per element), and for the products, where CuPy
+two epilogues, losses, SGD) and each device it validates, then times, and prints,
+and writes as JSON: the largest relative error against the float64 reference (max
+|got - ref| / max |ref| over every output), the median wall time of ``--repeat`` calls
+after a warm-up, GFLOP/s (matrix products: 2*m*n*k per product; elementwise kernels:
+one nominal flop per element), and for the products, where CuPy
 or PyTorch with CUDA is present, our speed as a fraction of cuBLAS's for the same
 products in FP32 with TF32 off (1.0 = parity; fastbp's times include the fused bias,
 sigma, sigma' and db work, cuBLAS's are the bare products). GPU times, ours and
@@ -56,7 +57,7 @@ def _run_case(kernel, problem, device, repeat, timed, dtype, code, slope):
     row["ok"] = registry.passes(row["max_rel_error"], dtype)
     if not timed:
         return row
-    run = lambda: kernel.call(device, arrays, code, slope)   # noqa: E731
+    run = kernel.bound(device, arrays, code, slope)
     if on_gpu:
         from numba import cuda
         row["median_s"] = median_gpu_seconds(run, cuda_events, repeat, cuda.synchronize,

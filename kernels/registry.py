@@ -53,6 +53,12 @@ DEVICES = ("cpu", "cuda")
 # more than a float32 rounding of a pre-activation.
 MIN_ABS = 0.05
 
+# Tiny and ragged: no size a multiple of a tile or of the simulator's product geometry
+# (8, 8, 4, 2, 2), several blocks each way, and a layer of one input: the sizes the
+# tests run every kernel at, on the CPU and in the CUDA simulator (one OS thread per
+# CUDA thread there, so nothing bigger).
+TEST_SIZES = ((11, 9, 10), (3, 1, 2))
+
 # The launch geometry the GPU uses by default (kernels/cuda/_launch.py: tile 16 and
 # blocks of tile*tile threads): the compile check compiles the kernels made for it.
 _TILE = 16
@@ -116,8 +122,9 @@ class Kernel:
 
     ``cpu`` and ``cuda`` are where the kernel lives in kernels.cpu / kernels.cuda:
     an attribute of the package, or "module.attribute" for one that the package does
-    not export. ``activations``: the activation names asv times it with (empty when it
-    takes no activation code); ``bench_sizes``: the sizes asv times it at.
+    not export. ``activations``: the activation names it is checked and timed with
+    (empty when it takes no activation code); ``bench_sizes``: the sizes asv times it
+    at.
     """
     name: str
     inputs: Callable      # (rng, Sizes, dtype, code, slope) -> (host arrays, output shapes)
@@ -131,9 +138,10 @@ class Kernel:
     cuda_jit: tuple = field(default=())
     products: tuple = field(default=())
 
-    @property
-    def takes_activation(self):
-        return bool(self.activations)
+    def activation_codes(self):
+        """The codes of :attr:`activations`; (TANH,) for a kernel that takes none (the
+        code is then passed to nothing)."""
+        return tuple(codes.ACTIVATION_CODES[a] for a in self.activations) or (codes.TANH,)
 
     def function(self, device):
         """The kernel of ``device`` ("cpu" or "cuda"), looked up now (so a patched
@@ -159,6 +167,11 @@ class Kernel:
         """Run the kernel of ``device`` on ``arrays`` (from :func:`device_arrays`);
         returns what the kernel returns."""
         return self.launch(self.function(device), arrays, code, slope)
+
+    def bound(self, device, arrays, code=codes.TANH, slope=codes.DEFAULT_LEAKY_RELU_SLOPE):
+        """A call of no arguments, the kernel looked up once: what timings repeat."""
+        function = self.function(device)
+        return lambda: self.launch(function, arrays, code, slope)
 
 
 def normal(rng, shape, dtype, scale=1.0):
@@ -348,11 +361,13 @@ KERNELS = (
     _loss("softmax_cross_entropy", "labels"),
     _loss("mse", "T"),
     _loss("bce_with_logits", "T"),
-    # params -= lr * grads over n_out * n_in parameters (a layer's W): two flops each
+    # params -= lr * grads over n_out * n_in parameters (a layer's W): two flops each.
+    # The parameters are of the size of one step, so that the check sees the step: with
+    # parameters of 1 a learning rate off by 1% would change them by only 1e-4.
     Kernel("sgd_update",
-           lambda rng, s, dtype, code, slope: ({"p": normal(rng, s.n_out * s.n_in, dtype),
-                                                "g": normal(rng, s.n_out * s.n_in, dtype)},
-                                               {}),
+           lambda rng, s, dtype, code, slope: (
+               {"p": normal(rng, s.n_out * s.n_in, dtype, scale=_LR),
+                "g": normal(rng, s.n_out * s.n_in, dtype)}, {}),
            lambda a, code, slope: {"p": ref.sgd_update(a["p"], a["g"], _LR)},
            lambda f, a, code, slope: f(a["p"], a["g"], _LR),
            lambda s: 2 * s.n_out * s.n_in,
