@@ -153,15 +153,15 @@ class Kernel:
                        attr)
 
     def problem(self, rng, sizes, dtype, code=codes.TANH,
-                slope=codes.DEFAULT_LEAKY_RELU_SLOPE):
+                slope=codes.DEFAULT_LEAKY_RELU_SLOPE, reference=True):
         """A :class:`Problem` of random inputs at ``sizes`` in ``dtype``, with its
-        float64 answers. ``code``, ``slope``: the activation (ignored by kernels that
-        take none)."""
+        float64 answers (an empty ``want`` when ``reference`` is false: for timing
+        alone). ``code``, ``slope``: the activation (ignored by kernels that take none)."""
         sizes = Sizes(*sizes)
         dtype = np.dtype(dtype)
         inputs, outputs = self.inputs(rng, sizes, dtype, code, slope)
-        return Problem(inputs, outputs, self.reference(inputs, code, slope),
-                       self.flops(sizes))
+        want = self.reference(inputs, code, slope) if reference else {}
+        return Problem(inputs, outputs, want, self.flops(sizes))
 
     def call(self, device, arrays, code=codes.TANH, slope=codes.DEFAULT_LEAKY_RELU_SLOPE):
         """Run the kernel of ``device`` on ``arrays`` (from :func:`device_arrays`);
