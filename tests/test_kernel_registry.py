@@ -86,3 +86,20 @@ def test_the_check_catches_a_wrong_result(name):
         assert not registry.passes(registry.max_error(problem, arrays, value), "float64"), \
             (name, k)
         a.flat[-1] = saved
+
+
+def test_the_registry_imports_no_cuda():
+    """Importing the registry, listing its kernels and looking up a CPU kernel load
+    neither numba.cuda nor kernels.cuda: compare, asv and the CPU tests use it without
+    a GPU stack (a fresh process, since this one may have loaded them already)."""
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "from fastbp.kernels import registry as r\n"
+            "r.cuda_compiled(); r.products(); r.bench_cases()\n"
+            "r.KERNELS[0].function('cpu')\n"
+            "print(sorted(m for m in sys.modules\n"
+            "             if m.startswith(('numba.cuda', 'fastbp.kernels.cuda'))))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]", out.stdout
