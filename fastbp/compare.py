@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from . import device as fdevice
+from .concurrency import start_pool
 from .kernels import codes, registry
 
 SIM_MAX = 12   # largest size the simulator is given (it runs one OS thread per thread)
@@ -157,6 +158,7 @@ def run(args, print_fn=print):
     if args.json:   # fail before the timings, not after them
         from .persistence import check_writable
         check_writable(args.json)
+    start_pool()   # before the first direct kernel call (concurrency.start_pool says why)
     devices = [fdevice.normalize(d) for d in args.devices.split(",") if d.strip()]
     usable, reason = fdevice.cuda_status() if "cuda" in devices else (False, "not requested")
     simulated = usable and fdevice.simulator_enabled()

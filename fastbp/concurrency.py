@@ -78,8 +78,17 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 def start_pool():
     """Launch numba's thread pool in this process (once), after checking that this
     process may use it. Raises UnsafeForkError in a child forked after its parent
-    launched a GNU OpenMP pool. The kernels need the pool launched before cached code
-    that asks for the thread count is loaded (kernels/cpu/blocks.py)."""
+    launched a GNU OpenMP pool.
+
+    Every entry point that runs kernels calls this first, and so must code that calls
+    ``fastbp.kernels.cpu`` directly in a fresh process (compare, the tests' direct
+    calls). numba (0.68 and earlier; numba issues #8578 and #4807) relaunches its pool
+    when it loads a cached function that *contains* a parallel loop, but not a cached
+    serial driver that only *calls* parallel kernels (``network_train_step`` is one):
+    if that is the process's first compiled call, the driver jumps into numba's
+    unlaunched parallel scheduler and the process dies with SIGSEGV, depending only on
+    what the on-disk cache holds. The kernels also read the thread count from the
+    launched pool (kernels/cpu/blocks.py)."""
     global _pool_started
     if _fork_refusal is not None:
         raise UnsafeForkError(_fork_refusal)

@@ -22,6 +22,7 @@ import fastbp
 from fastbp.kernels import cpu
 from numba.core.runtime import rtsys
 cpu.network.SPECIALISED_SETS = 0   # the general passes, which the suite has compiled
+fastbp.concurrency.start_pool()   # kernels called directly: start_pool says why
 
 def nrt_allocs_per_call(fn, calls=50):
     fn()
