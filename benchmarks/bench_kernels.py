@@ -35,6 +35,8 @@ CASES = {_name(*case): case for case in (registry.bench_cases() if registry else
 @cached
 def _prepared(case, dtype, device):
     """(call, flops): the case's kernel bound to its validated arrays on ``device``."""
+    from fastbp.concurrency import start_pool
+    start_pool()   # kernels called directly: concurrency.start_pool says why
     kernel, activation, sizes = CASES[case]
     code = codes.ACTIVATION_CODES[activation] if activation else codes.TANH
     problem = kernel.problem(rng(0), sizes, dtype, code)

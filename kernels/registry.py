@@ -34,7 +34,7 @@ name when a call asks for them, so nothing here imports numba.cuda (or compiles 
 kernel) on import.
 """
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -135,8 +135,8 @@ class Kernel:
     cpu: str = None
     cuda: str = None
     activations: tuple = ()
-    cuda_jit: tuple = field(default=())
-    products: tuple = field(default=())
+    cuda_jit: tuple = ()
+    products: tuple = ()
 
     def activation_codes(self):
         """The codes of :attr:`activations`; (TANH,) for a kernel that takes none (the
@@ -302,6 +302,7 @@ def _loss(name, target):
         name, _loss_inputs(target), _loss_reference(name, target),
         lambda f, a, code, slope: f(a["Z"], a[target], a["dZ"]), _elems,
         bench_sizes=(Sizes(1024, 1, 10), Sizes(256, 1, 512)),
+        # labels are int64 for every loss (an empty array where targets are read)
         cuda_jit=(Compiled("loss", "losses", "_loss_kernel", "i64 m2 labels m2 m2 p1", _BLOCK),))
 
 

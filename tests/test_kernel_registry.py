@@ -17,9 +17,11 @@ import pytest
 
 import fastbp.kernels
 from fastbp import device as fdevice
+from fastbp.concurrency import start_pool
 from fastbp.kernels import registry
 
 usable, why = fdevice.cuda_status()
+start_pool()   # kernels called directly: concurrency.start_pool says why
 DTYPES = ["float32", "float64"]
 
 

@@ -18,11 +18,13 @@ import pytest
 
 import fastbp
 import fastbp.optim
+from fastbp.concurrency import start_pool
 from fastbp.kernels import codes, registry
 from fastbp.kernels import cpu
 
 DTYPES = ["float32", "float64"]
 TANH = codes.ACTIVATION_CODES["tanh"]
+start_pool()   # kernels called directly: concurrency.start_pool says why
 
 
 def normal(shape, dtype, seed, scale=1.0):
