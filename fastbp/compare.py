@@ -5,9 +5,9 @@ two epilogues, losses, SGD) and each device it validates, then times, and prints
 and writes as JSON: the largest relative error against the float64 reference (max
 |got - ref| / max |ref| over every output), the median wall time of ``--repeat`` calls
 after a warm-up, GFLOP/s (matrix products: 2*m*n*k per product; elementwise kernels:
-one nominal flop per element), and for the products, where CuPy
-or PyTorch with CUDA is present, our speed as a fraction of cuBLAS's for the same
-products in FP32 with TF32 off (1.0 = parity; fastbp's times include the fused bias,
+one nominal flop per element), and for the products, where CuPy or PyTorch with CUDA
+is present, our speed as a fraction of cuBLAS's for the same products in FP32 with
+TF32 off (1.0 = parity; fastbp's times include the fused bias,
 sigma, sigma' and db work, cuBLAS's are the bare products). GPU times, ours and
 cuBLAS's alike, come from CUDA events around each call.
 
