@@ -385,11 +385,15 @@ assert len(BY_NAME) == len(KERNELS), "a kernel is registered twice"
 
 # Public names of kernels.cpu / kernels.cuda that are not registered kernels, and why.
 _NETWORK = ("a whole network's pass, composed of the registered layer, loss and update "
-            "kernels; checked against reference.network_* in tests/test_kernels_cpu.py "
-            "and tests/test_cuda_network.py")
-_OPTIMIZER = ("an optimizer's update (launched by optimizer_update); its float64 reference "
-              "is PyTorch's optimizers (tests/test_optim.py), the CUDA twin is checked "
-              "against the CPU one in tests/test_cuda_kernels.py")
+            "kernels; checked against reference.network_* in tests/test_kernels_cpu.py, "
+            "the CUDA passes against the CPU ones in tests/test_cuda_network.py")
+_OPTIMIZER = ("an optimizer's update (optimizer_update or what it launches), stateful over "
+              "steps; its float64 references are numpy forms of torch.optim's documented "
+              "algorithms in tests/test_optim.py (and torch.optim itself there), the CUDA "
+              "twin is checked against the CPU one in tests/test_cuda_kernels.py")
+_SKLEARN = ("scikit-learn's MLP training (output losses, L2 term, Adam's epsilon, whole "
+            "epochs), run on the host for either device; checked against scikit-learn "
+            "itself in tests/test_estimators.py and tests/test_sklearn_mlp_suite.py")
 NOT_STANDALONE = {
     "loss_forward_backward": "the dispatcher over the three registered losses, each of "
                              "which runs through it",
@@ -407,13 +411,8 @@ NOT_STANDALONE = {
             "registered, with their product variants); its CPU counterpart takes other "
             "arguments (BLAS's alpha and beta); tests/test_cuda_kernels.py checks every "
             "transpose and geometry",
-    "output_loss_grad": "scikit-learn's output losses, host-side for either device; "
-                        "checked against scikit-learn in tests/test_sklearn_mlp_suite.py",
-    "l2_penalty": "scikit-learn's L2 term, host-side; tests/test_sklearn_mlp_suite.py",
-    "adam_eps_at": "scikit-learn's Adam epsilon placement, host-side; "
-                   "tests/test_sklearn_mlp_suite.py",
-    "sklearn_passes": "scikit-learn's whole-network passes, host-side; "
-                      "tests/test_sklearn_mlp_suite.py",
+    "output_loss_grad": _SKLEARN, "l2_penalty": _SKLEARN, "adam_eps_at": _SKLEARN,
+    "sklearn_passes": _SKLEARN,
     "config": "the CUDA launch settings, not a kernel",
     "launch_config": "a context manager that changes the CUDA launch settings, not a kernel",
 }
