@@ -48,60 +48,23 @@ def find_ptxas(given=None):
 
 
 def variants():
-    """(name, trans_a, trans_b, epilogue, activation code) of the products linear.py
-    launches; the forward with a few activations."""
+    """(name, trans_a, trans_b, epilogue, activation code) of the product variants the
+    registered kernels launch (fastbp.kernels.registry: linear_forward's forward with a
+    few activations, linear_backward's dW and dX)."""
+    from fastbp.kernels import codes, registry
     from fastbp.kernels.cuda import blas
-    from fastbp.kernels import codes
-    return [(f"fwd +b {name}", False, True, blas.BIAS_ACTIVATION, codes.ACTIVATION_CODES[name])
-            for name in ("identity", "relu", "tanh", "gelu")] + [
-            ("dW = dS.T@X", True, False, blas.STORE, 0),
-            ("dX = dS@W", False, False, blas.STORE, 0),
-            ("C = a*A@B + b*C", False, False, blas.SCALE, 0)]
+    return [(p.label, p.trans_a, p.trans_b, getattr(blas, p.epilogue),
+             codes.ACTIVATION_CODES[p.activation]) for p in registry.products()]
 
 
 def other_kernels(dtype):
-    """(name, kernel, argument types) of every other kernel in kernels/cuda, with the
-    argument types their launchers pass (float() and bool() scalars, int64 codes).
-    tests/test_cuda_compile.py fails when a kernel of kernels/cuda is missing here."""
-    from numba import types
-    from fastbp.kernels.cuda import activations, jacobian, linear, losses, optim, plan, rows
-    f = getattr(types, dtype)
-    m2, v1 = types.Array(f, 2, "C"), types.Array(f, 1, "C")
-    p1 = types.Array(types.float64, 1, "C")
-    labels = types.Array(types.int64, 1, "C")
-    counter = types.Array(types.int32, 1, "C")   # the updates' non-finite count
-    i64, f64, b = types.int64, types.float64, types.boolean
-    tile = 16                 # the GPU default of _launch.config.tile
-    block = tile * tile
-    return [
-        ("activation_forward", activations._activation_forward_kernel, (m2, m2, i64, f64)),
-        ("activation_backward", activations._activation_backward_kernel,
-         (m2, m2, m2, m2, i64, f64)),
-        ("bias_activation", linear._bias_activation_kernel, (m2, v1, m2, i64, f64)),
-        ("backward_bias (dS, db)", linear._backward_bias(tile), (m2, m2, m2, m2, v1, i64, f64)),
-        # labels are int64 for every loss (an empty array where targets are read)
-        ("loss", losses._loss_kernel(block), (i64, m2, labels, m2, m2, p1)),
-        ("sum_squares", optim._sum_squares_kernel(block), (v1, p1)),
-        ("sgd", optim._sgd_kernel, (counter, v1, v1, f64)),
-        # the clipping factor: a one-element float64 device array (p1) the updates read
-        ("clip_factor", optim._clip_factor_kernel, (p1, i64, f64, p1)),
-        ("sgd_weight_decay", optim._sgd_weight_decay_kernel,
-         (counter, v1, v1, p1, f64, f64)),
-        ("sgd_momentum", optim._sgd_momentum_kernel,
-         (counter, v1, v1, v1, p1) + (f64,) * 4 + (b, b)),
-        ("adam", optim._adam_kernel, (counter,) + (v1,) * 5 + (p1,) + (f64,) * 7 + (b,)),
-        ("rmsprop", optim._rmsprop_kernel, (counter,) + (v1,) * 5 + (p1,) + (f64,) * 5 + (b,)),
-        # fit's shuffle of data on the GPU: rows of X or targets, and of int64 labels
-        ("take_rows", rows._take_rows_2d, (m2, labels, m2)),
-        ("take_rows (1-D)", rows._take_rows_1d, (labels, labels, labels)),
-        ("divide (all-reduced gradients)", optim._divide_kernel, (v1, f64)),
-        # the launch plan's loss ring: partials, nblocks, counters, ring, slot, capacity
-        ("record_step", plan._record_step, (p1, i64, counter, counter, p1, i64, i64)),
-        ("check_inputs", plan._check_inputs, (m2, labels, m2, i64, b, counter)),
-        # the jacobian's one-hot seed and its copy of dX into J[:, k, :]
-        ("one_hot", jacobian._one_hot, (m2, i64)),
-        ("store_column", jacobian._store_column, (m2, types.Array(f, 3, "C"), i64)),
-    ]
+    """(name, kernel, argument types) of every other CUDA kernel, as the registry lists
+    them (fastbp.kernels.registry.cuda_compiled: the registered kernels' own and those
+    launched elsewhere, with the argument types their launchers pass).
+    tests/test_cuda_compile.py fails when a kernel of kernels/cuda is missing there."""
+    from fastbp.kernels import registry
+    return [(c.label, c.kernel(), registry.argument_types(c.signature, dtype))
+            for c in registry.cuda_compiled()]
 
 
 def resources(geometry, dtype, trans_a, trans_b, epilogue, code, cc, ptxas):

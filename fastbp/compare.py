@@ -1,12 +1,13 @@
 """``python -m fastbp compare``: validate and time every kernel on CPU and GPU side by side.
 
-For each kernel (activations, fused linear forward/backward, losses, SGD) and each
-device it prints, and writes as JSON: the largest relative error against the float64
-reference (max |got - ref| / max |ref| over every output), the median wall time of
-``--repeat`` calls after a warm-up, GFLOP/s (matrix products: 2*m*n*k per product;
-elementwise kernels: one nominal flop per element), and for the products, where CuPy
-or PyTorch with CUDA is present, our speed as a fraction of cuBLAS's for the same
-products in FP32 with TF32 off (1.0 = parity; fastbp's times include the fused bias,
+For each kernel of fastbp.kernels.registry (activations, the fused linear layer and its
+two epilogues, losses, SGD) and each device it validates, then times, and prints,
+and writes as JSON: the largest relative error against the float64 reference (max
+|got - ref| / max |ref| over every output), the median wall time of ``--repeat`` calls
+after a warm-up, GFLOP/s (matrix products: 2*m*n*k per product; elementwise kernels:
+one nominal flop per element), and for the products, where CuPy or PyTorch with CUDA
+is present, our speed as a fraction of cuBLAS's for the same products in FP32 with
+TF32 off (1.0 = parity; fastbp's times include the fused bias,
 sigma, sigma' and db work, cuBLAS's are the bare products). GPU times, ours and
 cuBLAS's alike, come from CUDA events around each call.
 
@@ -26,13 +27,10 @@ import numpy as np
 
 from . import device as fdevice
 from .concurrency import start_pool
-from .kernels import codes
-from .kernels import reference as ref
+from .kernels import codes, registry
 
 SIM_MAX = 12   # largest size the simulator is given (it runs one OS thread per thread)
-# Largest relative error a kernel may show against the float64 reference and pass:
-# float32 products over k = 4096 land near 1e-6, float64 near 1e-14.
-TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
+TOLERANCE = registry.TOLERANCE   # the registry's rule: max relative error that passes
 GPU_INNER = 5  # calls per timed GPU sample (see median_gpu_seconds)
 
 
@@ -50,87 +48,30 @@ def build_parser(parser=None):
     return parser
 
 
-def _cases(batch, n_in, n_out, dtype, code, rng):
-    """(name, flops, host inputs, output shapes, call(K, arrays), reference outputs)."""
-    slope = codes.DEFAULT_LEAKY_RELU_SLOPE
-    f = lambda *shape: rng.standard_normal(shape).astype(dtype)   # noqa: E731
-    X, W, b, dA = f(batch, n_in), f(n_out, n_in), f(n_out), f(batch, n_out)
-    W = (W / np.sqrt(n_in)).astype(dtype)
-    S_ref, A_ref = ref.linear_forward(X, W, b, code, slope)
-    S, A = S_ref.astype(dtype), A_ref.astype(dtype)
-    dS_r, dX_r, dW_r, db_r = ref.linear_backward(dA, S_ref, X, W, code, slope)
-    labels = rng.integers(0, n_out, batch)
-    T = rng.random((batch, n_out)).astype(dtype)
-    elems = batch * n_out
-    cases = [
-        ("activation_forward", elems, {"S": S}, {"A": (batch, n_out)},
-         lambda K, a: K.activation_forward(a["S"], a["A"], code, slope),
-         {"A": ref.activation_forward(S, code, slope)}),
-        ("activation_backward", elems, {"dA": dA, "A": A, "S": S}, {"dS": (batch, n_out)},
-         lambda K, a: K.activation_backward(a["dA"], a["A"], a["S"], a["dS"], code, slope),
-         {"dS": dA * ref.activation_derivative(S, code, slope)}),
-        ("linear_forward", 2 * batch * n_in * n_out, {"X": X, "W": W, "b": b},
-         {"S": (batch, n_out), "A": (batch, n_out)},
-         lambda K, a: K.linear_forward(a["X"], a["W"], a["b"], code, slope, a["S"], a["A"]),
-         {"S": S_ref, "A": A_ref}),
-        ("linear_backward", 4 * batch * n_in * n_out, {"dA": dA, "A": A, "S": S, "X": X, "W": W},
-         {"dS": (batch, n_out), "dX": (batch, n_in), "dW": (n_out, n_in), "db": (n_out,)},
-         lambda K, a: K.linear_backward(a["dA"], a["A"], a["S"], a["X"], a["W"], code, slope,
-                                        a["dS"], a["dX"], a["dW"], a["db"], True),
-         {"dS": dS_r, "dX": dX_r, "dW": dW_r, "db": db_r}),
-    ]
-    for name, y, arg in (("softmax_cross_entropy", labels, "labels"), ("mse", T, "T"),
-                         ("bce_with_logits", T, "T")):
-        loss_ref, dZ_ref = getattr(ref, name)(A, y)
-        cases.append((name, elems, {"Z": A, arg: y}, {"dZ": (batch, n_out)},
-                      lambda K, a, name=name, arg=arg: getattr(K, name)(a["Z"], a[arg], a["dZ"]),
-                      {"dZ": dZ_ref, "loss": loss_ref}))
-    p, g = f(n_out * n_in), f(n_out * n_in)
-    cases.append(("sgd_update", 2 * p.size, {"p": p, "g": g}, {},
-                  lambda K, a: K.sgd_update(a["p"], a["g"], 0.01),
-                  {"p": ref.sgd_update(p, g, 0.01)}))
-    return cases
-
-
-def _rel_error(got, want):
-    want = np.asarray(want, np.float64)
-    got = np.asarray(got, np.float64)
-    return float(np.abs(got - want).max(initial=0.0) / max(np.abs(want).max(initial=0.0), 1e-300))
-
-
-def _run_case(case, K, on_gpu, repeat, timed, dtype):
-    name, flops, inputs, outputs, call, want = case
-    if on_gpu:
-        from numba import cuda
-        arrays = {k: cuda.to_device(np.ascontiguousarray(v)) for k, v in inputs.items()}
-        arrays.update({k: cuda.device_array(s, dtype) for k, s in outputs.items()})
-    else:
-        arrays = {k: np.array(v) for k, v in inputs.items()}
-        arrays.update({k: np.empty(s, dtype) for k, s in outputs.items()})
-    value = call(K, arrays)   # first call: compiles; validated
-    errs = [_rel_error(fdevice.to_host(arrays[k]), w) for k, w in want.items() if k != "loss"
-            and k != "p"]
-    if "loss" in want:
-        errs.append(abs(value - want["loss"]) / max(abs(want["loss"]), 1e-300))
-    if "p" in want:
-        errs.append(_rel_error(fdevice.to_host(arrays["p"]), want["p"]))
-    row = {"kernel": name, "max_rel_error": max(errs), "median_s": None, "gflops": None}
-    row["ok"] = bool(row["max_rel_error"] <= TOLERANCE[np.dtype(dtype).name])
+def _run_case(kernel, problem, device, repeat, timed, dtype, code, slope):
+    """Validate ``kernel`` on ``problem`` (its first call, which compiles), then time it."""
+    on_gpu = device == "cuda"
+    arrays = registry.device_arrays(problem, device, dtype)
+    value = kernel.call(device, arrays, code, slope)
+    row = {"kernel": kernel.name, "max_rel_error": registry.max_error(problem, arrays, value),
+           "median_s": None, "gflops": None}
+    row["ok"] = registry.passes(row["max_rel_error"], dtype)
     if not timed:
-        return row, arrays
+        return row
+    run = kernel.bound(device, arrays, code, slope)
     if on_gpu:
         from numba import cuda
-        row["median_s"] = median_gpu_seconds(lambda: call(K, arrays), cuda_events, repeat,
-                                             cuda.synchronize, inner=GPU_INNER)
+        row["median_s"] = median_gpu_seconds(run, cuda_events, repeat, cuda.synchronize,
+                                             inner=GPU_INNER)
     else:
         times = []
         for _ in range(repeat):
             t0 = time.perf_counter()
-            call(K, arrays)
+            run()
             times.append(time.perf_counter() - t0)
         row["median_s"] = statistics.median(times)
-    row["gflops"] = flops / row["median_s"] / 1e9 if row["median_s"] > 0 else None
-    return row, arrays
+    row["gflops"] = problem.flops / row["median_s"] / 1e9 if row["median_s"] > 0 else None
+    return row
 
 
 def vendor():
@@ -237,32 +178,36 @@ def run(args, print_fn=print):
     elif real_gpu:
         notes.append(f"GPU: {reason}")
     code = codes.ACTIVATION_CODES[args.activation]
+    slope = codes.DEFAULT_LEAKY_RELU_SLOPE
+    dtype = np.dtype(args.dtype)
     rng = np.random.default_rng(0)
-    cases = _cases(batch, n_in, n_out, np.dtype(args.dtype), code, rng)
+    cases = [(k, k.problem(rng, (batch, n_in, n_out), dtype, code, slope))
+             for k in registry.KERNELS]
     rows = []
     backends = []
     if "cpu" in devices:
-        backends.append(("cpu", fdevice.kernels("cpu"), False, True))
+        backends.append(("cpu", True))
     if "cuda" in devices and usable:
-        backends.append(("cuda", fdevice.kernels("cuda"), True, real_gpu))
+        fdevice.kernels("cuda")   # numba-cuda's numpy shim before kernels.cuda loads
+        backends.append(("cuda", real_gpu))
     lib = vendor() if real_gpu else None
     if real_gpu:
         notes.append(f"cuBLAS FP32 baseline (no TF32): {lib[0]}" if lib else
                      "no cuBLAS baseline: neither PyTorch with CUDA nor CuPy is installed")
-    for dev, K, on_gpu, timed in backends:
-        for case in cases:
+    for dev, timed in backends:
+        for kernel, problem in cases:
             # One kernel that fails (to compile, say, under another numba) costs its row,
             # not the table: the error is reported there and in the exit status.
             try:
-                row, _ = _run_case(case, K, on_gpu, args.repeat, timed, np.dtype(args.dtype))
+                row = _run_case(kernel, problem, dev, args.repeat, timed, dtype, code, slope)
                 row["vs_cublas"] = None
-                if on_gpu and timed and row["median_s"]:
-                    vendor_s = _vendor_products(case[0], case[2], args.repeat, lib)
+                if dev == "cuda" and timed and row["median_s"]:
+                    vendor_s = _vendor_products(kernel.name, problem.inputs, args.repeat, lib)
                     if vendor_s:
                         row["cublas_s"] = vendor_s
                         row["vs_cublas"] = vendor_s / row["median_s"]
             except Exception as exc:
-                row = {"kernel": case[0], "max_rel_error": None, "median_s": None,
+                row = {"kernel": kernel.name, "max_rel_error": None, "median_s": None,
                        "gflops": None, "vs_cublas": None, "ok": False,
                        "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
             row["device"] = dev

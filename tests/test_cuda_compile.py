@@ -34,15 +34,18 @@ def test_every_cuda_kernel_compiles_and_products_stay_in_registers():
                           capture_output=True, text=True, env=env, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
-    for name in ("fwd +b tanh", "dW = dS.T@X", "dX = dS@W", "activation_backward",
-                 "backward_bias", "loss", "sum_squares", "adam", "rmsprop"):
+    from fastbp.kernels import registry
+    # every kernel of the registry got its row, in both dtypes
+    for name in ([p.label for p in registry.products()]
+                 + [c.label for c in registry.cuda_compiled()]):
         rows = [line for line in proc.stdout.splitlines() if f" {name} " in line + " "]
         assert {line.split()[0] for line in rows} >= {"float32", "float64"}, (name, out)
 
 
 def test_the_compile_check_lists_every_kernel():
-    """cuda_resources.py names each kernel with its argument types by hand; this fails
-    when a kernel (or a factory of kernels) is added to kernels/cuda without it."""
+    """The compile check compiles what fastbp.kernels.registry lists, with argument
+    types written there by hand; this fails when a kernel (or a factory of kernels) is
+    added to kernels/cuda without being listed there."""
     import functools
     import importlib
     import pkgutil
@@ -53,11 +56,8 @@ def test_the_compile_check_lists_every_kernel():
     from numba.cuda.simulator.kernel import FakeCUDAKernel
 
     import fastbp.kernels.cuda as kernels_cuda
+    from fastbp.kernels import registry
     from fastbp.kernels.cuda import blas
-    spec = importlib.util.spec_from_file_location(
-        "cuda_resources", REPO / "benchmarks" / "cuda_resources.py")
-    resources = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(resources)
     modules = [importlib.import_module(f"fastbp.kernels.cuda.{m.name}")
                for m in pkgutil.iter_modules(kernels_cuda.__path__)]
     factories = [v for mod in modules for v in vars(mod).values()
@@ -65,8 +65,7 @@ def test_the_compile_check_lists_every_kernel():
                  and v.__module__ == mod.__name__ and v is not blas._kernel]
     for factory in factories:   # cleared, so a listing must call each one afresh
         factory.cache_clear()
-    listed = {id(k) for dtype in ("float32", "float64")
-              for _, k, _ in resources.other_kernels(dtype)}
+    listed = {id(c.kernel()) for c in registry.cuda_compiled()}
     kernels = [(mod.__name__, name, v) for mod in modules for name, v in vars(mod).items()
                if isinstance(v, FakeCUDAKernel) and not v._device
                and v.fn.__module__ == mod.__name__]
@@ -74,6 +73,8 @@ def test_the_compile_check_lists_every_kernel():
     missing = [f"{m}.{name}" for m, name, k in kernels if id(k) not in listed]
     missing += [f"{f.__module__}.{f.__name__}" for f in factories
                 if f.cache_info().currsize == 0]
-    assert not missing, f"add to benchmarks/cuda_resources.py other_kernels(): {missing}"
-    # the products are compiled through blas._kernel by resources(), for every variant
-    assert {v[0] for v in resources.variants()} >= {"dW = dS.T@X", "dX = dS@W"}
+    assert not missing, ("add to fastbp.kernels.registry (a Kernel's cuda_jit, or "
+                         f"LAUNCHED_ELSEWHERE): {missing}")
+    # the products are compiled through blas._kernel by cuda_resources.resources(), for
+    # every variant the registry lists
+    assert {p.label for p in registry.products()} >= {"dW = dS.T@X", "dX = dS@W"}

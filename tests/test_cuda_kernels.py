@@ -1,4 +1,6 @@
-"""Every CUDA kernel against its CPU twin and the float64 reference.
+"""Every CUDA kernel against its CPU twin and the float64 reference, beyond what
+tests/test_kernel_registry.py checks for each registered kernel: product geometries,
+aliasing, launch tiles, the loss and optimizer dispatchers.
 
 Runs in numba's CUDA simulator (the root conftest.py sets NUMBA_ENABLE_CUDASIM=1 unless
 a real GPU is usable) and unchanged on a real GPU. Shapes are tiny and ragged (not
@@ -59,27 +61,6 @@ def rng(request):
 
 def dev(a):
     return cuda.to_device(np.ascontiguousarray(a))
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_activations_forward_backward(rng, dtype):
-    S = rand(rng, (5, 7), dtype)
-    dA = rand(rng, (5, 7), dtype)
-    for code in range(len(codes.ACTIVATIONS)):
-        name = codes.ACTIVATIONS[code]
-        A_cpu = np.empty_like(S)
-        K_cpu.activation_forward(S, A_cpu, code, SLOPE)
-        A_gpu = cuda.device_array_like(S)
-        K_gpu.activation_forward(dev(S), A_gpu, code, SLOPE)
-        close(A_gpu, ref.activation_forward(S, code), dtype, f"{name} forward vs reference")
-        close(A_gpu, A_cpu, dtype, f"{name} forward vs CPU")
-        dS_gpu = cuda.device_array_like(S)
-        K_gpu.activation_backward(dev(dA), A_gpu, dev(S), dS_gpu, code, SLOPE)
-        dS_cpu = np.empty_like(S)
-        K_cpu.activation_backward(dA, A_cpu, S, dS_cpu, code, SLOPE)
-        expected = dA.astype(np.float64) * ref.activation_derivative(S, code)
-        close(dS_gpu, expected, dtype, f"{name} backward vs reference")
-        close(dS_gpu, dS_cpu, dtype, f"{name} backward vs CPU")
 
 
 @pytest.mark.parametrize("shape,geometry", CASES)

@@ -1,6 +1,6 @@
-"""pytest-benchmark suite of the CPU kernels: the fused linear layer, every activation's
-passes, every loss and every optimizer update (the same kernels as the asv suites in
-benchmarks/).
+"""pytest-benchmark suite of the CPU kernels: every kernel of fastbp.kernels.registry
+(the fused linear layer and its epilogues, every activation's passes, every loss, SGD)
+and every optimizer update (the same cases as the asv suites in benchmarks/).
 
 The default ``python -m pytest`` runs these once each as plain tests
 (pyproject's addopts has --benchmark-disable), so they never rot; to time them:
@@ -18,12 +18,13 @@ import pytest
 
 import fastbp
 import fastbp.optim
-from fastbp.kernels import codes
+from fastbp.concurrency import start_pool
+from fastbp.kernels import codes, registry
 from fastbp.kernels import cpu
 
 DTYPES = ["float32", "float64"]
-SLOPE = codes.DEFAULT_LEAKY_RELU_SLOPE
 TANH = codes.ACTIVATION_CODES["tanh"]
+start_pool()   # kernels called directly: concurrency.start_pool says why
 
 
 def normal(shape, dtype, seed, scale=1.0):
@@ -37,61 +38,20 @@ def run(benchmark, fn):
     return benchmark(fn)
 
 
-@pytest.mark.benchmark(group="linear")
+CASES = registry.bench_cases()
+
+
+@pytest.mark.benchmark(group="kernel")
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("batch,n_in,n_out", [(64, 784, 128), (128, 512, 512)])
-@pytest.mark.parametrize("direction", ["forward", "backward"])
-def test_linear(benchmark, direction, batch, n_in, n_out, dtype):
-    X = normal((batch, n_in), dtype, 1)
-    W = normal((n_out, n_in), dtype, 2, scale=n_in ** -0.5)
-    b = normal((n_out,), dtype, 3)
-    S, A = np.empty((batch, n_out), dtype), np.empty((batch, n_out), dtype)
-    cpu.linear_forward(X, W, b, TANH, SLOPE, S, A)
-    if direction == "forward":
-        run(benchmark, lambda: cpu.linear_forward(X, W, b, TANH, SLOPE, S, A))
-        assert np.isfinite(A).all()
-    else:
-        dA, dS = normal((batch, n_out), dtype, 4), np.empty((batch, n_out), dtype)
-        dX, dW, db = (np.empty((batch, n_in), dtype), np.empty((n_out, n_in), dtype),
-                      np.empty(n_out, dtype))
-        run(benchmark, lambda: cpu.linear_backward(dA, A, S, X, W, TANH, SLOPE, dS, dX,
-                                                   dW, db, True))
-        assert np.isfinite(dW).all() and np.isfinite(dX).all()
-
-
-@pytest.mark.benchmark(group="activation")
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("activation", codes.ACTIVATIONS)
-@pytest.mark.parametrize("direction", ["forward", "backward"])
-def test_activation(benchmark, direction, activation, dtype):
-    code = codes.ACTIVATION_CODES[activation]
-    S = normal((256, 512), dtype, 1, scale=2.0)
-    A = np.empty_like(S)
-    cpu.activation_forward(S, A, code, SLOPE)
-    if direction == "forward":
-        run(benchmark, lambda: cpu.activation_forward(S, A, code, SLOPE))
-        assert np.isfinite(A).all()
-    else:
-        dA, dS = normal(S.shape, dtype, 2), np.empty_like(S)
-        run(benchmark, lambda: cpu.activation_backward(dA, A, S, dS, code, SLOPE))
-        assert np.isfinite(dS).all()
-
-
-@pytest.mark.benchmark(group="loss")
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("loss", codes.LOSSES)
-def test_loss(benchmark, loss, dtype):
-    code = codes.LOSS_CODES[loss]
-    batch, n = 1024, 10
-    rng = np.random.default_rng(3)
-    Z, dZ = normal((batch, n), dtype, 1, scale=3.0), np.empty((batch, n), dtype)
-    if code == codes.SOFTMAX_CROSS_ENTROPY:
-        labels, targets = rng.integers(0, n, batch).astype(np.int64), np.zeros((0, n), dtype)
-    else:
-        labels = np.zeros(0, np.int64)
-        targets = np.ascontiguousarray(rng.uniform(0.0, 1.0, (batch, n)), dtype=dtype)
-    value = run(benchmark, lambda: cpu.loss_forward_backward(code, Z, labels, targets, dZ))
-    assert np.isfinite(value) and np.isfinite(dZ).all()
+@pytest.mark.parametrize("kernel, activation, sizes", CASES,
+                         ids=[" ".join(filter(None, (k.name, a, str(s)))) for k, a, s in CASES])
+def test_kernel(benchmark, kernel, activation, sizes, dtype):
+    """Each kernel of fastbp.kernels.registry at the sizes and activations asv times."""
+    code = codes.ACTIVATION_CODES[activation] if activation else TANH
+    problem = kernel.problem(np.random.default_rng(1), sizes, dtype, code, reference=False)
+    arrays = registry.device_arrays(problem, "cpu", dtype)
+    run(benchmark, kernel.bound("cpu", arrays, code))
+    assert all(np.isfinite(a).all() for a in arrays.values() if a.dtype.kind == "f")
 
 
 def optimizer_class(name):
