@@ -400,9 +400,7 @@ NOT_STANDALONE = {
     "network_forward": _NETWORK, "network_backward": _NETWORK, "backprop": _NETWORK,
     "network_loss": _NETWORK, "network_train_step": _NETWORK,
     "network_train_epoch": _NETWORK, "network_passes": _NETWORK,
-    "optimizer_update": _OPTIMIZER, "sgd_weight_decay_update": _OPTIMIZER,
-    "sgd_momentum_update": _OPTIMIZER, "adam_update": _OPTIMIZER,
-    "rmsprop_update": _OPTIMIZER,
+    "optimizer_update": _OPTIMIZER,
     "grad_norm": "gradient clipping's norm inside optimizer_update (max_grad_norm); "
                  "tests/test_cuda_kernels.py and tests/test_cuda_clipping.py",
     "clip_scale": "gradient clipping's factor inside optimizer_update (max_grad_norm); "
@@ -411,9 +409,6 @@ NOT_STANDALONE = {
             "registered, with their product variants), BLAS's ?gemm on both devices; "
             "tests/test_cuda_kernels.py checks every transpose and geometry of the CUDA "
             "one, tests/test_odd_strides.py and tests/test_twins.py the CPU one",
-    "gemm_bias_activation": "the CUDA forward product with the bias and activation "
-                            "fused into its epilogue, linear_forward's core on the GPU "
-                            "(linear_forward is registered, with this product variant)",
     "network_jacobian": _NETWORK,
     "output_loss_grad": _SKLEARN, "l2_penalty": _SKLEARN, "adam_eps_at": _SKLEARN,
     "sklearn_passes": _SKLEARN,
