@@ -193,21 +193,48 @@ def backward_magnitudes():
     return _backward_magnitudes
 
 
+def _loss_gradient_terms(loss_code, Z, y):
+    """The sums of absolute terms the loss gradient dZ is computed from (its rounding
+    error yardstick): (p + onehot) / batch for softmax cross-entropy, whose dZ is the
+    small difference p - onehot where the softmax saturates (p = 1 - tiny at the label:
+    rounded at 1, not at |dZ|); 2 (|z| + |t|) / size for mse; (sigmoid(z) + |t|) / size
+    for BCE."""
+    if loss_code == codes.SOFTMAX_CROSS_ENTROPY:
+        _, dZ = reference.softmax_cross_entropy(Z, y)
+        batch = dZ.shape[0]
+        dZ[np.arange(batch), y] += 2.0 / batch   # (p - 1) / batch -> (p + 1) / batch
+        return dZ
+    loss = reference.mse if loss_code == codes.MSE else reference.bce_with_logits
+    T = np.abs(np.asarray(y, np.float64))
+    return loss(np.abs(Z) if loss_code == codes.MSE else Z, -T)[1]
+
+
 @pytest.fixture(scope="session")
 def network_gradient_magnitudes():
-    """network_gradient_magnitudes(weights, ref_layers, X, dZ) -> [(dW, db) per layer]:
-    error yardsticks of a whole backward pass. ref_layers is reference.network_forward's
-    output [(S, A) per layer]; dZ the loss gradient, taken at its array scale (max|dZ|
-    everywhere) as the default rule of ``assert_close`` would. A hidden layer's output
-    enters as |S| + |A|: sigma(s) is only accurate to rounding of terms of size |s|
-    (gelu at s << 0 is a tiny difference of O(|s|) terms)."""
-    def network_gradient_magnitudes(weights, ref_layers, X, dZ):
-        dA = np.full(np.shape(dZ), np.abs(dZ).max())
+    """network_gradient_magnitudes(weights, biases, ref_layers, X, loss_code, y) ->
+    [(dW, db) per layer]: error yardsticks of a whole backward pass, as sums of the
+    absolute terms each gradient is computed from. ref_layers is
+    reference.network_forward's output [(S, A) per layer].
+
+    - The loss gradient enters as the terms it is computed from
+      (``_loss_gradient_terms``), taken at their array scale (their max everywhere) as
+      the default rule of ``assert_close`` would.
+    - A layer's input enters as the terms its forward value was computed from: S_l is
+      a sum of products rounded at the scale of |W_l| |x| + |b_l| (a small S from
+      cancelling terms carries that absolute error), and sigma(s) is only accurate to
+      rounding of terms of size |s| (gelu at s << 0 is a tiny difference of O(|s|)
+      terms), so x_l = |W_l| x_(l-1) + |b_l| + |A_l|, x_0 = |X|; every activation here
+      has |sigma'| <= 1.13.
+    """
+    def network_gradient_magnitudes(weights, biases, ref_layers, X, loss_code, y):
+        inputs = [np.abs(np.asarray(X, np.float64))]
+        for (W, b), (_, A) in zip(zip(weights, biases), ref_layers[:-1]):
+            inputs.append(inputs[-1] @ np.abs(W).T + np.abs(b) + np.abs(A))
+        terms = _loss_gradient_terms(loss_code, ref_layers[-1][1], y)
+        dA = np.full(np.shape(terms), np.abs(terms).max())
         out = [None] * len(weights)
         for l in range(len(weights) - 1, -1, -1):
-            S_in, A_in = ref_layers[l - 1] if l > 0 else (X, X)
-            x_in = np.abs(S_in) + np.abs(A_in)
-            _, dA, dW, db = _backward_magnitudes(dA, x_in, weights[l])
+            _, dA, dW, db = _backward_magnitudes(dA, inputs[l], weights[l])
             out[l] = (dW, db)
         return out
     return network_gradient_magnitudes

@@ -304,9 +304,8 @@ class _NetworkCall:
                                                     slopes)
         self.ref_loss, self.ref_dWs, self.ref_dbs = reference.network_backward(
             weights, biases, act_codes, self.loss_code, self.X, y, slopes)
-        dZ = reference.loss_forward_backward(self.loss_code, self.ref_layers[-1][1], y)[1]
-        self.grad_magnitudes = network_gradient_magnitudes(weights, self.ref_layers,
-                                                           self.X, dZ)
+        self.grad_magnitudes = network_gradient_magnitudes(
+            weights, biases, self.ref_layers, self.X, self.loss_code, y)
 
     def layout_args(self):
         return self.net.layout.compiled_args()

@@ -74,8 +74,8 @@ def check_against_torch(assert_close, reference_params, network_gradient_magnitu
         assert_close(loss, loss_torch, rtol=TORCH_RTOL, what="loss")
         weights, biases, act_codes, slopes = reference_params(net)
         layers = reference.network_forward(weights, biases, act_codes, X, slopes)
-        dZ = reference.loss_forward_backward(codes.LOSS_CODES[net.loss], layers[-1][1], y)[1]
-        magnitudes = network_gradient_magnitudes(weights, layers, X, dZ)
+        magnitudes = network_gradient_magnitudes(weights, biases, layers, X,
+                                                 codes.LOSS_CODES[net.loss], y)
         for l, (layer, (dW_mag, db_mag)) in enumerate(zip(net.layers, magnitudes)):
             assert_close(layer.dW, dWs[l], rtol=TORCH_RTOL, scale=dW_mag, what=f"dW{l}")
             assert_close(layer.db, dbs[l], rtol=TORCH_RTOL, scale=db_mag, what=f"db{l}")
