@@ -77,6 +77,7 @@ import inspect
 import math
 import os
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -101,6 +102,10 @@ def _mpi():
         raise ImportError(f"fastbp.distributed: a communicator needs mpi4py: "
                           f"{INSTALL_HINT}") from exc
     return MPI
+
+
+# Seconds between a rank's error report and MPI_Abort (Team.abort says why).
+ABORT_GRACE_S = 0.5
 
 
 class AgreedError(RuntimeError):
@@ -183,15 +188,19 @@ class Team:
     def abort(self, exc, show_traceback=True):
         """Print ``exc`` (its traceback, or one line) naming this rank and stop every
         rank (MPI_Abort): the others may wait in a collective this rank will not join."""
-        sys.stderr.write(f"fastbp.distributed: rank {self.rank} of {self.size} raised"
-                         + (":\n" if show_traceback else f" {type(exc).__name__}\n"))
+        text = (f"fastbp.distributed: rank {self.rank} of {self.size} raised"
+                + (":\n" if show_traceback else f" {type(exc).__name__}\n"))
         if show_traceback:
-            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-        sys.stderr.write(f"fastbp.distributed: stopping all {self.size} ranks "
-                         f"(MPI_Abort)\n")
-        sys.stderr.flush()
+            text += "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        text += f"fastbp.distributed: stopping all {self.size} ranks (MPI_Abort)\n"
         sys.stdout.flush()
+        sys.stderr.write(text)   # one write: the whole report or none of it
+        sys.stderr.flush()
         if self.comm is not None:
+            # mpiexec forwards a rank's output from a pipe and kills every rank when
+            # one aborts; aborting at once after the write sometimes lost the report
+            # (seen under load: only its first line arrived), so give it a moment.
+            time.sleep(ABORT_GRACE_S)
             self.comm.Abort(1)
         os._exit(1)   # pragma: no cover - Abort does not return
 
