@@ -2,6 +2,7 @@
 
     output_loss_grad   P = out(Z);  loss = L(Y, P);  dZ = (P - Y) * sw / sum(sw)
                        Z, Y, dZ: (n, k)   sw: (n,) sample weights, or (0,) for none
+                       (work, tot: softmax's workspaces, ``softmax_workspaces``)
     l2_penalty         dW += scale * W for every layer's W;  returns sum(W ** 2)
     sklearn_passes     a whole epoch of scikit-learn's training in one call: per
                        minibatch, gather its rows, forward, the above, backward,
@@ -34,11 +35,15 @@ import functools
 import math
 from types import SimpleNamespace
 
+import numpy as np
+
 from ..codes import (HP_ADAM_BETA2, HP_ADAM_EPS, SKLEARN_EXP, SKLEARN_IDENTITY,
                      SKLEARN_LOGISTIC, SKLEARN_SOFTMAX)
 from ._jit import scalar, serial
 from .elementary import exp
-from .network import backprop_for, forward_for
+from .linear import linear_forward_narrow
+from .network import (_layer_forward, _layer_input, _output_views, _weight_views,
+                      backprop_for)
 from .optim import optimizer_update
 
 
@@ -71,24 +76,43 @@ def weight_sum(sw, n):
     return total
 
 
+def softmax_workspaces(n, k, dtype):
+    """(work, tot): the workspaces output_loss_grad's softmax needs for n rows of k
+    outputs, ``work`` ((k + 1) n,) of the outputs' dtype and ``tot`` (n,) float64."""
+    return np.empty((k + 1) * n, dtype), np.empty(n, np.float64)
+
+
 @scalar
-def _softmax_row(Z, P, i):
-    """P[i] = softmax(Z[i]), scikit-learn's order: subtract the row's max, exp,
-    divide by the row's sum."""
-    k = Z.shape[1]
-    top = Z[i, 0]
+def _softmax_transposed(Z, P, top, tot):
+    """P (k, n) = the softmax of each row of Z (n, k), transposed, in scikit-learn's
+    order per row: subtract the row's max, exp, divide by the row's sum (summed from
+    the first column on, in float64). top (n,) of Z's dtype and tot (n,) float64 are
+    workspaces.
+
+    Transposed so that every loop runs along the n rows, which LLVM vectorises; along a
+    row of 10 classes each loop was mostly its scalar remainder (the whole loss pass of
+    a 200 x 10 minibatch: 19 us row by row, 10 us so)."""
+    n, k = Z.shape
+    for i in range(n):
+        for j in range(k):
+            P[j, i] = Z[i, j]
+    for i in range(n):
+        top[i] = P[0, i]
     for j in range(1, k):
-        if Z[i, j] > top:
-            top = Z[i, j]
-    # the exps in a loop of their own: beside the running sum (a chain LLVM may not
-    # reorder) they ran one at a time, 1.5x slower for the whole pass
+        for i in range(n):
+            if P[j, i] > top[i]:
+                top[i] = P[j, i]
     for j in range(k):
-        P[i, j] = exp(Z[i, j] - top)
-    total = 0.0
+        for i in range(n):
+            P[j, i] = exp(P[j, i] - top[i])
+    for i in range(n):
+        tot[i] = 0.0
     for j in range(k):
-        total += P[i, j]
+        for i in range(n):
+            tot[i] += P[j, i]
     for j in range(k):
-        P[i, j] = P[i, j] / total
+        for i in range(n):
+            P[j, i] = P[j, i] / tot[i]
 
 
 @scalar
@@ -102,12 +126,38 @@ def _gradient_row(P, Y, dZ, i, weighted, w, sw_sum):
         dZ[i, j] = d / sw_sum
 
 
+@scalar
+def _softmax_loss_grad(Z, Y, sw, eps, dZ, work, tot, weighted, sw_sum):
+    """output_loss_grad's softmax: returns the weighted sum of the rows' losses."""
+    n, k = Z.shape
+    P = work[:k * n].reshape(k, n)
+    _softmax_transposed(Z, P, work[k * n:(k + 1) * n], tot)
+    total = 0.0
+    for i in range(n):
+        w = sw[i] if weighted else 1.0
+        row = 0.0
+        for j in range(k):
+            p = P[j, i]
+            y = Y[i, j]
+            # xlogy is 0 where y is (most of a one-hot row), unless p is NaN: no log
+            if y != 0.0 or p != p:
+                row -= _xlogy(y, _clip(p, eps))
+            d = p - y
+            if weighted:
+                d = d * w
+            dZ[i, j] = d / sw_sum
+        total += w * row
+    return total
+
+
 @serial
-def output_loss_grad(out_code, Z, Y, sw, eps, dZ):
+def output_loss_grad(out_code, Z, Y, sw, eps, dZ, work, tot):
     """scikit-learn's loss of the outputs Z (n, k) against Y (n, k) for the output
     function ``out_code`` (module doc), as a float64; its gradient w.r.t. Z goes to
     dZ (n, k), which must not be Z. sw: (n,) sample weights, or an empty array for
-    none; eps: the clipping bound of the log losses (np.finfo(dtype).eps).
+    none; eps: the clipping bound of the log losses (np.finfo(dtype).eps); work and
+    tot: softmax's workspaces (``softmax_workspaces(n, k, Z.dtype)`` or larger; unused
+    by the other output functions, which may pass empty arrays).
 
     exp is elementary.exp (a few units in the last place, vectorisable; the C
     library's, one call per element, cost more than the rest of the pass), so P
@@ -116,16 +166,13 @@ def output_loss_grad(out_code, Z, Y, sw, eps, dZ):
     n, k = Z.shape
     weighted = sw.shape[0] == n and n > 0
     sw_sum = weight_sum(sw, n)
+    if out_code == SKLEARN_SOFTMAX:
+        return _softmax_loss_grad(Z, Y, sw, eps, dZ, work, tot, weighted, sw_sum) / sw_sum
     total = 0.0
     for i in range(n):
         w = sw[i] if weighted else 1.0
         row = 0.0
-        if out_code == SKLEARN_SOFTMAX:
-            _softmax_row(Z, dZ, i)
-            for j in range(k):
-                row -= _xlogy(Y[i, j], _clip(dZ[i, j], eps))
-            _gradient_row(dZ, Y, dZ, i, weighted, w, sw_sum)
-        elif out_code == SKLEARN_LOGISTIC:
+        if out_code == SKLEARN_LOGISTIC:
             for j in range(k):
                 dZ[i, j] = 1.0 / (1.0 + exp(-Z[i, j]))
                 c = _clip(dZ[i, j], eps)
@@ -204,6 +251,32 @@ def _gather(rows, a, m, X, Y, sw, Xb, Yb, swb):
             swb[i] = sw[r]
 
 
+@serial
+def forward_narrow_output(act_set, params, sizes, w_off, b_off, act_codes, slopes,
+                          act_cum, pre_cum, X, acts, pres, WT):
+    """network.forward_for (its arguments, then WT), except that the last layer goes
+    through linear.linear_forward_narrow when its weights transposed fit in WT (flat,
+    of params' dtype): the caller sizes WT for a last layer of few outputs
+    (linear.NARROW_OUTPUTS) whose product stays on one thread, and passes an empty
+    array otherwise. scikit-learn's networks end in such a layer (one output per
+    class), and it was the slowest of their products per flop."""
+    last = act_codes.shape[0] - 1
+    for l in range(last):
+        _layer_forward(act_set, l, params, sizes, w_off, b_off, act_codes, slopes,
+                       act_cum, pre_cum, X, acts, pres)
+    n_in, n_out = sizes[last], sizes[last + 1]
+    if WT.shape[0] < n_in * n_out:
+        return _layer_forward(act_set, last, params, sizes, w_off, b_off, act_codes,
+                              slopes, act_cum, pre_cum, X, acts, pres)
+    batch = X.shape[0]
+    W, b = _weight_views(last, params, sizes, w_off, b_off)
+    A, S = _output_views(last, batch, sizes, act_cum, pre_cum, acts, pres)
+    layer_in = _layer_input(last, X, batch, sizes, act_cum, pre_cum, acts, pres)
+    linear_forward_narrow(act_set, layer_in, W, WT[:n_in * n_out].reshape(n_in, n_out),
+                          b, act_codes[last], slopes[last], S, A)
+    return A
+
+
 @functools.lru_cache(maxsize=None)
 def sklearn_passes(act_set):
     """scikit-learn's training epoch compiled for the activation set ``act_set``
@@ -211,14 +284,15 @@ def sklearn_passes(act_set):
 
     train_epoch(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
                 pre_cum, out_code, X, Y, sw, rows, batch_size, eps, alpha, Xb, Yb, swb,
-                acts, pres, dbuf, opt_code, opt_state, opt_hparams, first_step,
-                adam_eps, losses) -> (steps run, nonfinite)
+                acts, pres, dbuf, WT, work, tot, opt_code, opt_state, opt_hparams,
+                first_step, adam_eps, losses) -> (steps run, nonfinite)
 
     The minibatches are rows[0:batch_size], rows[batch_size:2 batch_size], ... (the
     last may be smaller) of X (N, sizes[0]), Y (N, sizes[-1]) and sw (N,) (or empty:
     no sample weights), gathered into the workspaces Xb (batch_size, sizes[0]), Yb
     (batch_size, sizes[-1]) and swb (batch_size,). For each: forward through the
-    network, ``output_loss_grad`` into dbuf, backward (grads), ``l2_penalty`` with
+    network (``forward_narrow_output``, WT its workspace), ``output_loss_grad`` into
+    dbuf (work and tot its workspaces for batch_size rows), backward (grads), ``l2_penalty`` with
     scale alpha / sum(sw) (none for alpha == 0; the loss gains alpha * sum(W ** 2) /
     (2 sum(sw))), then the optimizer's update (optim.optimizer_update) as step
     first_step + i; with adam_eps > 0, scikit-learn's Adam: hparams' eps is first set
@@ -235,8 +309,8 @@ def sklearn_passes(act_set):
     @serial
     def train_epoch(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
                     pre_cum, out_code, X, Y, sw, rows, batch_size, eps, alpha, Xb, Yb,
-                    swb, acts, pres, dbuf, opt_code, opt_state, opt_hparams, first_step,
-                    adam_eps, losses):
+                    swb, acts, pres, dbuf, WT, work, tot, opt_code, opt_state,
+                    opt_hparams, first_step, adam_eps, losses):
         n_rows = rows.shape[0]
         n_batches = (n_rows + batch_size - 1) // batch_size
         k = Y.shape[1]
@@ -246,10 +320,10 @@ def sklearn_passes(act_set):
             _gather(rows, a, m, X, Y, sw, Xb, Yb, swb)
             X_b, Y_b = Xb[:m], Yb[:m]
             sw_b = swb[:m] if sw.shape[0] > 0 else sw
-            out = forward_for(act_set, params, sizes, w_off, b_off, act_codes, slopes,
-                              act_cum, pre_cum, X_b, acts, pres)
+            out = forward_narrow_output(act_set, params, sizes, w_off, b_off, act_codes,
+                                        slopes, act_cum, pre_cum, X_b, acts, pres, WT)
             loss = output_loss_grad(out_code, out, Y_b, sw_b, eps,
-                                    dbuf[:m * k].reshape(m, k))
+                                    dbuf[:m * k].reshape(m, k), work, tot)
             backprop_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
                          act_cum, pre_cum, X_b, acts, pres, dbuf, dbuf[:0].reshape(0, 0))
             if alpha != 0.0:

@@ -1,0 +1,203 @@
+"""Where a minibatch step of fastbp's scikit-learn epoch goes, part by part.
+
+    python benchmarks/sklearn_epoch_parts.py                 # digits, one thread
+    python benchmarks/sklearn_epoch_parts.py --dataset breast_cancer --threads 2
+
+Fits fastbp.MLPClassifier (scikit-learn's defaults: 100 relu units, adam, batch 200)
+for a few epochs on the benchmark's split of the data set (benchmarks/sklearn_dropin.py),
+then times, per full minibatch, in microseconds of process CPU time (10th percentile of
+rounds; the parts take turns within each round):
+
+- fit per step: a whole warm fit (Python's epoch loop included) over its steps;
+- epoch per step: the compiled epoch (``sklearn_passes(...).train_epoch``) called from
+  Python, over its minibatches;
+- the compiled parts, each in a compiled loop over the epoch's full minibatches: the row
+  gather, the forward, the output loss and gradient, the backward, the alpha penalty,
+  the optimizer update;
+- the five matrix products of a step alone (blas.gemm, fastbp's orientation), and the
+  same five as scikit-learn makes them (numpy's ``@`` on its (in, out) weights, from
+  Python: what its step spends in products, dispatch included).
+
+CPU time suits one thread (``--threads 1``); with two, pool threads waiting count too.
+"""
+import argparse
+import sys
+import time
+
+import numpy as np
+
+try:   # run as a script (python benchmarks/x.py) or imported as benchmarks.x
+    from .sklearn_dropin import split
+    from .step_breakdown import calls_for, measure
+except ImportError:
+    from sklearn_dropin import split
+    from step_breakdown import calls_for, measure
+
+
+def parts(dataset):
+    """{name: function of n that runs the part n times}, and the full minibatches per
+    epoch (the unit the compiled parts are timed in)."""
+    import warnings
+
+    from numba import njit
+
+    import fastbp
+    from fastbp.kernels import cpu
+    from fastbp.kernels.cpu.blas import gemm
+    from fastbp.kernels.cpu.network import backprop_for
+    from fastbp.kernels.cpu.optim import optimizer_update
+    from fastbp.kernels.cpu.sklearn_loss import (_gather, forward_narrow_output,
+                                                 l2_penalty, output_loss_grad)
+
+    X, _, y, _ = split(dataset)
+    make = lambda: fastbp.MLPClassifier(random_state=0)   # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = make().fit(X, y)
+    net = est.net_
+    lg = fastbp._sklearn_solvers.LossGrad(net, est.out_activation_, est.alpha)
+    opt = est._optimizer._opt
+    Xd = np.ascontiguousarray(X, net.dtype)
+    Y = np.ascontiguousarray(est._label_binarizer.transform(y), net.dtype)
+    batch = min(200, len(Xd))
+    rows = np.random.default_rng(0).permutation(len(Xd)).astype(np.int64)
+    full = len(rows) // batch
+    lay, acts, pres, dbuf = net._compiled(batch)
+    code, p, g, state, hparams, step = opt.compiled_args_for(net)
+    sw = np.zeros(0, net.dtype)
+    Xb, Yb, swb, WT, work, tot = lg._epoch_workspaces(batch)
+    losses = np.empty(-(-len(rows) // batch))
+    passes = cpu.sklearn_passes(net._kernels.act_set)
+    act_set = net._kernels.act_set
+    epoch_args = (p, g, *lay, lg.out_code, Xd, Y, sw, rows, batch, lg.eps, lg.alpha, Xb,
+                  Yb, swb, acts, pres, dbuf, WT, work, tot, code, state, hparams, step, 0.0, losses)
+    sizes, w_off = lay[0], lay[1]
+    n_out = Y.shape[1]
+    out_code, eps = lg.out_code, lg.eps
+    dZ = dbuf[:batch * n_out].reshape(batch, n_out)
+    no_dX = np.zeros((0, 0), net.dtype)
+
+    # arrays go in as arguments: numba freezes arrays it finds in a closure
+    @njit
+    def gather(n, rows, Xd, Y, sw, Xb, Yb, swb):
+        for _ in range(n):
+            for b in range(full):
+                _gather(rows, b * batch, batch, Xd, Y, sw, Xb, Yb, swb)
+
+    @njit
+    def forward(n, p, lay, Xb, acts, pres, WT):
+        sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum = lay
+        for _ in range(n):
+            for _b in range(full):
+                forward_narrow_output(act_set, p, sizes, w_off, b_off, act_codes, slopes,
+                                      act_cum, pre_cum, Xb, acts, pres, WT)
+
+    Z = net._kernels.network_forward(p, *lay, Xb, acts, pres)
+
+    @njit
+    def loss(n, Z, Yb, sw, dZ, work, tot):
+        for _ in range(n):
+            for _b in range(full):
+                output_loss_grad(out_code, Z, Yb, sw, eps, dZ, work, tot)
+
+    @njit
+    def backward(n, p, g, lay, Xb, acts, pres, dbuf, no_dX):
+        sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum = lay
+        for _ in range(n):
+            for _b in range(full):
+                backprop_for(act_set, p, g, sizes, w_off, b_off, act_codes, slopes,
+                             act_cum, pre_cum, Xb, acts, pres, dbuf, no_dX)
+
+    @njit
+    def penalty(n, p, g, sizes, w_off):
+        for _ in range(n):
+            for _b in range(full):
+                l2_penalty(p, g, sizes, w_off, 1e-9)
+
+    @njit
+    def update(n, p, g, state, hparams):
+        for _ in range(n):
+            for _b in range(full):
+                optimizer_update(code, p, g, state, hparams, step)
+
+    # the five products of a one-hidden-layer step, fastbp's orientation
+    h = sizes[1]
+    W0 = p[w_off[0]:w_off[0] + h * Xd.shape[1]].reshape(h, Xd.shape[1])
+    W1 = p[w_off[1]:w_off[1] + n_out * h].reshape(n_out, h)
+    A0 = np.ones((batch, h))
+    S1 = np.ones((batch, n_out))
+    dW1 = np.empty_like(W1)
+    dW0 = np.empty_like(W0)
+
+    @njit
+    def products(n, Xb, W0, W1, A0, S1, dW1, dW0):
+        for _ in range(n):
+            for _b in range(full):
+                gemm(False, True, 1.0, Xb, W0, 0.0, A0)
+                gemm(False, True, 1.0, A0, W1, 0.0, S1)
+                gemm(True, False, 1.0, S1, A0, 0.0, dW1)
+                gemm(False, False, 1.0, S1, W1, 0.0, A0)
+                gemm(True, False, 1.0, A0, Xb, 0.0, dW0)
+
+    C0, C1 = np.ascontiguousarray(W0.T), np.ascontiguousarray(W1.T)
+
+    def numpy_products(n):
+        for _ in range(n * full):
+            a = Xb @ C0
+            s = a @ C1
+            _ = a.T @ s
+            a = s @ C1.T
+            _ = Xb.T @ a
+
+    table = {
+        "fit per step": lambda n: [make().fit(X, y) for _ in range(n)],
+        "epoch per step": lambda n: [passes.train_epoch(*epoch_args) for _ in range(n)],
+        "gather": lambda n: gather(n, rows, Xd, Y, sw, Xb, Yb, swb),
+        "forward": lambda n: forward(n, p, lay, Xb, acts, pres, WT),
+        "loss": lambda n: loss(n, Z, Yb, sw, dZ, work, tot),
+        "backward": lambda n: backward(n, p, g, lay, Xb, acts, pres, dbuf, no_dX),
+        "penalty": lambda n: penalty(n, p, g, sizes, w_off),
+        "update": lambda n: update(n, p, g, state, hparams),
+        "5 products (fastbp)": lambda n: products(n, Xb, W0, W1, A0, S1, dW1, dW0),
+        "5 products (numpy @)": numpy_products,
+    }
+    saved = p.copy(), state.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for run in table.values():
+            run(1)
+    p[:], state[:] = saved
+    # the fit and the epoch in full minibatches' worth of rows
+    per_epoch = len(rows) / batch
+    return table, {"fit per step": est.n_iter_ * per_epoch, "epoch per step": per_epoch}, full
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--seconds", type=float, default=0.05,
+                        help="CPU seconds of calls per part and round")
+    args = parser.parse_args(argv)
+    import fastbp
+    fastbp.set_num_threads(args.threads)
+    import warnings
+    warnings.simplefilter("ignore")
+    table, per, full = parts(args.dataset)
+    calls = {name: calls_for(run, args.seconds) for name, run in table.items()}
+    figures = measure(table, calls, args.rounds)
+    print(f"{args.dataset}, {args.threads} thread(s): us of CPU time per full minibatch "
+          f"step (10th percentile of {args.rounds} rounds)")
+    compiled = 0.0
+    for name, us in figures.items():
+        us /= per.get(name, full)
+        if name in ("gather", "forward", "loss", "backward", "penalty", "update"):
+            compiled += us
+        print(f"{name:<28}{us:9.2f}")
+    print(f"{'sum of the compiled parts':<28}{compiled:9.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
