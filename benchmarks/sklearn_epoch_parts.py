@@ -12,8 +12,8 @@ rounds; the parts take turns within each round):
 - epoch per step: the compiled epoch (``sklearn_passes(...).train_epoch``) called from
   Python, over its minibatches;
 - the compiled parts, each in a compiled loop over the epoch's full minibatches: the row
-  gather, the forward, the output loss and gradient, the backward, the alpha penalty,
-  the optimizer update;
+  gather, the forward, the output loss and gradient, the backward, the alpha penalty
+  and the optimizer update (folded as the epoch folds them);
 - the five matrix products of a step alone (blas.gemm, fastbp's orientation), and the
   same five as scikit-learn makes them (numpy's ``@`` on its (in, out) weights, from
   Python: what its step spends in products, dispatch included).
@@ -46,8 +46,10 @@ def parts(dataset):
     from fastbp.kernels.cpu.blas import gemm
     from fastbp.kernels.cpu.network import backprop_for
     from fastbp.kernels.cpu.optim import optimizer_update
-    from fastbp.kernels.cpu.sklearn_loss import (_gather, forward_narrow_output,
-                                                 l2_penalty, output_loss_grad)
+    from fastbp.kernels.cpu.sklearn_loss import (_gather, _weight_squares,
+                                                 forward_narrow_output,
+                                                 l2_penalty, l2_slot, output_loss_grad,
+                                                 update_with_penalty)
 
     X, _, y, _ = split(dataset)
     make = lambda: fastbp.MLPClassifier(random_state=0)   # noqa: E731
@@ -109,16 +111,18 @@ def parts(dataset):
                              act_cum, pre_cum, Xb, acts, pres, dbuf, no_dX)
 
     @njit
-    def penalty(n, p, g, sizes, w_off):
+    def penalty_update(n, p, g, sizes, w_off, b_off, state, hparams):
+        # as the epoch: the penalty folded into the update where the optimizer allows
         for _ in range(n):
             for _b in range(full):
-                l2_penalty(p, g, sizes, w_off, 1e-9)
-
-    @njit
-    def update(n, p, g, state, hparams):
-        for _ in range(n):
-            for _b in range(full):
-                optimizer_update(code, p, g, state, hparams, step)
+                slot = l2_slot(code, hparams)
+                if slot < 0:
+                    l2_penalty(p, g, sizes, w_off, 1e-9)
+                    optimizer_update(code, p, g, state, hparams, step)
+                else:
+                    _weight_squares(p, g, sizes, w_off, 1e-9, False)
+                    update_with_penalty(code, p, g, state, hparams, step, slot, 1e-9,
+                                        sizes, w_off, b_off)
 
     # the five products of a one-hidden-layer step, fastbp's orientation
     h = sizes[1]
@@ -156,8 +160,8 @@ def parts(dataset):
         "forward": lambda n: forward(n, p, lay, Xb, acts, pres, WT),
         "loss": lambda n: loss(n, Z, Yb, sw, dZ, work, tot),
         "backward": lambda n: backward(n, p, g, lay, Xb, acts, pres, dbuf, no_dX),
-        "penalty": lambda n: penalty(n, p, g, sizes, w_off),
-        "update": lambda n: update(n, p, g, state, hparams),
+        "penalty and update": lambda n: penalty_update(n, p, g, sizes, w_off, lay[2],
+                                                       state, hparams),
         "5 products (fastbp)": lambda n: products(n, Xb, W0, W1, A0, S1, dW1, dW0),
         "5 products (numpy @)": numpy_products,
     }
@@ -192,7 +196,7 @@ def main(argv=None):
     compiled = 0.0
     for name, us in figures.items():
         us /= per.get(name, full)
-        if name in ("gather", "forward", "loss", "backward", "penalty", "update"):
+        if name in ("gather", "forward", "loss", "backward", "penalty and update"):
             compiled += us
         print(f"{name:<28}{us:9.2f}")
     print(f"{'sum of the compiled parts':<28}{compiled:9.2f}")
