@@ -47,7 +47,7 @@ def parts(dataset):
     from fastbp.kernels.cpu.network import backprop_for
     from fastbp.kernels.cpu.optim import optimizer_update
     from fastbp.kernels.cpu.sklearn_loss import (_gather, _weight_squares,
-                                                 forward_narrow_output,
+                                                 forward_transposed,
                                                  l2_penalty, l2_slot, output_loss_grad,
                                                  update_with_penalty)
 
@@ -91,7 +91,7 @@ def parts(dataset):
         sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum = lay
         for _ in range(n):
             for _b in range(full):
-                forward_narrow_output(act_set, p, sizes, w_off, b_off, act_codes, slopes,
+                forward_transposed(act_set, p, sizes, w_off, b_off, act_codes, slopes,
                                       act_cum, pre_cum, Xb, acts, pres, WT)
 
     Z = net._kernels.network_forward(p, *lay, Xb, acts, pres)

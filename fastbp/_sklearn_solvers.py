@@ -46,9 +46,7 @@ from .warmup import COLD_S, ESTIMATE_S, announced, tree_ready
 from .divergence import Snapshot
 from .kernels import codes
 from .kernels import cpu as cpu_kernels
-from .kernels.cpu.blocks import PARALLEL_MIN_FLOPS
-from .kernels.cpu.linear import NARROW_OUTPUTS
-from .kernels.cpu.sklearn_loss import softmax_workspaces
+from .kernels.cpu.sklearn_loss import softmax_workspaces, transposed_size
 from .optim import SGD, Adam, optimizer_from_state_dict
 
 
@@ -159,16 +157,14 @@ class LossGrad:
 
     def _epoch_workspaces(self, batch_size):
         """The compiled epoch's workspaces for minibatches of batch_size rows: Xb, Yb,
-        swb (the rows gathered), WT (the last layer's weights transposed, where it
-        takes linear_forward_narrow; else empty), work and tot (the softmax's)."""
+        swb (the rows gathered), WT (weights transposed, sklearn_loss.py's
+        forward_transposed), work and tot (the softmax's)."""
         net = self.net
-        n_in, n_out = net.sizes[-2], net.sizes[-1]
-        narrow = (n_out <= NARROW_OUTPUTS
-                  and 2 * batch_size * n_in * n_out < PARALLEL_MIN_FLOPS)
+        n_out = net.sizes[-1]
         return (np.empty((batch_size, net.sizes[0]), net.dtype),
                 np.empty((batch_size, n_out), net.dtype),
                 np.empty(batch_size, net.dtype),
-                np.empty(n_in * n_out if narrow else 0, net.dtype),
+                np.empty(transposed_size(net.sizes, batch_size), net.dtype),
                 *softmax_workspaces(batch_size, n_out, net.dtype))
 
     def train_epoch(self, X, Y, sample_weight, rows, batch_size, opt, adam_eps=0.0):

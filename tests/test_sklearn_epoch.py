@@ -1,8 +1,8 @@
 """The compiled scikit-learn epoch's passes (kernels/cpu/sklearn_loss.py) on the paths
 test_estimators.py and scikit-learn's own tests leave out: the softmax loss and gradient
 with sample weights, soft labels and a NaN row against numpy; a weighted ten-class fit
-(the last layer through linear_forward_narrow, alpha's penalty folded into Adam's
-update) against scikit-learn's; and the same in float32.
+(the layers through their transposed weights, linear_forward_transposed, and alpha's
+penalty folded into Adam's update) against scikit-learn's; and the same in float32.
 
 Only compiled variants the suite already builds are used (float64 and float32 relu
 networks trained with adam, the float64 loss pass of the lbfgs solver).

@@ -43,7 +43,8 @@ from ..codes import (ADAM, HP_ADAM_BETA2, HP_ADAM_EPS, HP_ADAM_WEIGHT_DECAY,
                      SGD, SKLEARN_EXP, SKLEARN_IDENTITY, SKLEARN_LOGISTIC, SKLEARN_SOFTMAX)
 from ._jit import scalar, serial
 from .elementary import exp
-from .linear import linear_forward_narrow
+from .blocks import PARALLEL_MIN_FLOPS
+from .linear import linear_forward_transposed
 from .network import (_layer_forward, _layer_input, _output_views, _weight_views,
                       backprop_for)
 from .optim import optimizer_update, update_span
@@ -303,29 +304,37 @@ def _gather(rows, a, m, X, Y, sw, Xb, Yb, swb):
 
 
 @serial
-def forward_narrow_output(act_set, params, sizes, w_off, b_off, act_codes, slopes,
-                          act_cum, pre_cum, X, acts, pres, WT):
-    """network.forward_for (its arguments, then WT), except that the last layer goes
-    through linear.linear_forward_narrow when its weights transposed fit in WT (flat,
-    of params' dtype): the caller sizes WT for a last layer of few outputs
-    (linear.NARROW_OUTPUTS) whose product stays on one thread, and passes an empty
-    array otherwise. scikit-learn's networks end in such a layer (one output per
-    class), and it was the slowest of their products per flop."""
-    last = act_codes.shape[0] - 1
-    for l in range(last):
-        _layer_forward(act_set, l, params, sizes, w_off, b_off, act_codes, slopes,
-                       act_cum, pre_cum, X, acts, pres)
-    n_in, n_out = sizes[last], sizes[last + 1]
-    if WT.shape[0] < n_in * n_out:
-        return _layer_forward(act_set, last, params, sizes, w_off, b_off, act_codes,
-                              slopes, act_cum, pre_cum, X, acts, pres)
+def forward_transposed(act_set, params, sizes, w_off, b_off, act_codes, slopes,
+                       act_cum, pre_cum, X, acts, pres, WT):
+    """network.forward_for (its arguments, then WT), except that every layer whose
+    product stays on one thread (blocks.PARALLEL_MIN_FLOPS) and whose weights fit in
+    WT (flat, of params' dtype, reused layer after layer: ``transposed_size``) goes
+    through linear.linear_forward_transposed. An empty WT: forward_for's products."""
     batch = X.shape[0]
-    W, b = _weight_views(last, params, sizes, w_off, b_off)
-    A, S = _output_views(last, batch, sizes, act_cum, pre_cum, acts, pres)
-    layer_in = _layer_input(last, X, batch, sizes, act_cum, pre_cum, acts, pres)
-    linear_forward_narrow(act_set, layer_in, W, WT[:n_in * n_out].reshape(n_in, n_out),
-                          b, act_codes[last], slopes[last], S, A)
-    return A
+    out = X
+    for l in range(act_codes.shape[0]):
+        n_in, n_out = sizes[l], sizes[l + 1]
+        if (WT.shape[0] < n_in * n_out
+                or 2 * batch * n_in * n_out >= PARALLEL_MIN_FLOPS):
+            out = _layer_forward(act_set, l, params, sizes, w_off, b_off, act_codes,
+                                 slopes, act_cum, pre_cum, X, acts, pres)
+            continue
+        W, b = _weight_views(l, params, sizes, w_off, b_off)
+        A, S = _output_views(l, batch, sizes, act_cum, pre_cum, acts, pres)
+        layer_in = _layer_input(l, X, batch, sizes, act_cum, pre_cum, acts, pres)
+        linear_forward_transposed(act_set, layer_in, W,
+                                  WT[:n_in * n_out].reshape(n_in, n_out), b,
+                                  act_codes[l], slopes[l], S, A)
+        out = A
+    return out
+
+
+def transposed_size(sizes, batch):
+    """The length of forward_transposed's WT for minibatches of up to ``batch`` rows
+    of a network of widths ``sizes``: the largest weight matrix of the layers it
+    transposes (0: none)."""
+    return max([n_in * n_out for n_in, n_out in zip(sizes[:-1], sizes[1:])
+                if 2 * batch * n_in * n_out < PARALLEL_MIN_FLOPS], default=0)
 
 
 @functools.lru_cache(maxsize=None)
@@ -342,7 +351,7 @@ def sklearn_passes(act_set):
     last may be smaller) of X (N, sizes[0]), Y (N, sizes[-1]) and sw (N,) (or empty:
     no sample weights), gathered into the workspaces Xb (batch_size, sizes[0]), Yb
     (batch_size, sizes[-1]) and swb (batch_size,). For each: forward through the
-    network (``forward_narrow_output``, WT its workspace), ``output_loss_grad`` into
+    network (``forward_transposed``, WT its workspace), ``output_loss_grad`` into
     dbuf (work and tot its workspaces for batch_size rows), backward (grads),
     ``l2_penalty`` with scale alpha / sum(sw) (none for alpha == 0; the loss gains
     alpha * sum(W ** 2) / (2 sum(sw))), then the optimizer's update
@@ -372,8 +381,8 @@ def sklearn_passes(act_set):
             _gather(rows, a, m, X, Y, sw, Xb, Yb, swb)
             X_b, Y_b = Xb[:m], Yb[:m]
             sw_b = swb[:m] if sw.shape[0] > 0 else sw
-            out = forward_narrow_output(act_set, params, sizes, w_off, b_off, act_codes,
-                                        slopes, act_cum, pre_cum, X_b, acts, pres, WT)
+            out = forward_transposed(act_set, params, sizes, w_off, b_off, act_codes,
+                                     slopes, act_cum, pre_cum, X_b, acts, pres, WT)
             loss = output_loss_grad(out_code, out, Y_b, sw_b, eps,
                                     dbuf[:m * k].reshape(m, k), work, tot)
             backprop_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
