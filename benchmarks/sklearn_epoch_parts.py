@@ -14,7 +14,7 @@ rounds; the parts take turns within each round):
 - the compiled parts, each in a compiled loop over the epoch's full minibatches: the row
   gather, the forward, the output loss and gradient, the backward, the alpha penalty
   and the optimizer update (folded as the epoch folds them);
-- the five matrix products of a step alone (blas.gemm, fastbp's orientation), and the
+- the five matrix products of a step alone (as the epoch makes them), and the
   same five as scikit-learn makes them (numpy's ``@`` on its (in, out) weights, from
   Python: what its step spends in products, dispatch included).
 
@@ -43,7 +43,7 @@ def parts(dataset):
 
     import fastbp
     from fastbp.kernels import cpu
-    from fastbp.kernels.cpu.blas import gemm
+    from fastbp.kernels.cpu.blas import gemm, gemm_halves
     from fastbp.kernels.cpu.network import backprop_for
     from fastbp.kernels.cpu.optim import optimizer_update
     from fastbp.kernels.cpu.sklearn_loss import (_gather, _weight_squares,
@@ -72,7 +72,8 @@ def parts(dataset):
     passes = cpu.sklearn_passes(net._kernels.act_set)
     act_set = net._kernels.act_set
     epoch_args = (p, g, *lay, lg.out_code, Xd, Y, sw, rows, batch, lg.eps, lg.alpha, Xb,
-                  Yb, swb, acts, pres, dbuf, WT, work, tot, code, state, hparams, step, 0.0, losses)
+                  Yb, swb, acts, pres, dbuf, WT, work, tot, code, state, hparams, step,
+                  est._optimizer.adam_eps, losses)
     sizes, w_off = lay[0], lay[1]
     n_out = Y.shape[1]
     out_code, eps = lg.out_code, lg.eps
@@ -124,24 +125,25 @@ def parts(dataset):
                     update_with_penalty(code, p, g, state, hparams, step, slot, 1e-9,
                                         sizes, w_off, b_off)
 
-    # the five products of a one-hidden-layer step, fastbp's orientation
+    # the five products of a one-hidden-layer step, as the epoch makes them
     h = sizes[1]
     W0 = p[w_off[0]:w_off[0] + h * Xd.shape[1]].reshape(h, Xd.shape[1])
     W1 = p[w_off[1]:w_off[1] + n_out * h].reshape(n_out, h)
+    W0T, W1T = np.ascontiguousarray(W0.T), np.ascontiguousarray(W1.T)
     A0 = np.ones((batch, h))
     S1 = np.ones((batch, n_out))
     dW1 = np.empty_like(W1)
     dW0 = np.empty_like(W0)
 
     @njit
-    def products(n, Xb, W0, W1, A0, S1, dW1, dW0):
+    def products(n, Xb, W0T, W1, W1T, A0, S1, dW1, dW0):
         for _ in range(n):
             for _b in range(full):
-                gemm(False, True, 1.0, Xb, W0, 0.0, A0)
-                gemm(False, True, 1.0, A0, W1, 0.0, S1)
-                gemm(True, False, 1.0, S1, A0, 0.0, dW1)
+                gemm_halves(False, False, 1.0, Xb, W0T, 0.0, A0)
+                gemm_halves(False, False, 1.0, A0, W1T, 0.0, S1)
+                gemm_halves(True, False, 1.0, S1, A0, 0.0, dW1)
                 gemm(False, False, 1.0, S1, W1, 0.0, A0)
-                gemm(True, False, 1.0, A0, Xb, 0.0, dW0)
+                gemm_halves(True, False, 1.0, A0, Xb, 0.0, dW0)
 
     C0, C1 = np.ascontiguousarray(W0.T), np.ascontiguousarray(W1.T)
 
@@ -162,7 +164,8 @@ def parts(dataset):
         "backward": lambda n: backward(n, p, g, lay, Xb, acts, pres, dbuf, no_dX),
         "penalty and update": lambda n: penalty_update(n, p, g, sizes, w_off, lay[2],
                                                        state, hparams),
-        "5 products (fastbp)": lambda n: products(n, Xb, W0, W1, A0, S1, dW1, dW0),
+        "5 products (fastbp)": lambda n: products(n, Xb, W0T, W1, W1T, A0, S1, dW1,
+                                                  dW0),
         "5 products (numpy @)": numpy_products,
     }
     saved = p.copy(), state.copy()
@@ -173,7 +176,8 @@ def parts(dataset):
     p[:], state[:] = saved
     # the fit and the epoch in full minibatches' worth of rows
     per_epoch = len(rows) / batch
-    return table, {"fit per step": est.n_iter_ * per_epoch, "epoch per step": per_epoch}, full
+    per = {"fit per step": est.n_iter_ * per_epoch, "epoch per step": per_epoch}
+    return table, per, full
 
 
 def main(argv=None):

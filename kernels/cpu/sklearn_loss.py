@@ -39,8 +39,9 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..codes import (ADAM, HP_ADAM_BETA2, HP_ADAM_EPS, HP_ADAM_WEIGHT_DECAY,
-                     HP_MAX_GRAD_NORM, HP_RMSPROP_WEIGHT_DECAY, HP_SGD_WEIGHT_DECAY, RMSPROP,
-                     SGD, SKLEARN_EXP, SKLEARN_IDENTITY, SKLEARN_LOGISTIC, SKLEARN_SOFTMAX)
+                     HP_MAX_GRAD_NORM, HP_RMSPROP_WEIGHT_DECAY, HP_SGD_WEIGHT_DECAY,
+                     RMSPROP, SGD, SKLEARN_EXP, SKLEARN_IDENTITY, SKLEARN_LOGISTIC,
+                     SKLEARN_SOFTMAX)
 from ._jit import scalar, serial
 from .elementary import exp
 from .blocks import PARALLEL_MIN_FLOPS
@@ -356,8 +357,9 @@ def sklearn_passes(act_set):
     ``l2_penalty`` with scale alpha / sum(sw) (none for alpha == 0; the loss gains
     alpha * sum(W ** 2) / (2 sum(sw))), then the optimizer's update
     (optim.optimizer_update) as step first_step + i, the penalty folded into it
-    where the optimizer allows (``l2_slot``, ``update_with_penalty``); with adam_eps > 0, scikit-learn's Adam: hparams' eps is first set
-    to ``adam_eps_at(adam_eps, beta2, step)``. Each minibatch's loss before its update
+    where the optimizer allows (``l2_slot``, ``update_with_penalty``); with adam_eps
+    > 0, scikit-learn's Adam: hparams' eps is first set to ``adam_eps_at(adam_eps,
+    beta2, step)``. Each minibatch's loss before its update
     goes to losses (n_batches,) float64. Stops after the first update that leaves
     parameters NaN or infinite and returns how many steps ran and how many parameters
     that update spoiled (0: none). acts, pres and dbuf: the network's workspaces for
