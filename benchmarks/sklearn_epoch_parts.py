@@ -9,8 +9,6 @@ then times, per full minibatch, in microseconds of process CPU time (10th percen
 rounds; the parts take turns within each round):
 
 - fit per step: a whole warm fit (Python's epoch loop included) over its steps;
-- epoch per step: the compiled epoch (``sklearn_passes(...).train_epoch``) called from
-  Python, over its minibatches;
 - the compiled parts, each in a compiled loop over the epoch's full minibatches: the row
   gather, the forward, the output loss and gradient, the backward, the alpha penalty
   and the optimizer update (folded as the epoch folds them);
@@ -42,7 +40,6 @@ def parts(dataset):
     from numba import njit
 
     import fastbp
-    from fastbp.kernels import cpu
     from fastbp.kernels.cpu.blas import gemm, gemm_halves
     from fastbp.kernels.cpu.network import backprop_for
     from fastbp.kernels.cpu.optim import optimizer_update
@@ -68,12 +65,8 @@ def parts(dataset):
     code, p, g, state, hparams, step = opt.compiled_args_for(net)
     sw = np.zeros(0, net.dtype)
     Xb, Yb, swb, WT, work, tot = lg._epoch_workspaces(batch)
-    losses = np.empty(-(-len(rows) // batch))
-    passes = cpu.sklearn_passes(net._kernels.act_set)
+    Xb[:], Yb[:] = Xd[rows[:batch]], Y[rows[:batch]]   # a minibatch, as gathered
     act_set = net._kernels.act_set
-    epoch_args = (p, g, *lay, lg.out_code, Xd, Y, sw, rows, batch, lg.eps, lg.alpha, Xb,
-                  Yb, swb, acts, pres, dbuf, WT, work, tot, code, state, hparams, step,
-                  est._optimizer.adam_eps, losses)
     sizes, w_off = lay[0], lay[1]
     n_out = Y.shape[1]
     out_code, eps = lg.out_code, lg.eps
@@ -93,7 +86,7 @@ def parts(dataset):
         for _ in range(n):
             for _b in range(full):
                 forward_transposed(act_set, p, sizes, w_off, b_off, act_codes, slopes,
-                                      act_cum, pre_cum, Xb, acts, pres, WT)
+                                   act_cum, pre_cum, Xb, acts, pres, WT)
 
     Z = net._kernels.network_forward(p, *lay, Xb, acts, pres)
 
@@ -145,25 +138,24 @@ def parts(dataset):
                 gemm(False, False, 1.0, S1, W1, 0.0, A0)
                 gemm_halves(True, False, 1.0, A0, Xb, 0.0, dW0)
 
-    C0, C1 = np.ascontiguousarray(W0.T), np.ascontiguousarray(W1.T)
-
-    def numpy_products(n):
+    def numpy_products(n):   # scikit-learn's coefs_ are (in, out): W0T, W1T
         for _ in range(n * full):
-            a = Xb @ C0
-            s = a @ C1
+            a = Xb @ W0T
+            s = a @ W1T
             _ = a.T @ s
-            a = s @ C1.T
+            a = s @ W1T.T
             _ = Xb.T @ a
 
     table = {
         "fit per step": lambda n: [make().fit(X, y) for _ in range(n)],
-        "epoch per step": lambda n: [passes.train_epoch(*epoch_args) for _ in range(n)],
         "gather": lambda n: gather(n, rows, Xd, Y, sw, Xb, Yb, swb),
         "forward": lambda n: forward(n, p, lay, Xb, acts, pres, WT),
         "loss": lambda n: loss(n, Z, Yb, sw, dZ, work, tot),
         "backward": lambda n: backward(n, p, g, lay, Xb, acts, pres, dbuf, no_dX),
-        "penalty and update": lambda n: penalty_update(n, p, g, sizes, w_off, lay[2],
-                                                       state, hparams),
+        # on copies: thousands of updates with one gradient would move the weights
+        # the other parts use far from the fitted ones
+        "penalty and update": lambda n: penalty_update(n, p.copy(), g, sizes, w_off,
+                                                       lay[2], state.copy(), hparams),
         "5 products (fastbp)": lambda n: products(n, Xb, W0T, W1, W1T, A0, S1, dW1,
                                                   dW0),
         "5 products (numpy @)": numpy_products,
@@ -174,10 +166,9 @@ def parts(dataset):
         for run in table.values():
             run(1)
     p[:], state[:] = saved
-    # the fit and the epoch in full minibatches' worth of rows
+    # the fit in full minibatches' worth of rows
     per_epoch = len(rows) / batch
-    per = {"fit per step": est.n_iter_ * per_epoch, "epoch per step": per_epoch}
-    return table, per, full
+    return table, {"fit per step": est.n_iter_ * per_epoch}, full
 
 
 def main(argv=None):
