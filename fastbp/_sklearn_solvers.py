@@ -35,6 +35,7 @@ torch.optim updates, translated exactly:
   ``sqrt(v) / sqrt(1 - beta2^t) + eps``; passing ``eps / sqrt(1 - beta2^t)`` to the
   torch form at step t gives scikit-learn's update.
 """
+import contextlib
 import math
 
 import numpy as np
@@ -45,6 +46,7 @@ from .warmup import COLD_S, ESTIMATE_S, announced, tree_ready
 from .divergence import Snapshot
 from .kernels import codes
 from .kernels import cpu as cpu_kernels
+from .kernels.cpu.sklearn_loss import softmax_workspaces, transposed_size
 from .optim import SGD, Adam, optimizer_from_state_dict
 
 
@@ -108,8 +110,11 @@ class LossGrad:
         self.eps = float(np.finfo(net.dtype).eps)
         self._no_weights = np.zeros(0, net.dtype)
         self._no_dX = np.zeros((0, 0), net.dtype)
-        self._batch_workspace = None   # (X, Y, sample_weight) rows of a minibatch
+        # the rows of a minibatch (X, Y, sample_weight) and the epoch's other
+        # workspaces (WT, work, tot: kernels/cpu/sklearn_loss.py)
+        self._batch_workspace = None
         self._announce = True   # a compile on the first CPU call is announced
+        self._announce_epoch = True   # and on the first epoch's
 
     def __call__(self, X, Y, sample_weight=None):
         if self._announce and self.net.device == "cpu":   # the first call compiles
@@ -126,7 +131,8 @@ class LossGrad:
             Z = passes.network_forward(net.params, *layout_args, X, acts, pres)
             # the output gradient goes where backprop reads it
             dZ = dbuf[:n * n_out].reshape(n, n_out)
-            loss = cpu_kernels.output_loss_grad(self.out_code, Z, Y, sw, self.eps, dZ)
+            loss = cpu_kernels.output_loss_grad(self.out_code, Z, Y, sw, self.eps, dZ,
+                                                *softmax_workspaces(n, n_out, net.dtype))
             passes.backprop(net.params, net.grads, *layout_args, X, acts, pres, dbuf,
                             self._no_dX)
         else:
@@ -134,7 +140,8 @@ class LossGrad:
             Z = passes.network_forward(net.params, *layout_args, X_dev, acts, pres)
             dZ = np.empty((n, n_out), net.dtype)
             loss = cpu_kernels.output_loss_grad(self.out_code, Z.copy_to_host(), Y, sw,
-                                                self.eps, dZ)
+                                                self.eps, dZ,
+                                                *softmax_workspaces(n, n_out, net.dtype))
             dbuf[:n * n_out].copy_to_device(dZ.reshape(-1))
             passes.backprop(net.params, net.grads, *layout_args, X_dev, acts, pres, dbuf,
                             self._no_dX)
@@ -147,6 +154,18 @@ class LossGrad:
                 net.grads.copy_to_device(grads)
             loss += 0.5 * self.alpha * squares / sw_sum
         return float(loss)
+
+    def _epoch_workspaces(self, batch_size):
+        """The compiled epoch's workspaces for minibatches of batch_size rows: Xb, Yb,
+        swb (the rows gathered), WT (weights transposed, sklearn_loss.py's
+        forward_transposed), work and tot (the softmax's)."""
+        net = self.net
+        n_out = net.sizes[-1]
+        return (np.empty((batch_size, net.sizes[0]), net.dtype),
+                np.empty((batch_size, n_out), net.dtype),
+                np.empty(batch_size, net.dtype),
+                np.empty(transposed_size(net.sizes, batch_size), net.dtype),
+                *softmax_workspaces(batch_size, n_out, net.dtype))
 
     def train_epoch(self, X, Y, sample_weight, rows, batch_size, opt, adam_eps=0.0):
         """Minibatches rows[0:batch_size], rows[batch_size:2 batch_size], ... of (X, Y,
@@ -166,17 +185,19 @@ class LossGrad:
             layout_args, acts, pres, dbuf = net._compiled(batch_size)
             ws = self._batch_workspace
             if ws is None or ws[0].shape[0] < batch_size:
-                ws = self._batch_workspace = (
-                    np.empty((batch_size, X.shape[1]), net.dtype),
-                    np.empty((batch_size, Y.shape[1]), net.dtype),
-                    np.empty(batch_size, net.dtype))
+                ws = self._batch_workspace = self._epoch_workspaces(batch_size)
             passes = cpu_kernels.sklearn_passes(net._kernels.act_set)
-            with announced(f"{net.dtype.name}: scikit-learn epoch",
-                                   _first_compile_s(net)):   # says so if it compiles
+            # the first epoch says so if it compiles (the estimate costs ~30 us: once)
+            notice = contextlib.nullcontext()
+            if self._announce_epoch:
+                self._announce_epoch = False
+                notice = announced(f"{net.dtype.name}: scikit-learn epoch",
+                                   _first_compile_s(net))
+            with notice:
                 steps, nonfinite = passes.train_epoch(
                     params, grads, *layout_args, self.out_code, X, Y,
                     self._no_weights if sample_weight is None else sample_weight, rows,
-                    batch_size, self.eps, self.alpha, *ws, acts, pres, dbuf,
+                    batch_size, self.eps, self.alpha, *ws[:3], acts, pres, dbuf, *ws[3:],
                     code, state, hparams, step, adam_eps, losses)
             opt.steps += steps - 1
             return losses[:steps], nonfinite

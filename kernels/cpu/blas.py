@@ -95,3 +95,31 @@ def gemm(trans_a, trans_b, alpha, A, B, beta, C):
                _by_ref(np.int32(k)), _by_ref(np.float64(alpha)), _data(B),
                _by_ref(np.int32(ldb)), _data(A), _by_ref(np.int32(lda)),
                _by_ref(np.float64(beta)), _data(C), _by_ref(np.int32(ldc)))
+
+
+# OpenBLAS (0.3.30 for SkylakeX, as scipy bundles it) has separate kernels for small
+# products; cut in two, a product of 1-2 million multiply-adds ran 1.2-1.5x faster
+# than whole in the orientations below (benchmarks/README.md, "scikit-learn drop-in").
+SMALL_PRODUCT = 1_000_000   # multiply-adds, m * n * k
+
+
+@scalar
+def gemm_halves(trans_a, trans_b, alpha, A, B, beta, C):
+    """gemm, as two products over the halves of C's rows when it has between
+    SMALL_PRODUCT and 2 SMALL_PRODUCT multiply-adds and trans_b is false. Each element
+    of C is still one BLAS dot product over k: only which kernel computes it changes
+    (and with it the order of its additions). With trans_b true ("TN" to BLAS) the
+    halves were slower, so that is one call."""
+    m, n = C.shape
+    k = A.shape[0] if trans_a else A.shape[1]
+    work = m * n * k
+    if trans_b or not SMALL_PRODUCT < work <= 2 * SMALL_PRODUCT:
+        gemm(trans_a, trans_b, alpha, A, B, beta, C)
+        return
+    half = m // 2
+    if trans_a:
+        gemm(True, False, alpha, A[:, :half], B, beta, C[:half])
+        gemm(True, False, alpha, A[:, half:], B, beta, C[half:])
+    else:
+        gemm(False, False, alpha, A[:half], B, beta, C[:half])
+        gemm(False, False, alpha, A[half:], B, beta, C[half:])
