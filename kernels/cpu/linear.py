@@ -168,7 +168,10 @@ def linear_forward(X, W, b, code, slope, S, A):
 @serial
 def _weight_grad_cols(act_set, dA, A, S, X, code, slope, dS, dW, db, j0, j1):
     _sigma_prime_bias_for(act_set, code, (dA, A, S, dS, db, slope, j0, j1))
-    gemm_halves(True, False, 1.0, dS[:, j0:j1], X, 0.0, dW[j0:j1])
+    # plain gemm, not gemm_halves: halving here made digits' weight gradient 1.2-1.5x
+    # faster but every network's first training step 5 s slower to compile (the
+    # default train: 43.0 -> 37.8 s cold with it undone; benchmarks/README.md)
+    gemm(True, False, 1.0, dS[:, j0:j1], X, 0.0, dW[j0:j1])
 
 
 @parallel
