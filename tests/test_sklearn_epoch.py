@@ -88,8 +88,8 @@ def test_weighted_ten_class_fit_follows_sklearn(dtype, rtol):
 def test_halved_products_follow_sklearn():
     """digits' shapes (minibatches of 200 rows, 64 inputs, 100 hidden units, 10
     classes): the first layer's products have 1.28 million multiply-adds, so its
-    forward and weight gradient run in halves (blas.gemm_halves); the fit still
-    follows scikit-learn's to rounding."""
+    forward runs in halves (blas.gemm_halves; the weight gradient is one product, see
+    kernels/cpu/linear.py); the fit still follows scikit-learn's to rounding."""
     rng = np.random.RandomState(2)
     y = np.arange(500) % 10
     X = rng.normal(size=(10, 64))[y] + rng.normal(0, 2.0, (500, 64))
