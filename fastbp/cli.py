@@ -554,18 +554,12 @@ def warm_networks(dtype, activations):
 
 def warmup_command(args):
     start = time.perf_counter()
-    if len(args.dtype) == 1:
-        warm_networks(args.dtype[0], args.activations)
-    else:
-        # one process per dtype: numba compiles one function at a time per process
-        import concurrent.futures
-        import multiprocessing
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(len(args.dtype),
-                                                    mp_context=context) as pool:
-            for future in [pool.submit(warm_networks, d, args.activations)
-                           for d in args.dtype]:
-                future.result()
+    # one network after the other: each cold one uses a second process of its own
+    # (fastbp.warmup.split_backward), and two processes compiling the same kernels for
+    # different dtypes at once could write numba's cache index of a kernel over each
+    # other's
+    for dtype in args.dtype:
+        warm_networks(dtype, args.activations)
     print(f"fastbp's kernels are compiled for {', '.join(args.dtype)} and "
           f"{', '.join(args.activations)} ({time.perf_counter() - start:.1f} s)")
     return 0

@@ -358,6 +358,15 @@ class MLP:
         from .cuda_plan import train_step
         return train_step(self, X, labels, targets, optimizer)
 
+    def _training_kernels(self, opt_code):
+        """The kernels whose network_train_step and network_train_epoch train this
+        network with the optimizer of code ``opt_code``: on the CPU the passes compiled
+        for its activations and, for a process's first optimizer, that optimizer
+        (kernels/cpu/network.py, ``training_passes``); on "cuda" the CUDA kernels."""
+        if self.device != "cpu":
+            return self._kernels
+        return cpu_kernels.training_passes(self._kernels.act_set, opt_code)
+
     @_concurrency.exclusive
     def _train_step_checked(self, X, labels, targets, optimizer):
         """(loss before the update, how many parameters the update left non-finite)."""
@@ -375,7 +384,7 @@ class MLP:
         opt_code, _, _, opt_state, opt_hparams, opt_step = optimizer.compiled_args_for(self)
         if self._staging is not None:
             X, labels, targets = self._placed(X, labels, targets)
-        loss, nonfinite = self._kernels.network_train_step(
+        loss, nonfinite = self._training_kernels(opt_code).network_train_step(
             *args, X, labels, targets, acts, pres, dbuf, opt_code, opt_state, opt_hparams,
             opt_step)
         return float(loss), int(nonfinite)
@@ -437,7 +446,7 @@ class MLP:
             from .cuda_plan import runner
             X, labels, targets = runner(self).epoch_data(X, labels, targets)
         opt_code, _, _, opt_state, opt_hparams, first = optimizer.compiled_args_for(self)
-        ran, nonfinite = self._kernels.network_train_epoch(
+        ran, nonfinite = self._training_kernels(opt_code).network_train_epoch(
             self.params, self.grads, *layout_args, self._loss_code, X, labels, targets,
             batch_size, acts, pres, dbuf, opt_code, opt_state, opt_hparams, first, losses)
         optimizer.steps += ran - 1   # compiled_args_for counted the first step

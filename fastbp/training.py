@@ -211,9 +211,11 @@ def prepare(net, optimizer, validating=True, device_inputs=False):
     stderr (fastbp.warmup). Under MPI rank 0 compiles first, alone and announced, and
     the other ranks then load its code, silently. Returns the seconds spent."""
     passes = distributed.step_passes(optimizer, PASSES if validating else ("train_step",))
-    return distributed.team_of(optimizer).rank_zero_first(lambda quiet: warmup(
+    team = distributed.team_of(optimizer)
+    # ranks compile alone (no helper process beside an MPI rank: its other ranks wait)
+    return team.rank_zero_first(lambda quiet: warmup(
         net, optimizer, passes, stream=io.StringIO() if quiet else None,
-        device_inputs=device_inputs))
+        device_inputs=device_inputs, processes=1 if team.size > 1 else None))
 
 
 @exclusive_function   # one training of a network at a time (fastbp.concurrency)

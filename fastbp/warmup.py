@@ -9,7 +9,12 @@ training and prediction run (``PASSES``), before any training clock starts: ``fi
 final "s training" count training only. When something has to be compiled it first
 prints one line on stderr (also when stderr is not a terminal):
 
-    compiling fastbp's kernels for this machine, once; about 25 s
+    compiling fastbp's kernels for this machine (float32: train_step, loss, forward,
+    batch_check, in two processes); about 30 s, kept in numba's cache for later runs
+
+A cold training pass compiles in two processes on a machine with a second core: a
+helper process compiles the backward's kernels while this one compiles the forward's
+(``split_backward``; FASTBP_COMPILE_PROCESSES=1 keeps it to one process).
 
 ``python -m fastbp warmup`` does the same ahead of time for the command line's networks.
 
@@ -19,8 +24,11 @@ with its own notice; ``MLP(..., device="cuda")`` and ``net.to("cuda")`` do so fo
 passes, and ``fit`` for its optimizer's update too.
 """
 import contextlib
+import os
+import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 from numba import typeof
@@ -65,6 +73,8 @@ def _pass_call(net, optimizer, name):
     batch in fresh workspaces: the same argument types as a real call, so compiling
     for them is compiling what the real call runs."""
     passes = net._kernels
+    if name in _NEEDS_OPTIMIZER + ("backward_kernels",):   # as MLP's training calls
+        passes = net._training_kernels(optimizer.code)
     X = np.zeros((1, net.sizes[0]), net.dtype)
     if net.is_classifier:
         labels, targets = np.zeros(1, np.int64), net._no_targets
@@ -101,6 +111,14 @@ def _pass_call(net, optimizer, name):
         from .kernels.cpu.checks import batch_values_ok
         return batch_values_ok, (X, labels, int(net.sizes[-1]), targets,
                                  net.loss == "bce_with_logits")
+    if name == "backward_kernels":   # see split_backward
+        n = net.sizes[1]
+        V = dbuf[:n].reshape(1, n)   # views as _backprop_layers passes them
+        opt_code, state, hparams, step = opt
+        return passes.layer_backward_update, (
+            V, V, V, X, net.layers[0].W, net.layout.act_codes[0], net.layout.slopes[0],
+            X, net.layers[0].dW, net.layers[0].db, True, True, opt_code, net.params,
+            net.grads, state, hparams, step, net.layout.w_off[0], net.layout.b_off[0])
     if name == "update":
         from .kernels.cpu.optim import optimizer_update
         return optimizer_update, (opt[0], net.params, net.grads, *opt[1:])
@@ -181,7 +199,8 @@ def _warmup_cuda(net, optimizer, device_inputs, stream):
     return time.perf_counter() - start
 
 
-def warmup(net, optimizer=None, passes=PASSES, stream=None, device_inputs=False):
+def warmup(net, optimizer=None, passes=PASSES, stream=None, device_inputs=False,
+           processes=None):
     """Compile (or load from numba's cache) the CPU passes ``passes`` of ``net``, or on
     "cuda" the CUDA kernels its passes launch.
 
@@ -198,10 +217,14 @@ def warmup(net, optimizer=None, passes=PASSES, stream=None, device_inputs=False)
     stream : where the one-line notice goes (default sys.stderr).
     device_inputs : on "cuda", also the check of inputs that live on the GPU
         (fastbp.device_inputs).
+    processes : 1 or 2, how many processes may compile a cold training pass on the
+        CPU (the second compiles the backward's kernels: split_backward); None (the
+        default) asks compile_processes().
 
     Returns the seconds spent. Prints the notice (once) only when a pass is neither
     compiled in this process nor in numba's disk cache; the estimate assumes that
-    every pass not yet compiled in this process needs compiling.
+    every pass not yet compiled in this process needs compiling. Raises ValueError
+    for a ``processes`` other than None, 1 or 2.
     """
     if getattr(net, "device", "cpu") == "cuda":
         training = any(name in _NEEDS_OPTIMIZER for name in passes)
@@ -227,8 +250,136 @@ def warmup(net, optimizer=None, passes=PASSES, stream=None, device_inputs=False)
     seconds = sum(ESTIMATE_S[name] for name, _, _ in todo)
     if todo and not tree_ready(net):   # the first of them compiles the shared passes
         seconds += max(COLD_S[name] - ESTIMATE_S[name] for name, _, _ in todo)
+    helper = split_backward(net, optimizer, todo, processes)
     what = f"{net.dtype.name}: {', '.join(name for name, _, _ in todo)}"
-    with announced(what, seconds, stream):
-        for name, dispatcher, signature in todo:
-            dispatcher.compile(signature)
+    if helper is not None:
+        what += ", in two processes"
+        seconds *= SPLIT_FACTOR
+        # the passes without the backward first, while the helper compiles it
+        todo.sort(key=lambda item: item[0] in _NEEDS_BACKWARD)
+    try:
+        with announced(what, seconds, stream):
+            for name, dispatcher, signature in todo:
+                if helper is not None and name in _NEEDS_BACKWARD:
+                    helper = _join(helper)
+                dispatcher.compile(signature)
+        if helper is not None:
+            helper = _join(helper)
+    finally:
+        if helper is not None:   # interrupted: leave no process compiling behind
+            helper.kill()
+            helper.wait()
     return time.perf_counter() - start
+
+
+# -- compiling in two processes -------------------------------------------------------
+# numba compiles one function at a time in a process (a global compiler lock), so only a
+# second process can use a second core. A cold training step compiles the forward's and
+# the loss's kernels, then the backward's (every layer's backward with the fused update:
+# about half the work), then the passes that call them. With split_backward a helper
+# process compiles the backward's kernels (the pass "backward_kernels", which calls them
+# with the training step's argument types) into numba's disk cache while this process
+# compiles the forward, the loss and the passes that need no backward; the training
+# step then loads the backward's kernels from the cache. The two compile disjoint sets
+# of kernels, so they never write the same entries of numba's cache (whose index of a
+# kernel is not safe against two writers at once). The default train's first epoch line
+# came at 28-30 s instead of 35-37 s on a 2-core machine (benchmarks/README.md,
+# "Compile time").
+PROCESSES_ENV = "FASTBP_COMPILE_PROCESSES"
+_NEEDS_BACKWARD = ("train_step", "train_epoch")
+SPLIT_FACTOR = 0.8     # the estimate's share left with the helper
+HELPER_TIMEOUT_S = 600.0
+
+
+def compile_processes():
+    """How many processes ``warmup`` may compile with (1 or 2): the environment variable
+    FASTBP_COMPILE_PROCESSES when set, else 2 when this process may run on two cores or
+    more, else 1. Raises ValueError for another value of the variable."""
+    value = os.environ.get(PROCESSES_ENV)
+    if value is not None:
+        if value.strip() not in ("1", "2"):
+            raise ValueError(f"{PROCESSES_ENV}: expected 1 or 2, got {value!r}")
+        return int(value)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:   # not on Linux
+        cores = os.cpu_count() or 1
+    return 2 if cores >= 2 else 1
+
+
+def in_disk_cache(dispatcher, signature):
+    """True when numba's disk cache holds ``dispatcher``'s machine code for
+    ``signature``, False when not, None when numba's cache cannot be read this way
+    (the cache's index format is numba's own, not public API)."""
+    try:
+        cache = dispatcher._cache
+        key = cache._index_key(signature, dispatcher.targetctx.codegen())
+        return key in cache._cache_file._load_index()
+    except Exception:   # another numba version, no cache: do not guess
+        return None
+
+
+def split_backward(net, optimizer, todo, processes=None):
+    """Start the helper process that compiles ``net``'s backward kernels, when ``todo``
+    (warmup's list of (name, dispatcher, signature) still to compile) holds a
+    training pass that is not in numba's disk cache either, and ``processes`` (None:
+    compile_processes()) is 2. Returns the helper (a subprocess.Popen) or None."""
+    if processes is None:
+        processes = compile_processes()
+    if processes not in (1, 2):
+        raise ValueError(f"processes: expected None, 1 or 2, got {processes!r}")
+    if optimizer is None or processes < 2:
+        return None
+    training = [(d, sig) for name, d, sig in todo if name in _NEEDS_BACKWARD]
+    if not training or not all(in_disk_cache(d, sig) is False for d, sig in training):
+        return None
+    dispatcher, args = _pass_call(net, optimizer, "backward_kernels")
+    if in_disk_cache(dispatcher, tuple(typeof(a) for a in args)) is not False:
+        return None
+    passes = net._training_kernels(optimizer.code)
+    command = [sys.executable, "-c", _HELPER, str(passes.act_set), str(passes.optimizer),
+               str(optimizer.code), net.dtype.name]
+    try:
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except OSError:
+        return None
+
+
+def _join(helper):
+    """Wait for the helper (at most HELPER_TIMEOUT_S); whatever it did not compile, the
+    caller compiles itself, with a RuntimeWarning saying why when the helper failed.
+    Returns None."""
+    try:
+        _, err = helper.communicate(timeout=HELPER_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        helper.kill()
+        _, err = helper.communicate()
+    if helper.returncode != 0:
+        last = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        warnings.warn(f"fastbp.warmup: the process compiling the backward's kernels "
+                      f"stopped with exit status {helper.returncode} ({last[0]}); "
+                      f"this process compiles them instead", RuntimeWarning, stacklevel=3)
+    return None
+
+
+def _compile_backward_kernels(act_set, optimizer, opt_code, dtype):
+    """The helper's work: the backward kernels of ``passes(act_set, optimizer)``
+    (kernels/cpu/network.py; ``optimizer`` "None" for passes of any optimizer) for
+    a network of ``dtype`` trained with the optimizer of code ``opt_code``."""
+    from types import SimpleNamespace
+
+    from .kernels.cpu.network import passes
+    from .network import MLP
+    net = MLP([2, 2], dtype=dtype)   # any network: only the argument types matter
+    training = passes(int(act_set), None if optimizer == "None" else int(optimizer))
+    net._training_kernels = lambda code: training   # the passes the parent chose
+    start_pool()
+    dispatcher, args = _pass_call(net, SimpleNamespace(code=int(opt_code), steps=0),
+                                  "backward_kernels")
+    dispatcher.compile(tuple(typeof(a) for a in args))
+
+
+
+_HELPER = ("import sys; from fastbp.warmup import _compile_backward_kernels as work; "
+           "work(*sys.argv[1:])")

@@ -64,6 +64,11 @@ PRECOMPILE_MIN_TESTS = 1000
 # the specialisation itself is under test. Results are bit-identical either way.
 cpu.network.SPECIALISED_SETS = 0
 
+# The suite's two xdist workers keep both cores busy, so a cold training pass compiles
+# in one process here and in the subprocesses tests start (they inherit the variable);
+# test_warmup_split.py sets it where the second process is under test.
+os.environ["FASTBP_COMPILE_PROCESSES"] = "1"
+
 
 def _compile_general_kernels(dtype):
     """Compile (or load from numba's cache) what most of the suite runs for ``dtype``:

@@ -35,6 +35,7 @@ CPU_ONLY_EXPORTS = {
     # one compiled copy of the passes per activation set; a CUDA kernel is compiled per
     # activation code at its first launch, so every network's passes are specialised
     "network_passes": "activation-set specialisation of the CPU's compiled passes",
+    "training_passes": "optimizer specialisation of the CPU's compiled training passes",
     # scikit-learn's output losses run on the host for either device
     "output_loss_grad": "sklearn_loss, host-only", "l2_penalty": "sklearn_loss, host-only",
     "adam_eps_at": "sklearn_loss, host-only", "sklearn_passes": "sklearn_loss, host-only",

@@ -20,7 +20,8 @@ from .linear import (activation_backward_bias, bias_activation, linear_backward,
                      linear_forward)
 from .losses import bce_with_logits, loss_forward_backward, mse, softmax_cross_entropy
 from .network import (backprop, network_backward, network_forward, network_loss,
-                      network_passes, network_train_epoch, network_train_step)
+                      network_passes, network_train_epoch, network_train_step,
+                      training_passes)
 from .optim import clip_scale, grad_norm, optimizer_update, sgd_update
 from .sklearn_loss import adam_eps_at, l2_penalty, output_loss_grad, sklearn_passes
 
@@ -29,7 +30,7 @@ __all__ = [
     "linear_forward", "linear_backward", "bias_activation", "activation_backward_bias",
     "softmax_cross_entropy", "mse", "bce_with_logits", "loss_forward_backward",
     "network_forward", "network_backward", "backprop", "network_loss", "network_train_step",
-    "network_train_epoch", "network_jacobian", "network_passes",
+    "network_train_epoch", "network_jacobian", "network_passes", "training_passes",
     "sgd_update", "grad_norm", "clip_scale", "optimizer_update",
     "output_loss_grad", "l2_penalty", "adam_eps_at", "sklearn_passes",
 ]

@@ -49,6 +49,12 @@ parallel = njit(cache=_CACHE, parallel=True, fastmath=FASTMATH, error_model="num
 # Drivers that only call other kernels (their parallelism lives in the callees).
 serial = njit(cache=_CACHE, fastmath=FASTMATH, error_model="numpy")
 
+# Thin drivers inlined into their callers. numba links a compiled callee's machine code
+# into its caller and optimises and compiles the whole linked module again, so every
+# level of compiled function between an entry point and the kernels pays for all the
+# code below it once more (kernels/cpu/network.py's module doc has the numbers).
+inlined = scalar
+
 
 # a cached caller carries its callees' code from other files (kernels/_cache.py)
 clear_stale_cache(os.path.dirname(os.path.abspath(__file__)), CACHE_DIR)

@@ -36,9 +36,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from ..codes import HP_MAX_GRAD_NORM
+from .. import codes
+from ..codes import HP_MAX_GRAD_NORM, OPTIMIZERS
 from .activations import ALL, activation_set
-from ._jit import scalar, serial
+from ._jit import inlined, scalar, serial
 from .backward_update import linear_backward_update_for
 from .linear import linear_forward_for
 from .losses import loss_forward_backward
@@ -87,7 +88,7 @@ def _layer_forward(act_set, l, params, sizes, w_off, b_off, act_codes, slopes, a
     return A
 
 
-@serial
+@inlined
 def forward_for(act_set, params, sizes, w_off, b_off, act_codes, slopes, act_cum,
                 pre_cum, X, acts, pres):
     """network_forward for networks whose activations are in ``act_set``."""
@@ -98,7 +99,7 @@ def forward_for(act_set, params, sizes, w_off, b_off, act_codes, slopes, act_cum
     return out
 
 
-@serial
+@inlined
 def loss_for(act_set, params, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
              loss_code, X, labels, targets, acts, pres, dbuf):
     """network_loss for networks whose activations are in ``act_set``."""
@@ -170,7 +171,7 @@ def _no_optimizer(params):
     return np.int64(-1), params[:0].reshape(0, 0), np.empty(0, np.float64), np.int64(0)
 
 
-@serial
+@inlined
 def backprop_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
                  pre_cum, X, acts, pres, dbuf, dX):
     """backprop for networks whose activations are in ``act_set``: backward through
@@ -190,7 +191,7 @@ def backprop_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
                      opt_state, opt_hparams, opt_step)
 
 
-@serial
+@inlined
 def _backward_update_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
                          act_cum, pre_cum, loss_code, X, labels, targets, acts, pres,
                          dbuf, fuse, opt_code, opt_state, opt_hparams, opt_step):
@@ -207,7 +208,7 @@ def _backward_update_for(act_set, params, grads, sizes, w_off, b_off, act_codes,
     return loss, bad
 
 
-@serial
+@inlined
 def backward_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
                  pre_cum, loss_code, X, labels, targets, acts, pres, dbuf):
     """network_backward for networks whose activations are in ``act_set``."""
@@ -219,7 +220,7 @@ def backward_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
     return loss
 
 
-@serial
+@inlined
 def train_step_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
                    act_cum, pre_cum, loss_code, X, labels, targets, acts, pres, dbuf,
                    opt_code, opt_state, opt_hparams, opt_step):
@@ -231,8 +232,7 @@ def train_step_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slope
     old W (backward_update.py): one pass over the parameters less, and the gradient
     still in cache. Gradient clipping scales every update by the norm of the whole
     gradient, known only after backward: with it, the update is a separate pass.
-    Raises ValueError for an unknown ``opt_code`` before anything runs."""
-    check_optimizer(opt_code)
+    ``opt_code`` is checked by the caller (the passes' ``opt_for``)."""
     fuse = not opt_hparams[HP_MAX_GRAD_NORM] > 0.0
     loss, nonfinite = _backward_update_for(
         act_set, params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
@@ -244,7 +244,7 @@ def train_step_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slope
     return loss, nonfinite
 
 
-@serial
+@inlined
 def train_epoch_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
                     act_cum, pre_cum, loss_code, X, labels, targets, batch_size, acts,
                     pres, dbuf, opt_code, opt_state, opt_hparams, first_step, losses):
@@ -277,24 +277,62 @@ def train_epoch_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slop
     return n_batches, 0
 
 
+ANY_OPTIMIZER = -1
+_OTHER_OPTIMIZER = ("opt_code: these training passes are compiled for another optimizer "
+                    "alone (kernels/cpu/network.py, training_passes)")
+
+
+@scalar
+def _opt_code_for(opt_code, only):
+    """The optimizer code a training pass's update runs, inlined at its entry: the
+    run-time ``opt_code`` when ``only`` is ANY_OPTIMIZER (ValueError for an unknown
+    one); else ``only``, a compile-time constant of the entry (numba prunes the other
+    branch), so that only its optimizer's loops are compiled (optim._update_rows_of),
+    after a ValueError if ``opt_code`` differs. ``only`` is an int, not a function of
+    the closure: numba's cache key of a closure pickles its variables, and a compiled
+    function pickles differently in every process."""
+    if only < 0:
+        check_optimizer(opt_code)
+        return opt_code
+    if opt_code != only:
+        raise ValueError(_OTHER_OPTIMIZER)
+    return only
+
+
 @functools.lru_cache(maxsize=None)
-def passes(act_set):
+def passes(act_set, optimizer=None):
     """The whole-network passes compiled for the activation set ``act_set`` (the bit
     mask ``activations.activation_set`` of a network's activation codes): a namespace
     with network_forward, network_loss, backprop, network_backward, network_train_step
     and network_train_epoch, each with the arguments of the module-level function of
-    that name, for networks whose activations are all in the set.
+    that name, for networks whose activations are all in the set (and
+    layer_backward_update, for compiling ahead only).
 
     Each set gets functions of its own, so its machine code holds only its
     activations' loops (compiled on first use, then cached on disk): ``act_set`` is a
     closure variable of the functions below, which numba types as a compile-time
     constant and makes part of their cache key. The module-level functions are the
     passes of ``ALL``, which run any network but compile every activation.
+
+    ``optimizer``: None, or an optimizer code (kernels.codes) whose update alone the
+    training passes (network_train_step, network_train_epoch) compile in, likewise as
+    a constant; they then raise ValueError for any other ``opt_code`` (for AdamW the
+    results may differ from the general passes' in the last bit: SPECIALISABLE). With None they
+    take any optimizer at run time (and raise ValueError for an unknown code).
+    ``training_passes`` chooses. Raises ValueError for an act_set outside (0, ALL] or
+    an optimizer code outside kernels.codes.
     """
     act_set = int(act_set)
     if not 0 < act_set <= ALL:
         raise ValueError(f"act_set: expected a bit mask of activation codes in "
                          f"(0, {ALL}], got {act_set}")
+    if optimizer is None:
+        only = ANY_OPTIMIZER
+    else:
+        only = int(optimizer)
+        if not 0 <= only < len(OPTIMIZERS):
+            raise ValueError(f"optimizer: expected None or an optimizer code in "
+                             f"[0, {len(OPTIMIZERS)}), got {optimizer}")
 
     @serial
     def network_forward(params, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
@@ -342,8 +380,8 @@ def passes(act_set):
         """
         return train_step_for(act_set, params, grads, sizes, w_off, b_off, act_codes,
                               slopes, act_cum, pre_cum, loss_code, X, labels, targets,
-                              acts, pres, dbuf, opt_code, opt_state, opt_hparams,
-                              opt_step)
+                              acts, pres, dbuf, _opt_code_for(opt_code, only),
+                              opt_state, opt_hparams, opt_step)
 
     @serial
     def network_train_epoch(params, grads, sizes, w_off, b_off, act_codes, slopes,
@@ -354,13 +392,29 @@ def passes(act_set):
         ``batch_size``, in one call; see train_epoch_for."""
         return train_epoch_for(act_set, params, grads, sizes, w_off, b_off, act_codes,
                                slopes, act_cum, pre_cum, loss_code, X, labels, targets,
-                               batch_size, acts, pres, dbuf, opt_code, opt_state,
-                               opt_hparams, first_step, losses)
+                               batch_size, acts, pres, dbuf,
+                               _opt_code_for(opt_code, only), opt_state, opt_hparams,
+                               first_step, losses)
+
+    @serial
+    def layer_backward_update(dA, A, S, X, W, code, slope, dX, dW, db, compute_dX, fuse,
+                              opt_code, params, grads, opt_state, opt_hparams, opt_step,
+                              w_lo, b_lo):
+        """One layer's backward with its fused update, called with the argument types
+        _backprop_layers calls it with (dS is dA): never run, only compiled, so that
+        a second process can compile the kernels of training's backward while the
+        first compiles the forward's (fastbp/warmup.py), and a training step then
+        loads them from numba's cache."""
+        return linear_backward_update_for(
+            act_set, dA, A, S, X, W, code, slope, dA, dX, dW, db, compute_dX, fuse,
+            _opt_code_for(opt_code, only), params, grads, opt_state, opt_hparams,
+            opt_step, w_lo, b_lo)
 
     return SimpleNamespace(
-        act_set=act_set, network_forward=network_forward, network_loss=network_loss,
+        act_set=act_set, optimizer=optimizer, network_forward=network_forward, network_loss=network_loss,
         backprop=backprop, network_backward=network_backward,
-        network_train_step=network_train_step, network_train_epoch=network_train_epoch)
+        network_train_step=network_train_step, network_train_epoch=network_train_epoch,
+        layer_backward_update=layer_backward_update)
 
 
 # A process gives its own passes to the first SPECIALISED_SETS activation sets it meets;
@@ -384,6 +438,38 @@ def network_passes(act_codes):
             return passes(ALL)
         _specialised.append(act_set)
     return passes(act_set)
+
+
+# Likewise a network's training passes are compiled for the first SPECIALISED_OPTIMIZERS
+# optimizers (codes) it is trained with in a process: one optimizer's update compiles
+# into the training step instead of every optimizer's, about 3 s less of the default
+# train's cold compile (benchmarks/README.md, "Compile time"); the next optimizers share
+# passes that take any optimizer at run time. The passes of ALL always do.
+# Only optimizers whose update alone gives the general update's bits are specialised
+# (tests/test_optim_specialised.py): AdamW's is not, as its constant decoupled weight
+# decay lets LLVM fuse the second moment's multiply-add the other way round (a last-bit
+# difference in some elements), so AdamW trains with the passes of any optimizer.
+SPECIALISED_OPTIMIZERS = 1
+SPECIALISABLE = (codes.SGD, codes.ADAM, codes.RMSPROP)
+_specialised_optimizers = {}
+
+
+@functools.lru_cache(maxsize=None)
+def training_passes(act_set, opt_code):
+    """The passes whose network_train_step and network_train_epoch a network of the
+    activation set ``act_set`` (``passes(act_set)`` are its passes) trains with the
+    optimizer ``opt_code``: compiled for that optimizer alone for the first
+    SPECIALISED_OPTIMIZERS codes in SPECIALISABLE a process asks for with this set (not
+    for ALL), else those of ``passes(act_set)``, which take any optimizer."""
+    act_set, opt_code = int(act_set), int(opt_code)
+    if act_set == ALL or opt_code not in SPECIALISABLE:
+        return passes(act_set)   # an unknown code: the general passes raise for it
+    given = _specialised_optimizers.setdefault(act_set, [])
+    if opt_code not in given:
+        if len(given) >= SPECIALISED_OPTIMIZERS:
+            return passes(act_set)
+        given.append(opt_code)
+    return passes(act_set, opt_code)
 
 
 _ALL_PASSES = passes(ALL)

@@ -60,8 +60,11 @@ runs it as one range on the calling thread for small networks and as one block p
 thread otherwise (blocks.PARALLEL_MIN_ELEMENTS). The training step runs the same ranges
 inside backward instead, layer by layer (backward_update.py).
 """
+import functools
+
 import numpy as np
-from numba import prange, uint64
+from numba import prange, types, uint64
+from numba.extending import overload
 
 from .. import codes
 from .blocks import PARALLEL_MIN_ELEMENTS, block_bounds, n_blocks
@@ -216,80 +219,117 @@ def _rmsprop_range(params, grads, square_avg, grad_avg, buf, scale, lr, alpha, e
     return bad
 
 
-# compiled once (not inlined), shared by the one-thread path, the parallel loop and the
-# updates fused into backward (backward_update.py). Its row count and stride are passed
-# as int64 values, never as constants: a constant argument of a compiled function makes
-# numba compile a copy of it for that constant.
+def _update_rows(opt_code, params, grads, state, hparams, step, scale, i0, i1, n_rows,
+                 row_stride):
+    """update_range's work (compiled code only): the branches of every optimizer for a
+    run-time ``opt_code``, of that optimizer alone for a literal one (_update_rows_of)."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(_update_rows, prefer_literal=True)
+def _update_rows_typed(opt_code, params, grads, state, hparams, step, scale, i0, i1,
+                       n_rows, row_stride):
+    if isinstance(opt_code, types.IntegerLiteral):
+        return _update_rows_of(opt_code.literal_value)
+    return _update_rows_of(None)
+
+
+@functools.lru_cache(maxsize=None)
+def _update_rows_of(code):
+    """The body of update_range with the branches of optimizer ``code`` only (every
+    optimizer's for None). The training passes of a network pass its optimizer's code
+    as a compile-time constant (kernels/cpu/network.py, ``passes``), so their machine
+    code holds one optimizer's loops instead of all five (SGD with and without
+    momentum, Adam/AdamW with and without AMSGrad, RMSprop): numba prunes a branch
+    whose condition is a constant before typing it, and each compiled function between
+    the training step and these loops compiles the loops again (kernels/cpu/_jit.py)."""
+    sgd = code is None or code == codes.SGD
+    adam = code is None or code == codes.ADAM or code == codes.ADAMW
+    rmsprop = code is None or code == codes.RMSPROP
+
+    def impl(opt_code, params, grads, state, hparams, step, scale, i0, i1, n_rows,
+             row_stride):
+        bad = 0
+        lr = hparams[codes.HP_LR]
+        if sgd and opt_code == codes.SGD:
+            momentum = hparams[codes.HP_SGD_MOMENTUM]
+            weight_decay = hparams[codes.HP_SGD_WEIGHT_DECAY]
+            # Separate loops, not one with an aliased dummy buffer: a buffer that might
+            # be params keeps LLVM from vectorising (its overlap check fails at run time).
+            if momentum == 0.0:
+                for r in range(n_rows):
+                    o = r * row_stride
+                    bad += _sgd_plain_range(params, grads, scale, lr, weight_decay,
+                                            i0 + o, i1 + o)
+                return bad
+            dampening = hparams[codes.HP_SGD_DAMPENING]
+            nesterov = hparams[codes.HP_SGD_NESTEROV] != 0.0
+            for r in range(n_rows):
+                o = r * row_stride
+                bad += _sgd_momentum_range(params, grads, state[0], scale, lr, momentum,
+                                           dampening, weight_decay, nesterov, step == 1,
+                                           i0 + o, i1 + o)
+            return bad
+        if adam and (opt_code == codes.ADAM or opt_code == codes.ADAMW):
+            beta1 = hparams[codes.HP_ADAM_BETA1]
+            beta2 = hparams[codes.HP_ADAM_BETA2]
+            eps = hparams[codes.HP_ADAM_EPS]
+            weight_decay = hparams[codes.HP_ADAM_WEIGHT_DECAY]
+            decoupled = opt_code == codes.ADAMW
+            if hparams[codes.HP_ADAM_AMSGRAD] != 0.0:
+                for r in range(n_rows):
+                    o = r * row_stride
+                    bad += _adam_range(params, grads, state[0], state[1], state[2],
+                                       _second_moment_amsgrad, scale, lr, beta1, beta2,
+                                       eps, weight_decay, decoupled, step, i0 + o, i1 + o)
+                return bad
+            for r in range(n_rows):
+                o = r * row_stride
+                bad += _adam_range(params, grads, state[0], state[1], state[1],
+                                   _second_moment, scale, lr, beta1, beta2, eps,
+                                   weight_decay, decoupled, step, i0 + o, i1 + o)
+            return bad
+        if rmsprop and opt_code == codes.RMSPROP:
+            centered = hparams[codes.HP_RMSPROP_CENTERED] != 0.0
+            momentum = hparams[codes.HP_RMSPROP_MOMENTUM]
+            row = 1
+            grad_avg = state[0]
+            if centered:
+                grad_avg = state[row]
+                row += 1
+            buf = state[0]
+            if momentum > 0.0:
+                buf = state[row]
+            alpha = hparams[codes.HP_RMSPROP_ALPHA]
+            eps = hparams[codes.HP_RMSPROP_EPS]
+            weight_decay = hparams[codes.HP_RMSPROP_WEIGHT_DECAY]
+            for r in range(n_rows):
+                o = r * row_stride
+                bad += _rmsprop_range(params, grads, state[0], grad_avg, buf, scale, lr,
+                                      alpha, eps, weight_decay, momentum, centered,
+                                      i0 + o, i1 + o)
+            return bad
+        # Unreachable for an unknown code: the entry points raise first (check_optimizer
+        # for a run-time code; a constant one is checked where it is made constant).
+        return bad
+    return impl
+
+
+# compiled once per optimizer code kind (a run-time code, or each literal one), not
+# inlined, shared by the one-thread path, the parallel loop and the updates fused into
+# backward (backward_update.py). Its row count and stride are passed as int64 values,
+# never as constants: a constant argument of a compiled function makes numba compile a
+# copy of it for that constant (which is what a literal ``opt_code`` is for).
 @serial
 def update_range(opt_code, params, grads, state, hparams, step, scale, i0, i1, n_rows,
-                  row_stride):
+                 row_stride):
     """The update of ``opt_code`` on elements [i0 + r * row_stride, i1 + r * row_stride)
     for r in range(n_rows) (one range: n_rows 1; a column block of a layer's W: its
     rows), picking the state rows; returns how many of those elements it left
     non-finite. The row loop sits inside each optimizer's branch, so a block of many
     short rows pays the branch and the scalar set-up once."""
-    bad = 0
-    lr = hparams[codes.HP_LR]
-    if opt_code == codes.SGD:
-        momentum = hparams[codes.HP_SGD_MOMENTUM]
-        weight_decay = hparams[codes.HP_SGD_WEIGHT_DECAY]
-        # Separate loops, not one with an aliased dummy buffer: a buffer that might be
-        # params keeps LLVM from vectorising (its overlap check fails at run time).
-        if momentum == 0.0:
-            for r in range(n_rows):
-                o = r * row_stride
-                bad += _sgd_plain_range(params, grads, scale, lr, weight_decay, i0 + o,
-                                        i1 + o)
-            return bad
-        dampening = hparams[codes.HP_SGD_DAMPENING]
-        nesterov = hparams[codes.HP_SGD_NESTEROV] != 0.0
-        for r in range(n_rows):
-            o = r * row_stride
-            bad += _sgd_momentum_range(params, grads, state[0], scale, lr, momentum,
-                                       dampening, weight_decay, nesterov, step == 1,
-                                       i0 + o, i1 + o)
-        return bad
-    if opt_code == codes.ADAM or opt_code == codes.ADAMW:
-        beta1 = hparams[codes.HP_ADAM_BETA1]
-        beta2 = hparams[codes.HP_ADAM_BETA2]
-        eps = hparams[codes.HP_ADAM_EPS]
-        weight_decay = hparams[codes.HP_ADAM_WEIGHT_DECAY]
-        decoupled = opt_code == codes.ADAMW
-        if hparams[codes.HP_ADAM_AMSGRAD] != 0.0:
-            for r in range(n_rows):
-                o = r * row_stride
-                bad += _adam_range(params, grads, state[0], state[1], state[2],
-                                   _second_moment_amsgrad, scale, lr, beta1, beta2, eps,
-                                   weight_decay, decoupled, step, i0 + o, i1 + o)
-            return bad
-        for r in range(n_rows):
-            o = r * row_stride
-            bad += _adam_range(params, grads, state[0], state[1], state[1],
-                               _second_moment, scale, lr, beta1, beta2, eps,
-                               weight_decay, decoupled, step, i0 + o, i1 + o)
-        return bad
-    if opt_code == codes.RMSPROP:
-        centered = hparams[codes.HP_RMSPROP_CENTERED] != 0.0
-        momentum = hparams[codes.HP_RMSPROP_MOMENTUM]
-        row = 1
-        grad_avg = state[0]
-        if centered:
-            grad_avg = state[row]
-            row += 1
-        buf = state[0]
-        if momentum > 0.0:
-            buf = state[row]
-        alpha = hparams[codes.HP_RMSPROP_ALPHA]
-        eps = hparams[codes.HP_RMSPROP_EPS]
-        weight_decay = hparams[codes.HP_RMSPROP_WEIGHT_DECAY]
-        for r in range(n_rows):
-            o = r * row_stride
-            bad += _rmsprop_range(params, grads, state[0], grad_avg, buf, scale, lr,
-                                  alpha, eps, weight_decay, momentum, centered, i0 + o,
-                                  i1 + o)
-        return bad
-    # Unreachable for an unknown code: the entry points raise first (check_optimizer).
-    return bad
+    return _update_rows(opt_code, params, grads, state, hparams, step, scale, i0, i1,
+                        n_rows, row_stride)
 
 
 @parallel
@@ -331,9 +371,9 @@ def check_optimizer(opt_code):
 
 @scalar
 def optimizer_update_for(opt_code, params, grads, state, hparams, step):
-    """optimizer_update, inlined into its callers (the training step calls it when
-    clipping: one compiled function less between it and update_range to re-optimise)."""
-    check_optimizer(opt_code)
+    """optimizer_update without the check of ``opt_code``, inlined into its callers
+    (the training step calls it when clipping, after checking the code at its entry:
+    one compiled function less between it and update_range to re-optimise)."""
     scale = clip_scale(grads, hparams[codes.HP_MAX_GRAD_NORM])
     # bounds as run-time values: a constant 0 would compile a second update_range
     lo, hi = block_bounds(0, 1, params.shape[0])
@@ -344,6 +384,7 @@ def optimizer_update_for(opt_code, params, grads, state, hparams, step):
 def optimizer_update(opt_code, params, grads, state, hparams, step):
     """One update of ``opt_code``, in place; returns how many parameters it left NaN
     or infinite. See the module docstring."""
+    check_optimizer(opt_code)
     return optimizer_update_for(opt_code, params, grads, state, hparams, step)
 
 
