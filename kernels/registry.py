@@ -400,6 +400,10 @@ NOT_STANDALONE = {
     "network_forward": _NETWORK, "network_backward": _NETWORK, "backprop": _NETWORK,
     "network_loss": _NETWORK, "network_train_step": _NETWORK,
     "network_train_epoch": _NETWORK, "network_passes": _NETWORK,
+    "training_passes": ("chooses the whole-network training passes compiled for one "
+                        "optimizer (" + _NETWORK + "); each optimizer's update compiled "
+                        "alone is checked against the general update to the bit in "
+                        "tests/test_optim_specialised.py"),
     "optimizer_update": _OPTIMIZER,
     "grad_norm": "gradient clipping's norm inside optimizer_update (max_grad_norm); "
                  "tests/test_cuda_kernels.py and tests/test_cuda_clipping.py",

@@ -19,17 +19,21 @@ The network travels as small integer arrays (its *layout*) plus flat buffers:
 
 Python touches each minibatch once; the per-layer loop runs in compiled code.
 
-Compiled functions: the entry points that ``passes`` makes for each activation set,
-and the passes they share (forward_for, loss_for, _backprop_layers, backprop_for,
-_backward_update_for, backward_for, train_step_for, train_epoch_for and
-_layer_forward), each compiled once per activation set and dtype and called by the
-entries, not inlined into them. With all of these inlined (numba's
-``inline="always"``), every entry re-copied the whole forward and backward in numba's
-IR before typing it again: compiling the general passes for one dtype took 91 s of CPU,
-59 s with them compiled once and called (benchmarks/README.md, "Compile time"); a call
-between compiled functions costs nanoseconds against a layer's products. The small view
-helpers stay inlined. The work of a layer's column blocks stays compiled once in
-kernels/cpu/linear.py and backward_update.py, shared by every entry.
+Compiled functions: the entry points that ``passes`` makes for each activation set
+(and optimizer), and the two passes they share that do work, _layer_forward and
+_backprop_layers, each compiled once per activation set and dtype and called by the
+entries, not inlined into them. With those inlined (numba's ``inline="always"``), every
+entry re-copied the whole forward and backward in numba's IR before typing it again:
+compiling the general passes for one dtype took 91 s of CPU, 59 s with them compiled
+once and called (benchmarks/README.md, "Compile time"); a call between compiled
+functions costs nanoseconds against a layer's products. The thin drivers between the
+entries and those two (forward_for, loss_for, backprop_for, _backward_update_for,
+backward_for, train_step_for, train_epoch_for: calls and loops over calls) are inlined
+into the entries: numba compiles a caller with its compiled callees' code linked in, so
+a driver compiled on its own cost the LLVM work of everything below it once more (the
+default train's cold compile: 10% less CPU inlined; the suite's general passes: 16%
+less). The small view helpers stay inlined. The work of a layer's column blocks stays
+compiled once in kernels/cpu/linear.py and backward_update.py, shared by every entry.
 """
 import functools
 from types import SimpleNamespace
