@@ -12,8 +12,9 @@ line runs it.
     python benchmarks/compile_time.py                  # every kernel, float32
     python benchmarks/compile_time.py --only train,forward --dtype float64
 
-One process per kernel, one after the other; the machine's other load shows in the
-times, so compare rows measured in one run.
+One process per kernel, one after the other (a cold training pass compiles in two
+processes, as in ``fit``; FASTBP_COMPILE_PROCESSES=1 times one); the machine's other
+load shows in the times, so compare rows measured in one run.
 """
 import argparse
 import os
