@@ -159,14 +159,14 @@ def announced(what, seconds, stream=None):
 
 def tree_ready(net):
     """True when this process has compiled (or loaded) the shared passes for ``net``'s
-    activation set and dtype (kernels/cpu/network.py's ``forward_for``, which every
+    activation set and dtype (kernels/cpu/network.py's ``_layer_forward``, which every
     pass calls, holds a version for them)."""
-    from .kernels.cpu.network import forward_for
+    from .kernels.cpu.network import _layer_forward
     if getattr(net, "device", "cpu") != "cpu":
         return False
     act_set, params = net._kernels.act_set, typeof(net.params)
-    return any(len(sig) > 1 and getattr(sig[0], "literal_value", None) == act_set
-               and sig[1] == params for sig in forward_for.overloads)
+    return any(len(sig) > 2 and getattr(sig[0], "literal_value", None) == act_set
+               and sig[2] == params for sig in _layer_forward.overloads)
 
 
 def _warmup_cuda(net, optimizer, device_inputs, stream):

@@ -118,3 +118,12 @@ def test_warmup_first_thing_in_a_fresh_process():
                           timeout=600)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "pool started"
+
+
+def test_tree_ready_once_a_pass_has_run():
+    """The estimate's test of whether the shared passes are compiled in this process
+    follows the compiled function every pass calls (it read one that is now inlined,
+    and said False for ever)."""
+    net = _net()
+    net.forward(np.ones((2, 64), np.float32))
+    assert fwarmup.tree_ready(net)
