@@ -27,6 +27,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 
@@ -269,6 +270,7 @@ def warmup(net, optimizer=None, passes=PASSES, stream=None, device_inputs=False,
         if helper is not None:   # interrupted: leave no process compiling behind
             helper.kill()
             helper.wait()
+            helper.errors.close()
     return time.perf_counter() - start
 
 
@@ -339,11 +341,17 @@ def split_backward(net, optimizer, todo, processes=None):
     passes = net._training_kernels(optimizer.code)
     command = [sys.executable, "-c", _HELPER, str(passes.act_set), str(passes.optimizer),
                str(optimizer.code), net.dtype.name]
+    # the helper imports the same fastbp as this process, wherever that came from
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    errors = tempfile.TemporaryFile()   # a file, not a pipe: nothing reads it until the end
     try:
-        return subprocess.Popen(command, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        helper = subprocess.Popen(command, stdin=subprocess.DEVNULL, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=errors)
     except OSError:
+        errors.close()
         return None
+    helper.errors = errors
+    return helper
 
 
 def _join(helper):
@@ -351,10 +359,13 @@ def _join(helper):
     caller compiles itself, with a RuntimeWarning saying why when the helper failed.
     Returns None."""
     try:
-        _, err = helper.communicate(timeout=HELPER_TIMEOUT_S)
+        helper.wait(timeout=HELPER_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         helper.kill()
-        _, err = helper.communicate()
+        helper.wait()
+    helper.errors.seek(0)
+    err = helper.errors.read()
+    helper.errors.close()
     if helper.returncode != 0:
         last = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         warnings.warn(f"fastbp.warmup: the process compiling the backward's kernels "

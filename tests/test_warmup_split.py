@@ -67,6 +67,19 @@ def test_in_disk_cache_sees_numba_s_index(tmp_path, monkeypatch):
     assert fwarmup.in_disk_cache(njit(lambda x: x), signature) is None
 
 
+def test_a_failed_helper_is_reported_and_its_work_left_to_this_process(tmp_path):
+    """The helper's failure does not stop warmup (which compiles what is missing
+    itself) but is said, with its exit status and its last line of errors."""
+    helper = subprocess.Popen(
+        [sys.executable, "-c", "import sys; print('first'); sys.exit('helper broke')"],
+        stdout=subprocess.DEVNULL, stderr=(tmp_path / "err").open("w+b"))
+    helper.errors = open(tmp_path / "err", "rb")
+    with pytest.warns(RuntimeWarning, match=r"exit status 1 \(helper broke\); this "
+                                            r"process compiles them instead"):
+        assert fwarmup._join(helper) is None
+    assert helper.errors.closed
+
+
 SCRIPT = r"""
 import io, json, sys
 import numpy as np
