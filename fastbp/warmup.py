@@ -160,14 +160,20 @@ def announced(what, seconds, stream=None):
 
 def tree_ready(net):
     """True when this process has compiled (or loaded) the shared passes for ``net``'s
-    activation set and dtype (kernels/cpu/network.py's ``_layer_forward``, which every
-    pass calls, holds a version for them)."""
+    activation set and dtype: kernels/cpu/network.py's ``_layer_forward``, which every
+    pass calls, holds a version for them, or one of the set's entry points does (loaded
+    from numba's disk cache, an entry carries them; the shared passes were cached with
+    it when it was compiled)."""
     from .kernels.cpu.network import _layer_forward
     if getattr(net, "device", "cpu") != "cpu":
         return False
-    act_set, params = net._kernels.act_set, typeof(net.params)
-    return any(len(sig) > 2 and getattr(sig[0], "literal_value", None) == act_set
-               and sig[2] == params for sig in _layer_forward.overloads)
+    passes, params = net._kernels, typeof(net.params)
+    if any(len(sig) > 2 and getattr(sig[0], "literal_value", None) == passes.act_set
+           and sig[2] == params for sig in _layer_forward.overloads):
+        return True
+    entries = (passes.network_forward, passes.network_loss, passes.network_backward,
+               passes.backprop, passes.network_train_step, passes.network_train_epoch)
+    return any(sig and sig[0] == params for entry in entries for sig in entry.overloads)
 
 
 def _warmup_cuda(net, optimizer, device_inputs, stream):

@@ -1,5 +1,7 @@
 """An optimizer's update compiled alone (its code a compile-time constant) against the
-update compiled for every optimizer: the same loops, so the same bits.
+update compiled for every optimizer: the same formulas, equal to two units in the last
+place (LLVM may fuse a multiply-add the other way round when the code is a constant:
+kernels/cpu/network.py, SPECIALISED_OPTIMIZERS).
 
 kernels/cpu/optim.py's update_range keeps only the branches of a literal optimizer code
 (what a network's specialised training passes pass it, kernels/cpu/network.py
@@ -34,6 +36,7 @@ CASES = {
     "sgd_nesterov": lambda net: fastbp.SGD(net, lr=0.1, momentum=0.9, nesterov=True),
     "adam": lambda net: fastbp.Adam(net, lr=0.01, weight_decay=0.02),
     "adam_amsgrad": lambda net: fastbp.Adam(net, lr=0.01, amsgrad=True),
+    "adamw": lambda net: fastbp.AdamW(net, lr=0.01),
     "rmsprop_centered": lambda net: fastbp.RMSprop(net, lr=0.01, momentum=0.5,
                                                    centered=True),
 }
@@ -41,15 +44,12 @@ CASES = {
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_an_update_compiled_alone_gives_the_general_update_s_bits(case, dtype):
-    """For each optimizer training_passes specialises (AdamW's would differ in the last
-    bit: kernels/cpu/network.py, SPECIALISABLE)."""
+def test_an_update_compiled_alone_matches_the_general_update(case, dtype):
     rng = np.random.default_rng(7)
     net = fastbp.MLP([9, 6], dtype=dtype, seed=0)
     opt = CASES[case](net)
     code, _, _, state, hparams, step = opt.compiled_args_for(net)
     n = net.params.shape[0]
-    assert code in network.SPECIALISABLE
     params = rng.standard_normal(n).astype(dtype)
     grads = rng.standard_normal(n).astype(dtype)
     state = (np.abs(rng.standard_normal(state.shape)) + 0.5).astype(dtype)
@@ -69,8 +69,9 @@ def test_an_update_compiled_alone_gives_the_general_update_s_bits(case, dtype):
     (p0, s0, bad0), (p1, s1, bad1) = results
     assert not np.array_equal(p0, params)   # the update ran
     print(case, np.sum(p1 != p0), np.sum(s1 != s0))
-    np.testing.assert_array_equal(p1, p0)
-    np.testing.assert_array_equal(s1, s0)
+    ulp = np.finfo(dtype).eps
+    np.testing.assert_allclose(p1, p0, rtol=2 * ulp, atol=0)
+    np.testing.assert_allclose(s1, s0, rtol=2 * ulp, atol=0)
     assert bad1 == bad0 == [0, 0]
 
 
@@ -87,8 +88,6 @@ def test_training_passes_specialise_the_first_optimizer_of_a_set(monkeypatch):
         assert first.optimizer == codes.ADAM
         assert network.training_passes(relu_set, codes.ADAM) is first
         assert network.training_passes(relu_set, codes.SGD) is network.passes(relu_set)
-        tanh_set = network.activation_set([codes.ACTIVATION_CODES["tanh"]])
-        assert network.training_passes(tanh_set, codes.ADAMW) is network.passes(tanh_set)
         assert network.training_passes(relu_set, 99) is network.passes(relu_set)
         assert network.training_passes(network.ALL, codes.SGD) is network.passes(network.ALL)
         assert network.passes(network.ALL).optimizer is None

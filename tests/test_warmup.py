@@ -93,6 +93,9 @@ def test_a_sets_passes_give_the_general_passes_results_bit_for_bit(monkeypatch):
     for passes in (network.passes(relu_identity), network.passes(network.ALL)):
         net = _net()
         net._kernels = passes
+        # both train with the update of any optimizer (training_passes would give the
+        # set's its own: test_optim_specialised.py compares those)
+        net._training_kernels = lambda code, passes=passes: passes
         opt = fastbp.Adam(net)
         losses = [net.train_step(X, y, opt) for _ in range(3)]
         results.append((net.forward(X), net.params.copy(), losses))
@@ -121,9 +124,14 @@ def test_warmup_first_thing_in_a_fresh_process():
 
 
 def test_tree_ready_once_a_pass_has_run():
-    """The estimate's test of whether the shared passes are compiled in this process
-    follows the compiled function every pass calls (it read one that is now inlined,
-    and said False for ever)."""
+    """The estimate's test of whether the shared passes are compiled (or loaded) in this
+    process: true once a pass of the network's set and dtype has run, whether it was
+    compiled here (the compiled function every pass calls then has a version; it read
+    one that is now inlined, and said False for ever) or loaded from the disk cache."""
     net = _net()
     net.forward(np.ones((2, 64), np.float32))
     assert fwarmup.tree_ready(net)
+    other = fastbp.MLP([3, 2], activation="tanh", dtype="float64", seed=0)
+    tanh_alone = 1 << fastbp.kernels.codes.ACTIVATION_CODES["tanh"]   # no network has it
+    other._kernels = fastbp.kernels.cpu.network.passes(tanh_alone)
+    assert not fwarmup.tree_ready(other)
