@@ -290,9 +290,8 @@ def warmup(net, optimizer=None, passes=PASSES, stream=None, device_inputs=False,
 # compiles the forward, the loss and the passes that need no backward; the training
 # step then loads the backward's kernels from the cache. The two compile disjoint sets
 # of kernels, so they never write the same entries of numba's cache (whose index of a
-# kernel is not safe against two writers at once). The default train's first epoch line
-# came at 28-30 s instead of 35-37 s on a 2-core machine (benchmarks/README.md,
-# "Compile time").
+# kernel is not safe against two writers at once). The default train's first epoch line,
+# cold, on this project's 2-core machine: benchmarks/README.md, "Compile time".
 PROCESSES_ENV = "FASTBP_COMPILE_PROCESSES"
 _NEEDS_BACKWARD = ("train_step", "train_epoch")
 SPLIT_FACTOR = 0.8     # the estimate's share left with the helper
@@ -395,7 +394,6 @@ def _compile_backward_kernels(act_set, optimizer, opt_code, dtype):
     dispatcher, args = _pass_call(net, SimpleNamespace(code=int(opt_code), steps=0),
                                   "backward_kernels")
     dispatcher.compile(tuple(typeof(a) for a in args))
-
 
 
 _HELPER = ("import sys; from fastbp.warmup import _compile_backward_kernels as work; "
