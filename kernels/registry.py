@@ -402,7 +402,7 @@ NOT_STANDALONE = {
     "network_train_epoch": _NETWORK, "network_passes": _NETWORK,
     "training_passes": ("chooses the whole-network training passes compiled for one "
                         "optimizer (" + _NETWORK + "); each optimizer's update compiled "
-                        "alone is checked against the general update (two ulps) in "
+                        "alone is checked against the general update (to rounding) in "
                         "tests/test_optim_specialised.py"),
     "optimizer_update": _OPTIMIZER,
     "grad_norm": "gradient clipping's norm inside optimizer_update (max_grad_norm); "

@@ -453,7 +453,7 @@ def network_passes(act_codes):
 # ("contract", kernels/cpu/_jit.py), so some elements can come out one rounding apart
 # from the general passes' (seen in 14-16% of the second moment's elements for Adam and
 # AdamW in some compile contexts, none in others; tests/test_optim_specialised.py bounds
-# it at two units in the last place).
+# it at four roundings of the arrays' largest entries).
 SPECIALISED_OPTIMIZERS = 1
 _specialised_optimizers = {}
 
