@@ -235,7 +235,7 @@ def train_step_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slope
     old W (backward_update.py): one pass over the parameters less, and the gradient
     still in cache. Gradient clipping scales every update by the norm of the whole
     gradient, known only after backward: with it, the update is a separate pass.
-    ``opt_code`` is checked by the caller (the passes' ``opt_for``)."""
+    ``opt_code`` is checked by the caller (the entry's ``_opt_code_for``)."""
     fuse = not opt_hparams[HP_MAX_GRAD_NORM] > 0.0
     loss, nonfinite = _backward_update_for(
         act_set, params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum, pre_cum,
@@ -414,7 +414,8 @@ def passes(act_set, optimizer=None):
             opt_step, w_lo, b_lo)
 
     return SimpleNamespace(
-        act_set=act_set, optimizer=optimizer, network_forward=network_forward, network_loss=network_loss,
+        act_set=act_set, optimizer=optimizer, network_forward=network_forward,
+        network_loss=network_loss,
         backprop=backprop, network_backward=network_backward,
         network_train_step=network_train_step, network_train_epoch=network_train_epoch,
         layer_backward_update=layer_backward_update)
