@@ -19,6 +19,10 @@
 #            the compile check with the image's numba-cuda
 #   tune     benchmarks/gpu_tune.py: each candidate geometry against cuBLAS at 4096
 #   compare64  the compare stage in float64 (not run unless named)
+# COMPARE_DEVICES (default cpu,cuda) is the compare stages' --devices: the test of this
+# script sets it to cuda, since the CPU kernels of the copied tree below compile cold
+# (numba's disk cache is per source path): 80 s of a test run for rows test_compare.py
+# already checks.
 #
 # Everything goes to $OUT (the device tool's folder; ./gpu_check_out elsewhere): the
 # JSON and text of each stage and summary.txt. Installs nothing and needs no network:
@@ -72,7 +76,8 @@ for stage in "${stages[@]}"; do
             2>&1 | tee "$OUT/cuda_first_step.txt"
         rc=${PIPESTATUS[0]} ;;
     compare)
-        timeout 180 "$PY" -m fastbp compare --json "$OUT/compare.json" 2>&1 \
+        timeout 180 "$PY" -m fastbp compare --devices "${COMPARE_DEVICES:-cpu,cuda}" \
+            --json "$OUT/compare.json" 2>&1 \
             | tee "$OUT/compare.txt"
         rc=${PIPESTATUS[0]} ;;
     yardstick)
@@ -80,7 +85,8 @@ for stage in "${stages[@]}"; do
             --json "$OUT/gpu_yardstick.json" 2>&1 | tee "$OUT/gpu_yardstick.txt"
         rc=${PIPESTATUS[0]} ;;
     compare64)
-        timeout 180 "$PY" -m fastbp compare --dtype float64 --json "$OUT/compare64.json" \
+        timeout 180 "$PY" -m fastbp compare --dtype float64 \
+            --devices "${COMPARE_DEVICES:-cpu,cuda}" --json "$OUT/compare64.json" \
             2>&1 | tee "$OUT/compare64.txt"
         rc=${PIPESTATUS[0]} ;;
     tests)

@@ -47,7 +47,10 @@ def test_gpu_tune_times_validates_and_picks_a_geometry(stand_in_gpu, tmp_path, c
                     reason="needs bash and tar")
 def test_gpu_check_runs_its_quick_stages_from_an_installed_layout(tmp_path):
     out = tmp_path / "out"
-    env = dict(os.environ, OUT=str(out), PYTHON=sys.executable, NUMBA_ENABLE_CUDASIM="1")
+    # the CUDA rows only: the copy's CPU kernels would compile cold (80 s), and
+    # test_compare.py checks the CPU rows
+    env = dict(os.environ, OUT=str(out), PYTHON=sys.executable, NUMBA_ENABLE_CUDASIM="1",
+               COMPARE_DEVICES="cuda")
     proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "compare",
                            "tune"], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -56,5 +59,8 @@ def test_gpu_check_runs_its_quick_stages_from_an_installed_layout(tmp_path):
     # fastbp came from the copy (with kernels/ inside it), not from this checkout
     line = next(l for l in summary.splitlines() if l.startswith("fastbp "))
     assert str(REPO) not in line and "simulator" in line
-    assert json.loads((out / "compare.json").read_text())["gpu"] == "simulator"
+    compared = json.loads((out / "compare.json").read_text())
+    assert compared["gpu"] == "simulator"
+    assert {row["device"] for row in compared["rows"]} == {"cuda"}
+    assert all(row["ok"] for row in compared["rows"])
     assert json.loads((out / "gpu_tune.json").read_text())["rows"]
