@@ -83,10 +83,13 @@ def bias_activation(S, b, A, code, slope):
     S, A: (batch, out); b: (out,). A may be the same array as S.
     """
     batch, n = S.shape
-    nblocks = n_blocks(batch, batch * n, PARALLEL_MIN_ELEMENTS)
+    # Blocks of columns, with the arguments typed as the network passes' epilogue
+    # (_forward_cols): numba then compiles the loop of each activation once for both,
+    # not twice (8 compiles, about 11 s of CPU per dtype in the test suite).
+    nblocks = n_blocks(n, batch * n, PARALLEL_MIN_ELEMENTS)
     for blk in prange(nblocks):
-        r0, r1 = block_bounds(blk, nblocks, batch)
-        _bias_activation_for(ALL, code, (S, b, A, slope, r0, r1, 0, n))
+        j0, j1 = block_bounds(blk, nblocks, n)
+        _bias_activation_for(ALL, code, (S, b, A, slope, 0, batch, j0, j1))
 
 
 @parallel

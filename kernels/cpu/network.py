@@ -170,8 +170,13 @@ def _backprop_layers(act_set, params, grads, sizes, w_off, b_off, act_codes, slo
 
 @scalar
 def _no_optimizer(params):
-    """Stand-ins of the optimizer arguments for passes that update nothing."""
-    return np.int64(-1), params[:0].reshape(0, 0), np.empty(0, np.float64), np.int64(0)
+    """Stand-ins of the optimizer arguments for passes that update nothing:
+    (fuse, opt_code, opt_state, opt_hparams, opt_step). ``fuse`` is False, as a bool
+    numba types as known only at run time: a literal False would compile a second
+    _backprop_layers for these passes (6 s of CPU per dtype and activation set)."""
+    opt_code = np.int64(-1)
+    return (opt_code >= 0, opt_code, params[:0].reshape(0, 0), np.empty(0, np.float64),
+            np.int64(0))
 
 
 @inlined
@@ -188,9 +193,9 @@ def backprop_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
     the forward), then backward runs through the segment. Without checkpointing every
     segment is one layer and nothing is recomputed.
     """
-    opt_code, opt_state, opt_hparams, opt_step = _no_optimizer(params)
+    fuse, opt_code, opt_state, opt_hparams, opt_step = _no_optimizer(params)
     _backprop_layers(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes,
-                     act_cum, pre_cum, X, acts, pres, dbuf, dX, False, opt_code,
+                     act_cum, pre_cum, X, acts, pres, dbuf, dX, fuse, opt_code,
                      opt_state, opt_hparams, opt_step)
 
 
@@ -215,10 +220,10 @@ def _backward_update_for(act_set, params, grads, sizes, w_off, b_off, act_codes,
 def backward_for(act_set, params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
                  pre_cum, loss_code, X, labels, targets, acts, pres, dbuf):
     """network_backward for networks whose activations are in ``act_set``."""
-    opt_code, opt_state, opt_hparams, opt_step = _no_optimizer(params)
+    fuse, opt_code, opt_state, opt_hparams, opt_step = _no_optimizer(params)
     loss, _ = _backward_update_for(act_set, params, grads, sizes, w_off, b_off, act_codes,
                                    slopes, act_cum, pre_cum, loss_code, X, labels, targets,
-                                   acts, pres, dbuf, False, opt_code, opt_state,
+                                   acts, pres, dbuf, fuse, opt_code, opt_state,
                                    opt_hparams, opt_step)
     return loss
 

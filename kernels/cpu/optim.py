@@ -394,4 +394,7 @@ def sgd_update(params, grads, lr):
     Returns how many parameters it left NaN or infinite."""
     hparams = np.zeros(codes.N_HPARAMS[codes.SGD])
     hparams[codes.HP_LR] = lr
-    return optimizer_update(codes.SGD, params, grads, params[:0].reshape(0, 0), hparams, 1)
+    # step 1 as an int64, not a literal: the literal would compile a second chain of
+    # update kernels (8 s of CPU per dtype)
+    return optimizer_update(codes.SGD, params, grads, params[:0].reshape(0, 0), hparams,
+                            np.int64(1))
