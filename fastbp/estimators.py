@@ -60,7 +60,7 @@ from . import _sklearn_solvers as solvers
 from . import device as _device
 from .concurrency import using
 from .kernels import codes
-from .validation import canonical
+from .validation import canonical, writeable
 
 # scikit-learn's message (its test_mlp.py matches it), with where it happened appended
 _NONFINITE_WEIGHTS = ("Solver produced non-finite parameter weights. The input data may "
@@ -285,12 +285,14 @@ class BaseMultilayerPerceptron(BaseEstimator):
             raise ValueError(f"y has {y.shape[1]} output(s), but the network was fitted "
                              f"with {net.sizes[-1]}")
         self.n_outputs_ = y.shape[1]
-        # minibatches are gathered by rows: CSR when sparse, C order when dense
+        # minibatches are gathered by rows: CSR when sparse, C order when dense; a
+        # read-only array (a memory map, say) is copied, as the network's own inputs
+        # are (validation.writeable)
         X = X.tocsr().astype(net.dtype) if hasattr(X, "toarray") else \
-            canonical(np.ascontiguousarray(X, dtype=net.dtype))
-        Y = canonical(np.ascontiguousarray(y, dtype=net.dtype))
+            writeable(canonical(np.ascontiguousarray(X, dtype=net.dtype)))
+        Y = writeable(canonical(np.ascontiguousarray(y, dtype=net.dtype)))
         if sample_weight is not None:
-            sample_weight = sample_weight.astype(net.dtype, copy=False)
+            sample_weight = writeable(sample_weight.astype(net.dtype, copy=False))
         loss_grad = solvers.LossGrad(net, self.out_activation_, self.alpha)
 
         # the solvers call the kernels directly: hold the network as fastbp.fit does

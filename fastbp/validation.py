@@ -52,7 +52,7 @@ def _finite_cast(name, arr, dtype):
         raise ValueError(f"{name}: expected values within the range of {out.dtype} "
                          f"(|x| <= {limit:.3g}), got values up to "
                          f"{np.abs(arr).max():.3g}")
-    return _writeable(out)
+    return writeable(out)
 
 
 def canonical(arr):
@@ -77,10 +77,10 @@ def canonical(arr):
     return arr
 
 
-def _writeable(arr):
+def writeable(arr):
     """``arr``, or a copy of it when it is read-only. The kernels never write inputs,
     but numba compiles a separate variant of every kernel for read-only arrays (tens of
-    seconds); copying one batch is far cheaper."""
+    seconds); copying one batch, or an estimator's data set, is far cheaper."""
     return arr if arr.flags.writeable else arr.copy()
 
 
@@ -182,7 +182,7 @@ def class_labels(name, value, batch, n_classes):
         shown = int(first) if arr.dtype.kind in "iu" else float(first)
         raise ValueError(f"{name}: expected class labels in [0, {n_classes}), "
                          f"got {shown!r}")
-    return _writeable(canonical(np.ascontiguousarray(arr, dtype=np.int64)))
+    return writeable(canonical(np.ascontiguousarray(arr, dtype=np.int64)))
 
 
 def float_targets(name, value, batch, n_outputs, dtype, unit_interval=False):
