@@ -9,12 +9,29 @@ kernels/cpu/optim.py changed, network_train_step's cached copy kept running the 
 update and crashed. So each package's cache folder is stamped with a hash of every
 source of the package (and kernels/codes.py) and emptied of numba's files when the hash
 differs.
+
+numba's index of a cached function (one file per function, listing its compiled
+signatures and their data files) is updated by read, modify, write, without a lock
+(numba.core.caching.IndexDataCacheFile.save, numba 0.68). Two processes saving two
+signatures of one function at once, say its float32 and float64 versions, both read the
+old index, both pick the same data file name, and the index that survives can point a
+signature at the other's machine code: a silently wrong kernel in every later process.
+``serialise_index_writes`` puts an exclusive file lock around those saves for the
+package's cache folder.
 """
+import functools
 import glob
 import hashlib
 import os
 
+try:
+    import fcntl
+except ImportError:   # Windows: no flock; saves stay as numba makes them
+    fcntl = None
+
 _STAMP = "fastbp-kernel-sources.sha256"
+_LOCK = "fastbp-cache.lock"
+_LOCKED_FOLDERS = set()   # cache folders whose index saves take the lock
 
 
 def cache_folder(probe):
@@ -61,3 +78,34 @@ def clear_stale_cache(package_dir, cache):
             f.write(digest)
     except OSError:
         pass  # the stamp is only an optimisation; numba checked the folder itself
+
+
+def serialise_index_writes(cache, index_class):
+    """Make every save into numba's cache folder ``cache`` (a folder, or None: nothing to
+    do) through ``index_class`` (numba's IndexDataCacheFile: numba.core.caching's for
+    the CPU, numba-cuda's own copy for CUDA) hold an exclusive lock on the folder's
+    ``fastbp-cache.lock`` (see the module doc). Idempotent; saves into other folders
+    (other libraries' caches) are unchanged."""
+    if cache is None or fcntl is None:
+        return
+    _LOCKED_FOLDERS.add(os.path.abspath(cache))
+    save = index_class.save
+    if getattr(save, "_fastbp_locked", False):
+        return
+
+    @functools.wraps(save)
+    def locked_save(self, key, data):
+        if os.path.abspath(self._cache_path) not in _LOCKED_FOLDERS:
+            return save(self, key, data)
+        try:
+            fd = os.open(os.path.join(self._cache_path, _LOCK), os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:   # a folder numba can write but not this file: save as numba does
+            return save(self, key, data)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return save(self, key, data)
+        finally:
+            os.close(fd)   # releases the lock
+
+    locked_save._fastbp_locked = True
+    index_class.save = locked_save

@@ -22,8 +22,9 @@ import os
 import warnings
 
 from numba import njit
+from numba.core import caching
 
-from .._cache import cache_folder, clear_stale_cache
+from .._cache import cache_folder, clear_stale_cache, serialise_index_writes
 
 FASTMATH = {"nsz", "arcp", "contract"}
 
@@ -58,3 +59,5 @@ inlined = scalar
 
 # a cached caller carries its callees' code from other files (kernels/_cache.py)
 clear_stale_cache(os.path.dirname(os.path.abspath(__file__)), CACHE_DIR)
+# two processes may compile the same kernel for two dtypes at once (kernels/_cache.py)
+serialise_index_writes(CACHE_DIR, caching.IndexDataCacheFile)

@@ -19,7 +19,7 @@ import os
 
 from numba import cuda
 
-from .._cache import cache_folder, clear_stale_cache
+from .._cache import cache_folder, clear_stale_cache, serialise_index_writes
 from ._launch import SIMULATOR
 
 
@@ -29,6 +29,13 @@ def _probe(x):
 
 CACHE_DIR = None if SIMULATOR else cache_folder(lambda: cuda.jit(cache=True)(_probe))
 clear_stale_cache(os.path.dirname(os.path.abspath(__file__)), CACHE_DIR)
+# two processes may compile the same kernel for two dtypes at once (kernels/_cache.py)
+if CACHE_DIR is not None:
+    try:   # numba-cuda's own copy of numba's cache classes
+        from numba.cuda.core.caching import IndexDataCacheFile
+    except ImportError:   # a numba-cuda that caches through numba's
+        from numba.core.caching import IndexDataCacheFile
+    serialise_index_writes(CACHE_DIR, IndexDataCacheFile)
 
 
 def kernel(func=None, **options):
