@@ -555,9 +555,7 @@ def warm_networks(dtype, activations):
 def warmup_command(args):
     start = time.perf_counter()
     # one network after the other: each cold one uses a second process of its own
-    # (fastbp.warmup.split_backward), and two processes compiling the same kernels for
-    # different dtypes at once could write numba's cache index of a kernel over each
-    # other's
+    # (fastbp.warmup.split_backward), so both cores are busy already
     for dtype in args.dtype:
         warm_networks(dtype, args.activations)
     print(f"fastbp's kernels are compiled for {', '.join(args.dtype)} and "
