@@ -26,8 +26,6 @@ minutes to compile (benchmarks/README.md, "Compile time").
 import functools
 import math
 
-import numpy as np
-
 from numba import njit, prange, types, uint64
 from numba.core.errors import TypingError
 from numba.extending import overload
@@ -247,29 +245,21 @@ def _forward_rows(f, df, args):
             A[i, j] = f(S[i, j], slope)
 
 
-# dS = dA * sigma'(S) on columns [j0, j1) and db = dS.sum(0) there: the layer backward's
-# epilogue (kernels/cpu/linear.py), and activation_backward's loop too (below).
 @scalar
-def _sigma_prime_bias_loop(f, df, args):
-    dA, A, S, dS, db, slope, j0, j1 = args
-    for j in range(uint64(j0), uint64(j1)):
-        db[j] = 0.0
+def _backward_rows(f, df, args):
+    dA, A, S, dS, slope, r0, r1 = args
     if dS.ctypes.data == dA.ctypes.data:   # in place: one name, so LLVM vectorises
-        for i in range(dA.shape[0]):
-            for j in range(uint64(j0), uint64(j1)):
-                d = dA[i, j] * df(A[i, j], S[i, j], slope)
-                dA[i, j] = d
-                db[j] += d
+        for i in range(uint64(r0), uint64(r1)):
+            for j in range(dA.shape[1]):
+                dA[i, j] = dA[i, j] * df(A[i, j], S[i, j], slope)
     else:
-        for i in range(dA.shape[0]):
-            for j in range(uint64(j0), uint64(j1)):
-                d = dA[i, j] * df(A[i, j], S[i, j], slope)
-                dS[i, j] = d
-                db[j] += d
+        for i in range(uint64(r0), uint64(r1)):
+            for j in range(dA.shape[1]):
+                dS[i, j] = dA[i, j] * df(A[i, j], S[i, j], slope)
 
 
 _forward_rows_for = specialised(_forward_rows)
-_sigma_prime_bias_for = specialised(_sigma_prime_bias_loop)
+_backward_rows_for = specialised(_backward_rows)
 
 
 @parallel
@@ -290,11 +280,7 @@ def activation_backward(dA, A, S, dS, code, slope):
     ``code`` is in ``codes.DERIVATIVE_FROM_OUTPUT`` and S was not kept.
     """
     batch, n = dA.shape
-    # The layer backward's loop, its column sums discarded: a loop of its own for this
-    # kernel compiled eight more activation loops per dtype (about 10 s of CPU in the
-    # test suite) for one add per element less.
-    db = np.empty(n, dA.dtype)
-    nblocks = n_blocks(n, batch * n, PARALLEL_MIN_ELEMENTS)
+    nblocks = n_blocks(batch, batch * n, PARALLEL_MIN_ELEMENTS)
     for blk in prange(nblocks):
-        j0, j1 = block_bounds(blk, nblocks, n)
-        _sigma_prime_bias_for(ALL, code, (dA, A, S, dS, db, slope, j0, j1))
+        r0, r1 = block_bounds(blk, nblocks, batch)
+        _backward_rows_for(ALL, code, (dA, A, S, dS, slope, r0, r1))

@@ -24,7 +24,7 @@ calling thread: starting the pool costs more than such a layer's whole product.
 """
 from numba import prange, uint64
 
-from .activations import ALL, _sigma_prime_bias_for, specialised
+from .activations import ALL, specialised
 from .blas import gemm, gemm_halves
 from .blocks import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_FLOPS, block_bounds, n_blocks
 from ._jit import parallel, scalar, serial
@@ -52,6 +52,28 @@ def _bias_activation_loop(f, df, args):
 
 
 _bias_activation_for = specialised(_bias_activation_loop)
+
+
+@scalar
+def _sigma_prime_bias_loop(f, df, args):
+    dA, A, S, dS, db, slope, j0, j1 = args
+    for j in range(uint64(j0), uint64(j1)):
+        db[j] = 0.0
+    if dS.ctypes.data == dA.ctypes.data:
+        for i in range(dA.shape[0]):
+            for j in range(uint64(j0), uint64(j1)):
+                d = dA[i, j] * df(A[i, j], S[i, j], slope)
+                dA[i, j] = d
+                db[j] += d
+    else:
+        for i in range(dA.shape[0]):
+            for j in range(uint64(j0), uint64(j1)):
+                d = dA[i, j] * df(A[i, j], S[i, j], slope)
+                dS[i, j] = d
+                db[j] += d
+
+
+_sigma_prime_bias_for = specialised(_sigma_prime_bias_loop)
 
 
 @parallel
