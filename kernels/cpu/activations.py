@@ -25,6 +25,7 @@ minutes to compile (benchmarks/README.md, "Compile time").
 """
 import functools
 import math
+import types as types_module
 
 from numba import njit, prange, types, uint64
 from numba.core.errors import TypingError
@@ -32,7 +33,7 @@ from numba.extending import overload
 
 from .. import codes
 from . import elementary
-from ._jit import FASTMATH, parallel, scalar
+from ._jit import CACHE_DIR, FASTMATH, parallel, scalar
 from .blocks import PARALLEL_MIN_ELEMENTS, block_bounds, n_blocks
 
 _SQRT_HALF = 0.7071067811865476          # 1/sqrt(2)
@@ -164,17 +165,29 @@ ALL = activation_set(range(len(codes.ACTIVATIONS)))   # every activation
 INLINE_MAX = 2
 
 
+def _bound_body(args):
+    _LOOP(_F, _DF, args)   # noqa: F821 (names of each copy's own globals: _bound)
+
+
 @functools.lru_cache(maxsize=None)
 def _bound(loop, code, inline):
     """``loop`` with activation ``code``'s pair bound in: ``bound(args)``, inlined into
-    its caller or a function of its own (``inline``: see INLINE_MAX)."""
-    f, df = PAIRS[code]
+    its caller or a function of its own (``inline``: see INLINE_MAX).
 
-    @njit(inline="always" if inline else "never", fastmath=FASTMATH,
-          error_model="numpy")
-    def bound(args):
-        loop(f, df, args)
-    return bound
+    A function of its own is cached on disk like every kernel, so a process compiling a
+    new caller loads it instead of compiling it again (the test suite's workers and
+    subprocesses did, about 0.5 s per activation, loop and dtype). numba keys a
+    closure's cache entries on its pickled cells, which differ in every process, so
+    each copy is ``_bound_body`` with the loop and the pair as globals of its own, and a
+    qualified name of its own: numba names a function's cache files after it."""
+    f, df = PAIRS[code]
+    name = f"_bound_{loop.__module__.rsplit('.', 1)[-1]}_{loop.__name__}_{code}"
+    body = types_module.FunctionType(
+        _bound_body.__code__, {**globals(), "_LOOP": loop, "_F": f, "_DF": df}, name)
+    body.__qualname__ = name
+    return njit(inline="always" if inline else "never",
+                cache=CACHE_DIR is not None and not inline,
+                fastmath=FASTMATH, error_model="numpy")(body)
 
 
 @functools.lru_cache(maxsize=None)
