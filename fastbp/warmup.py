@@ -289,8 +289,8 @@ def warmup(net, optimizer=None, passes=PASSES, stream=None, device_inputs=False,
 # with the training step's argument types) into numba's disk cache while this process
 # compiles the forward, the loss and the passes that need no backward; the training
 # step then loads the backward's kernels from the cache. The two compile disjoint sets
-# of kernels, so they never write the same entries of numba's cache (whose index of a
-# kernel is not safe against two writers at once). The default train's first epoch line,
+# of kernels, so neither does the other's work (and saves into numba's cache are locked
+# against two writers at once: kernels/_cache.py). The default train's first epoch line,
 # cold, on this project's 2-core machine: benchmarks/README.md, "Compile time".
 PROCESSES_ENV = "FASTBP_COMPILE_PROCESSES"
 _NEEDS_BACKWARD = ("train_step", "train_epoch")

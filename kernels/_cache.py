@@ -98,7 +98,8 @@ def serialise_index_writes(cache, index_class):
         if os.path.abspath(self._cache_path) not in _LOCKED_FOLDERS:
             return save(self, key, data)
         try:
-            fd = os.open(os.path.join(self._cache_path, _LOCK), os.O_RDWR | os.O_CREAT, 0o666)
+            fd = os.open(os.path.join(self._cache_path, _LOCK), os.O_RDWR | os.O_CREAT,
+                         0o666)
         except OSError:   # a folder numba can write but not this file: save as numba does
             return save(self, key, data)
         try:
