@@ -94,9 +94,9 @@ for stage in "${stages[@]}"; do
         # whose options pyproject's addopts passes
         FASTBP_TEST_REAL_GPU=1 timeout 240 "$PY" -m pytest -q -p no:cacheprovider \
             -o addopts=--import-mode=importlib \
+            tests/test_cuda_plan.py tests/test_device_data.py \
+            tests/test_cuda_network.py tests/test_cuda_clipping.py \
             tests/test_cuda_kernels.py tests/test_kernel_registry.py \
-            tests/test_cuda_network.py tests/test_cuda_plan.py \
-            tests/test_cuda_clipping.py tests/test_device_data.py \
             tests/test_compare.py \
             tests/test_cuda_compile.py \
             > "$OUT/pytest.txt" 2>&1

@@ -7,13 +7,15 @@ marked MISMATCH), then prints the median milliseconds per training step of
 
     fastbp cuda    net.train_step(X, y, opt) with X, y on the host (the public API:
                    input checks, the batch copied in, the loss left on the GPU)
+    fastbp gpu     the same with X, y already on the GPU (numba device arrays, used
+                   in place): the column to set beside "torch gpu"
     torch gpu      PyTorch eager with the batch already on the GPU, no sync per step
     torch host     PyTorch with the batch copied from the host and loss.item() per step
     fastbp cpu     net.train_step on the CPU (skipped for "xl", minutes per step)
 
-and fastbp's ratio to "torch gpu". GPU columns time ``--chain`` steps followed by one
-synchronisation, divided by ``--chain``, so a step's launch overhead and the GPU's
-work overlap as they do in a training loop.
+and the ratio fastbp gpu / torch gpu (both with the batch on the GPU). GPU columns time
+``--chain`` steps followed by one synchronisation, divided by ``--chain``, so a step's
+launch overhead and the GPU's work overlap as they do in a training loop.
 
     python benchmarks/gpu_yardstick.py --json gpu_yardstick.json
     python benchmarks/gpu_yardstick.py --only tiny,mnist --check-steps 3
@@ -129,6 +131,9 @@ def run(name, sizes, batch, args):
     ms = lambda fn, chain: median_ms(fn, args.budget, args.rounds) / chain  # noqa: E731
     row["fastbp_cuda_ms"] = ms(chained(lambda: net.train_step(X, y, opt), cuda.synchronize,
                                        args.chain), args.chain)
+    dX, dy = cuda.to_device(X), cuda.to_device(y)
+    row["fastbp_gpu_ms"] = ms(chained(lambda: net.train_step(dX, dy, opt), cuda.synchronize,
+                                      args.chain), args.chain)
     if model_opt is not None:
         on_gpu, from_host, sync = torch_steps(model_opt, X, y)
         row["torch_gpu_ms"] = ms(chained(on_gpu, sync, args.chain), args.chain)
@@ -144,13 +149,14 @@ def print_row(r):
     def ms(key):
         v = r.get(key)
         return f"{v:9.3f}" if v is not None else f"{'-':>9s}"
-    ratio = (f"{r['fastbp_cuda_ms'] / r['torch_gpu_ms']:6.2f}" if r.get("torch_gpu_ms")
+    ratio = (f"{r['fastbp_gpu_ms'] / r['torch_gpu_ms']:6.2f}" if r.get("torch_gpu_ms")
              else f"{'-':>6s}")
     diff = r["max_rel_loss_diff"]
     check = ("MISMATCH" if not r["losses_agree"] else
              ("not checked" if diff is None else f"{diff:.1e}"))
     label = f"{'-'.join(str(s) for s in r['sizes'])}, b{r['batch']}"
-    print(f"{r['config']:7s} {label:26s} {ms('fastbp_cuda_ms')} {ms('torch_gpu_ms')} "
+    print(f"{r['config']:7s} {label:26s} {ms('fastbp_cuda_ms')} {ms('fastbp_gpu_ms')} "
+          f"{ms('torch_gpu_ms')} "
           f"{ms('torch_host_ms')} {ms('fastbp_cpu_ms')} {ratio}  {check}", flush=True)
 
 
@@ -182,7 +188,7 @@ def main(argv=None):
     if not usable:
         sys.exit(f"gpu_yardstick: CUDA not usable here: {why}")
     print(f"# {why}; launch path {plan.launch_path()}; python {platform.python_version()}")
-    print(f"{'config':7s} {'sizes, batch':26s} {'fb cuda':>9s} {'torch gpu':>9s} "
+    print(f"{'config':7s} {'sizes, batch':26s} {'fb cuda':>9s} {'fb gpu':>9s} {'torch gpu':>9s} "
           f"{'torch hst':>9s} {'fb cpu':>9s} {'ratio':>6s}  losses (max rel diff)")
     rows = []
     for name in names:
