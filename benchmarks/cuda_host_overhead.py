@@ -52,6 +52,7 @@ counts = collections.Counter()
 class _FakeDevice:
     id = 0
     compute_capability = (9, 0)
+    MULTIPROCESSOR_COUNT = 132   # an H100/H200's: the products split as they would there
     name = b"stubbed driver"
 
 
@@ -107,7 +108,7 @@ def stub_driver():
 
     ctx = _FakeContext()
     devices._runtime.ensure_context = contextlib.nullcontext
-    devices.get_context = lambda devnum=None: ctx
+    devices.get_context = cuda.current_context = lambda devnum=None: ctx
     api.get_current_device = dispatcher.get_current_device = lambda: ctx.device
     cuda.get_current_device = lambda: ctx.device
     cuda.is_available = lambda: True

@@ -1,8 +1,9 @@
 """What ptxas makes of each CUDA matrix-product kernel, without a GPU.
 
 For every variant of ``kernels/cuda/blas.py`` that the layers launch (forward with the
-bias-activation epilogue, the dW and dX products), both dtypes, and each geometry given,
-it compiles the kernel to PTX with numba-cuda, assembles it with ptxas for the target
+bias-activation epilogue, the dW and dX products), both dtypes, and each geometry given
+(default: every geometry a product may run on, ``_launch.tiers``; on the smaller ones
+the tanh forward and dW and, on the smallest, the split-k products), it compiles the kernel to PTX with numba-cuda, assembles it with ptxas for the target
 (sm_90 by default) and prints registers per thread, stack frame, spill bytes, shared
 memory, and the multiply-adds in the PTX. A non-zero stack frame means a register array
 (the accumulators) went to local memory; spills mean too many registers. Neither needs
@@ -47,14 +48,23 @@ def find_ptxas(given=None):
     return found[-1] if found else None
 
 
-def variants():
+def variants(tier=0, last=True):
     """(name, trans_a, trans_b, epilogue, activation code) of the product variants the
     registered kernels launch (fastbp.kernels.registry: linear_forward's forward with a
-    few activations, linear_backward's dW and dX)."""
+    few activations, linear_backward's dW and dX) on the ``tier``-th geometry of
+    ``_launch.tiers``: every one on the first; on the smaller ones (where only small
+    products run) the tanh forward and dW, and on the ``last`` one the split products
+    too. The accumulators, which the check is about, are the same in every variant of
+    a geometry; the tanh epilogue is the one that stores and reloads (blas.py), and the
+    first tier's rows check the others compile. About 0.6 s a row, in the test suite."""
     from fastbp.kernels import codes, registry
     from fastbp.kernels.cuda import blas
+    chosen = [p for p in registry.products()
+              if tier == 0 or p.label in ("fwd +b tanh", "dW = dS.T@X")]
+    if tier > 0 and last:
+        chosen += registry.SPLIT_PRODUCTS
     return [(p.label, p.trans_a, p.trans_b, getattr(blas, p.epilogue),
-             codes.ACTIVATION_CODES[p.activation]) for p in registry.products()]
+             codes.ACTIVATION_CODES[p.activation]) for p in chosen]
 
 
 def other_kernels(dtype):
@@ -73,8 +83,9 @@ def resources(geometry, dtype, trans_a, trans_b, epilogue, code, cc, ptxas):
     kernel = blas._kernel(geometry, dtype, trans_a, trans_b, epilogue, code)
     f = getattr(types, dtype)
     m2, v1 = types.Array(f, 2, "C"), types.Array(f, 1, "C")
-    f64 = types.float64   # slope, alpha, beta
-    return compiled(kernel, (m2, m2, m2, v1, m2, f64, f64, f64), cc, ptxas)
+    out = types.Array(f, 3, "C") if epilogue == blas.SPLIT else m2   # the workspace
+    f64 = types.float64   # slope, alpha, beta; then kc, k per block
+    return compiled(kernel, (m2, m2, m2, v1, out, f64, f64, f64, types.int64), cc, ptxas)
 
 
 def compiled(kernel, sig, cc, ptxas):
@@ -152,9 +163,10 @@ def main(argv=None):
     failures = []
     for dtype in dtypes:
         geometries = ([_launch._parse_gemm(g) for g in args.geometry]
-                      or [_launch.GPU_GEMM[dtype]])
-        for geometry in geometries:
-            for name, trans_a, trans_b, epilogue, code in variants():
+                      or list(_launch.tiers(dtype)))
+        for tier, geometry in enumerate(geometries):
+            for name, trans_a, trans_b, epilogue, code in variants(
+                    tier, tier == len(geometries) - 1):
                 r = resources(geometry, dtype, trans_a, trans_b, epilogue, code, cc, ptxas)
                 where = ",".join(map(str, geometry))
                 show(dtype, where, name, r)

@@ -19,6 +19,8 @@
 #            the compile check with the image's numba-cuda
 #   tune     benchmarks/gpu_tune.py: each candidate geometry against cuBLAS at 4096
 #   compare64  the compare stage in float64 (not run unless named)
+# TEST_FILES (default: the CUDA test files, the new paths first) is what the tests stage
+# runs; TUNE_ARGS are extra arguments of the tune stage (a few --geometry: quicker).
 # COMPARE_DEVICES (default cpu,cuda) is the compare stages' --devices: the test of this
 # script sets it to cuda, since the CPU kernels of the copied tree below compile cold
 # (numba's disk cache is per source path): 80 s of a test run for rows test_compare.py
@@ -64,6 +66,7 @@ tar -C . --exclude=.git --exclude=.venv --exclude=.asv --exclude="$(basename "$O
 rm -rf "$site/fastbp/kernels"
 mv "$site/kernels" "$site/fastbp/kernels"
 cd "$site"
+export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"   # scripts under benchmarks/ import fastbp
 "$PY" -c "import fastbp, fastbp.kernels.cuda; from fastbp import device; print('fastbp', fastbp.__version__, 'from', fastbp.__file__, '|', device.cuda_status())" \
     2>&1 | tee -a "$summary"
 
@@ -81,7 +84,7 @@ for stage in "${stages[@]}"; do
             | tee "$OUT/compare.txt"
         rc=${PIPESTATUS[0]} ;;
     yardstick)
-        timeout 300 "$PY" benchmarks/gpu_yardstick.py --budget 0.5 \
+        timeout 300 "$PY" benchmarks/gpu_yardstick.py --budget 0.5 --fixed \
             --json "$OUT/gpu_yardstick.json" 2>&1 | tee "$OUT/gpu_yardstick.txt"
         rc=${PIPESTATUS[0]} ;;
     compare64)
@@ -92,19 +95,21 @@ for stage in "${stages[@]}"; do
     tests)
         # addopts replaced: the GPU image may lack pytest-benchmark and pytest-xdist,
         # whose options pyproject's addopts passes
-        FASTBP_TEST_REAL_GPU=1 timeout 240 "$PY" -m pytest -q -p no:cacheprovider \
-            -o addopts=--import-mode=importlib \
-            tests/test_cuda_plan.py tests/test_device_data.py \
+        # -rfE: the failures' summary lines come first, before the tracebacks
+        FASTBP_TEST_REAL_GPU=1 timeout 240 "$PY" -m pytest -q -rfE -p no:cacheprovider \
+            -o addopts=--import-mode=importlib ${TEST_FILES:-\
+            tests/test_cuda_split.py tests/test_cuda_plan.py tests/test_device_data.py \
             tests/test_cuda_network.py tests/test_cuda_clipping.py \
             tests/test_cuda_kernels.py tests/test_kernel_registry.py \
             tests/test_compare.py \
-            tests/test_cuda_compile.py \
+            tests/test_cuda_compile.py} \
             > "$OUT/pytest.txt" 2>&1
         rc=$?
         tail -25 "$OUT/pytest.txt" ;;
     tune)
-        timeout 150 "$PY" benchmarks/gpu_tune.py --json "$OUT/gpu_tune.json" 2>&1 \
-            | tee "$OUT/gpu_tune.txt"
+        # TUNE_ARGS: e.g. "--geometry 128,128,8,8,8 --geometry 128,128,8,8,8,2" (a few)
+        timeout 150 "$PY" benchmarks/gpu_tune.py ${TUNE_ARGS:-} --json "$OUT/gpu_tune.json" \
+            2>&1 | tee "$OUT/gpu_tune.txt"
         rc=${PIPESTATUS[0]} ;;
     *)
         echo "unknown stage: $stage (compare, yardstick, tests, tune, compare64)"; rc=2 ;;

@@ -79,7 +79,8 @@ class Sizes(NamedTuple):
 class Compiled(NamedTuple):
     """A ``@cuda.jit`` kernel as the compile check compiles it: ``label`` (its row in
     benchmarks/cuda_resources.py), ``module`` of kernels/cuda, ``attr`` the kernel or,
-    when ``factory_arg`` is not None, the cached factory called with it, and
+    when ``factory_arg`` is not None, the cached factory called with it (a tuple: its
+    arguments), and
     ``signature``: its argument types as tokens (see :func:`argument_types`)."""
     label: str
     module: str
@@ -90,7 +91,10 @@ class Compiled(NamedTuple):
     def kernel(self):
         """The kernel object (imports kernels/cuda: numba.cuda)."""
         obj = getattr(importlib.import_module(f"{__package__}.cuda.{self.module}"), self.attr)
-        return obj if self.factory_arg is None else obj(self.factory_arg)
+        if self.factory_arg is None:
+            return obj
+        return obj(*self.factory_arg) if isinstance(self.factory_arg, tuple) else \
+            obj(self.factory_arg)
 
 
 class Product(NamedTuple):
@@ -444,11 +448,23 @@ LAUNCHED_ELSEWHERE = (
     # the jacobian's one-hot seed and its copy of dX into J[:, k, :]
     Compiled("one_hot", "jacobian", "_one_hot", "m2 i64"),
     Compiled("store_column", "jacobian", "_store_column", "m2 m3 i64"),
+    # a split product's sum of its k-ranges with each epilogue (blas.STORE = 0, SCALE =
+    # 2, BIAS_ACTIVATION = 1 with tanh = 2): workspace, C, bias, out, slope, alpha, beta
+    Compiled("split_sum (store)", "blas", "_split_sum", "m3 m2 v1 m2 f64 f64 f64", (0, 0)),
+    Compiled("split_sum (scale)", "blas", "_split_sum", "m3 m2 v1 m2 f64 f64 f64", (2, 0)),
+    Compiled("split_sum (+b tanh)", "blas", "_split_sum", "m3 m2 v1 m2 f64 f64 f64",
+             (1, 2)),
 )
 
 # Product variants launched by something in NOT_STANDALONE: gemm with BLAS's alpha and
 # beta (C = alpha op(A) op(B) + beta C).
 PRODUCTS_ELSEWHERE = (Product("C = a*A@B + b*C", False, False, "SCALE"),)
+
+# The split products (kernels/cuda/blas.py, SPLIT: one k-range's product into a
+# workspace), run on the smallest geometry only: a layer's forward, dW and dX.
+SPLIT_PRODUCTS = (Product("fwd split", False, True, "SPLIT"),
+                  Product("dW split", True, False, "SPLIT"),
+                  Product("dX split", False, False, "SPLIT"))
 
 
 def argument_types(signature, dtype):

@@ -23,6 +23,13 @@ an OS thread, so they shrink to tile 4 and gemm (8, 8, 4, 2, 2) (16 threads); th
 path is the same, only the constants differ. The environment variables FASTBP_CUDA_TILE
 and FASTBP_CUDA_GEMM ("bm,bn,bk,tm,tn[,min_blocks]", both dtypes) or :func:`launch_config` override
 them; ``benchmarks/gpu_tune.py`` times candidate geometries on a real GPU.
+
+``config.adaptive`` (default True; FASTBP_CUDA_ADAPTIVE=0 turns it off)
+    Whether a product whose output has few tiles runs on smaller ones, and splits k
+    when even those are few (:func:`product_shape`). A 784-128-10 layer at batch 64
+    has one 128 x 128 tile: one block of one of the H200's 132 multiprocessors walks
+    k = 784 alone, the other 131 idle. An explicit geometry (FASTBP_CUDA_GEMM,
+    ``launch_config(gemm=...)``) turns it off, so that geometry is the one that runs.
 """
 import contextlib
 import os
@@ -69,6 +76,16 @@ class GemmGeometry(NamedTuple):
 GPU_GEMM = {"float32": GemmGeometry(128, 128, 8, 8, 8),
             "float64": GemmGeometry(64, 64, 8, 4, 4)}
 SIM_GEMM = GemmGeometry(8, 8, 4, 2, 2)
+# The smaller tiles of the adaptive choice, largest first, each a quarter of the one
+# before (256 threads on a GPU, 16 or 4 outputs a thread). Smaller tiles reload each
+# operand element more often (shared-memory traffic per multiply-add: 2/tm), so they
+# only pay where the large tile leaves multiprocessors idle.
+GPU_SMALLER = (GemmGeometry(64, 64, 8, 4, 4), GemmGeometry(32, 32, 8, 2, 2))
+SIM_SMALLER = (GemmGeometry(4, 4, 4, 2, 2),)
+SIM_MULTIPROCESSORS = 4   # what the simulator pretends, so its tests take every path
+# Fewest staging steps (of bk k's) a split of k may get: below that the split's sum
+# costs more than its parallelism gains (64 k's on a GPU; 8 in the simulator).
+MIN_SPLIT_STEPS = 2 if SIMULATOR else 8
 
 
 def _check_tile(tile):
@@ -97,6 +114,8 @@ class LaunchConfig:
     tile: int
     gemm: dict = field(default_factory=dict)   # dtype name -> GemmGeometry
     max_reduce_blocks: int = 256                # blocks (and partial sums) of one reduction
+    adaptive: bool = True                       # smaller tiles / split k for small outputs
+    multiprocessors: int = None                 # of the current GPU; asked on first use
 
     @property
     def block(self):
@@ -113,27 +132,77 @@ def _default_config():
     else:
         gemm = dict(GPU_GEMM)
     tile = _check_tile(int(os.environ.get("FASTBP_CUDA_TILE", 4 if SIMULATOR else 16)))
-    return LaunchConfig(tile=tile, gemm=gemm, max_reduce_blocks=8 if SIMULATOR else 256)
+    adaptive = not env_gemm and os.environ.get("FASTBP_CUDA_ADAPTIVE", "1") != "0"
+    return LaunchConfig(tile=tile, gemm=gemm, max_reduce_blocks=8 if SIMULATOR else 256,
+                        adaptive=adaptive,
+                        multiprocessors=SIM_MULTIPROCESSORS if SIMULATOR else None)
 
 
 config = _default_config()
 
 
 @contextlib.contextmanager
-def launch_config(tile=None, gemm=None):
+def launch_config(tile=None, gemm=None, adaptive=None):
     """Temporarily change the tile and/or the product geometry (both dtypes).
 
     ``gemm``: (bm, bn, bk, tm, tn[, min_blocks]) or the same as a comma-separated
-    string. Tests use tiny ones; the tuning script tries candidates.
+    string; every product then runs on it (``adaptive`` off unless given). Tests use
+    tiny ones; the tuning script tries candidates. ``adaptive``: True or False sets
+    ``config.adaptive`` (:func:`product_shape`).
     """
-    old_tile, old_gemm = config.tile, dict(config.gemm)
-    new_tile = old_tile if tile is None else _check_tile(tile)
-    new_gemm = old_gemm if gemm is None else dict.fromkeys(DTYPES, _parse_gemm(gemm))
-    config.tile, config.gemm = new_tile, new_gemm
+    old = config.tile, dict(config.gemm), config.adaptive
+    new_tile = old[0] if tile is None else _check_tile(tile)
+    new_gemm = old[1] if gemm is None else dict.fromkeys(DTYPES, _parse_gemm(gemm))
+    new_adaptive = (old[2] and gemm is None) if adaptive is None else bool(adaptive)
+    config.tile, config.gemm, config.adaptive = new_tile, new_gemm, new_adaptive
     try:
         yield config
     finally:
-        config.tile, config.gemm = old_tile, old_gemm
+        config.tile, config.gemm, config.adaptive = old
+
+
+def tiers(dtype):
+    """The product geometries the adaptive choice tries for ``dtype``, largest first:
+    ``config.gemm[dtype]``, then the smaller ones with fewer outputs per block."""
+    first = config.gemm[dtype]
+    smaller = SIM_SMALLER if SIMULATOR else GPU_SMALLER
+    return (first,) + tuple(g for g in smaller if g.bm * g.bn < first.bm * first.bn)
+
+
+def multiprocessors():
+    """Multiprocessors of the current GPU (SIM_MULTIPROCESSORS in the simulator)."""
+    if config.multiprocessors is None:
+        from numba import cuda
+        config.multiprocessors = int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
+    return config.multiprocessors
+
+
+def product_shape(M, N, K, dtype):
+    """(geometry, splits, kc) for an (M x K) @ (K x N) product of ``dtype``: the
+    largest tier (:func:`tiers`) whose tiles of C number at least half the GPU's
+    multiprocessors; when none does, the smallest tier with k cut into ``splits``
+    ranges of ``kc`` (at least MIN_SPLIT_STEPS steps of its bk), enough to give every
+    multiprocessor a block, each range's product summed afterwards (blas.py). With
+    ``config.adaptive`` off: ``config.gemm[dtype]``, 1, K.
+
+    Why half: a tile of a quarter the area moves twice the shared-memory bytes per
+    multiply-add, so the smaller tier pays once the larger would leave more than half
+    the multiprocessors idle. One product's choice depends on its shape only, so a
+    step plan records it once."""
+    first = config.gemm[dtype]
+    if not config.adaptive:
+        return first, 1, K
+    sms = multiprocessors()
+    options = tiers(dtype)
+    for g in options:
+        if blocks(M, g.bm) * blocks(N, g.bn) * 2 >= sms:
+            return g, 1, K
+    g = options[-1]
+    tiles = blocks(M, g.bm) * blocks(N, g.bn)
+    splits = max(min(blocks(sms, tiles), K // (MIN_SPLIT_STEPS * g.bk)), 1)
+    kc = blocks(blocks(K, splits), g.bk) * g.bk       # k per split, whole bk steps
+    splits = blocks(K, kc)
+    return (g, 1, K) if splits == 1 else (g, splits, kc)
 
 
 def blocks(n, per_block):

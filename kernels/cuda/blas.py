@@ -38,6 +38,13 @@ How a block works (geometry ``(bm, bn, bk, tm, tn)`` from ``_launch.config.gemm`
   S = C + bias from registers first, then a plain loop reads each S back (the thread's
   own writes, from cache) and stores sigma(S).
 
+Small outputs (``_launch.product_shape``): a product whose C has few tiles runs on a
+smaller geometry, and if even that leaves most multiprocessors idle, k is split: block
+(x, y, z) multiplies k in [z*kc, (z+1)*kc) and stores its tile to a workspace (the SPLIT
+epilogue, out[z] = that range's product), then ``_split_sum`` adds the ranges in order
+of z and applies the real epilogue. The result is deterministic (no atomics); only the
+summation order differs from the unsplit product's.
+
 ``benchmarks/cuda_resources.py`` prints the registers, stack and spills ptxas gives each
 variant (no GPU needed); ``benchmarks/gpu_tune.py`` times geometries against cuBLAS.
 """
@@ -49,8 +56,9 @@ import numpy as np
 from numba import cuda
 
 from ._jit import kernel
-from ._launch import blocks, config, launch
+from ._launch import blocks, config, launch, multiprocessors, product_shape
 from .activations import CHEAP, FORWARD
+from .reduce import workspace
 
 # numba-cuda's jit takes launch bounds; the simulator's and numba's old built-in
 # CUDA target do not (there geometry.min_blocks has no effect).
@@ -59,6 +67,7 @@ _HAS_LAUNCH_BOUNDS = "launch_bounds" in inspect.signature(cuda.jit).parameters
 STORE = 0            # epilogue: C = product
 BIAS_ACTIVATION = 1  # epilogue: C = product + bias, out = sigma(C)
 SCALE = 2            # epilogue: C = alpha * product + beta * C (C read only if beta != 0)
+SPLIT = 3            # epilogue: out[z] = the product over block z's range of k (split k)
 
 
 def _run(t):
@@ -101,7 +110,8 @@ def _operand(rows, bk, k_major, zero):
 @functools.lru_cache(maxsize=None)
 def _kernel(geometry, dtype, trans_a, trans_b, epilogue, code=0):
     """The product kernel for one geometry, dtype name, transposes, epilogue and
-    activation code (used by the BIAS_ACTIVATION epilogue only)."""
+    activation code (used by the BIAS_ACTIVATION epilogue only). Block z multiplies k
+    in [z*kc, min((z+1)*kc, K)): with one block in z and kc = K, the whole product."""
     BM, BN, BK, TM, TN, min_blocks = geometry
     TY, TX = BM // TM, BN // TN          # thread grid of a block
     NT = TX * TY
@@ -125,10 +135,13 @@ def _kernel(geometry, dtype, trans_a, trans_b, epilogue, code=0):
     options = {"launch_bounds": (NT, min_blocks)} if min_blocks and _HAS_LAUNCH_BOUNDS else {}
 
     @kernel(**options)
-    def gemm(A, B, C, bias, out, slope, alpha, beta):
+    def gemm(A, B, C, bias, out, slope, alpha, beta, kc):
         M = C.shape[0]
         N = C.shape[1]
         K = A.shape[0] if trans_a else A.shape[1]   # folded: trans_a is a constant
+        kz = cuda.blockIdx.z
+        k_begin = kz * kc
+        k_end = min(K, k_begin + kc)
         tid = cuda.threadIdx.x
         ty = tid // TX
         tx = tid - ty * TX
@@ -146,18 +159,18 @@ def _kernel(geometry, dtype, trans_a, trans_b, epilogue, code=0):
         for i in range(TM):
             for j in range(TN):
                 acc[i, j] = 0
-        steps = (K + BK - 1) // BK
+        steps = (k_end - k_begin + BK - 1) // BK
         for step in range(steps + 1):
             # Fetch step `step` into registers (before the arithmetic on step-1, so the
             # loads overlap it), ...
             if step < steps:
-                k0 = step * BK
+                k0 = k_begin + step * BK
                 for l in range(LA):
                     r, k = a_coords(tid + l * NT)
-                    a_next[l] = a_fetch(A, m0 + r, k0 + k, M, K)
+                    a_next[l] = a_fetch(A, m0 + r, k0 + k, M, k_end)
                 for l in range(LB):
                     r, k = b_coords(tid + l * NT)
-                    b_next[l] = b_fetch(B, n0 + r, k0 + k, N, K)
+                    b_next[l] = b_fetch(B, n0 + r, k0 + k, N, k_end)
             # ... multiply step-1's slices, staged in buffer (step-1) % 2, ...
             if step > 0:
                 a_at = ((step - 1) & 1) * BK * LDA + ty * VM
@@ -193,6 +206,8 @@ def _kernel(geometry, dtype, trans_a, trans_b, epilogue, code=0):
                     if n < N:
                         if epilogue == STORE:
                             C[m, n] = acc[i, j]
+                        elif epilogue == SPLIT:
+                            out[kz, m, n] = acc[i, j]
                         elif epilogue == SCALE:
                             v = alpha * acc[i, j]
                             if beta != 0.0:
@@ -215,22 +230,65 @@ def _kernel(geometry, dtype, trans_a, trans_b, epilogue, code=0):
     return gemm
 
 
+@functools.lru_cache(maxsize=None)
+def _split_sum(epilogue, code=0):
+    """The kernel that finishes a split product: C = the sum over z of P[z] (in order of
+    z), then ``epilogue`` (STORE, SCALE or BIAS_ACTIVATION with activation ``code``) as
+    the unsplit kernel applies it. One thread per element of C, grid-strided."""
+    sigma = FORWARD[code]
+
+    @kernel
+    def split_sum(P, C, bias, out, slope, alpha, beta):
+        M = C.shape[0]
+        N = C.shape[1]
+        for idx in range(cuda.grid(1), M * N, cuda.gridsize(1)):
+            m = idx // N
+            n = idx - m * N
+            s = P[0, m, n]
+            for z in range(1, P.shape[0]):
+                s += P[z, m, n]
+            if epilogue == STORE:
+                C[m, n] = s
+            elif epilogue == SCALE:
+                v = alpha * s
+                if beta != 0.0:
+                    v += beta * C[m, n]
+                C[m, n] = v
+            else:
+                s += bias[n]
+                C[m, n] = s
+                out[m, n] = sigma(s, slope)
+
+    return split_sum
+
+
 def _launch_gemm(trans_a, trans_b, A, B, C, epilogue, bias, out, code, slope, alpha, beta):
     M, N = C.shape
     if M == 0 or N == 0:
         return
     dtype = np.dtype(C.dtype).name
-    geometry = config.gemm[dtype]
-    kernel = _kernel(geometry, dtype, bool(trans_a), bool(trans_b), epilogue, int(code))
-    grid = (blocks(N, geometry.bn), blocks(M, geometry.bm))
-    launch(kernel, grid, geometry.threads,
-           (A, B, C, bias, out, float(slope), float(alpha), float(beta)))
+    K = A.shape[0] if trans_a else A.shape[1]
+    geometry, splits, kc = product_shape(M, N, K, dtype)
+    grid = (blocks(N, geometry.bn), blocks(M, geometry.bm), splits)
+    scalars = (float(slope), float(alpha), float(beta))
+    if splits == 1:
+        kernel = _kernel(geometry, dtype, bool(trans_a), bool(trans_b), epilogue, int(code))
+        launch(kernel, grid, geometry.threads, (A, B, C, bias, out) + scalars + (kc,))
+        return
+    P = workspace((splits, M, N), C.dtype)
+    kernel = _kernel(geometry, dtype, bool(trans_a), bool(trans_b), SPLIT)
+    launch(kernel, grid, geometry.threads, (A, B, C, bias, P) + scalars + (kc,))
+    threads = config.block
+    launch(_split_sum(epilogue, int(code)),
+           min(blocks(M * N, threads), 4 * multiprocessors()), threads,
+           (P, C, bias, out) + scalars)
 
 
 def gemm(trans_a, trans_b, alpha, A, B, beta, C):
     """C = alpha * op(A) @ op(B) + beta * C (module docstring), as the CPU twin; the
     common alpha = 1, beta = 0 runs the plain store (no scaling in the epilogue). The
-    geometry is ``config.gemm[C.dtype]``; kernels compile on first use."""
+    geometry is ``config.gemm[C.dtype]``, or a smaller one for a small C
+    (``_launch.product_shape``); kernels compile on first use."""
     epilogue = STORE if alpha == 1.0 and beta == 0.0 else SCALE
     # bias and out are placeholders the STORE and SCALE epilogues never read
     _launch_gemm(trans_a, trans_b, A, B, C, epilogue, C[0], C, 0, 0.0, alpha, beta)

@@ -17,32 +17,44 @@ from ._launch import config
 _local = threading.local()
 
 
-def scratch(name):
-    """The calling thread's scratch device array ``name`` on the current GPU:
-    "partials" float64 (>= config.max_reduce_blocks entries), the partial sums of a
-    block reduction; "counter" a one-element int32 counter that its users keep at 0
-    between calls (optim's non-finite count); "no_labels" an empty int64 array (the
-    losses' stand-in labels, never read). Per thread, so that networks stepped in two
-    threads at once never share one (fastbp.concurrency); per GPU, because device
-    memory is."""
+def _held(key, make):
+    """The calling thread's device array ``key`` on the current GPU, ``make()`` on
+    first use. Per thread, so that networks stepped in two threads at once never share
+    one (fastbp.concurrency); per GPU, because device memory is."""
     context = cuda.current_context()
-    key = (name, getattr(context.device, "id", 0))   # the simulator has one GPU
+    key = key + (getattr(context.device, "id", 0),)   # the simulator has one GPU
     arrays = getattr(_local, "arrays", None)
     if arrays is None:
         arrays = _local.arrays = {}
     array = arrays.get(key)
     if array is None:
-        if name == "partials":
-            array = cuda.device_array(max(config.max_reduce_blocks, 256), np.float64)
-        elif name == "counter":
-            array = cuda.to_device(np.zeros(1, np.int32))
-        elif name == "no_labels":
-            array = cuda.device_array(0, np.int64)
-        else:
-            raise ValueError(f"name: expected 'partials', 'counter' or 'no_labels', got "
-                             f"{name!r}")
-        arrays[key] = array
+        array = arrays[key] = make()
     return array
+
+
+def scratch(name):
+    """The calling thread's scratch device array ``name`` on the current GPU:
+    "partials" float64 (>= config.max_reduce_blocks entries), the partial sums of a
+    block reduction; "counter" a one-element int32 counter that its users keep at 0
+    between calls (optim's non-finite count); "no_labels" an empty int64 array (the
+    losses' stand-in labels, never read)."""
+    makers = {"partials": lambda: cuda.device_array(max(config.max_reduce_blocks, 256),
+                                                    np.float64),
+              "counter": lambda: cuda.to_device(np.zeros(1, np.int32)),
+              "no_labels": lambda: cuda.device_array(0, np.int64)}
+    if name not in makers:
+        raise ValueError(f"name: expected 'partials', 'counter' or 'no_labels', got "
+                         f"{name!r}")
+    return _held((name,), makers[name])
+
+
+def workspace(shape, dtype):
+    """The calling thread's scratch device array of this shape and dtype on the current
+    GPU (the split products' partial tiles, blas.py), made on first use and reused: a
+    launch plan records it once, and launches on one stream run in order, so two
+    products of a step never hold it at once."""
+    shape, dtype = tuple(shape), np.dtype(dtype)
+    return _held(("workspace", shape, dtype.name), lambda: cuda.device_array(shape, dtype))
 
 
 @cuda.jit(device=True)
