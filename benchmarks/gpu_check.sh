@@ -17,6 +17,9 @@
 #            and fastbp cpu, losses checked first (FP32, TF32 off)
 #   tests    the CUDA tests, unchanged, on the real GPU (FASTBP_TEST_REAL_GPU=1), and
 #            the compile check with the image's numba-cuda
+#   breakdown  benchmarks/gpu_step_breakdown.py: each launch of a small network's step
+#            timed alone (BREAKDOWN: the configs, default mnist,deep), then the same
+#            with every product on the default geometry (--fixed)
 #   tune     benchmarks/gpu_tune.py: each candidate geometry against cuBLAS at 4096
 #   compare64  the compare stage in float64 (not run unless named)
 # TEST_FILES (default: the CUDA test files, the new paths first) is what the tests stage
@@ -106,13 +109,26 @@ for stage in "${stages[@]}"; do
             > "$OUT/pytest.txt" 2>&1
         rc=$?
         tail -25 "$OUT/pytest.txt" ;;
+    breakdown)
+        # each launch of a small step's plan timed alone, with the adaptive products
+        # and with the one default geometry
+        timeout 120 "$PY" benchmarks/gpu_step_breakdown.py --only "${BREAKDOWN:-mnist,deep}" \
+            --json "$OUT/gpu_step_breakdown.json" 2>&1 | tee "$OUT/gpu_step_breakdown.txt"
+        rc=${PIPESTATUS[0]}
+        if [ "$rc" -eq 0 ]; then
+            timeout 120 "$PY" benchmarks/gpu_step_breakdown.py --only "${BREAKDOWN:-mnist,deep}" \
+                --fixed --json "$OUT/gpu_step_breakdown_fixed.json" 2>&1 \
+                | tee "$OUT/gpu_step_breakdown_fixed.txt"
+            rc=${PIPESTATUS[0]}
+        fi ;;
     tune)
         # TUNE_ARGS: e.g. "--geometry 128,128,8,8,8 --geometry 128,128,8,8,8,2" (a few)
         timeout 150 "$PY" benchmarks/gpu_tune.py ${TUNE_ARGS:-} --json "$OUT/gpu_tune.json" \
             2>&1 | tee "$OUT/gpu_tune.txt"
         rc=${PIPESTATUS[0]} ;;
     *)
-        echo "unknown stage: $stage (compare, yardstick, tests, tune, compare64)"; rc=2 ;;
+        echo "unknown stage: $stage (cache, compare, yardstick, breakdown, tests, tune,"\
+             "compare64)"; rc=2 ;;
     esac
     say "$stage: exit $rc after $(( $(date +%s) - start )) s"
     [ "$rc" -ne 0 ] && status=1

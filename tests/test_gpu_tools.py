@@ -50,12 +50,17 @@ def test_gpu_check_runs_its_quick_stages_from_an_installed_layout(tmp_path):
     # the CUDA rows only: the copy's CPU kernels would compile cold (80 s), and
     # test_compare.py checks the CPU rows
     env = dict(os.environ, OUT=str(out), PYTHON=sys.executable, NUMBA_ENABLE_CUDASIM="1",
-               COMPARE_DEVICES="cuda")
-    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "compare",
-                           "tune"], capture_output=True, text=True, env=env, timeout=600)
+               COMPARE_DEVICES="cuda", BREAKDOWN="smoke")
+    # the scripts under benchmarks/ too (run as files, they import fastbp from the
+    # copy: a GPU run lost its yardstick to a ModuleNotFoundError before this did)
+    stages = ["compare", "tune", "yardstick", "breakdown"]
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), *stages],
+                          capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = (out / "summary.txt").read_text()
-    assert "compare: exit 0" in summary and "tune: exit 0" in summary
+    assert all(f"{stage}: exit 0" in summary for stage in stages), summary
+    assert json.loads((out / "gpu_yardstick.json").read_text())["rows"]
+    assert json.loads((out / "gpu_step_breakdown_fixed.json").read_text())["results"]
     # fastbp came from the copy (with kernels/ inside it), not from this checkout
     line = next(l for l in summary.splitlines() if l.startswith("fastbp "))
     assert str(REPO) not in line and "simulator" in line

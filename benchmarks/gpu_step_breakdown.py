@@ -1,0 +1,132 @@
+"""Where a CUDA training step's GPU time goes: each launch of its plan, timed alone.
+
+For each configuration (the yardstick's; tanh, softmax cross-entropy, SGD, FP32, the
+batch already on the GPU) it builds the network's step plan
+(fastbp.kernels.cuda.plan.TrainStepPlan) with two ordinary ``train_step`` calls, then
+times every launch the plan fires: ``--repeat`` back-to-back launches of that one
+kernel between two CUDA events, divided by ``--repeat`` (the launches are independent
+of each other's results for timing purposes; the update keeps updating). It prints per
+launch the kernel, grid, block and microseconds, their sum, and the whole step timed
+the same way (a chain of steps between events), so launch gaps show as the difference.
+
+    python benchmarks/gpu_step_breakdown.py --only mnist,deep
+    python benchmarks/gpu_step_breakdown.py --only deep --fixed   # products on one geometry
+
+``--fixed`` builds the plans with ``launch_config(adaptive=False)``: every product on
+the default geometry (the step before kernels/cuda/_launch.product_shape). Needs a GPU
+for meaningful numbers; under numba's CUDA simulator it runs the ``smoke`` network (a
+check that the script works).
+"""
+import argparse
+import contextlib
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpu_yardstick import CONFIGS, SMOKE, fastbp_net  # noqa: E402
+from yardstick import make_data  # noqa: E402
+
+
+def _event_us(fn, repeat):
+    """Microseconds per call of ``fn`` over ``repeat`` calls between two CUDA events,
+    median of three."""
+    import time
+    from numba import cuda
+    from fastbp import device
+    times = []
+    for _ in range(3):
+        if device.simulator_enabled():   # its events take no timing flag: host clock
+            t0 = time.perf_counter()
+            for _ in range(repeat):
+                fn()
+            cuda.synchronize()
+            times.append(1e6 * (time.perf_counter() - t0) / repeat)
+            continue
+        start, end = cuda.event(timing=True), cuda.event(timing=True)
+        start.record()
+        for _ in range(repeat):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(1e3 * cuda.event_elapsed_time(start, end) / repeat)
+    return float(np.median(times))
+
+
+def _name(kernel):
+    fn = getattr(kernel, "py_func", None) or getattr(kernel, "fn", None)
+    return getattr(fn, "__name__", type(kernel).__name__)
+
+
+def breakdown(name, sizes, batch, repeat, fixed):
+    from numba import cuda
+    from fastbp import cuda_plan
+    from fastbp.kernels.cuda import launch_config
+    X, y = make_data(sizes, batch, "float32")
+    dX, dy = cuda.to_device(X), cuda.to_device(y)
+    scope = launch_config(adaptive=False) if fixed else contextlib.nullcontext()
+    with scope:   # the plan records its launches (and so their geometry) inside
+        net, opt = fastbp_net(sizes, "cuda")
+        for _ in range(2):
+            net.train_step(dX, dy, opt)
+    cuda.synchronize()
+    plan = cuda_plan.runner(net).plans[batch]
+    launches = list(plan.passes) + list(plan.update) + [plan.record]
+    rows = []
+    for launch in launches:
+        rows.append({"kernel": _name(launch.kernel),
+                     "grid": [int(g) for g in np.atleast_1d(launch.grid)],
+                     "block": int(np.prod(launch.block)), "us": _event_us(launch, repeat)})
+    step_us = _event_us(lambda: net.train_step(dX, dy, opt), repeat)
+    return {"config": name, "sizes": sizes, "batch": batch, "fixed": fixed,
+            "launches": rows, "sum_us": sum(r["us"] for r in rows), "step_us": step_us}
+
+
+def show(result):
+    label = "-".join(str(s) for s in result["sizes"])
+    print(f"\n{result['config']} ({label}, batch {result['batch']}"
+          f"{', one geometry' if result['fixed'] else ''}): "
+          f"{len(result['launches'])} launches")
+    print(f"{'kernel':28s} {'grid':>16s} {'block':>6s} {'us':>8s}")
+    for r in result["launches"]:
+        grid = "x".join(str(g) for g in r["grid"])
+        print(f"{r['kernel'][:28]:28s} {grid:>16s} {r['block']:6d} {r['us']:8.2f}")
+    print(f"{'sum of launches':52s} {result['sum_us']:8.2f}")
+    print(f"{'one step (train_step, chained)':52s} {result['step_us']:8.2f}")
+
+
+def main(argv=None):
+    from fastbp import device
+    sim = device.simulator_enabled()
+    known = dict(CONFIGS, **SMOKE)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="smoke" if sim else "tiny,mnist,medium,deep",
+                        help=f"configs, comma-separated: {', '.join(known)}")
+    parser.add_argument("--repeat", type=int, default=2 if sim else 50,
+                        help="launches per timing")
+    parser.add_argument("--fixed", action="store_true",
+                        help="products on the default geometry only (adaptive off)")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    names = [n for n in args.only.split(",") if n]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        parser.error(f"--only: unknown configs {unknown}; known: {', '.join(known)}")
+    usable, why = device.cuda_status()
+    if not usable:
+        sys.exit(f"gpu_step_breakdown: CUDA not usable here: {why}")
+    print(f"# {why}")
+    results = []
+    for name in names:
+        results.append(breakdown(name, *known[name], args.repeat, args.fixed))
+        show(results[-1])
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": why, "results": results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
