@@ -16,6 +16,8 @@ the launch plan, and are not counted):
     H2D / D2H    host-to-device / device-to-host copies (a D2H copy blocks the host
                  until the GPU has finished everything before it)
     syncs        explicit synchronisations (stream or context)
+    waits        waits for one event (device.PinnedBatches: a staging slot's copy of
+                 two steps back, before its pinned buffer is refilled)
 
 Usage (needs numba-cuda with its CUDA libraries, ``pip install -e ".[cuda]"``,
 and NUMBA_ENABLE_CUDASIM unset; no GPU):
@@ -66,6 +68,20 @@ class _FakeCufunc:
     module = _FakeModule()
 
 
+class _FakeStream:
+    handle = 0
+
+
+class _FakeEvent:
+    """An event: recording is free; waiting for one counts as a host wait."""
+
+    def record(self, stream=0):
+        counts["event records"] += 1
+
+    def synchronize(self):
+        counts["waits"] += 1
+
+
 class _FakeContext:
     """What numba-cuda asks of a context: allocation (fake addresses), the device."""
     device = _FakeDevice()
@@ -90,6 +106,12 @@ class _FakeContext:
     def synchronize(self):
         counts["syncs"] += 1
 
+    def create_event(self, timing=True):
+        return _FakeEvent()
+
+    def get_default_stream(self):
+        return _FakeStream()
+
     def get_memory_info(self):
         return (1 << 40, 1 << 40)
 
@@ -108,7 +130,8 @@ def stub_driver():
 
     ctx = _FakeContext()
     devices._runtime.ensure_context = contextlib.nullcontext
-    devices.get_context = cuda.current_context = lambda devnum=None: ctx
+    devices.get_context = cuda.current_context = api.current_context = \
+        lambda devnum=None: ctx
     api.get_current_device = dispatcher.get_current_device = lambda: ctx.device
     cuda.get_current_device = lambda: ctx.device
     cuda.is_available = lambda: True
@@ -157,7 +180,7 @@ def measure(sizes, batch, steps, repeat, optimizer="sgd"):
         net.train_step(X, y, opt)
     counts.clear()
     net.train_step(X, y, opt)
-    per_step = {k: counts[k] for k in ("launches", "views", "H2D", "D2H", "syncs")}
+    per_step = {k: counts[k] for k in ("launches", "views", "H2D", "D2H", "syncs", "waits")}
     per_step["plan launches"] = getattr(cuda_plan, "planned_launches", lambda n: None)(net)
     times = []
     for _ in range(repeat):
@@ -238,7 +261,7 @@ def main(argv=None):
     else:
         rows = {}
         print(f"{'network, batch':28s} {'host us':>9s} {'launches':>8s} {'plan':>5s} "
-              f"{'views':>6s} {'H2D':>4s} {'D2H':>4s} {'syncs':>5s}")
+              f"{'views':>6s} {'H2D':>4s} {'D2H':>4s} {'syncs':>5s} {'waits':>5s}")
         for name, sizes, batch in NETWORKS:
             if args.only and args.only not in name:
                 continue
@@ -246,7 +269,8 @@ def main(argv=None):
             rows[f"{name} b{batch}"] = r
             plan = "-" if r["plan launches"] is None else str(r["plan launches"])
             print(f"{name + ', ' + str(batch):28s} {r['host us']:9.1f} {r['launches']:8d} "
-                  f"{plan:>5s} {r['views']:6d} {r['H2D']:4d} {r['D2H']:4d} {r['syncs']:5d}",
+                  f"{plan:>5s} {r['views']:6d} {r['H2D']:4d} {r['D2H']:4d} {r['syncs']:5d} "
+                  f"{r['waits']:5d}",
                   flush=True)
     if args.json:
         with open(args.json, "w") as f:

@@ -29,9 +29,10 @@ Clipping (``max_grad_norm``) is planned too: the factor of the step's own gradie
 norm is computed on the device after backward and read there by the update. Not
 planned: ``backward``/``compute_loss``/``forward``, which return host values by
 definition.
-Not done yet: ``train_step`` copies a host batch in with a plain copy from pageable
-memory, which the driver orders after the GPU's queued work (pinned, double-buffered
-staging on a stream of fastbp's own would let the upload overlap the previous step);
+A host batch given to ``train_step`` goes through pinned, double-buffered staging
+(``device.PinnedBatches``): copied to page-locked memory, then to the GPU
+asynchronously, so the host queues the next step while the GPU works (the copies still
+run on the default stream, after the previous step's kernels, not beside them).
 ``fit`` and ``train_epoch`` upload once per call, and device-resident inputs
 (fastbp.device_inputs, fastbp.device_data) are not copied at all.
 """
@@ -62,7 +63,7 @@ class CudaRunner:
         self.written = self.read_at = 0
         self._ensure_ring(RING_STEPS)
         self._rows = (None, [])
-        self._batch_views = {}
+        self._batches = {}   # (batch, labels?, targets?) -> device.PinnedBatches
         self._epoch = None
 
     # -- the ring ----------------------------------------------------------------------
@@ -117,26 +118,21 @@ class CudaRunner:
         self.written += 1
 
     def stage(self, X, labels, targets):
-        """Device views holding the host batch (copied into the network's staging
-        buffers; the views are made once per batch size)."""
+        """Device arrays holding the host batch (``device.PinnedBatches``: pinned,
+        double-buffered, asynchronous; its buffers made once per batch size)."""
         if _device.on_device(X):   # checked by fastbp.device_inputs: used in place
             return X, labels if labels.size else self.no_labels, targets
-        staging = self.net._staging
-        batch = X.shape[0]
-        key = (batch, bool(labels.size), bool(targets.size))
-        views = self._batch_views.get(key)
-        if views is None or views[0] is not staging.X:
-            dX, d_labels, d_targets = staging.put(X, labels, targets)
-            if not labels.size:
-                d_labels = self.no_labels
-            self._batch_views[key] = (staging.X, dX, d_labels, d_targets)
-            return dX, d_labels, d_targets
-        _, dX, d_labels, d_targets = views
-        _device.upload(dX, X)
-        if labels.size:
-            _device.upload(d_labels, labels)
-        if targets.size:
-            _device.upload(d_targets, targets)
+        key = (X.shape[0], bool(labels.size), bool(targets.size))
+        batches = self._batches.get(key)
+        if batches is None:
+            net = self.net
+            batches = self._batches[key] = _device.PinnedBatches(
+                key[0], net.sizes[0], net.sizes[-1], net.dtype, key[1], key[2])
+        dX, d_labels, d_targets = batches.put(X, labels, targets)
+        if not labels.size:
+            d_labels = self.no_labels
+        if not targets.size:
+            d_targets = self.no_targets
         return dX, d_labels, d_targets
 
     # -- many steps --------------------------------------------------------------------

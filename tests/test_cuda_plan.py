@@ -113,6 +113,9 @@ def test_steady_state_steps_make_no_views_no_copies_back_and_only_planned_launch
         assert steps.get("views", 0) == 0, r
         assert steps.get("D2H", 0) == 0 and steps.get("syncs", 0) == 0, r
         assert steps.get("H2D", 0) == 5 * 2, r   # X and labels or targets, per step
+        # pinned double-buffered staging: each step waits only for the copy of two
+        # steps back (its slot's), never for the GPU as a whole
+        assert steps.get("waits", 0) == 5, r
         assert 0 < steps["launches"] <= 5 * r["planned"], r
         # reading the five losses: one copy of the ring, no views
         assert r["read"].get("D2H", 0) == 1 and r["read"].get("views", 0) == 0, r
@@ -149,6 +152,25 @@ def test_train_step_loss_is_lazy_and_reads_as_the_cpu_loss():
     gpu.train_epoch(X, y, o_gpu, batch_size=2)
     with pytest.raises(RuntimeError, match="no longer held"):
         float(stale)
+
+
+@needs_cuda
+def test_host_batches_are_staged_so_the_caller_may_reuse_its_arrays_at_once():
+    """device.PinnedBatches: a train_step copies the host batch before returning (into
+    one of two pinned slots, used in turn), so refilling the same arrays in place for
+    the next steps, without reading any loss, trains on each step's own batch."""
+    rng = np.random.default_rng(9)
+    cpu = fastbp.MLP([3, 4, 2], activation="tanh", dtype="float64", seed=3)
+    gpu = fastbp.MLP([3, 4, 2], activation="tanh", dtype="float64", seed=3, device="cuda")
+    o_cpu, o_gpu = fastbp.SGD(cpu, lr=0.2), fastbp.SGD(gpu, lr=0.2)
+    X, y = np.empty((5, 3)), np.empty(5, np.int64)
+    want, got = [], []
+    for _ in range(5):   # more steps than slots: each slot is refilled
+        X[...], y[...] = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
+        want.append(cpu.train_step(X, y, o_cpu))
+        got.append(gpu.train_step(X, y, o_gpu))
+    np.testing.assert_allclose([float(g) for g in got], want, rtol=1e-12)
+    np.testing.assert_allclose(fdevice.to_host(gpu.params), cpu.params, rtol=0, atol=1e-12)
 
 
 @needs_cuda
