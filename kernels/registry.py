@@ -454,6 +454,13 @@ LAUNCHED_ELSEWHERE = (
     Compiled("split_sum (scale)", "blas", "_split_sum", "m3 m2 v1 m2 f64 f64 f64", (2, 0)),
     Compiled("split_sum (+b tanh)", "blas", "_split_sum", "m3 m2 v1 m2 f64 f64 f64",
              (1, 2)),
+    # the fused step of a narrow network (the launch plan's, for rows 8, tiles of 64,
+    # 256 threads): params, the layout (sizes, w_off, b_off, act_codes as int64, slopes
+    # float64), loss code, X, labels, targets, WA, WS, out, dZ, partial grads, partials
+    Compiled("fused_step", "fused", "_fused_kernel",
+             "v1 labels labels labels labels p1 i64 m2 labels m2 v1 v1 m2 m2 m2 p1",
+             (8, 64, _BLOCK, "float32")),
+    Compiled("reduce_partial_grads", "fused", "_reduce_partial_grads", "m2 i64 v1"),
 )
 
 # Product variants launched by something in NOT_STANDALONE: gemm with BLAS's alpha and

@@ -58,6 +58,8 @@ CUDA_ONLY_MODULES = {
     "rows": "row gathers of data on the GPU (numpy's take on the host)",
     "reduce": "block reductions and their scratch (a CPU sum stays in registers)",
     "_launch": "launch geometry and the launch recorder",
+    "fused": "a narrow network's step as one kernel (on the CPU a step is one compiled "
+             "call already)",
 }
 
 

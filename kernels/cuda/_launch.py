@@ -24,6 +24,10 @@ path is the same, only the constants differ. The environment variables FASTBP_CU
 and FASTBP_CUDA_GEMM ("bm,bn,bk,tm,tn[,min_blocks]", both dtypes) or :func:`launch_config` override
 them; ``benchmarks/gpu_tune.py`` times candidate geometries on a real GPU.
 
+``config.fused`` (default True; FASTBP_CUDA_FUSED=0 turns it off)
+    Whether a launch plan runs a narrow network's forward, loss and backward as one
+    kernel (fused.py decides which networks), instead of a few kernels per layer.
+
 ``config.adaptive`` (default True; FASTBP_CUDA_ADAPTIVE=0 turns it off)
     Whether a product whose output has few tiles runs on smaller ones, and splits k
     when even those are few (:func:`product_shape`). A 784-128-10 layer at batch 64
@@ -115,6 +119,7 @@ class LaunchConfig:
     gemm: dict = field(default_factory=dict)   # dtype name -> GemmGeometry
     max_reduce_blocks: int = 256                # blocks (and partial sums) of one reduction
     adaptive: bool = True                       # smaller tiles / split k for small outputs
+    fused: bool = True                          # narrow networks' one-kernel step (fused.py)
     multiprocessors: int = None                 # of the current GPU; asked on first use
 
     @property
@@ -134,7 +139,7 @@ def _default_config():
     tile = _check_tile(int(os.environ.get("FASTBP_CUDA_TILE", 4 if SIMULATOR else 16)))
     adaptive = not env_gemm and os.environ.get("FASTBP_CUDA_ADAPTIVE", "1") != "0"
     return LaunchConfig(tile=tile, gemm=gemm, max_reduce_blocks=8 if SIMULATOR else 256,
-                        adaptive=adaptive,
+                        adaptive=adaptive, fused=os.environ.get("FASTBP_CUDA_FUSED", "1") != "0",
                         multiprocessors=SIM_MULTIPROCESSORS if SIMULATOR else None)
 
 
@@ -142,23 +147,26 @@ config = _default_config()
 
 
 @contextlib.contextmanager
-def launch_config(tile=None, gemm=None, adaptive=None):
+def launch_config(tile=None, gemm=None, adaptive=None, fused=None):
     """Temporarily change the tile and/or the product geometry (both dtypes).
 
     ``gemm``: (bm, bn, bk, tm, tn[, min_blocks]) or the same as a comma-separated
     string; every product then runs on it (``adaptive`` off unless given). Tests use
     tiny ones; the tuning script tries candidates. ``adaptive``: True or False sets
-    ``config.adaptive`` (:func:`product_shape`).
+    ``config.adaptive`` (:func:`product_shape`); ``fused``: ``config.fused`` (whether a
+    launch plan may run a narrow network's step as one kernel, fused.py).
     """
-    old = config.tile, dict(config.gemm), config.adaptive
+    old = config.tile, dict(config.gemm), config.adaptive, config.fused
     new_tile = old[0] if tile is None else _check_tile(tile)
     new_gemm = old[1] if gemm is None else dict.fromkeys(DTYPES, _parse_gemm(gemm))
     new_adaptive = (old[2] and gemm is None) if adaptive is None else bool(adaptive)
-    config.tile, config.gemm, config.adaptive = new_tile, new_gemm, new_adaptive
+    new_fused = old[3] if fused is None else bool(fused)
+    config.tile, config.gemm, config.adaptive, config.fused = (new_tile, new_gemm,
+                                                               new_adaptive, new_fused)
     try:
         yield config
     finally:
-        config.tile, config.gemm, config.adaptive = old
+        config.tile, config.gemm, config.adaptive, config.fused = old
 
 
 def tiers(dtype):

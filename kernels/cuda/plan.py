@@ -33,6 +33,7 @@ from ..codes import HP_MAX_GRAD_NORM
 from ._jit import kernel
 from ._launch import SIMULATOR, blocks, config, recording
 from ._launch import launch as launch_kernel
+from . import fused
 from .losses import launch_loss
 from .network import _NO_DX, backprop, network_forward
 from .optim import clip_scale_into, launch_update, new_counter, new_scale
@@ -215,14 +216,25 @@ class TrainStepPlan:
                  pre_cum, loss_code, X, labels, targets, acts, pres, dbuf, partials,
                  nonfinite, bad):
         self.buffers = (params, grads, acts, pres, dbuf, partials, nonfinite, bad)
+        batch = X.shape[0]
+        # a narrow network's forward, loss and backward as one kernel (fused.py)
+        self.fused = fused.eligible(sizes, params.dtype, batch, partials.shape[0])
         with recording() as recorded:
-            out = network_forward(params, sizes, w_off, b_off, act_codes, slopes,
-                                  act_cum, pre_cum, X, acts, pres)
-            batch, n_out = out.shape
-            dZ = dbuf[:batch * n_out].reshape(batch, n_out)
-            self.loss_blocks = launch_loss(loss_code, out, labels, targets, dZ, partials)
-            backprop(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
-                     pre_cum, X, acts, pres, dbuf, _NO_DX)
+            if self.fused:
+                self._fused = fused.FusedBuffers(sizes, w_off, b_off, act_codes, slopes,
+                                                 batch, params.shape[0], params.dtype)
+                self.loss_blocks = fused.launch_step(self._fused, params, grads, sizes,
+                                                     loss_code, X, labels, targets,
+                                                     partials)
+            else:
+                out = network_forward(params, sizes, w_off, b_off, act_codes, slopes,
+                                      act_cum, pre_cum, X, acts, pres)
+                n_out = out.shape[1]
+                dZ = dbuf[:batch * n_out].reshape(batch, n_out)
+                self.loss_blocks = launch_loss(loss_code, out, labels, targets, dZ,
+                                               partials)
+                backprop(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
+                         pre_cum, X, acts, pres, dbuf, _NO_DX)
         self.passes = [PreparedLaunch(*r) for r in recorded]
         self.inputs = (X, labels, targets)
         # where each input appears: (launch, argument position, which input)

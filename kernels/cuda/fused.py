@@ -1,0 +1,243 @@
+"""A narrow network's whole forward, loss and backward in one kernel (the fused step).
+
+The general step (network.py) launches a few kernels per layer; for a narrow network
+at a small batch each of them is a few microseconds of launch latency and a GPU that
+is mostly idle. Here one block takes ``ROWS`` rows of the batch through every layer and
+back:
+
+- forward: layer l's outputs for the block's rows, one thread per output unit j (all
+  ROWS rows at once, so each weight read from global memory serves ROWS rows); the
+  inputs come from shared memory (the previous layer's outputs; the first layer reads
+  X, one address per warp: a broadcast). S and A of every layer go to a workspace in
+  global memory (WS, WA) for the backward pass, the outputs also to shared memory;
+- the loss of the block's rows (the losses' own device functions, losses.py) into
+  dZ, its partial sum into partials[block] (the launch plan's record step adds them);
+- backward, layer by layer: dS = dA * sigma'(S) in shared memory; this block's share of
+  db and dW (sums over its rows only) into its row of ``gpart`` (blocks x parameters);
+  dA of the layer below = dS @ W, one thread per input unit (coalesced reads of W).
+
+A second kernel (``_reduce_partial_grads``) adds the blocks' rows of gpart, in order of
+the block (deterministic: no atomics), into ``grads``; the optimizer's update launches
+follow as in the general step. Three launches instead of about 4L + 1.
+
+Which networks: every layer's output width fits the two shared-memory tiles of
+ROWS x H (H the widest output, rounded up to a power of two): H <= 512 in float32 and
+256 in float64 within the 48 KiB of static shared memory a block may use; the input
+layer may be wider (read from global memory). ``eligible`` decides; the launch plan
+(plan.py) falls back to the general step otherwise. Work per block grows with the
+widths while the blocks number batch / ROWS, so the fused step is for narrow networks,
+where it turns a launch-bound step into one kernel.
+"""
+import functools
+
+import numba
+import numpy as np
+from numba import cuda
+
+from .. import codes
+from ._jit import kernel
+from ._launch import SIMULATOR, blocks, config, launch
+from .activations import activate, activation_derivative
+from .losses import _elementwise_term, _softmax_row
+from .reduce import block_sum
+
+ROWS = 2 if SIMULATOR else 8           # batch rows per block
+SHARED_BYTES = 48 * 1024               # static shared memory a block may use
+_CE = codes.SOFTMAX_CROSS_ENTROPY
+
+
+def tile_width(sizes):
+    """H: the widest layer output of ``sizes`` rounded up to a power of two (>= 4)."""
+    widest = int(max(sizes[1:]))
+    return max(4, 1 << (widest - 1).bit_length())
+
+
+def eligible(sizes, dtype, batch, partials_length):
+    """Whether the fused step can run this network at this batch size: two ROWS x H
+    tiles of ``dtype`` and the loss's float64 per-thread sums in shared memory, and one
+    loss partial sum per block within the plan's ``partials``."""
+    if not config.fused or batch < 1:
+        return False
+    shared = 2 * ROWS * tile_width(sizes) * np.dtype(dtype).itemsize + 8 * config.block
+    return shared <= SHARED_BYTES and blocks(batch, ROWS) <= partials_length
+
+
+@functools.lru_cache(maxsize=None)
+def _fused_kernel(R, H, NT, dtype):
+    """The fused step for R rows per block, tiles of width H, NT threads, ``dtype``
+    (the shared tiles' type)."""
+    nbtype = numba.from_dtype(np.dtype(dtype))
+    ZERO = np.dtype(dtype).type(0)   # a typed zero (0 * x would turn inf into NaN)
+    TILE = R * H                     # a constant: shared arrays need one
+
+    @kernel
+    def fused_step(params, sizes, w_off, b_off, act_codes, slopes, loss_code, X, labels,
+                   T, WA, WS, out, dZ, gpart, partials):
+        tid = cuda.threadIdx.x
+        blk = cuda.blockIdx.x
+        r0 = blk * R
+        batch = X.shape[0]
+        rows = min(R, batch - r0)
+        n_layers = act_codes.shape[0]
+        P = cuda.shared.array(TILE, nbtype)
+        Q = cuda.shared.array(TILE, nbtype)
+        lsum = cuda.shared.array(NT, numba.float64)
+        acc = cuda.local.array(R, nbtype)
+        for e in range(tid, TILE, NT):   # rows past the batch stay zero throughout
+            P[e] = 0
+            Q[e] = 0
+        cuda.syncthreads()
+        # ---- forward: cur holds the layer's input rows (unused for l = 0), nxt its output
+        cur = P
+        nxt = Q
+        off = 0                           # layer l's offset in WA and WS
+        for l in range(n_layers):
+            n_in = sizes[l]
+            n_out = sizes[l + 1]
+            w0 = w_off[l]
+            b0 = b_off[l]
+            code = act_codes[l]
+            slope = slopes[l]
+            for j in range(tid, n_out, NT):
+                for r in range(R):
+                    acc[r] = 0
+                wj = w0 + j * n_in
+                if l == 0:
+                    for k in range(n_in):
+                        w = params[wj + k]
+                        for r in range(R):
+                            if r < rows:
+                                acc[r] += w * X[r0 + r, k]
+                else:
+                    for k in range(n_in):
+                        w = params[wj + k]
+                        for r in range(R):
+                            acc[r] += w * cur[r * H + k]
+                for r in range(R):   # constant trip counts: acc stays in registers
+                    if r < rows:
+                        s = acc[r] + params[b0 + j]
+                        a = activate(s, code, slope)
+                        at = off + (r0 + r) * n_out + j
+                        WS[at] = s
+                        WA[at] = a
+                        nxt[r * H + j] = a
+                        if l == n_layers - 1:
+                            out[r0 + r, j] = a
+            cuda.syncthreads()
+            cur, nxt = nxt, cur
+            off += batch * n_out
+        # ---- the loss of this block's rows: dZ, and the partial sum of the loss
+        n_last = sizes[n_layers]
+        total = 0.0
+        if loss_code == _CE:
+            scale = 1.0 / batch
+            for r in range(tid, rows, NT):
+                total += _softmax_row(out, labels, dZ, r0 + r, scale)
+        else:
+            scale = 1.0 / (batch * n_last)
+            for idx in range(tid, rows * n_last, NT):
+                r = idx // n_last
+                total += _elementwise_term(loss_code, out, T, dZ, r0 + r, idx - r * n_last,
+                                           scale)
+        lsum[tid] = total
+        block_sum(lsum, tid)              # synchronises: dZ is written
+        if tid == 0:
+            partials[blk] = lsum[0] * scale
+        for idx in range(tid, rows * n_last, NT):
+            r = idx // n_last
+            j = idx - r * n_last
+            cur[r * H + j] = dZ[r0 + r, j]
+        cuda.syncthreads()
+        # ---- backward: cur holds dA of layer l's output rows, nxt receives dA below
+        for l in range(n_layers - 1, -1, -1):
+            n_in = sizes[l]
+            n_out = sizes[l + 1]
+            w0 = w_off[l]
+            b0 = b_off[l]
+            code = act_codes[l]
+            slope = slopes[l]
+            off -= batch * n_out
+            below = off - batch * n_in    # layer l-1's offset (its A is layer l's input)
+            for idx in range(tid, rows * n_out, NT):
+                r = idx // n_out
+                j = idx - r * n_out
+                at = off + (r0 + r) * n_out + j
+                cur[r * H + j] *= activation_derivative(WA[at], WS[at], code, slope)
+            cuda.syncthreads()
+            for j in range(tid, n_out, NT):
+                t = ZERO
+                for r in range(rows):
+                    t += cur[r * H + j]
+                gpart[blk, b0 + j] = t
+            for idx in range(tid, n_out * n_in, NT):
+                j = idx // n_in
+                k = idx - j * n_in
+                t = ZERO
+                if l == 0:
+                    for r in range(rows):
+                        t += cur[r * H + j] * X[r0 + r, k]
+                else:
+                    for r in range(rows):
+                        t += cur[r * H + j] * WA[below + (r0 + r) * n_in + k]
+                gpart[blk, w0 + idx] = t
+            if l > 0:
+                for k in range(tid, n_in, NT):
+                    for r in range(R):
+                        acc[r] = 0
+                    for j in range(n_out):
+                        w = params[w0 + j * n_in + k]
+                        for r in range(R):
+                            acc[r] += cur[r * H + j] * w
+                    for r in range(R):
+                        if r < rows:
+                            nxt[r * H + k] = acc[r]
+                cuda.syncthreads()
+                cur, nxt = nxt, cur
+
+    return fused_step
+
+
+@kernel
+def _reduce_partial_grads(gpart, nblocks, grads):
+    """grads[p] = sum over b < nblocks of gpart[b, p], in order of b."""
+    for p in range(cuda.grid(1), grads.shape[0], cuda.gridsize(1)):
+        t = gpart[0, p]
+        for b in range(1, nblocks):
+            t += gpart[b, p]
+        grads[p] = t
+
+
+class FusedBuffers:
+    """What the fused step keeps per (network, batch): the layout as device arrays, the
+    workspace WA and WS, the output and its loss gradient, and the blocks' partial
+    gradients."""
+
+    def __init__(self, sizes, w_off, b_off, act_codes, slopes, batch, n_params, dtype):
+        dtype = np.dtype(dtype)
+        self.layout = tuple(cuda.to_device(np.ascontiguousarray(a, t)) for a, t in
+                            ((sizes, np.int64), (w_off, np.int64), (b_off, np.int64),
+                             (act_codes, np.int64), (slopes, np.float64)))
+        width = int(np.sum(sizes[1:]))
+        self.WA = cuda.device_array(batch * width, dtype)
+        self.WS = cuda.device_array(batch * width, dtype)
+        self.out = cuda.device_array((batch, int(sizes[-1])), dtype)
+        self.dZ = cuda.device_array((batch, int(sizes[-1])), dtype)
+        self.nblocks = blocks(batch, ROWS)
+        self.gpart = cuda.device_array((self.nblocks, n_params), dtype)
+
+
+def launch_step(buffers, params, grads, sizes, loss_code, X, labels, targets, partials):
+    """Launch the fused forward, loss and backward for batch X (or record them, under
+    ``_launch.recording``), then the reduction of the partial gradients into grads.
+    Returns the number of loss partial sums written to ``partials``."""
+    H = tile_width(sizes)
+    NT = config.block
+    dtype = np.dtype(params.dtype).name
+    b = buffers
+    launch(_fused_kernel(ROWS, H, NT, dtype), b.nblocks, NT,
+           (params,) + b.layout[:5] + (int(loss_code), X, labels, targets, b.WA, b.WS,
+                                       b.out, b.dZ, b.gpart, partials))
+    n = grads.shape[0]
+    launch(_reduce_partial_grads, min(blocks(n, NT), config.max_reduce_blocks), NT,
+           (b.gpart, b.nblocks, grads))
+    return b.nblocks
