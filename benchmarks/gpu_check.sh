@@ -18,12 +18,14 @@
 #   tests    the CUDA tests, unchanged, on the real GPU (FASTBP_TEST_REAL_GPU=1), and
 #            the compile check with the image's numba-cuda
 #   breakdown  benchmarks/gpu_step_breakdown.py: each launch of a small network's step
-#            timed alone (BREAKDOWN: the configs, default mnist,deep), then the same
-#            with every product on the default geometry (--fixed)
+#            timed alone (BREAKDOWN: the configs, default mnist,deep), for the default
+#            plan, without the fused step, with one product geometry too, and the
+#            fused step with 4 and 16 rows per block
 #   tune     benchmarks/gpu_tune.py: each candidate geometry against cuBLAS at 4096
 #   compare64  the compare stage in float64 (not run unless named)
 # TEST_FILES (default: the CUDA test files, the new paths first) is what the tests stage
-# runs; TUNE_ARGS are extra arguments of the tune stage (a few --geometry: quicker).
+# runs; TUNE_ARGS and YARDSTICK_ARGS are extra arguments of the tune and yardstick
+# stages (a few --geometry, --only tiny,mnist: quicker).
 # COMPARE_DEVICES (default cpu,cuda) is the compare stages' --devices: the test of this
 # script sets it to cuda, since the CPU kernels of the copied tree below compile cold
 # (numba's disk cache is per source path): 80 s of a test run for rows test_compare.py
@@ -87,7 +89,7 @@ for stage in "${stages[@]}"; do
             | tee "$OUT/compare.txt"
         rc=${PIPESTATUS[0]} ;;
     yardstick)
-        timeout 300 "$PY" benchmarks/gpu_yardstick.py --budget 0.5 --fixed \
+        timeout 300 "$PY" benchmarks/gpu_yardstick.py --budget 0.5 --variants ${YARDSTICK_ARGS:-} \
             --json "$OUT/gpu_yardstick.json" 2>&1 | tee "$OUT/gpu_yardstick.txt"
         rc=${PIPESTATUS[0]} ;;
     compare64)
@@ -110,17 +112,22 @@ for stage in "${stages[@]}"; do
         rc=$?
         tail -25 "$OUT/pytest.txt" ;;
     breakdown)
-        # each launch of a small step's plan timed alone, with the adaptive products
-        # and with the one default geometry
-        timeout 120 "$PY" benchmarks/gpu_step_breakdown.py --only "${BREAKDOWN:-mnist,deep}" \
-            --json "$OUT/gpu_step_breakdown.json" 2>&1 | tee "$OUT/gpu_step_breakdown.txt"
-        rc=${PIPESTATUS[0]}
-        if [ "$rc" -eq 0 ]; then
-            timeout 120 "$PY" benchmarks/gpu_step_breakdown.py --only "${BREAKDOWN:-mnist,deep}" \
-                --fixed --json "$OUT/gpu_step_breakdown_fixed.json" 2>&1 \
-                | tee "$OUT/gpu_step_breakdown_fixed.txt"
-            rc=${PIPESTATUS[0]}
-        fi ;;
+        # each launch of a small step's plan timed alone: the default plan (fused),
+        # without the fused step, and with every product on the default geometry too
+        rc=0
+        for variant in default unfused fixed; do
+            timeout 100 "$PY" benchmarks/gpu_step_breakdown.py \
+                --only "${BREAKDOWN:-mnist,deep}" --variant "$variant" \
+                --json "$OUT/gpu_step_breakdown_$variant.json" 2>&1 \
+                | tee "$OUT/gpu_step_breakdown_$variant.txt"
+            [ "${PIPESTATUS[0]}" -ne 0 ] && rc=1
+        done
+        for rows in 4 16; do   # the fused step with other rows per block than 8
+            FASTBP_CUDA_FUSED_ROWS=$rows timeout 100 "$PY" benchmarks/gpu_step_breakdown.py \
+                --only "${BREAKDOWN:-mnist,deep}" --json "$OUT/gpu_step_breakdown_rows$rows.json" \
+                2>&1 | tee "$OUT/gpu_step_breakdown_rows$rows.txt"
+            [ "${PIPESTATUS[0]}" -ne 0 ] && rc=1
+        done ;;
     tune)
         # TUNE_ARGS: e.g. "--geometry 128,128,8,8,8 --geometry 128,128,8,8,8,2" (a few)
         timeout 150 "$PY" benchmarks/gpu_tune.py ${TUNE_ARGS:-} --json "$OUT/gpu_tune.json" \

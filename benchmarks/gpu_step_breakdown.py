@@ -10,15 +10,16 @@ launch the kernel, grid, block and microseconds, their sum, and the whole step t
 the same way (a chain of steps between events), so launch gaps show as the difference.
 
     python benchmarks/gpu_step_breakdown.py --only mnist,deep
-    python benchmarks/gpu_step_breakdown.py --only deep --fixed   # products on one geometry
+    python benchmarks/gpu_step_breakdown.py --only deep --variant fixed
 
-``--fixed`` builds the plans with ``launch_config(adaptive=False)``: every product on
-the default geometry (the step before kernels/cuda/_launch.product_shape). Needs a GPU
+``--variant`` builds the plans with parts of kernels/cuda turned off: "unfused"
+without the fused step of narrow networks (kernels/cuda/fused.py), "fixed" without it
+and with every product on the default geometry (no smaller tiles or split k,
+kernels/cuda/_launch.product_shape). Needs a GPU
 for meaningful numbers; under numba's CUDA simulator it runs the ``smoke`` network (a
 check that the script works).
 """
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -60,14 +61,17 @@ def _name(kernel):
     return getattr(fn, "__name__", type(kernel).__name__)
 
 
-def breakdown(name, sizes, batch, repeat, fixed):
+VARIANTS = {"default": {}, "unfused": dict(fused=False),
+            "fixed": dict(fused=False, adaptive=False)}
+
+
+def breakdown(name, sizes, batch, repeat, variant):
     from numba import cuda
     from fastbp import cuda_plan
     from fastbp.kernels.cuda import launch_config
     X, y = make_data(sizes, batch, "float32")
     dX, dy = cuda.to_device(X), cuda.to_device(y)
-    scope = launch_config(adaptive=False) if fixed else contextlib.nullcontext()
-    with scope:   # the plan records its launches (and so their geometry) inside
+    with launch_config(**VARIANTS[variant]):   # the plan records its launches inside
         net, opt = fastbp_net(sizes, "cuda")
         for _ in range(2):
             net.train_step(dX, dy, opt)
@@ -80,14 +84,14 @@ def breakdown(name, sizes, batch, repeat, fixed):
                      "grid": [int(g) for g in np.atleast_1d(launch.grid)],
                      "block": int(np.prod(launch.block)), "us": _event_us(launch, repeat)})
     step_us = _event_us(lambda: net.train_step(dX, dy, opt), repeat)
-    return {"config": name, "sizes": sizes, "batch": batch, "fixed": fixed,
+    return {"config": name, "sizes": sizes, "batch": batch, "variant": variant,
             "launches": rows, "sum_us": sum(r["us"] for r in rows), "step_us": step_us}
 
 
 def show(result):
     label = "-".join(str(s) for s in result["sizes"])
-    print(f"\n{result['config']} ({label}, batch {result['batch']}"
-          f"{', one geometry' if result['fixed'] else ''}): "
+    print(f"\n{result['config']} ({label}, batch {result['batch']}, "
+          f"{result['variant']} plan): "
           f"{len(result['launches'])} launches")
     print(f"{'kernel':28s} {'grid':>16s} {'block':>6s} {'us':>8s}")
     for r in result["launches"]:
@@ -106,8 +110,8 @@ def main(argv=None):
                         help=f"configs, comma-separated: {', '.join(known)}")
     parser.add_argument("--repeat", type=int, default=2 if sim else 50,
                         help="launches per timing")
-    parser.add_argument("--fixed", action="store_true",
-                        help="products on the default geometry only (adaptive off)")
+    parser.add_argument("--variant", default="default", choices=list(VARIANTS),
+                        help="the plan: default, unfused or fixed (see the docstring)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
@@ -120,7 +124,7 @@ def main(argv=None):
     print(f"# {why}")
     results = []
     for name in names:
-        results.append(breakdown(name, *known[name], args.repeat, args.fixed))
+        results.append(breakdown(name, *known[name], args.repeat, args.variant))
         show(results[-1])
     if args.json:
         with open(args.json, "w") as f:

@@ -9,9 +9,10 @@ marked MISMATCH), then prints the median milliseconds per training step of
                    input checks, the batch copied in, the loss left on the GPU)
     fastbp gpu     the same with X, y already on the GPU (numba device arrays, used
                    in place): the column to set beside "torch gpu"
-    fixed          (with --fixed) "fastbp gpu" with every product on the one default
-                   geometry (launch_config(adaptive=False)): what the smaller tiles
-                   and split k of kernels/cuda/_launch.product_shape gain
+    unfused, fixed (with --variants) "fastbp gpu" without the fused step of narrow
+                   networks (kernels/cuda/fused.py): a few kernels per layer; and
+                   without it and with every product on the one default geometry
+                   (no smaller tiles or split k, kernels/cuda/_launch.product_shape)
     torch gpu      PyTorch eager with the batch already on the GPU, no sync per step
     torch host     PyTorch with the batch copied from the host and loss.item() per step
     fastbp cpu     net.train_step on the CPU (skipped for "xl", minutes per step)
@@ -43,6 +44,9 @@ from yardstick import CONFIGS as CPU_CONFIGS, LR, make_data, median_ms  # noqa: 
 CONFIGS = dict(CPU_CONFIGS, xl=([4096] * 4, 4096))   # the five GPU networks + 64-64-10
 SMOKE = {"smoke": ([4, 3, 2], 2)}
 CPU_SKIP = {"xl"}
+# --variants: the GPU step with parts of kernels/cuda turned off (launch_config)
+VARIANTS = {"fastbp_gpu_unfused_ms": dict(fused=False),
+            "fastbp_gpu_fixed_ms": dict(fused=False, adaptive=False)}
 
 
 def fastbp_net(sizes, device):
@@ -137,13 +141,13 @@ def run(name, sizes, batch, args):
     dX, dy = cuda.to_device(X), cuda.to_device(y)
     row["fastbp_gpu_ms"] = ms(chained(lambda: net.train_step(dX, dy, opt), cuda.synchronize,
                                       args.chain), args.chain)
-    if args.fixed:
+    if args.variants:
         from fastbp.kernels.cuda import launch_config
-        with launch_config(adaptive=False):   # plans record their launches inside
-            fixed_net, fixed_opt = fastbp_net(sizes, "cuda")
-            row["fastbp_gpu_fixed_ms"] = ms(chained(
-                lambda: fixed_net.train_step(dX, dy, fixed_opt), cuda.synchronize,
-                args.chain), args.chain)
+        for key, settings in VARIANTS.items():
+            with launch_config(**settings):   # plans record their launches inside
+                v_net, v_opt = fastbp_net(sizes, "cuda")
+                row[key] = ms(chained(lambda: v_net.train_step(dX, dy, v_opt),
+                                      cuda.synchronize, args.chain), args.chain)
     if model_opt is not None:
         on_gpu, from_host, sync = torch_steps(model_opt, X, y)
         row["torch_gpu_ms"] = ms(chained(on_gpu, sync, args.chain), args.chain)
@@ -166,7 +170,7 @@ def print_row(r):
              ("not checked" if diff is None else f"{diff:.1e}"))
     label = f"{'-'.join(str(s) for s in r['sizes'])}, b{r['batch']}"
     print(f"{r['config']:7s} {label:26s} {ms('fastbp_cuda_ms')} {ms('fastbp_gpu_ms')} "
-          f"{ms('fastbp_gpu_fixed_ms')} {ms('torch_gpu_ms')} "
+          f"{ms('fastbp_gpu_unfused_ms')} {ms('fastbp_gpu_fixed_ms')} {ms('torch_gpu_ms')} "
           f"{ms('torch_host_ms')} {ms('fastbp_cpu_ms')} {ratio}  {check}", flush=True)
 
 
@@ -186,8 +190,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=1 if sim else 7)
     parser.add_argument("--no-cpu", action="store_true", default=sim,
                         help="skip the fastbp cpu column")
-    parser.add_argument("--fixed", action="store_true",
-                        help="add the 'fixed' column: products on one geometry")
+    parser.add_argument("--variants", action="store_true",
+                        help="add the 'unfused' and 'fixed' columns (see the docstring)")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     known = dict(CONFIGS, **SMOKE)
@@ -200,7 +204,8 @@ def main(argv=None):
     if not usable:
         sys.exit(f"gpu_yardstick: CUDA not usable here: {why}")
     print(f"# {why}; launch path {plan.launch_path()}; python {platform.python_version()}")
-    print(f"{'config':7s} {'sizes, batch':26s} {'fb cuda':>9s} {'fb gpu':>9s} {'fixed':>9s} "
+    print(f"{'config':7s} {'sizes, batch':26s} {'fb cuda':>9s} {'fb gpu':>9s} "
+          f"{'unfused':>9s} {'fixed':>9s} "
           f"{'torch gpu':>9s} "
           f"{'torch hst':>9s} {'fb cpu':>9s} {'ratio':>6s}  losses (max rel diff)")
     rows = []

@@ -29,6 +29,7 @@ widths while the blocks number batch / ROWS, so the fused step is for narrow net
 where it turns a launch-bound step into one kernel.
 """
 import functools
+import os
 
 import numba
 import numpy as np
@@ -41,7 +42,20 @@ from .activations import activate, activation_derivative
 from .losses import _elementwise_term, _softmax_row
 from .reduce import block_sum
 
-ROWS = 2 if SIMULATOR else 8           # batch rows per block
+def _rows():
+    """Batch rows per block: FASTBP_CUDA_FUSED_ROWS (1-64; benchmarks try others), else
+    8 on a GPU (a weight read serves 8 rows; batch 64 gives 8 blocks) and 2 in the
+    simulator (so that its small batches span several blocks)."""
+    value = os.environ.get("FASTBP_CUDA_FUSED_ROWS")
+    if value is None:
+        return 2 if SIMULATOR else 8
+    if not value.isdigit() or not 1 <= int(value) <= 64:
+        raise ValueError(f"FASTBP_CUDA_FUSED_ROWS: expected an integer from 1 to 64, got "
+                         f"{value!r}")
+    return int(value)
+
+
+ROWS = _rows()                         # batch rows per block
 SHARED_BYTES = 48 * 1024               # static shared memory a block may use
 _CE = codes.SOFTMAX_CROSS_ENTROPY
 
