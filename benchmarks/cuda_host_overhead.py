@@ -97,7 +97,9 @@ class _FakeContext:
 
     def memhostalloc(self, size, mapped=False, portable=False, wc=False):
         from numba.cuda.cudadrv import driver as drv
-        buf = (ctypes.c_byte * max(int(size), 1))()
+        if not size:   # as on a GPU: pinning 0 bytes fails in numba-cuda
+            raise ValueError("null buffer pointer (memhostalloc of 0 bytes)")
+        buf = (ctypes.c_byte * int(size))()
         _FakeContext._keep.append(buf)
         return drv.PinnedMemory(self, ctypes.addressof(buf), size)
 

@@ -288,10 +288,14 @@ class PinnedBatches:
         from numba import cuda
         dtype = np.dtype(dtype)
         self._slots = []
+        def pinned(shape, dtype):   # the driver refuses to pin 0 bytes (null pointer)
+            size = int(np.prod(shape))
+            return cuda.pinned_array(shape, dtype) if size else np.empty(shape, dtype)
+
         for _ in range(self.SLOTS):
-            hosts = (cuda.pinned_array((batch, n_in), dtype),
-                     cuda.pinned_array(batch if has_labels else 0, np.int64),
-                     cuda.pinned_array((batch if has_targets else 0, n_out), dtype))
+            hosts = (pinned((batch, n_in), dtype),
+                     pinned(batch if has_labels else 0, np.int64),
+                     pinned((batch if has_targets else 0, n_out), dtype))
             devices = tuple(cuda.device_array(h.shape, h.dtype) for h in hosts)
             # the simulator's events take no timing flag (and time nothing)
             event = cuda.event() if _simulated() else cuda.event(timing=False)
