@@ -18,9 +18,9 @@
 #   tests    the CUDA tests, unchanged, on the real GPU (FASTBP_TEST_REAL_GPU=1), and
 #            the compile check with the image's numba-cuda
 #   breakdown  benchmarks/gpu_step_breakdown.py: each launch of a small network's step
-#            timed alone (BREAKDOWN: the configs, default mnist,deep), for the default
-#            plan, without the fused step, with one product geometry too, and the
-#            fused step with 4 and 16 rows per block
+#            timed alone (BREAKDOWN: the configs, default mnist,deep), for the plans
+#            of BREAKDOWN_VARIANTS (default: the default one, the fused step, one
+#            product geometry) and the fused step with FUSED_ROWS rows per block (4 16)
 #   tune     benchmarks/gpu_tune.py: each candidate geometry against cuBLAS at 4096
 #   compare64  the compare stage in float64 (not run unless named)
 # TEST_FILES (default: the CUDA test files, the new paths first) is what the tests stage
@@ -115,16 +115,17 @@ for stage in "${stages[@]}"; do
         # each launch of a small step's plan timed alone: the default plan (fused),
         # without the fused step, and with every product on the default geometry too
         rc=0
-        for variant in default unfused fixed; do
+        for variant in ${BREAKDOWN_VARIANTS:-default fused fixed}; do
             timeout 100 "$PY" benchmarks/gpu_step_breakdown.py \
                 --only "${BREAKDOWN:-mnist,deep}" --variant "$variant" \
                 --json "$OUT/gpu_step_breakdown_$variant.json" 2>&1 \
                 | tee "$OUT/gpu_step_breakdown_$variant.txt"
             [ "${PIPESTATUS[0]}" -ne 0 ] && rc=1
         done
-        for rows in 4 16; do   # the fused step with other rows per block than 8
+        for rows in ${FUSED_ROWS:-4 16}; do   # the fused step, other rows per block than 8
             FASTBP_CUDA_FUSED_ROWS=$rows timeout 100 "$PY" benchmarks/gpu_step_breakdown.py \
-                --only "${BREAKDOWN:-mnist,deep}" --json "$OUT/gpu_step_breakdown_rows$rows.json" \
+                --only "${BREAKDOWN:-mnist,deep}" --variant fused \
+                --json "$OUT/gpu_step_breakdown_rows$rows.json" \
                 2>&1 | tee "$OUT/gpu_step_breakdown_rows$rows.txt"
             [ "${PIPESTATUS[0]}" -ne 0 ] && rc=1
         done ;;

@@ -12,10 +12,10 @@ the same way (a chain of steps between events), so launch gaps show as the diffe
     python benchmarks/gpu_step_breakdown.py --only mnist,deep
     python benchmarks/gpu_step_breakdown.py --only deep --variant fixed
 
-``--variant`` builds the plans with parts of kernels/cuda turned off: "unfused"
-without the fused step of narrow networks (kernels/cuda/fused.py), "fixed" without it
-and with every product on the default geometry (no smaller tiles or split k,
-kernels/cuda/_launch.product_shape). Needs a GPU
+``--variant`` builds the plans with parts of kernels/cuda switched: "fused" with the
+fused step of narrow networks (kernels/cuda/fused.py, off by default), "unfused"
+without it, "fixed" without it and with every product on the default geometry (no
+smaller tiles or split k, kernels/cuda/_launch.product_shape). Needs a GPU
 for meaningful numbers; under numba's CUDA simulator it runs the ``smoke`` network (a
 check that the script works).
 """
@@ -61,7 +61,7 @@ def _name(kernel):
     return getattr(fn, "__name__", type(kernel).__name__)
 
 
-VARIANTS = {"default": {}, "unfused": dict(fused=False),
+VARIANTS = {"default": {}, "fused": dict(fused=True), "unfused": dict(fused=False),
             "fixed": dict(fused=False, adaptive=False)}
 
 
@@ -111,7 +111,7 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=2 if sim else 50,
                         help="launches per timing")
     parser.add_argument("--variant", default="default", choices=list(VARIANTS),
-                        help="the plan: default, unfused or fixed (see the docstring)")
+                        help="the plan: default, fused, unfused or fixed (see the docstring)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n]

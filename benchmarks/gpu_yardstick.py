@@ -9,10 +9,11 @@ marked MISMATCH), then prints the median milliseconds per training step of
                    input checks, the batch copied in, the loss left on the GPU)
     fastbp gpu     the same with X, y already on the GPU (numba device arrays, used
                    in place): the column to set beside "torch gpu"
-    unfused, fixed (with --variants) "fastbp gpu" without the fused step of narrow
-                   networks (kernels/cuda/fused.py): a few kernels per layer; and
-                   without it and with every product on the one default geometry
-                   (no smaller tiles or split k, kernels/cuda/_launch.product_shape)
+    fused, fixed   (with --variants) "fastbp gpu" with the fused step of narrow
+                   networks on (kernels/cuda/fused.py; off by default, the same as
+                   "fastbp gpu" where a network is too wide for it); and with it off
+                   and every product on the one default geometry (no smaller tiles or
+                   split k, kernels/cuda/_launch.product_shape)
     torch gpu      PyTorch eager with the batch already on the GPU, no sync per step
     torch host     PyTorch with the batch copied from the host and loss.item() per step
     fastbp cpu     net.train_step on the CPU (skipped for "xl", minutes per step)
@@ -45,7 +46,7 @@ CONFIGS = dict(CPU_CONFIGS, xl=([4096] * 4, 4096))   # the five GPU networks + 6
 SMOKE = {"smoke": ([4, 3, 2], 2)}
 CPU_SKIP = {"xl"}
 # --variants: the GPU step with parts of kernels/cuda turned off (launch_config)
-VARIANTS = {"fastbp_gpu_unfused_ms": dict(fused=False),
+VARIANTS = {"fastbp_gpu_fused_ms": dict(fused=True),
             "fastbp_gpu_fixed_ms": dict(fused=False, adaptive=False)}
 
 
@@ -170,7 +171,7 @@ def print_row(r):
              ("not checked" if diff is None else f"{diff:.1e}"))
     label = f"{'-'.join(str(s) for s in r['sizes'])}, b{r['batch']}"
     print(f"{r['config']:7s} {label:26s} {ms('fastbp_cuda_ms')} {ms('fastbp_gpu_ms')} "
-          f"{ms('fastbp_gpu_unfused_ms')} {ms('fastbp_gpu_fixed_ms')} {ms('torch_gpu_ms')} "
+          f"{ms('fastbp_gpu_fused_ms')} {ms('fastbp_gpu_fixed_ms')} {ms('torch_gpu_ms')} "
           f"{ms('torch_host_ms')} {ms('fastbp_cpu_ms')} {ratio}  {check}", flush=True)
 
 
@@ -191,7 +192,7 @@ def main(argv=None):
     parser.add_argument("--no-cpu", action="store_true", default=sim,
                         help="skip the fastbp cpu column")
     parser.add_argument("--variants", action="store_true",
-                        help="add the 'unfused' and 'fixed' columns (see the docstring)")
+                        help="add the 'fused' and 'fixed' columns (see the docstring)")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     known = dict(CONFIGS, **SMOKE)
@@ -205,7 +206,7 @@ def main(argv=None):
         sys.exit(f"gpu_yardstick: CUDA not usable here: {why}")
     print(f"# {why}; launch path {plan.launch_path()}; python {platform.python_version()}")
     print(f"{'config':7s} {'sizes, batch':26s} {'fb cuda':>9s} {'fb gpu':>9s} "
-          f"{'unfused':>9s} {'fixed':>9s} "
+          f"{'fused':>9s} {'fixed':>9s} "
           f"{'torch gpu':>9s} "
           f"{'torch hst':>9s} {'fb cpu':>9s} {'ratio':>6s}  losses (max rel diff)")
     rows = []

@@ -16,6 +16,14 @@ usable, why = fdevice.cuda_status()
 pytestmark = pytest.mark.skipif(not usable, reason=f"CUDA not usable: {why}")
 
 
+@pytest.fixture(autouse=True)
+def fused_on():
+    """The fused step is off by default (kernels/cuda/_launch.py's config.fused)."""
+    from fastbp.kernels.cuda import launch_config
+    with launch_config(fused=True):
+        yield
+
+
 def _fused_module():
     from fastbp.kernels.cuda import fused
     return fused
@@ -103,11 +111,12 @@ def test_which_networks_are_fused():
     assert fused.tile_width([784, 128, 10]) == 128
     assert fused.tile_width([3, 5, 2]) == 8
     assert fused.eligible([784, 128, 10], "float32", 64, 256)
-    from fastbp.kernels.cuda import config
-    # the widest power of two whose float32 tiles fit beside the loss's sums
-    room = (limit - 8 * config.block) // (2 * R * 4)
-    widest = 1 << (room.bit_length() - 1)
-    assert fused.eligible([10, widest, 10], "float32", 64, 256)
+    # the widest power of two whose float32 tiles fit (beside forward's lane sums and
+    # the loss's): a width one more needs tiles twice as wide, and float64 ones do not
+    # fit at that width
+    widest = max(w for w in (1 << e for e in range(2, 14))
+                 if fused.eligible([10, w, 10], "float32", 64, 256))
+    assert widest >= 64 and 2 * R * widest * 4 <= limit
     assert not fused.eligible([10, widest + 1, 10], "float32", 64, 256)
     assert not fused.eligible([10, widest, 10], "float64", 64, 256)   # 8-byte tiles
     assert fused.eligible([10, widest // 2, 10], "float64", 64, 256)

@@ -60,7 +60,7 @@ def test_gpu_check_runs_its_quick_stages_from_an_installed_layout(tmp_path):
     summary = (out / "summary.txt").read_text()
     assert all(f"{stage}: exit 0" in summary for stage in stages), summary
     assert json.loads((out / "gpu_yardstick.json").read_text())["rows"]
-    for variant in ("default", "unfused", "fixed"):
+    for variant in ("default", "fused", "fixed"):
         assert json.loads((out / f"gpu_step_breakdown_{variant}.json").read_text())["results"]
     # fastbp came from the copy (with kernels/ inside it), not from this checkout
     line = next(l for l in summary.splitlines() if l.startswith("fastbp "))

@@ -24,9 +24,11 @@ path is the same, only the constants differ. The environment variables FASTBP_CU
 and FASTBP_CUDA_GEMM ("bm,bn,bk,tm,tn[,min_blocks]", both dtypes) or :func:`launch_config` override
 them; ``benchmarks/gpu_tune.py`` times candidate geometries on a real GPU.
 
-``config.fused`` (default True; FASTBP_CUDA_FUSED=0 turns it off)
+``config.fused`` (default False; FASTBP_CUDA_FUSED=1 turns it on)
     Whether a launch plan runs a narrow network's forward, loss and backward as one
-    kernel (fused.py decides which networks), instead of a few kernels per layer.
+    kernel (fused.py decides which networks), instead of a few kernels per layer. Off
+    by default: on the H200 its first version was slower than the general step
+    (benchmarks/README.md, "The GPU step").
 
 ``config.adaptive`` (default True; FASTBP_CUDA_ADAPTIVE=0 turns it off)
     Whether a product whose output has few tiles runs on smaller ones, and splits k
@@ -119,7 +121,7 @@ class LaunchConfig:
     gemm: dict = field(default_factory=dict)   # dtype name -> GemmGeometry
     max_reduce_blocks: int = 256                # blocks (and partial sums) of one reduction
     adaptive: bool = True                       # smaller tiles / split k for small outputs
-    fused: bool = True                          # narrow networks' one-kernel step (fused.py)
+    fused: bool = False                         # narrow networks' one-kernel step (fused.py)
     multiprocessors: int = None                 # of the current GPU; asked on first use
 
     @property
@@ -139,7 +141,7 @@ def _default_config():
     tile = _check_tile(int(os.environ.get("FASTBP_CUDA_TILE", 4 if SIMULATOR else 16)))
     adaptive = not env_gemm and os.environ.get("FASTBP_CUDA_ADAPTIVE", "1") != "0"
     return LaunchConfig(tile=tile, gemm=gemm, max_reduce_blocks=8 if SIMULATOR else 256,
-                        adaptive=adaptive, fused=os.environ.get("FASTBP_CUDA_FUSED", "1") != "0",
+                        adaptive=adaptive, fused=os.environ.get("FASTBP_CUDA_FUSED", "0") == "1",
                         multiprocessors=SIM_MULTIPROCESSORS if SIMULATOR else None)
 
 

@@ -56,6 +56,7 @@ def _rows():
 
 
 ROWS = _rows()                         # batch rows per block
+GROUP = 4 if SIMULATOR else 32         # threads per output unit in forward (a warp)
 SHARED_BYTES = 48 * 1024               # static shared memory a block may use
 _CE = codes.SOFTMAX_CROSS_ENTROPY
 
@@ -68,11 +69,14 @@ def tile_width(sizes):
 
 def eligible(sizes, dtype, batch, partials_length):
     """Whether the fused step can run this network at this batch size: two ROWS x H
-    tiles of ``dtype`` and the loss's float64 per-thread sums in shared memory, and one
-    loss partial sum per block within the plan's ``partials``."""
+    tiles of ``dtype``, forward's lane sums and the loss's float64 per-thread sums in
+    shared memory, and one loss partial sum per block within the plan's
+    ``partials``."""
     if not config.fused or batch < 1:
         return False
-    shared = 2 * ROWS * tile_width(sizes) * np.dtype(dtype).itemsize + 8 * config.block
+    item = np.dtype(dtype).itemsize
+    reduction = (config.block // GROUP) * ROWS * (GROUP + 1) * item
+    shared = 2 * ROWS * tile_width(sizes) * item + reduction + 8 * config.block
     return shared <= SHARED_BYTES and blocks(batch, ROWS) <= partials_length
 
 
@@ -83,6 +87,10 @@ def _fused_kernel(R, H, NT, dtype):
     nbtype = numba.from_dtype(np.dtype(dtype))
     ZERO = np.dtype(dtype).type(0)   # a typed zero (0 * x would turn inf into NaN)
     TILE = R * H                     # a constant: shared arrays need one
+    G = GROUP                        # threads per output unit in forward
+    GP = G + 1                       # padded: a group's stores hit distinct banks
+    NG = NT // G                     # output units at a time
+    RED = NG * R * GP
 
     @kernel
     def fused_step(params, sizes, w_off, b_off, act_codes, slopes, loss_code, X, labels,
@@ -96,7 +104,10 @@ def _fused_kernel(R, H, NT, dtype):
         P = cuda.shared.array(TILE, nbtype)
         Q = cuda.shared.array(TILE, nbtype)
         lsum = cuda.shared.array(NT, numba.float64)
+        red = cuda.shared.array(RED, nbtype)
         acc = cuda.local.array(R, nbtype)
+        group = tid // G
+        lane = tid - group * G
         for e in range(tid, TILE, NT):   # rows past the batch stay zero throughout
             P[e] = 0
             Q[e] = 0
@@ -112,31 +123,46 @@ def _fused_kernel(R, H, NT, dtype):
             b0 = b_off[l]
             code = act_codes[l]
             slope = slopes[l]
-            for j in range(tid, n_out, NT):
+            # a group of G threads per output unit j, its lanes over k (coalesced reads
+            # of W's row j and of the inputs); NG units at a time, a uniform loop so
+            # that the block can synchronise: the lanes' sums meet in ``red``, then
+            # one thread per (unit, row) adds them and applies the bias and sigma
+            for j0 in range(0, n_out, NG):
+                j = j0 + group
                 for r in range(R):
                     acc[r] = 0
-                wj = w0 + j * n_in
-                if l == 0:
-                    for k in range(n_in):
-                        w = params[wj + k]
-                        for r in range(R):
-                            if r < rows:
-                                acc[r] += w * X[r0 + r, k]
-                else:
-                    for k in range(n_in):
-                        w = params[wj + k]
-                        for r in range(R):
-                            acc[r] += w * cur[r * H + k]
-                for r in range(R):   # constant trip counts: acc stays in registers
-                    if r < rows:
-                        s = acc[r] + params[b0 + j]
+                if j < n_out:
+                    wj = w0 + j * n_in
+                    if l == 0:
+                        for k in range(lane, n_in, G):
+                            w = params[wj + k]
+                            for r in range(R):
+                                if r < rows:
+                                    acc[r] += w * X[r0 + r, k]
+                    else:
+                        for k in range(lane, n_in, G):
+                            w = params[wj + k]
+                            for r in range(R):
+                                acc[r] += w * cur[r * H + k]
+                for r in range(R):
+                    red[(group * R + r) * GP + lane] = acc[r]
+                cuda.syncthreads()
+                if tid < NG * R:
+                    jj = j0 + tid // R
+                    r = tid % R
+                    if jj < n_out and r < rows:
+                        s = red[tid * GP]
+                        for e in range(1, G):
+                            s += red[tid * GP + e]
+                        s += params[b0 + jj]
                         a = activate(s, code, slope)
-                        at = off + (r0 + r) * n_out + j
+                        at = off + (r0 + r) * n_out + jj
                         WS[at] = s
                         WA[at] = a
-                        nxt[r * H + j] = a
+                        nxt[r * H + jj] = a
                         if l == n_layers - 1:
-                            out[r0 + r, j] = a
+                            out[r0 + r, jj] = a
+                cuda.syncthreads()
             cuda.syncthreads()
             cur, nxt = nxt, cur
             off += batch * n_out
