@@ -50,7 +50,8 @@ def test_gpu_check_runs_its_quick_stages_from_an_installed_layout(tmp_path):
     # the CUDA rows only: the copy's CPU kernels would compile cold (80 s), and
     # test_compare.py checks the CPU rows
     env = dict(os.environ, OUT=str(out), PYTHON=sys.executable, NUMBA_ENABLE_CUDASIM="1",
-               COMPARE_DEVICES="cuda", BREAKDOWN="smoke")
+               COMPARE_DEVICES="cuda", BREAKDOWN="smoke", BREAKDOWN_VARIANTS="fused",
+               FUSED_ROWS="3")   # one plan and one row count: the stage runs
     # the scripts under benchmarks/ too (run as files, they import fastbp from the
     # copy: a GPU run lost its yardstick to a ModuleNotFoundError before this did)
     stages = ["compare", "tune", "yardstick", "breakdown"]
@@ -60,8 +61,8 @@ def test_gpu_check_runs_its_quick_stages_from_an_installed_layout(tmp_path):
     summary = (out / "summary.txt").read_text()
     assert all(f"{stage}: exit 0" in summary for stage in stages), summary
     assert json.loads((out / "gpu_yardstick.json").read_text())["rows"]
-    for variant in ("default", "fused", "fixed"):
-        assert json.loads((out / f"gpu_step_breakdown_{variant}.json").read_text())["results"]
+    for name in ("fused", "rows3"):
+        assert json.loads((out / f"gpu_step_breakdown_{name}.json").read_text())["results"]
     # fastbp came from the copy (with kernels/ inside it), not from this checkout
     line = next(l for l in summary.splitlines() if l.startswith("fastbp "))
     assert str(REPO) not in line and "simulator" in line
