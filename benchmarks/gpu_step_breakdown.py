@@ -27,7 +27,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpu_yardstick import CONFIGS, SMOKE, fastbp_net  # noqa: E402
+from gpu_yardstick import (CONFIGS, SMOKE, chosen_configs, cuda_or_exit,  # noqa: E402
+                           fastbp_net)
 from yardstick import make_data  # noqa: E402
 
 
@@ -114,17 +115,12 @@ def main(argv=None):
                         help="the plan: default, fused, unfused or fixed (see the docstring)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
-    names = [n for n in args.only.split(",") if n]
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        parser.error(f"--only: unknown configs {unknown}; known: {', '.join(known)}")
-    usable, why = device.cuda_status()
-    if not usable:
-        sys.exit(f"gpu_step_breakdown: CUDA not usable here: {why}")
+    chosen = chosen_configs(parser, args.only)
+    why = cuda_or_exit("gpu_step_breakdown")
     print(f"# {why}")
     results = []
-    for name in names:
-        results.append(breakdown(name, *known[name], args.repeat, args.variant))
+    for name, (sizes, batch) in chosen:
+        results.append(breakdown(name, sizes, batch, args.repeat, args.variant))
         show(results[-1])
     if args.json:
         with open(args.json, "w") as f:

@@ -50,6 +50,27 @@ VARIANTS = {"fastbp_gpu_fused_ms": dict(fused=True),
             "fastbp_gpu_fixed_ms": dict(fused=False, adaptive=False)}
 
 
+def chosen_configs(parser, only):
+    """[(name, (sizes, batch))] of the comma-separated names in ``only`` (CONFIGS and
+    SMOKE); an unknown one is the parser's error, naming the known ones."""
+    known = dict(CONFIGS, **SMOKE)
+    names = [n for n in only.split(",") if n]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        parser.error(f"--only: unknown configs {unknown}; known: {', '.join(known)}")
+    return [(n, known[n]) for n in names]
+
+
+def cuda_or_exit(script):
+    """What runs CUDA here (device.cuda_status's reason); exits naming ``script`` and
+    the reason where CUDA is not usable."""
+    from fastbp import device
+    usable, why = device.cuda_status()
+    if not usable:
+        sys.exit(f"{script}: CUDA not usable here: {why}")
+    return why
+
+
 def fastbp_net(sizes, device):
     import fastbp
     net = fastbp.MLP(sizes, activation="tanh", dtype="float32", seed=0, device=device)
@@ -195,23 +216,16 @@ def main(argv=None):
                         help="add the 'fused' and 'fixed' columns (see the docstring)")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
-    known = dict(CONFIGS, **SMOKE)
-    names = [n for n in args.only.split(",") if n]
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        parser.error(f"--only: unknown configs {unknown}; known: {', '.join(known)}")
+    chosen = chosen_configs(parser, args.only)
+    why = cuda_or_exit("gpu_yardstick")
     from fastbp.kernels.cuda import plan
-    usable, why = device.cuda_status()
-    if not usable:
-        sys.exit(f"gpu_yardstick: CUDA not usable here: {why}")
     print(f"# {why}; launch path {plan.launch_path()}; python {platform.python_version()}")
     print(f"{'config':7s} {'sizes, batch':26s} {'fb cuda':>9s} {'fb gpu':>9s} "
           f"{'fused':>9s} {'fixed':>9s} "
           f"{'torch gpu':>9s} "
           f"{'torch hst':>9s} {'fb cpu':>9s} {'ratio':>6s}  losses (max rel diff)")
     rows = []
-    for name in names:
-        sizes, batch = known[name]
+    for name, (sizes, batch) in chosen:
         row = run(name, sizes, batch, args)
         print_row(row)
         rows.append(row)

@@ -80,6 +80,12 @@ def eligible(sizes, dtype, batch, partials_length):
     return shared <= SHARED_BYTES and blocks(batch, ROWS) <= partials_length
 
 
+@cuda.jit(device=True)
+def _layer(l, sizes, w_off, b_off, act_codes, slopes):
+    """Layer l's (inputs, outputs, W's offset, b's offset, activation code, slope)."""
+    return sizes[l], sizes[l + 1], w_off[l], b_off[l], act_codes[l], slopes[l]
+
+
 @functools.lru_cache(maxsize=None)
 def _fused_kernel(R, H, NT, dtype):
     """The fused step for R rows per block, tiles of width H, NT threads, ``dtype``
@@ -117,12 +123,8 @@ def _fused_kernel(R, H, NT, dtype):
         nxt = Q
         off = 0                           # layer l's offset in WA and WS
         for l in range(n_layers):
-            n_in = sizes[l]
-            n_out = sizes[l + 1]
-            w0 = w_off[l]
-            b0 = b_off[l]
-            code = act_codes[l]
-            slope = slopes[l]
+            n_in, n_out, w0, b0, code, slope = _layer(l, sizes, w_off, b_off, act_codes,
+                                                      slopes)
             # a group of G threads per output unit j, its lanes over k (coalesced reads
             # of W's row j and of the inputs); NG units at a time, a uniform loop so
             # that the block can synchronise: the lanes' sums meet in ``red``, then
@@ -190,12 +192,8 @@ def _fused_kernel(R, H, NT, dtype):
         cuda.syncthreads()
         # ---- backward: cur holds dA of layer l's output rows, nxt receives dA below
         for l in range(n_layers - 1, -1, -1):
-            n_in = sizes[l]
-            n_out = sizes[l + 1]
-            w0 = w_off[l]
-            b0 = b_off[l]
-            code = act_codes[l]
-            slope = slopes[l]
+            n_in, n_out, w0, b0, code, slope = _layer(l, sizes, w_off, b_off, act_codes,
+                                                      slopes)
             off -= batch * n_out
             below = off - batch * n_in    # layer l-1's offset (its A is layer l's input)
             for idx in range(tid, rows * n_out, NT):
