@@ -86,7 +86,7 @@ def test_an_explicit_geometry_turns_the_choice_off(few_multiprocessors):
 
 # (M, N, K): one tile of C on any tier, so each splits k under few_multiprocessors,
 # some with a last range shorter than the rest
-SPLIT_SHAPES = [(3, 3, 30), (4, 2, 17), (2, 3, 41), (1, 1, 19)]
+SPLIT_SHAPES = [(3, 3, 30), (2, 3, 41)]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -109,7 +109,7 @@ def test_split_products_match_the_reference(dtype, trans_a, trans_b, few_multipr
         want = a64 @ b64
         scale = np.abs(a64) @ np.abs(b64) + 1   # the products' magnitude: error yardstick
         dA, dB = cuda.to_device(A), cuda.to_device(B)
-        for alpha, beta in [(1.0, 0.0), (0.5, 2.0), (-1.5, 0.0)]:
+        for alpha, beta in [(1.0, 0.0), (-0.5, 2.0)]:
             dC = cuda.to_device(C0)
             blas.gemm(trans_a, trans_b, alpha, dA, dB, beta, dC)
             got = dC.copy_to_host()
