@@ -62,13 +62,15 @@ def chosen_configs(parser, only):
 
 
 def cuda_or_exit(script):
-    """What runs CUDA here (device.cuda_status's reason); exits naming ``script`` and
-    the reason where CUDA is not usable."""
+    """What runs CUDA here (device.cuda_status's reason) and which fastbp (its folder:
+    gpu_check.sh runs a copy of the tree, and must not time an installed fastbp
+    instead); exits naming ``script`` and the reason where CUDA is not usable."""
+    import fastbp
     from fastbp import device
     usable, why = device.cuda_status()
     if not usable:
         sys.exit(f"{script}: CUDA not usable here: {why}")
-    return why
+    return f"{why}; fastbp from {os.path.dirname(os.path.abspath(fastbp.__file__))}"
 
 
 def fastbp_net(sizes, device):

@@ -60,7 +60,15 @@ def test_gpu_check_runs_its_quick_stages_from_an_installed_layout(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = (out / "summary.txt").read_text()
     assert all(f"{stage}: exit 0" in summary for stage in stages), summary
-    assert json.loads((out / "gpu_yardstick.json").read_text())["rows"]
+    # the scripts timed the copy too, not the fastbp this checkout installed
+    for name in ("gpu_yardstick", "gpu_step_breakdown_fused"):
+        header = (out / f"{name}.txt").read_text().splitlines()
+        origin = next(l for l in header if "fastbp from " in l)
+        assert str(REPO) not in origin, origin
+    result = json.loads((out / "gpu_yardstick.json").read_text())
+    (row,) = result["rows"]   # the simulator-sized network, one round, no CPU column
+    assert row["config"] == "smoke" and row["fastbp_cuda_ms"] > 0 and row["losses_agree"]
+    assert result["launch_path"] == "configured"
     for name in ("fused", "rows3"):
         assert json.loads((out / f"gpu_step_breakdown_{name}.json").read_text())["results"]
     # fastbp came from the copy (with kernels/ inside it), not from this checkout
