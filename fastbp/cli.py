@@ -456,7 +456,10 @@ def train(args):
             net, optimizer, X_fit, y_fit, batch_size)
     print(f"{name}: {len(X_train)} training and {len(X_test)} held-out samples, "
           f"{X.shape[1]} features, {n_classes} classes; {net}; {optimizer}", flush=True)
-    prepare(net, optimizer)   # compilation, if any, is not training time
+    # compilation, if any, is not training time (on "cuda" the products' geometry
+    # depends on the minibatch: fit's full and last ones)
+    prepare(net, optimizer,
+            batch_sizes=(min(batch_size, len(X_fit)), len(X_fit) % batch_size))
     start = time.perf_counter()
     history = fit(net, X_fit, y_fit, epochs=args.epochs,
                   batch_size=batch_size, optimizer=optimizer, seed=args.seed,

@@ -173,20 +173,27 @@ class CudaRunner:
         return dX, d_labels, d_targets
 
 
-def prepare(net, optimizer=None, device_inputs=False):
+def prepare(net, optimizer=None, device_inputs=False, batch_sizes=()):
     """Compile (or load from numba-cuda's disk cache) the CUDA kernels ``net``'s
     training and prediction launch, before any is needed and without launching one:
-    the passes (forward, loss, backward: a plan for a one-row batch is built), and
-    with ``optimizer`` its update (and clipping) and the step's record; with
-    ``device_inputs`` the check of inputs that live on the GPU. Kernel types do not
-    depend on the batch size, so the first real step compiles nothing more."""
+    the passes (forward, loss, backward: a plan is built for a one-row batch and for
+    each of ``batch_sizes``), and with ``optimizer`` its update (and clipping) and the
+    step's record; with ``device_inputs`` the check of inputs that live on the GPU.
+
+    The kernels' argument types do not depend on the batch size, but the product
+    geometry does (kernels/cuda/_launch.py product_shape: smaller tiles and split k for
+    small outputs), so a batch size not prepared may compile a product variant or two
+    at its first step (about a second each on a GPU host, once per machine: they are
+    cached). ``fit`` passes its minibatch sizes."""
     r = runner(net)
-    X = _device.empty((1, net.sizes[0]), net.dtype, "cuda")
-    if net.is_classifier:
-        labels, targets = _device.empty(1, np.int64, "cuda"), r.no_targets
-    else:
-        labels, targets = r.no_labels, _device.empty((1, net.sizes[-1]), net.dtype, "cuda")
-    plan = r._plan(X, labels, targets)
+    for batch in sorted({1, *(int(b) for b in batch_sizes if b)}):
+        X = _device.empty((batch, net.sizes[0]), net.dtype, "cuda")
+        if net.is_classifier:
+            labels, targets = _device.empty(batch, np.int64, "cuda"), r.no_targets
+        else:
+            labels = r.no_labels
+            targets = _device.empty((batch, net.sizes[-1]), net.dtype, "cuda")
+        plan = r._plan(X, labels, targets)
     if optimizer is None:
         return
     steps = optimizer.steps   # compiled_args_for counts a step: none is run here

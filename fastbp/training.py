@@ -204,18 +204,20 @@ def _steps(net, X, labels, targets, batch_size, optimizer):
         yield a, b, loss, nonfinite
 
 
-def prepare(net, optimizer, validating=True, device_inputs=False):
+def prepare(net, optimizer, validating=True, device_inputs=False, batch_sizes=()):
     """Compile (or load from numba's cache) what ``fit`` runs for ``net`` with
     ``optimizer`` (its steps; with ``validating`` the loss and forward passes too;
-    with ``device_inputs`` the device-side input check), announcing a compile on
-    stderr (fastbp.warmup). Under MPI rank 0 compiles first, alone and announced, and
-    the other ranks then load its code, silently. Returns the seconds spent."""
+    with ``device_inputs`` the device-side input check; on "cuda" the products of
+    minibatches of ``batch_sizes`` rows), announcing a compile on stderr
+    (fastbp.warmup). Under MPI rank 0 compiles first, alone and announced, and the
+    other ranks then load its code, silently. Returns the seconds spent."""
     passes = distributed.step_passes(optimizer, PASSES if validating else ("train_step",))
     team = distributed.team_of(optimizer)
     # ranks compile alone (no helper process beside an MPI rank: its other ranks wait)
     return team.rank_zero_first(lambda quiet: warmup(
         net, optimizer, passes, stream=io.StringIO() if quiet else None,
-        device_inputs=device_inputs, processes=1 if team.size > 1 else None))
+        device_inputs=device_inputs, processes=1 if team.size > 1 else None,
+        batch_sizes=batch_sizes))
 
 
 @exclusive_function   # one training of a network at a time (fastbp.concurrency)
@@ -339,7 +341,8 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
         history["val_loss"] = []
         history[scorer.metric] = []
     # Compile (or load) the kernels first: the bar and the epoch times count training.
-    prepare(net, optimizer, scorer is not None, on_gpu)
+    prepare(net, optimizer, scorer is not None, on_gpu,
+            batch_sizes=(min(batch_size, n), n % batch_size))   # full, and the last
     bar = None
     if show_bar:
         from tqdm import tqdm

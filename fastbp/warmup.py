@@ -176,7 +176,7 @@ def tree_ready(net):
     return any(sig and sig[0] == params for entry in entries for sig in entry.overloads)
 
 
-def _warmup_cuda(net, optimizer, device_inputs, stream):
+def _warmup_cuda(net, optimizer, device_inputs, stream, batch_sizes=()):
     """warmup for a network on "cuda": every CUDA kernel of its passes (and with an
     optimizer, of its training step) compiled or loaded from numba-cuda's disk cache
     (fastbp.cuda_plan.prepare). The notice is printed when numba-cuda starts a compiler
@@ -186,7 +186,7 @@ def _warmup_cuda(net, optimizer, device_inputs, stream):
     try:   # numba-cuda's own events (numba's built-in CUDA target has none)
         from numba.cuda.core import event as cuda_event
     except ImportError:
-        cuda_plan.prepare(net, optimizer, device_inputs)
+        cuda_plan.prepare(net, optimizer, device_inputs, batch_sizes)
         return time.perf_counter() - start
 
     class Announcer(cuda_event.Listener):
@@ -202,12 +202,12 @@ def _warmup_cuda(net, optimizer, device_inputs, stream):
             pass
 
     with cuda_event.install_listener("numba-cuda:run_pass", Announcer()):
-        cuda_plan.prepare(net, optimizer, device_inputs)
+        cuda_plan.prepare(net, optimizer, device_inputs, batch_sizes)
     return time.perf_counter() - start
 
 
 def warmup(net, optimizer=None, passes=PASSES, stream=None, device_inputs=False,
-           processes=None):
+           processes=None, batch_sizes=()):
     """Compile (or load from numba's cache) the CPU passes ``passes`` of ``net``, or on
     "cuda" the CUDA kernels its passes launch.
 
@@ -227,6 +227,9 @@ def warmup(net, optimizer=None, passes=PASSES, stream=None, device_inputs=False,
     processes : 1 or 2, how many processes may compile a cold training pass on the
         CPU (the second compiles the backward's kernels: split_backward); None (the
         default) asks compile_processes().
+    batch_sizes : on "cuda", the batch sizes training will use (ints): their product
+        geometries are compiled too (fastbp.cuda_plan.prepare); ignored on the CPU,
+        whose kernels do not depend on the batch size.
 
     Returns the seconds spent. Prints the notice (once) only when a pass is neither
     compiled in this process nor in numba's disk cache; the estimate assumes that
@@ -235,7 +238,8 @@ def warmup(net, optimizer=None, passes=PASSES, stream=None, device_inputs=False,
     """
     if getattr(net, "device", "cpu") == "cuda":
         training = any(name in _NEEDS_OPTIMIZER for name in passes)
-        return _warmup_cuda(net, optimizer if training else None, device_inputs, stream)
+        return _warmup_cuda(net, optimizer if training else None, device_inputs, stream,
+                            batch_sizes)
     if getattr(net, "device", "cpu") != "cpu":
         return 0.0
     start = time.perf_counter()

@@ -129,6 +129,54 @@ def test_steady_state_steps_make_no_views_no_copies_back_and_only_planned_launch
         assert epoch.get("launches", 0) <= 3 * r["planned"], r
 
 
+FIRST_STEP_COMPILES = r"""
+import gc, json, sys, warnings
+sys.path.insert(0, sys.argv[1])
+import cuda_host_overhead as bench
+bench.stub_driver()   # 132 multiprocessors, as an H100/H200
+warnings.simplefilter("ignore")
+import numpy as np, fastbp
+from numba.cuda.dispatcher import CUDADispatcher
+
+def in_memory():   # CUDA kernel variants compiled or loaded in this process
+    return sum(len(k.overloads) for k in gc.get_objects() if isinstance(k, CUDADispatcher))
+
+batch, hinted = 2048, sys.argv[2] == "hinted"
+net = fastbp.MLP([200, 64, 3], activation="tanh", seed=0, device="cuda")
+opt = fastbp.SGD(net, lr=0.1)
+fastbp.warmup(net, opt, batch_sizes=(batch,) if hinted else ())
+before = in_memory()
+rng = np.random.default_rng(0)
+net.train_step(rng.standard_normal((batch, 200)), rng.integers(0, 3, batch), opt)
+print(json.dumps({"at_first_step": in_memory() - before}))
+"""
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("numba_cuda") is None,
+    reason='numba-cuda is not installed (pip install -e ".[cuda]"): the stubbed-'
+           "driver run needs its real compiler")
+def test_warmup_with_the_batch_size_leaves_nothing_to_compile_at_the_first_step(
+        tmp_path):
+    """The products' geometry follows the batch size (a one-row batch splits the first
+    layer's k; 2048 rows fill the GPU with 32x32 tiles unsplit), so a warmup told the
+    batch size compiles that step's kernels, and one not told leaves some to the step."""
+    env = dict(os.environ)
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    where = str(Path(fastbp.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (where, env.get("PYTHONPATH")) if p)
+    env["NUMBA_CACHE_DIR"] = str(tmp_path / "numba")
+
+    def compiled_at_first_step(mode):
+        proc = subprocess.run([sys.executable, "-c", FIRST_STEP_COMPILES,
+                               str(REPO / "benchmarks"), mode],
+                              capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])["at_first_step"]
+    assert compiled_at_first_step("hinted") == 0
+    assert compiled_at_first_step("unhinted") > 0
+
+
 @needs_cuda
 def test_train_step_loss_is_lazy_and_reads_as_the_cpu_loss():
     from fastbp.cuda_plan import StepLoss
