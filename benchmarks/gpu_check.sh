@@ -20,7 +20,8 @@
 #   breakdown  benchmarks/gpu_step_breakdown.py: each launch of a small network's step
 #            timed alone (BREAKDOWN: the configs, default mnist,deep), for the plans
 #            of BREAKDOWN_VARIANTS (default: the default one, the fused step, one
-#            product geometry) and the fused step with FUSED_ROWS rows per block (4 16)
+#            product geometry) and the fused step with FUSED_ROWS rows per block (4 16;
+#            empty: none)
 #   tune     benchmarks/gpu_tune.py: each candidate geometry against cuBLAS at 4096
 #   compare64  the compare stage in float64 (not run unless named)
 # TEST_FILES (default: the CUDA test files, the new paths first) is what the tests stage
@@ -122,7 +123,7 @@ for stage in "${stages[@]}"; do
                 | tee "$OUT/gpu_step_breakdown_$variant.txt"
             [ "${PIPESTATUS[0]}" -ne 0 ] && rc=1
         done
-        for rows in ${FUSED_ROWS:-4 16}; do   # the fused step, other rows per block than 8
+        for rows in ${FUSED_ROWS-4 16}; do   # the fused step, other rows per block than 8
             FASTBP_CUDA_FUSED_ROWS=$rows timeout 100 "$PY" benchmarks/gpu_step_breakdown.py \
                 --only "${BREAKDOWN:-mnist,deep}" --variant fused \
                 --json "$OUT/gpu_step_breakdown_rows$rows.json" \
