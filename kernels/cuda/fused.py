@@ -5,11 +5,15 @@ at a small batch each of them is a few microseconds of launch latency and a GPU 
 is mostly idle. Here one block takes ``ROWS`` rows of the batch through every layer and
 back:
 
-- forward: layer l's outputs for the block's rows, one thread per output unit j (all
-  ROWS rows at once, so each weight read from global memory serves ROWS rows); the
-  inputs come from shared memory (the previous layer's outputs; the first layer reads
-  X, one address per warp: a broadcast). S and A of every layer go to a workspace in
-  global memory (WS, WA) for the backward pass, the outputs also to shared memory;
+- forward: layer l's outputs for the block's rows, a group of GROUP threads (a warp)
+  per output unit j, its lanes over k, for all ROWS rows at once (each weight read
+  serves ROWS rows; a warp reads consecutive weights of W's row j and consecutive
+  inputs). The inputs come from shared memory (the previous layer's outputs; the
+  first layer reads X). The lanes' sums meet in shared memory (``red``), one thread
+  per (unit, row) adds them, the bias and sigma. S and A of every layer go to a
+  workspace in global memory (WS, WA) for the backward pass, A also to shared memory.
+  (The first version gave each thread a unit and all of k: 32 rows of W per warp
+  load; on an H200 it was 2-5x slower than the general step, benchmarks/README.md.);
 - the loss of the block's rows (the losses' own device functions, losses.py) into
   dZ, its partial sum into partials[block] (the launch plan's record step adds them);
 - backward, layer by layer: dS = dA * sigma'(S) in shared memory; this block's share of
@@ -18,15 +22,17 @@ back:
 
 A second kernel (``_reduce_partial_grads``) adds the blocks' rows of gpart, in order of
 the block (deterministic: no atomics), into ``grads``; the optimizer's update launches
-follow as in the general step. Three launches instead of about 4L + 1.
+follow as in the general step: four launches a step (with the record) instead of
+about 4L + 2.
 
-Which networks: every layer's output width fits the two shared-memory tiles of
-ROWS x H (H the widest output, rounded up to a power of two): H <= 512 in float32 and
-256 in float64 within the 48 KiB of static shared memory a block may use; the input
+Which networks: two ROWS x H tiles (H the widest output, rounded up to a power of two),
+forward's lane sums and the loss's per-thread sums fit the 48 KiB of static shared
+memory a block may use: on a GPU H <= 512 in float32 and 128 in float64; the input
 layer may be wider (read from global memory). ``eligible`` decides; the launch plan
 (plan.py) falls back to the general step otherwise. Work per block grows with the
-widths while the blocks number batch / ROWS, so the fused step is for narrow networks,
-where it turns a launch-bound step into one kernel.
+widths while the blocks number batch / ROWS, so the fused step is for narrow networks.
+Off by default (``_launch.config.fused``) until a GPU shows it ahead of the general
+step.
 """
 import functools
 import os
