@@ -99,8 +99,9 @@ class Compiled(NamedTuple):
 
 class Product(NamedTuple):
     """A variant of kernels/cuda/blas.py's product kernel a layer launches: ``label``,
-    the transposes, the epilogue (a name in blas: STORE, BIAS_ACTIVATION or SCALE) and the
-    activation the epilogue applies (compiled for each geometry checked)."""
+    the transposes, the epilogue (a name in blas: STORE, BIAS_ACTIVATION, SCALE or SPLIT,
+    a k-range's product into the split workspace) and the activation the epilogue
+    applies (compiled for each geometry checked)."""
     label: str
     trans_a: bool
     trans_b: bool
