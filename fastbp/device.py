@@ -266,15 +266,17 @@ class PinnedBatches:
     """Double-buffered, asynchronous uploads of host minibatches (``train_step`` on
     device="cuda" with host arrays).
 
-    Two slots, used in turn, each a set of device buffers (X, labels, targets) with
-    page-locked (pinned) host copies of them and an event. ``put`` copies the host
-    arrays into the slot's pinned buffers (a host memcpy: the caller may reuse its
-    arrays at once) and queues their copies to the device on the default stream,
-    where they run after the steps already queued and before the step about to be
-    launched. The host does not wait for them: a pageable copy (``upload``) returned
-    only after the GPU had drained every queued step, so host and GPU took turns.
-    Before a slot's pinned buffers are overwritten, ``put`` waits for that slot's
-    previous copy (two steps back) to finish: at most two batches are in flight.
+    One set of device buffers (X, labels, targets) and two slots of page-locked
+    (pinned) host buffers, used in turn, each with an event. ``put`` copies the host
+    arrays into a slot's pinned buffers (a host memcpy: the caller may reuse its arrays
+    at once) and queues their copies to the device buffers on the default stream,
+    where they run after the steps already queued (so a step's inputs are never
+    overwritten while it runs) and before the step about to be launched. The host does
+    not wait for them: a pageable copy (``upload``) returned only after the GPU had
+    drained every queued step, so host and GPU took turns. Before a slot's pinned
+    buffers are refilled, ``put`` waits for that slot's previous copy (two steps back)
+    to finish: the DMA reads pinned memory until then. The device buffers stay the
+    same arrays, so a launch plan bound to them needs no rebinding per step.
 
     Not yet: the copies run on the default stream, so on the GPU they follow the
     previous step's kernels instead of overlapping them (a copy stream of fastbp's
@@ -287,34 +289,34 @@ class PinnedBatches:
     def __init__(self, batch, n_in, n_out, dtype, has_labels, has_targets):
         from numba import cuda
         dtype = np.dtype(dtype)
-        self._slots = []
-        def pinned(shape, dtype):   # the driver refuses to pin 0 bytes (null pointer)
-            size = int(np.prod(shape))
-            return cuda.pinned_array(shape, dtype) if size else np.empty(shape, dtype)
+        shapes = (((batch, n_in), dtype), (batch if has_labels else 0, np.int64),
+                  ((batch if has_targets else 0, n_out), dtype))
+        self.devices = tuple(cuda.device_array(shape, t) for shape, t in shapes)
 
+        def pinned(shape, t):   # the driver refuses to pin 0 bytes (null pointer)
+            size = int(np.prod(shape))
+            return cuda.pinned_array(shape, t) if size else np.empty(shape, t)
+
+        self._slots = []
         for _ in range(self.SLOTS):
-            hosts = (pinned((batch, n_in), dtype),
-                     pinned(batch if has_labels else 0, np.int64),
-                     pinned((batch if has_targets else 0, n_out), dtype))
-            devices = tuple(cuda.device_array(h.shape, h.dtype) for h in hosts)
             # the simulator's events take no timing flag (and time nothing)
             event = cuda.event() if _simulated() else cuda.event(timing=False)
-            self._slots.append((hosts, devices, event))
+            self._slots.append((tuple(pinned(shape, t) for shape, t in shapes), event))
         self._turn = 0
         self._pending = [False] * self.SLOTS
 
     def put(self, X, labels, targets):
-        """Device arrays (X, labels, targets) that will hold copies of the host arrays
-        when the next launched kernel runs (labels or targets empty where the slot has
-        none); conversions as ``upload``'s."""
+        """The device arrays (X, labels, targets), which will hold copies of the host
+        arrays when the next launched kernel runs (labels or targets empty where there
+        are none); conversions as ``upload``'s."""
         k = self._turn
         self._turn = (k + 1) % self.SLOTS
-        hosts, devices, done = self._slots[k]
+        hosts, done = self._slots[k]
         if self._pending[k]:
             done.synchronize()   # the slot's copy of two steps back has finished
         from numba import cuda
         stream = None if _simulated() else cuda.default_stream()
-        for host, dev, src in zip(hosts, devices, (X, labels, targets)):
+        for host, dev, src in zip(hosts, self.devices, (X, labels, targets)):
             if host.size:
                 host[...] = src
                 if stream is None:
@@ -324,7 +326,7 @@ class PinnedBatches:
                     driver.host_to_device(dev, host, host.nbytes, stream=stream)
         done.record(stream if stream is not None else 0)
         self._pending[k] = True
-        return devices
+        return self.devices
 
 
 def empty(shape, dtype, device):
