@@ -428,7 +428,7 @@ def _plot(plt, history, path, title):
 def train(args):
     from .network import MLP
     from .optim import make_optimizer
-    from .training import accuracy, fit, prepare
+    from .training import accuracy, fit, minibatch_sizes, prepare
 
     for flag, path in (("--save", args.save), ("--plot", args.plot)):
         _check_destination(flag, path)   # fail before training, not after
@@ -458,8 +458,7 @@ def train(args):
           f"{X.shape[1]} features, {n_classes} classes; {net}; {optimizer}", flush=True)
     # compilation, if any, is not training time (on "cuda" the products' geometry
     # depends on the minibatch: fit's full and last ones)
-    prepare(net, optimizer,
-            batch_sizes=(min(batch_size, len(X_fit)), len(X_fit) % batch_size))
+    prepare(net, optimizer, batch_sizes=minibatch_sizes(len(X_fit), batch_size))
     start = time.perf_counter()
     history = fit(net, X_fit, y_fit, epochs=args.epochs,
                   batch_size=batch_size, optimizer=optimizer, seed=args.seed,

@@ -204,6 +204,12 @@ def _steps(net, X, labels, targets, batch_size, optimizer):
         yield a, b, loss, nonfinite
 
 
+def minibatch_sizes(n, batch_size):
+    """The sizes of an epoch's minibatches of ``n`` rows: the full one, and the last
+    (0 when batch_size divides n); what ``prepare``'s ``batch_sizes`` takes."""
+    return min(batch_size, n), n % batch_size
+
+
 def prepare(net, optimizer, validating=True, device_inputs=False, batch_sizes=()):
     """Compile (or load from numba's cache) what ``fit`` runs for ``net`` with
     ``optimizer`` (its steps; with ``validating`` the loss and forward passes too;
@@ -342,7 +348,7 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
         history[scorer.metric] = []
     # Compile (or load) the kernels first: the bar and the epoch times count training.
     prepare(net, optimizer, scorer is not None, on_gpu,
-            batch_sizes=(min(batch_size, n), n % batch_size))   # full, and the last
+            batch_sizes=minibatch_sizes(n, batch_size))
     bar = None
     if show_bar:
         from tqdm import tqdm

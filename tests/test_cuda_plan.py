@@ -77,23 +77,32 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.skipif(
+needs_numba_cuda = pytest.mark.skipif(
     importlib.util.find_spec("numba_cuda") is None,
     reason='numba-cuda is not installed (pip install -e ".[cuda]"): the stubbed-'
-           "driver counts need its real device arrays and launch path")
-def test_steady_state_steps_make_no_views_no_copies_back_and_only_planned_launches(
-        tmp_path):
+           "driver runs need its real compiler, device arrays and launch path")
+
+
+def stubbed(script, cache, *args):
+    """Run ``script`` (which stubs the driver itself) in a fresh process with the
+    simulator off, this fastbp importable and numba's cache in ``cache``; (its last
+    stdout line as JSON, its stderr)."""
     env = dict(os.environ)
     env.pop("NUMBA_ENABLE_CUDASIM", None)
     where = str(Path(fastbp.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (where, env.get("PYTHONPATH")) if p)
-    env["NUMBA_CACHE_DIR"] = str(tmp_path / "numba")   # an empty cache, then a warm one
+    env["NUMBA_CACHE_DIR"] = str(cache)
+    proc = subprocess.run([sys.executable, "-c", script, str(REPO / "benchmarks"), *args],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
-    def run():
-        proc = subprocess.run([sys.executable, "-c", COUNT_STEPS, str(REPO / "benchmarks")],
-                              capture_output=True, text=True, env=env, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-4000:]
-        return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+@needs_numba_cuda
+def test_steady_state_steps_make_no_views_no_copies_back_and_only_planned_launches(
+        tmp_path):
+    def run():   # an empty cache, then a warm one
+        return stubbed(COUNT_STEPS, tmp_path / "numba")
 
     out, stderr = run()
     # the CUDA kernels compiled into an empty cache, announced on stderr first
@@ -152,27 +161,14 @@ print(json.dumps({"at_first_step": in_memory() - before}))
 """
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("numba_cuda") is None,
-    reason='numba-cuda is not installed (pip install -e ".[cuda]"): the stubbed-'
-           "driver run needs its real compiler")
+@needs_numba_cuda
 def test_warmup_with_the_batch_size_leaves_nothing_to_compile_at_the_first_step(
         tmp_path):
     """The products' geometry follows the batch size (a one-row batch splits the first
     layer's k; 2048 rows fill the GPU with 32x32 tiles unsplit), so a warmup told the
     batch size compiles that step's kernels, and one not told leaves some to the step."""
-    env = dict(os.environ)
-    env.pop("NUMBA_ENABLE_CUDASIM", None)
-    where = str(Path(fastbp.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (where, env.get("PYTHONPATH")) if p)
-    env["NUMBA_CACHE_DIR"] = str(tmp_path / "numba")
-
     def compiled_at_first_step(mode):
-        proc = subprocess.run([sys.executable, "-c", FIRST_STEP_COMPILES,
-                               str(REPO / "benchmarks"), mode],
-                              capture_output=True, text=True, env=env, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-4000:]
-        return json.loads(proc.stdout.strip().splitlines()[-1])["at_first_step"]
+        return stubbed(FIRST_STEP_COMPILES, tmp_path / "numba", mode)[0]["at_first_step"]
     assert compiled_at_first_step("hinted") == 0
     assert compiled_at_first_step("unhinted") > 0
 

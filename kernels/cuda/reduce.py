@@ -32,20 +32,23 @@ def _held(key, make):
     return array
 
 
+_SCRATCH = {"partials": lambda: cuda.device_array(max(config.max_reduce_blocks, 256),
+                                                 np.float64),
+            "counter": lambda: cuda.to_device(np.zeros(1, np.int32)),
+            "no_labels": lambda: cuda.device_array(0, np.int64)}
+
+
 def scratch(name):
     """The calling thread's scratch device array ``name`` on the current GPU:
     "partials" float64 (>= config.max_reduce_blocks entries), the partial sums of a
     block reduction; "counter" a one-element int32 counter that its users keep at 0
     between calls (optim's non-finite count); "no_labels" an empty int64 array (the
     losses' stand-in labels, never read)."""
-    makers = {"partials": lambda: cuda.device_array(max(config.max_reduce_blocks, 256),
-                                                    np.float64),
-              "counter": lambda: cuda.to_device(np.zeros(1, np.int32)),
-              "no_labels": lambda: cuda.device_array(0, np.int64)}
-    if name not in makers:
+    make = _SCRATCH.get(name)
+    if make is None:
         raise ValueError(f"name: expected 'partials', 'counter' or 'no_labels', got "
                          f"{name!r}")
-    return _held((name,), makers[name])
+    return _held((name,), make)
 
 
 def workspace(shape, dtype):
