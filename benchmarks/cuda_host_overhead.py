@@ -118,6 +118,18 @@ class _FakeContext:
         return (1 << 40, 1 << 40)
 
 
+class _FakeGraph:
+    """A captured step (kernels/cuda/plan.py _capture): one launch per replay, counted
+    as a launch that reaches the driver (a cuGraphLaunch)."""
+
+    def __init__(self, launches):
+        self.nodes = len(launches)
+
+    def launch(self, stream):
+        counts["launches"] += 1
+        counts["graph launches"] += 1
+
+
 def stub_driver():
     """Replace the CUDA driver under numba-cuda by recorders (see the module docstring).
     Must run before fastbp creates any CUDA state; the simulator must be off."""
@@ -142,6 +154,10 @@ def stub_driver():
     def launch(stream, config, kernel, *args):
         counts["launches"] += 1
     dispatcher.launch = launch
+
+    from fastbp.kernels.cuda import plan
+    if plan._graphs_unavailable is None:   # capture: a graph that counts its replays
+        plan._capture = _FakeGraph
 
     init = da.DeviceNDArrayBase.__init__
 

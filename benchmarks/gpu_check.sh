@@ -104,7 +104,8 @@ for stage in "${stages[@]}"; do
         # -rfE: the failures' summary lines come first, before the tracebacks
         FASTBP_TEST_REAL_GPU=1 timeout 240 "$PY" -m pytest -q -rfE -p no:cacheprovider \
             -o addopts=--import-mode=importlib ${TEST_FILES:-\
-            tests/test_cuda_split.py tests/test_cuda_plan.py tests/test_device_data.py \
+            tests/test_cuda_graphs.py tests/test_cuda_split.py tests/test_cuda_plan.py \
+            tests/test_device_data.py \
             tests/test_cuda_network.py tests/test_cuda_clipping.py \
             tests/test_cuda_kernels.py tests/test_kernel_registry.py \
             tests/test_compare.py \

@@ -15,7 +15,8 @@ the same way (a chain of steps between events), so launch gaps show as the diffe
 ``--variant`` builds the plans with parts of kernels/cuda switched: "fused" with the
 fused step of narrow networks (kernels/cuda/fused.py, off by default), "unfused"
 without it, "fixed" without it and with every product on the default geometry (no
-smaller tiles or split k, kernels/cuda/_launch.product_shape). Needs a GPU
+smaller tiles or split k, kernels/cuda/_launch.product_shape), "nographs" without the
+CUDA graph of the passes (kernels/cuda/plan.py; by default it is timed too). Needs a GPU
 for meaningful numbers; under numba's CUDA simulator it runs the ``smoke`` network (a
 check that the script works).
 """
@@ -63,18 +64,19 @@ def _name(kernel):
 
 
 VARIANTS = {"default": {}, "fused": dict(fused=True), "unfused": dict(fused=False),
-            "fixed": dict(fused=False, adaptive=False)}
+            "fixed": dict(fused=False, adaptive=False), "nographs": dict(graphs=False)}
 
 
 def breakdown(name, sizes, batch, repeat, variant):
     from numba import cuda
     from fastbp import cuda_plan
     from fastbp.kernels.cuda import launch_config
+    from fastbp.kernels.cuda import plan as plan_module
     X, y = make_data(sizes, batch, "float32")
     dX, dy = cuda.to_device(X), cuda.to_device(y)
     with launch_config(**VARIANTS[variant]):   # the plan records its launches inside
         net, opt = fastbp_net(sizes, "cuda")
-        for _ in range(2):
+        for _ in range(3):   # plan built, then (config.graphs) the passes' graph
             net.train_step(dX, dy, opt)
     cuda.synchronize()
     plan = cuda_plan.runner(net).plans[batch]
@@ -84,9 +86,17 @@ def breakdown(name, sizes, batch, repeat, variant):
         rows.append({"kernel": _name(launch.kernel),
                      "grid": [int(g) for g in np.atleast_1d(launch.grid)],
                      "block": int(np.prod(launch.block)), "us": _event_us(launch, repeat)})
-    step_us = _event_us(lambda: net.train_step(dX, dy, opt), repeat)
+    graph_us = None
+    if plan.graphs:   # the passes replayed as one CUDA graph (kernels/cuda/plan.py)
+        graph = next(iter(plan.graphs.values()))[1]
+        stream = plan.passes[0]._stream
+        graph_us = _event_us(lambda: graph.launch(stream), repeat)
+    with launch_config(**VARIANTS[variant]):
+        step_us = _event_us(lambda: net.train_step(dX, dy, opt), repeat)
     return {"config": name, "sizes": sizes, "batch": batch, "variant": variant,
-            "launches": rows, "sum_us": sum(r["us"] for r in rows), "step_us": step_us}
+            "launch_path": plan_module.launch_path(), "launches": rows,
+            "sum_us": sum(r["us"] for r in rows), "passes_graph_us": graph_us,
+            "step_us": step_us}
 
 
 def show(result):
@@ -99,6 +109,9 @@ def show(result):
         grid = "x".join(str(g) for g in r["grid"])
         print(f"{r['kernel'][:28]:28s} {grid:>16s} {r['block']:6d} {r['us']:8.2f}")
     print(f"{'sum of launches':52s} {result['sum_us']:8.2f}")
+    if result["passes_graph_us"] is not None:
+        print(f"{'the passes as one CUDA graph (all but the last 2)':52s} "
+              f"{result['passes_graph_us']:8.2f}")
     print(f"{'one step (train_step, chained)':52s} {result['step_us']:8.2f}")
 
 

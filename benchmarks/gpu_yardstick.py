@@ -14,6 +14,8 @@ marked MISMATCH), then prints the median milliseconds per training step of
                    "fastbp gpu" where a network is too wide for it); and with it off
                    and every product on the one default geometry (no smaller tiles or
                    split k, kernels/cuda/_launch.product_shape)
+    nographs       (with --variants) "fastbp gpu" without the CUDA graph that replays a
+                   step's forward, loss and backward (kernels/cuda/plan.py)
     torch gpu      PyTorch eager with the batch already on the GPU, no sync per step
     torch host     PyTorch with the batch copied from the host and loss.item() per step
     fastbp cpu     net.train_step on the CPU (skipped for "xl", minutes per step)
@@ -47,7 +49,8 @@ SMOKE = {"smoke": ([4, 3, 2], 2)}
 CPU_SKIP = {"xl"}
 # --variants: the GPU step with parts of kernels/cuda turned off (launch_config)
 VARIANTS = {"fastbp_gpu_fused_ms": dict(fused=True),
-            "fastbp_gpu_fixed_ms": dict(fused=False, adaptive=False)}
+            "fastbp_gpu_fixed_ms": dict(fused=False, adaptive=False),
+            "fastbp_gpu_nographs_ms": dict(graphs=False)}
 
 
 def chosen_configs(parser, only):
@@ -194,7 +197,8 @@ def print_row(r):
              ("not checked" if diff is None else f"{diff:.1e}"))
     label = f"{'-'.join(str(s) for s in r['sizes'])}, b{r['batch']}"
     print(f"{r['config']:7s} {label:26s} {ms('fastbp_cuda_ms')} {ms('fastbp_gpu_ms')} "
-          f"{ms('fastbp_gpu_fused_ms')} {ms('fastbp_gpu_fixed_ms')} {ms('torch_gpu_ms')} "
+          f"{ms('fastbp_gpu_fused_ms')} {ms('fastbp_gpu_fixed_ms')} "
+          f"{ms('fastbp_gpu_nographs_ms')} {ms('torch_gpu_ms')} "
           f"{ms('torch_host_ms')} {ms('fastbp_cpu_ms')} {ratio}  {check}", flush=True)
 
 
@@ -215,7 +219,7 @@ def main(argv=None):
     parser.add_argument("--no-cpu", action="store_true", default=sim,
                         help="skip the fastbp cpu column")
     parser.add_argument("--variants", action="store_true",
-                        help="add the 'fused' and 'fixed' columns (see the docstring)")
+                        help="add the 'fused', 'fixed' and 'nographs' columns (see the docstring)")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     chosen = chosen_configs(parser, args.only)
@@ -223,7 +227,7 @@ def main(argv=None):
     from fastbp.kernels.cuda import plan
     print(f"# {why}; launch path {plan.launch_path()}; python {platform.python_version()}")
     print(f"{'config':7s} {'sizes, batch':26s} {'fb cuda':>9s} {'fb gpu':>9s} "
-          f"{'fused':>9s} {'fixed':>9s} "
+          f"{'fused':>9s} {'fixed':>9s} {'nographs':>9s} "
           f"{'torch gpu':>9s} "
           f"{'torch hst':>9s} {'fb cpu':>9s} {'ratio':>6s}  losses (max rel diff)")
     rows = []
@@ -233,9 +237,13 @@ def main(argv=None):
         rows.append(row)
     if rows and rows[0].get("torch_note"):
         print(f"# torch columns skipped: {rows[0]['torch_note']}")
+    # a capture that failed on the way turned the graphs off: say so
+    print(f"# launch path at the end: {plan.launch_path()}"
+          + (f" ({plan.graphs_unavailable()})" if plan.graphs_unavailable() else ""))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": why, "launch_path": plan.launch_path(), "rows": rows}, f,
+            json.dump({"device": why, "launch_path": plan.launch_path(),
+                       "graphs_unavailable": plan.graphs_unavailable(), "rows": rows}, f,
                       indent=1)
     return 0 if all(r["losses_agree"] for r in rows) else 1
 

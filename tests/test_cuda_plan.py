@@ -60,6 +60,7 @@ for name, loss, y_of, clip in (
     values = [float(l) for l in losses]
     read = dict(bench.counts)
     out[name] = {"steps": steps, "read": read, "planned": cuda_plan.planned_launches(net),
+                 "passes": len(cuda_plan.runner(net).plans[4].passes),
                  "compiled_after_warmup": in_memory() - kernels,
                  "finite": all(np.isfinite(values))}
     bench.counts.clear()
@@ -83,11 +84,11 @@ needs_numba_cuda = pytest.mark.skipif(
            "driver runs need its real compiler, device arrays and launch path")
 
 
-def stubbed(script, cache, *args):
+def stubbed(script, cache, *args, env=None):
     """Run ``script`` (which stubs the driver itself) in a fresh process with the
-    simulator off, this fastbp importable and numba's cache in ``cache``; (its last
-    stdout line as JSON, its stderr)."""
-    env = dict(os.environ)
+    simulator off, this fastbp importable, numba's cache in ``cache`` and the variables
+    ``env`` set; (its last stdout line as JSON, its stderr)."""
+    env = dict(os.environ, **(env or {}))
     env.pop("NUMBA_ENABLE_CUDASIM", None)
     where = str(Path(fastbp.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (where, env.get("PYTHONPATH")) if p)
@@ -101,8 +102,8 @@ def stubbed(script, cache, *args):
 @needs_numba_cuda
 def test_steady_state_steps_make_no_views_no_copies_back_and_only_planned_launches(
         tmp_path):
-    def run():   # an empty cache, then a warm one
-        return stubbed(COUNT_STEPS, tmp_path / "numba")
+    def run(**env):   # an empty cache, then a warm one
+        return stubbed(COUNT_STEPS, tmp_path / "numba", env=env)
 
     out, stderr = run()
     # the CUDA kernels compiled into an empty cache, announced on stderr first
@@ -110,12 +111,14 @@ def test_steady_state_steps_make_no_views_no_copies_back_and_only_planned_launch
     # loads every one and says nothing
     assert out["cache"]["hits"] == 0 and out["cache"]["misses"] > 0, out["cache"]
     assert "compiling fastbp's CUDA kernels for this GPU; about" in stderr, stderr[-2000:]
-    again, stderr = run()
+    # the second process launches every kernel by itself (no CUDA graphs)
+    again, stderr = run(FASTBP_CUDA_GRAPHS="0")
     assert again["cache"] == {"hits": out["cache"]["misses"], "misses": 0}, again["cache"]
     assert "compiling" not in stderr, stderr[-2000:]
-    assert out["path"] == "pre-packed"
-    for name in ("softmax_cross_entropy", "mse", "clipped"):
-        r = out[name]
+    assert out["path"] == "graph" and again["path"] == "pre-packed"
+    for name, graphs in [(n, g) for n in ("softmax_cross_entropy", "mse", "clipped")
+                         for g in (True, False)]:
+        r = (out if graphs else again)[name]
         assert r["compiled_after_warmup"] == 0, r   # warmup left nothing to compile
         steps = r["steps"]
         # 5 steps: no new device arrays, nothing copied back, no sync, the batch in
@@ -125,7 +128,12 @@ def test_steady_state_steps_make_no_views_no_copies_back_and_only_planned_launch
         # pinned double-buffered staging: each step waits only for the copy of two
         # steps back (its slot's), never for the GPU as a whole
         assert steps.get("waits", 0) == 5, r
-        assert 0 < steps["launches"] <= 5 * r["planned"], r
+        if graphs:   # each step: the passes' graph, then the update's launches
+            assert steps.get("graph launches", 0) == 5, r
+            assert steps["launches"] == 5 * (1 + r["planned"] - r["passes"]), r
+        else:
+            assert steps.get("graph launches", 0) == 0, r
+            assert 0 < steps["launches"] <= 5 * r["planned"], r
         # reading the five losses: one copy of the ring, no views
         assert r["read"].get("D2H", 0) == 1 and r["read"].get("views", 0) == 0, r
         assert r["finite"]
@@ -136,6 +144,8 @@ def test_steady_state_steps_make_no_views_no_copies_back_and_only_planned_launch
         assert epoch.get("H2D", 0) == 2 and epoch.get("views", 0) == 0, r
         assert epoch.get("D2H", 0) == 1 + 2, r
         assert epoch.get("launches", 0) <= 3 * r["planned"], r
+        # each minibatch was seen once in the epoch before: now replayed as a graph
+        assert epoch.get("graph launches", 0) == (3 if graphs else 0), r
 
 
 FIRST_STEP_COMPILES = r"""

@@ -30,6 +30,12 @@ them; ``benchmarks/gpu_tune.py`` times candidate geometries on a real GPU.
     by default: on the H200 its first version was slower than the general step
     (benchmarks/README.md, "The GPU step").
 
+``config.graphs`` (default True; FASTBP_CUDA_GRAPHS=0 turns it off)
+    Whether a launch plan replays a step's forward, loss and backward launches as one
+    CUDA graph (plan.py) once it has seen the same inputs twice, where numba-cuda
+    launches through cuda.core and the capture works; elsewhere, or off, it launches
+    them one by one. ``plan.launch_path()`` says which path runs.
+
 ``config.adaptive`` (default True; FASTBP_CUDA_ADAPTIVE=0 turns it off)
     Whether a product whose output has few tiles runs on smaller ones, and splits k
     when even those are few (:func:`product_shape`). A 784-128-10 layer at batch 64
@@ -122,6 +128,7 @@ class LaunchConfig:
     max_reduce_blocks: int = 256                # blocks (and partial sums) of one reduction
     adaptive: bool = True                       # smaller tiles / split k for small outputs
     fused: bool = False                         # narrow networks' one-kernel step (fused.py)
+    graphs: bool = True                         # replay a step's passes as a CUDA graph
     multiprocessors: int = None                 # of the current GPU; asked on first use
 
     @property
@@ -142,6 +149,7 @@ def _default_config():
     adaptive = not env_gemm and os.environ.get("FASTBP_CUDA_ADAPTIVE", "1") != "0"
     return LaunchConfig(tile=tile, gemm=gemm, max_reduce_blocks=8 if SIMULATOR else 256,
                         adaptive=adaptive, fused=os.environ.get("FASTBP_CUDA_FUSED", "0") == "1",
+                        graphs=os.environ.get("FASTBP_CUDA_GRAPHS", "1") != "0",
                         multiprocessors=SIM_MULTIPROCESSORS if SIMULATOR else None)
 
 
@@ -149,26 +157,28 @@ config = _default_config()
 
 
 @contextlib.contextmanager
-def launch_config(tile=None, gemm=None, adaptive=None, fused=None):
+def launch_config(tile=None, gemm=None, adaptive=None, fused=None, graphs=None):
     """Temporarily change the tile and/or the product geometry (both dtypes).
 
     ``gemm``: (bm, bn, bk, tm, tn[, min_blocks]) or the same as a comma-separated
     string; every product then runs on it (``adaptive`` off unless given). Tests use
     tiny ones; the tuning script tries candidates. ``adaptive``: True or False sets
     ``config.adaptive`` (:func:`product_shape`); ``fused``: ``config.fused`` (whether a
-    launch plan may run a narrow network's step as one kernel, fused.py).
+    launch plan may run a narrow network's step as one kernel, fused.py); ``graphs``:
+    ``config.graphs`` (whether plans replay their passes as CUDA graphs, plan.py).
     """
-    old = config.tile, dict(config.gemm), config.adaptive, config.fused
+    old = config.tile, dict(config.gemm), config.adaptive, config.fused, config.graphs
     new_tile = old[0] if tile is None else _check_tile(tile)
     new_gemm = old[1] if gemm is None else dict.fromkeys(DTYPES, _parse_gemm(gemm))
     new_adaptive = (old[2] and gemm is None) if adaptive is None else bool(adaptive)
     new_fused = old[3] if fused is None else bool(fused)
-    config.tile, config.gemm, config.adaptive, config.fused = (new_tile, new_gemm,
-                                                               new_adaptive, new_fused)
+    new_graphs = old[4] if graphs is None else bool(graphs)
+    (config.tile, config.gemm, config.adaptive, config.fused,
+     config.graphs) = (new_tile, new_gemm, new_adaptive, new_fused, new_graphs)
     try:
         yield config
     finally:
-        config.tile, config.gemm, config.adaptive, config.fused = old
+        config.tile, config.gemm, config.adaptive, config.fused, config.graphs = old
 
 
 def tiers(dtype):

@@ -49,11 +49,51 @@ try:   # numba-cuda's internals behind the pre-packed path (absent in the simula
 except ImportError:
     _PACKED = False
 
+# Why CUDA graphs could not be used in this process (None: they can, so far). Set when
+# cuda.core has no stream graph builder, or the first capture fails; the plans then
+# launch one by one.
+_graphs_unavailable = None if _PACKED else "launches are not pre-packed here"
+if _PACKED:
+    try:
+        from cuda.core import Stream as _CoreStream
+        _CoreStream.create_graph_builder   # cuda.core >= 0.3
+    except (ImportError, AttributeError) as e:
+        _graphs_unavailable = f"cuda.core has no graph builder ({e})"
+_capture_stream = None   # (numba-cuda's driver handle, cuda.core view): made on first use
+
 
 def launch_path():
-    """"pre-packed" (numba-cuda: arguments packed once, cuda.core's launch per step) or
-    "configured" (simulator, numba's built-in CUDA: configured dispatcher + tuple)."""
-    return "pre-packed" if _PACKED else "configured"
+    """How a plan launches a step's forward, loss and backward: "graph" (one CUDA graph
+    replayed per step, numba-cuda with config.graphs on and capture working),
+    "pre-packed" (arguments packed once, cuda.core's launch per kernel) or "configured"
+    (simulator, numba's built-in CUDA: configured dispatcher + tuple)."""
+    if not _PACKED:
+        return "configured"
+    return "graph" if config.graphs and _graphs_unavailable is None else "pre-packed"
+
+
+def graphs_unavailable():
+    """Why plans do not replay CUDA graphs in this process, or None."""
+    return _graphs_unavailable
+
+
+def _capture(launches):
+    """An executable CUDA graph of ``launches`` (PreparedLaunch, pre-packed), captured
+    on a stream of fastbp's own (non-blocking: capture may not touch the legacy default
+    stream, which every other launch of fastbp uses)."""
+    global _capture_stream
+    if _capture_stream is None:
+        flags = _driver.binding.CUstream_flags.CU_STREAM_NON_BLOCKING.value
+        handle = _driver.driver.cuStreamCreate(flags)
+        _capture_stream = (handle, _CoreStream.from_handle(int(handle)))
+    builder = _capture_stream[1].create_graph_builder()
+    builder.begin_building("relaxed")
+    try:
+        for p in launches:
+            _dispatcher.launch(builder, p._config, p._cufunc, *p._packed)
+    finally:
+        builder.end_building()
+    return builder.complete()
 
 
 def _dim3(d):
@@ -210,7 +250,13 @@ class TrainStepPlan:
     blocks) receives the loss kernel's partial sums; ``nonfinite`` the update's int32
     counter. ``run`` launches forward, loss, backward, the update and ``_record_step``
     into the float64 ``ring`` (2 * capacity); it reads nothing back.
+
+    Forward, loss and backward depend on nothing but the buffers and the inputs, so
+    with ``config.graphs`` they are captured as a CUDA graph per inputs (X, labels,
+    targets) seen twice and replayed: one launch instead of 4-60 (the update and the
+    record stay separate launches: their scalars change between steps).
     """
+    MAX_GRAPHS = 1024   # per plan: an epoch's minibatches each get one
 
     def __init__(self, params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum,
                  pre_cum, loss_code, X, labels, targets, acts, pres, dbuf, partials,
@@ -245,6 +291,12 @@ class TrainStepPlan:
         self.clipping = False   # whether the last step clipped (two launches more)
         self.record = None
         self.check = None
+        # CUDA graphs of the passes, one per inputs seen twice (config.graphs): ids of
+        # (X, labels, targets) -> (those arrays, kept alive so the ids stay theirs,
+        # the executable graph)
+        self.graphs = {}
+        self._seen_once = set()
+        self._graphable = all(p._compiled is not None for p in self.passes)
 
     def uses(self, params, grads, acts, pres, dbuf, partials, nonfinite, bad):
         """True when the plan was built over exactly these buffers."""
@@ -263,6 +315,29 @@ class TrainStepPlan:
                     args[i] = new[w]
             launch.rebind(args)
         self.inputs = new
+
+    def _fire_passes(self):
+        """Launch forward, loss and backward: as this plan's CUDA graph for the bound
+        inputs when there is one; captured (then replayed) the second time the same
+        inputs come, so a one-off batch pays no capture; one by one otherwise."""
+        global _graphs_unavailable
+        if config.graphs and _graphs_unavailable is None and self._graphable:
+            key = tuple(id(a) for a in self.inputs)
+            entry = self.graphs.get(key)
+            if entry is None and key in self._seen_once and \
+                    len(self.graphs) < self.MAX_GRAPHS:
+                try:
+                    entry = self.graphs[key] = (self.inputs, _capture(self.passes))
+                except Exception as e:   # noqa: BLE001 - any capture failure: launch plainly
+                    _graphs_unavailable = f"graph capture failed: {type(e).__name__}: {e}"
+            if entry is not None:
+                entry[1].launch(self.passes[0]._stream)
+                return
+            if len(self._seen_once) >= 4 * self.MAX_GRAPHS:
+                self._seen_once.clear()
+            self._seen_once.add(key)
+        for launch in self.passes:
+            launch()
 
     def count(self, checked=False):
         """Launches per step: the passes, the update and the record (and the input
@@ -327,8 +402,7 @@ class TrainStepPlan:
             else:
                 self.check.rebind(args)
             self.check()
-        for launch in self.passes:
-            launch()
+        self._fire_passes()
         recorded = self._update_launches(opt_code, rows, hparams, step, clip_partials)
         del self.update[len(recorded):]
         for k, (kernel, grid, block, args) in enumerate(recorded):
