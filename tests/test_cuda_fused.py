@@ -114,12 +114,15 @@ def test_which_networks_are_fused():
     # the widest power of two whose float32 tiles fit (beside forward's lane sums and
     # the loss's): a width one more needs tiles twice as wide, and float64 ones do not
     # fit at that width
-    widest = max(w for w in (1 << e for e in range(2, 14))
-                 if fused.eligible([10, w, 10], "float32", 64, 256))
-    assert widest >= 64 and 2 * R * widest * 4 <= limit
-    assert not fused.eligible([10, widest + 1, 10], "float32", 64, 256)
-    assert not fused.eligible([10, widest, 10], "float64", 64, 256)   # 8-byte tiles
-    assert fused.eligible([10, widest // 2, 10], "float64", 64, 256)
+    def widest(dtype):
+        return max(w for w in (1 << e for e in range(2, 14))
+                   if fused.eligible([10, w, 10], dtype, 64, 256))
+    w32, w64 = widest("float32"), widest("float64")
+    assert w32 >= 64 and 2 * R * w32 * 4 <= limit
+    assert not fused.eligible([10, w32 + 1, 10], "float32", 64, 256)
+    # 8-byte tiles (and reduction sums): half or a quarter the width (on a GPU the
+    # 256-thread reduction space decides which)
+    assert w32 // 4 <= w64 < w32 and not fused.eligible([10, w64 + 1, 10], "float64", 64, 256)
     # one loss partial sum per block must fit the plan's partials
     assert not fused.eligible([3, 5, 2], "float32", 257 * R, 256)
     from fastbp.kernels.cuda import launch_config
