@@ -81,6 +81,9 @@ class _FakeEvent:
     def synchronize(self):
         counts["waits"] += 1
 
+    def wait(self, stream=0):   # a stream waits for it: no host wait
+        counts["stream waits"] += 1
+
 
 class _FakeContext:
     """What numba-cuda asks of a context: allocation (fake addresses), the device."""
@@ -155,6 +158,8 @@ def stub_driver():
         counts["launches"] += 1
     dispatcher.launch = launch
 
+    from fastbp import device
+    device.copy_stream = _FakeStream   # PinnedBatches' own stream: only ever passed on
     from fastbp.kernels.cuda import plan
     if plan._graphs_unavailable is None:   # capture: a graph that counts its replays
         plan._capture = _FakeGraph

@@ -31,8 +31,8 @@ planned: ``backward``/``compute_loss``/``forward``, which return host values by
 definition.
 A host batch given to ``train_step`` goes through pinned, double-buffered staging
 (``device.PinnedBatches``): copied to page-locked memory, then to the GPU
-asynchronously, so the host queues the next step while the GPU works (the copies still
-run on the default stream, after the previous step's kernels, not beside them).
+asynchronously on fastbp's own copy stream, so the host queues the next step while the
+GPU works and the next batch's upload runs beside the current step's kernels.
 ``fit`` and ``train_epoch`` upload once per call, and device-resident inputs
 (fastbp.device_inputs, fastbp.device_data) are not copied at all.
 """

@@ -262,26 +262,48 @@ def download(dst, src):
     driver.device_to_host(dst, src, dst.nbytes)
 
 
+_copy_stream = None   # fastbp's own stream for uploads (PinnedBatches), made on first use
+
+
+def copy_stream():
+    """The stream fastbp's asynchronous uploads run on: non-blocking, so its copies
+    overlap the kernels queued on the default stream (a numba ``cuda.stream()`` would
+    synchronise with the default stream and overlap nothing). One per process, made on
+    first use; ordering against the kernels is by events (``PinnedBatches``)."""
+    global _copy_stream
+    if _copy_stream is None:
+        from numba import cuda
+        from numba.cuda.cudadrv import driver
+        flags = driver.binding.CUstream_flags.CU_STREAM_NON_BLOCKING.value
+        handle = driver.driver.cuStreamCreate(flags)
+        _copy_stream = (handle, cuda.external_stream(int(handle)))   # handle kept: owned
+    return _copy_stream[1]
+
+
 class PinnedBatches:
     """Double-buffered, asynchronous uploads of host minibatches (``train_step`` on
-    device="cuda" with host arrays).
+    device="cuda" with host arrays), overlapping the step before.
 
-    One set of device buffers (X, labels, targets) and two slots of page-locked
-    (pinned) host buffers, used in turn, each with an event. ``put`` copies the host
-    arrays into a slot's pinned buffers (a host memcpy: the caller may reuse its arrays
-    at once) and queues their copies to the device buffers on the default stream,
-    where they run after the steps already queued (so a step's inputs are never
-    overwritten while it runs) and before the step about to be launched. The host does
-    not wait for them: a pageable copy (``upload``) returned only after the GPU had
-    drained every queued step, so host and GPU took turns. Before a slot's pinned
-    buffers are refilled, ``put`` waits for that slot's previous copy (two steps back)
-    to finish: the DMA reads pinned memory until then. The device buffers stay the
-    same arrays, so a launch plan bound to them needs no rebinding per step.
+    Two slots, used in turn, each a set of device buffers (X, labels, targets), the
+    same set of page-locked (pinned) host buffers and two events. ``put`` copies the
+    host arrays into its slot's pinned buffers (a host memcpy: the caller may reuse its
+    arrays at once) and queues their copies to the slot's device buffers on fastbp's
+    own copy stream (``copy_stream``), then makes the default stream, where the
+    kernels run, wait for those copies. So the upload of step t+1's batch runs while
+    step t computes, and the host does not wait for either.
 
-    Not yet: the copies run on the default stream, so on the GPU they follow the
-    previous step's kernels instead of overlapping them (a copy stream of fastbp's
-    own, ordered by events, would hide them too: 64 MB of a 4096 x 4096 batch is
-    about 2.6 ms at 25 GB/s).
+    Ordering, by events only (no host synchronisation):
+
+    - the copy into slot k waits for ``free[k]``, recorded on the default stream at
+      the previous ``put``, i.e. after every step launched before it, including the
+      last step that read slot k (two steps back), but not the step launched since,
+      which reads the other slot and keeps running beside the copy;
+    - the default stream waits for ``copied[k]`` before the step that follows ``put``;
+    - before the slot's pinned buffers are refilled the host waits for ``copied[k]``
+      of two steps back: the copy reads pinned memory until it has finished.
+
+    Each slot's device buffers stay the same arrays, so a launch plan keeps one CUDA
+    graph per slot. In numba's CUDA simulator the copies are synchronous.
     """
 
     SLOTS = 2
@@ -291,42 +313,56 @@ class PinnedBatches:
         dtype = np.dtype(dtype)
         shapes = (((batch, n_in), dtype), (batch if has_labels else 0, np.int64),
                   ((batch if has_targets else 0, n_out), dtype))
-        self.devices = tuple(cuda.device_array(shape, t) for shape, t in shapes)
 
         def pinned(shape, t):   # the driver refuses to pin 0 bytes (null pointer)
             size = int(np.prod(shape))
             return cuda.pinned_array(shape, t) if size else np.empty(shape, t)
 
-        self._slots = []
-        for _ in range(self.SLOTS):
-            # the simulator's events take no timing flag (and time nothing)
-            event = cuda.event() if _simulated() else cuda.event(timing=False)
-            self._slots.append((tuple(pinned(shape, t) for shape, t in shapes), event))
+        def event():   # the simulator's events take no timing flag (and time nothing)
+            return cuda.event() if _simulated() else cuda.event(timing=False)
+
+        self._slots = [(tuple(cuda.device_array(shape, t) for shape, t in shapes),
+                        tuple(pinned(shape, t) for shape, t in shapes), event(), event())
+                       for _ in range(self.SLOTS)]
         self._turn = 0
-        self._pending = [False] * self.SLOTS
+        self._copied = [False] * self.SLOTS   # copied[k] recorded (a copy in flight)
+        self._freed = [False] * self.SLOTS    # free[k] recorded
+        self._streams = None
 
     def put(self, X, labels, targets):
         """The device arrays (X, labels, targets), which will hold copies of the host
-        arrays when the next launched kernel runs (labels or targets empty where there
-        are none); conversions as ``upload``'s."""
+        arrays when the next kernel launched on the default stream runs (labels or
+        targets empty where there are none); conversions as ``upload``'s."""
         k = self._turn
-        self._turn = (k + 1) % self.SLOTS
-        hosts, done = self._slots[k]
-        if self._pending[k]:
-            done.synchronize()   # the slot's copy of two steps back has finished
+        other = (k + 1) % self.SLOTS
+        self._turn = other
+        devices, hosts, copied, free = self._slots[k]
+        if self._copied[k]:
+            copied.synchronize()   # the slot's copy of two steps back has finished
+        if _simulated():
+            for host, dev, src in zip(hosts, devices, (X, labels, targets)):
+                if host.size:
+                    host[...] = src
+                    dev.copy_to_device(host)
+            return devices
         from numba import cuda
-        stream = None if _simulated() else cuda.default_stream()
-        for host, dev, src in zip(hosts, self.devices, (X, labels, targets)):
+        from numba.cuda.cudadrv import driver
+        if self._streams is None:
+            self._streams = (cuda.default_stream(), copy_stream())
+        default, copies = self._streams
+        # every step launched so far, the last one to read the other slot included
+        self._slots[other][3].record(default)
+        self._freed[other] = True
+        if self._freed[k]:
+            free.wait(copies)
+        for host, dev, src in zip(hosts, devices, (X, labels, targets)):
             if host.size:
                 host[...] = src
-                if stream is None:
-                    dev.copy_to_device(host)
-                else:
-                    from numba.cuda.cudadrv import driver
-                    driver.host_to_device(dev, host, host.nbytes, stream=stream)
-        done.record(stream if stream is not None else 0)
-        self._pending[k] = True
-        return self.devices
+                driver.host_to_device(dev, host, host.nbytes, stream=copies)
+        copied.record(copies)
+        copied.wait(default)
+        self._copied[k] = True
+        return devices
 
 
 def empty(shape, dtype, device):
