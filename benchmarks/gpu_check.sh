@@ -23,6 +23,9 @@
 #            product geometry) and the fused step with FUSED_ROWS rows per block (4 16;
 #            empty: none)
 #   tune     benchmarks/gpu_tune.py: each candidate geometry against cuBLAS at 4096
+#   profile  Nsight Compute (ncu) on one forward product of PROFILE_GEOMETRY and one of
+#            cuBLAS at 4096: occupancy, warp stall reasons, issue slots (not run unless
+#            named)
 #   compare64  the compare stage in float64 (not run unless named)
 # TEST_FILES (default: the CUDA test files, the new paths first) is what the tests stage
 # runs; TUNE_ARGS and YARDSTICK_ARGS are extra arguments of the tune and yardstick
@@ -93,6 +96,18 @@ for stage in "${stages[@]}"; do
         timeout 300 "$PY" benchmarks/gpu_yardstick.py --budget 0.5 --variants ${YARDSTICK_ARGS:-} \
             --json "$OUT/gpu_yardstick.json" 2>&1 | tee "$OUT/gpu_yardstick.txt"
         rc=${PIPESTATUS[0]} ;;
+    profile)
+        # Nsight Compute on one forward product of PROFILE_GEOMETRY (default: the
+        # default geometry) and one of cuBLAS: where each stalls (gpu_tune --profile)
+        ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu \
+              2>/dev/null | head -1)
+        timeout 200 "${ncu:-ncu}" --profile-from-start off --section SpeedOfLight \
+            --section Occupancy --section LaunchStats --section WarpStateStats \
+            --section SchedulerStats --section InstructionStats \
+            "$PY" benchmarks/gpu_tune.py --geometry "${PROFILE_GEOMETRY:-128,128,8,8,8}" \
+            --repeat 3 --profile --json "$OUT/gpu_tune_profile.json" > "$OUT/ncu.txt" 2>&1
+        rc=$?
+        tail -5 "$OUT/ncu.txt" ;;
     compare64)
         timeout 180 "$PY" -m fastbp compare --dtype float64 \
             --devices "${COMPARE_DEVICES:-cpu,cuda}" --json "$OUT/compare64.json" \
@@ -138,7 +153,7 @@ for stage in "${stages[@]}"; do
         rc=${PIPESTATUS[0]} ;;
     *)
         echo "unknown stage: $stage (cache, compare, yardstick, breakdown, tests, tune,"\
-             "compare64)"; rc=2 ;;
+             "profile, compare64)"; rc=2 ;;
     esac
     say "$stage: exit $rc after $(( $(date +%s) - start )) s"
     [ "$rc" -ne 0 ] && status=1

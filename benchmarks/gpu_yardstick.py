@@ -16,6 +16,8 @@ marked MISMATCH), then prints the median milliseconds per training step of
                    split k, kernels/cuda/_launch.product_shape)
     nographs       (with --variants) "fastbp gpu" without the CUDA graph that replays a
                    step's forward, loss and backward (kernels/cuda/plan.py)
+    gemm           (with --gemm G) "fastbp gpu" with the products' largest tile on
+                   geometry G (smaller tiles and split k still chosen for small outputs)
     torch gpu      PyTorch eager with the batch already on the GPU, no sync per step
     torch host     PyTorch with the batch copied from the host and loss.item() per step
     fastbp cpu     net.train_step on the CPU (skipped for "xl", minutes per step)
@@ -175,6 +177,12 @@ def run(name, sizes, batch, args):
                 v_net, v_opt = fastbp_net(sizes, "cuda")
                 row[key] = ms(chained(lambda: v_net.train_step(dX, dy, v_opt),
                                       cuda.synchronize, args.chain), args.chain)
+    if args.gemm:   # the products' first tier on another geometry, the adaptive choice kept
+        from fastbp.kernels.cuda import launch_config
+        with launch_config(gemm=args.gemm, adaptive=True):
+            g_net, g_opt = fastbp_net(sizes, "cuda")
+            row["fastbp_gpu_gemm_ms"] = ms(chained(lambda: g_net.train_step(dX, dy, g_opt),
+                                                   cuda.synchronize, args.chain), args.chain)
     if model_opt is not None:
         on_gpu, from_host, sync = torch_steps(model_opt, X, y)
         row["torch_gpu_ms"] = ms(chained(on_gpu, sync, args.chain), args.chain)
@@ -198,7 +206,7 @@ def print_row(r):
     label = f"{'-'.join(str(s) for s in r['sizes'])}, b{r['batch']}"
     print(f"{r['config']:7s} {label:26s} {ms('fastbp_cuda_ms')} {ms('fastbp_gpu_ms')} "
           f"{ms('fastbp_gpu_fused_ms')} {ms('fastbp_gpu_fixed_ms')} "
-          f"{ms('fastbp_gpu_nographs_ms')} {ms('torch_gpu_ms')} "
+          f"{ms('fastbp_gpu_nographs_ms')} {ms('fastbp_gpu_gemm_ms')} {ms('torch_gpu_ms')} "
           f"{ms('torch_host_ms')} {ms('fastbp_cpu_ms')} {ratio}  {check}", flush=True)
 
 
@@ -220,6 +228,8 @@ def main(argv=None):
                         help="skip the fastbp cpu column")
     parser.add_argument("--variants", action="store_true",
                         help="add the 'fused', 'fixed' and 'nographs' columns (see the docstring)")
+    parser.add_argument("--gemm", help="add the 'gemm' column: 'fastbp gpu' with this "
+                        "product geometry (bm,bn,bk,tm,tn[,min_blocks]) as the first tier")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     chosen = chosen_configs(parser, args.only)
@@ -227,7 +237,7 @@ def main(argv=None):
     from fastbp.kernels.cuda import plan
     print(f"# {why}; launch path {plan.launch_path()}; python {platform.python_version()}")
     print(f"{'config':7s} {'sizes, batch':26s} {'fb cuda':>9s} {'fb gpu':>9s} "
-          f"{'fused':>9s} {'fixed':>9s} {'nographs':>9s} "
+          f"{'fused':>9s} {'fixed':>9s} {'nographs':>9s} {'gemm':>9s} "
           f"{'torch gpu':>9s} "
           f"{'torch hst':>9s} {'fb cpu':>9s} {'ratio':>6s}  losses (max rel diff)")
     rows = []
