@@ -27,6 +27,7 @@
 #            cuBLAS at 4096: occupancy, warp stall reasons, issue slots (not run unless
 #            named)
 #   compare64  the compare stage in float64 (not run unless named)
+# YARDSTICK_VARIANTS (default fused,fixed,nographs) names the yardstick's variant columns.
 # TEST_FILES (default: the CUDA test files, the new paths first) is what the tests stage
 # runs; TUNE_ARGS and YARDSTICK_ARGS are extra arguments of the tune and yardstick
 # stages (a few --geometry, --only tiny,mnist: quicker).
@@ -93,7 +94,8 @@ for stage in "${stages[@]}"; do
             | tee "$OUT/compare.txt"
         rc=${PIPESTATUS[0]} ;;
     yardstick)
-        timeout 300 "$PY" benchmarks/gpu_yardstick.py --budget 0.5 --variants ${YARDSTICK_ARGS:-} \
+        timeout 300 "$PY" benchmarks/gpu_yardstick.py --budget 0.5 \
+            --variants ${YARDSTICK_VARIANTS:-fused,fixed,nographs} ${YARDSTICK_ARGS:-} \
             --json "$OUT/gpu_yardstick.json" 2>&1 | tee "$OUT/gpu_yardstick.txt"
         rc=${PIPESTATUS[0]} ;;
     profile)

@@ -173,6 +173,8 @@ def run(name, sizes, batch, args):
     if args.variants:
         from fastbp.kernels.cuda import launch_config
         for key, settings in VARIANTS.items():
+            if args.variants != "all" and key.split("_")[2] not in args.variants.split(","):
+                continue
             with launch_config(**settings):   # plans record their launches inside
                 v_net, v_opt = fastbp_net(sizes, "cuda")
                 row[key] = ms(chained(lambda: v_net.train_step(dX, dy, v_opt),
@@ -226,8 +228,9 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=1 if sim else 7)
     parser.add_argument("--no-cpu", action="store_true", default=sim,
                         help="skip the fastbp cpu column")
-    parser.add_argument("--variants", action="store_true",
-                        help="add the 'fused', 'fixed' and 'nographs' columns (see the docstring)")
+    parser.add_argument("--variants", nargs="?", const="all",
+                        help="add the 'fused', 'fixed' and 'nographs' columns (see the "
+                             "docstring), or those named: --variants fixed,nographs")
     parser.add_argument("--gemm", help="add the 'gemm' column: 'fastbp gpu' with this "
                         "product geometry (bm,bn,bk,tm,tn[,min_blocks]) as the first tier")
     parser.add_argument("--json", help="also write the rows to this file")

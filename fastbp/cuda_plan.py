@@ -53,6 +53,8 @@ class CudaRunner:
         self.partials = _device.empty(max(config.max_reduce_blocks, 256), np.float64, "cuda")
         self.counter = optim.new_counter()
         self.bad = optim.new_counter()   # invalid entries of device-resident inputs
+        from .kernels.cuda.plan import RingCursor
+        self.ring_cursor = RingCursor()   # the ring slot the next step writes, on the GPU
         self.no_labels = _device.empty(0, np.int64, "cuda")
         self.no_targets = _device.empty((0, net.sizes[-1]), net.dtype, "cuda")
         self.plans = {}
@@ -113,8 +115,8 @@ class CudaRunner:
         code, params, grads, state, hparams, step = optimizer.compiled_args_for(self.net)
         limits = ((self.net.sizes[-1], self.net.loss == "bce_with_logits") if check
                   else None)
-        plan.run(code, self._state_rows(state), hparams, step, self.ring, slot,
-                 self.capacity, limits, self.net._staging.partials)
+        plan.run(code, self._state_rows(state), hparams, step, self.ring, self.ring_cursor,
+                 slot, self.capacity, limits, self.net._staging.partials)
         self.written += 1
 
     def stage(self, X, labels, targets):
@@ -202,8 +204,8 @@ def prepare(net, optimizer=None, device_inputs=False, batch_sizes=()):
     finally:
         optimizer.steps = steps
     check = (net.sizes[-1], net.loss == "bce_with_logits") if device_inputs else None
-    plan.compile(code, r._state_rows(state), hparams, step, r.ring, r.capacity,
-                 net._staging.partials, check)
+    plan.compile(code, r._state_rows(state), hparams, step, r.ring, r.ring_cursor,
+                 r.capacity, net._staging.partials, check)
 
 
 def runner(net):

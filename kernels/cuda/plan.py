@@ -7,8 +7,8 @@ was most of a small network's step. ``TrainStepPlan`` runs those launchers once 
 ``_launch.recording()`` (so the plan follows exactly the same code, views, grids and
 kernels as an unplanned step) and keeps each launch as a ``PreparedLaunch``; a step
 then only fires them. Built once per (network buffers, batch size); optimizer scalars
-that change between steps (learning rate, Adam's step size, momentum's first step,
-the step's slot in the loss ring) are re-packed in place, nothing else.
+that change between steps (learning rate, Adam's step size, momentum's first step)
+are re-packed in place, nothing else.
 
 How a ``PreparedLaunch`` fires, measured by ``benchmarks/cuda_host_overhead.py
 --launch-paths`` (numba-cuda 0.30.4, driver stubbed, one 3-argument kernel): a
@@ -18,12 +18,22 @@ So with numba-cuda the plan packs the arguments once (``_Kernel._prepare_args``,
 packing numba-cuda itself does per launch) and calls cuda.core's ``launch`` directly
 ("pre-packed"). numba's simulator and its old built-in CUDA target have no such layer:
 there the plan keeps the configured dispatcher and the argument tuple ("configured"),
-still building no view per step. ``launch_path()`` says which one runs.
+still building no view per step.
+
+On top of the pre-packed launches, a plan replays each step as a CUDA graph (captured
+on a stream of fastbp's own through cuda.core's graph builder, which numba-cuda's
+launch accepts), once the same inputs have come twice: one launch per step where the
+launches were 4 to 60, and back-to-back kernels on the GPU without the launch path's
+gaps (6-8 us each, measured on an H200). ``launch_path()`` says which path runs
+("graph", "pre-packed" or "configured"); ``config.graphs`` (FASTBP_CUDA_GRAPHS=0)
+turns graphs off, and a failed capture turns them off for the process, saying why
+(``graphs_unavailable()``).
 
 The step's loss and non-finite count stay on the device: ``_record_step`` (one thread)
 sums the loss kernel's partial sums into ``ring[slot]``, copies the update's non-finite
-counter into ``ring[capacity + slot]`` and zeroes the counter for the next step. The
-host reads the ring when it wants the values (one copy for any number of steps).
+counter into ``ring[capacity + slot]`` and zeroes the counter for the next step, the
+slot read from and advanced in device memory (``RingCursor``) so the graph stays valid.
+The host reads the ring when it wants the values (one copy for any number of steps).
 """
 import numba
 import numpy as np
@@ -154,16 +164,19 @@ class PreparedLaunch:
             self._configured(*self.args)
 
     def rebind(self, args):
-        """Launch with ``args`` from now on (same kernel, same argument types)."""
+        """Launch with ``args`` from now on (same kernel, same argument types); True
+        when any argument changed (a CUDA graph holding the old ones is stale)."""
         old = self.args
+        changed = False
         if self._compiled is None:
             self.args = tuple(args)
-            return
+            return any(a is not b for a, b in zip(old, self.args))
         for i, new in enumerate(args):
             was = old[i]
             if new is was or (type(new) is type(was) and not hasattr(new, "shape")
                               and new == was):
                 continue
+            changed = True
             t = self._compiled.argument_types[i]
             start, end = self._spans[i]
             if hasattr(new, "shape"):
@@ -172,7 +185,7 @@ class PreparedLaunch:
                 if hit is None or hit[0] is not new:
                     if typeof(new, Purpose.argument) != t:   # another layout or dtype
                         self.__init__(self.kernel, self.grid, self.block, args)
-                        return
+                        return True
                     part = []
                     self._compiled._prepare_args(t, new, 0, [], part)
                     if len(self._seen) >= self.SEEN:
@@ -184,14 +197,19 @@ class PreparedLaunch:
                 self._compiled._prepare_args(t, new, 0, [], part)
                 self._packed[start:end] = part
         self.args = tuple(args)
+        return changed
 
 
 @kernel
-def _record_step(partials, nblocks, nonfinite, bad, ring, slot, capacity):
-    """ring[slot] = sum(partials[:nblocks]) (the step's mean loss), ring[capacity +
-    slot] = nonfinite[0] (parameters its update left NaN or infinite), ring[2 *
-    capacity + slot] = bad[0] (invalid input entries, _check_inputs); counters zeroed."""
+def _record_step(partials, nblocks, nonfinite, bad, ring, cursor, capacity):
+    """With slot = cursor[0]: ring[slot] = sum(partials[:nblocks]) (the step's mean
+    loss), ring[capacity + slot] = nonfinite[0] (parameters its update left NaN or
+    infinite), ring[2 * capacity + slot] = bad[0] (invalid input entries,
+    _check_inputs); counters zeroed, cursor[0] moved to the next slot (0 after the
+    last)."""
     if cuda.grid(1) == 0:
+        slot = cursor[0]
+        cursor[0] = slot + 1 if slot + 1 < capacity else 0
         total = 0.0
         for i in range(nblocks):
             total += partials[i]
@@ -226,6 +244,30 @@ def _check_inputs(X, labels, targets, n_classes, unit_interval, bad):
             cuda.atomic.add(bad, 0, 1)
 
 
+@kernel
+def _move_cursor(cursor, slot):
+    if cuda.grid(1) == 0:
+        cursor[0] = slot
+
+
+class RingCursor:
+    """The ring slot the next recorded step writes, held on the device and advanced by
+    ``_record_step`` itself, so that no argument of a step's launches changes from one
+    step to the next and a CUDA graph of the whole step stays valid. ``at`` is the
+    slot the device will hold once the queued steps have run; a step meant for another
+    slot (a new ring, an epoch's first step) moves it first (one small launch)."""
+
+    def __init__(self):
+        self.array = cuda.to_device(np.zeros(1, np.int64))
+        self.at = 0
+
+    def move_to(self, slot, capacity):
+        """Make the next step record into ``slot``; afterwards the one after it."""
+        if self.at != slot:
+            launch_kernel(_move_cursor, 1, 1, (self.array, slot))
+        self.at = slot + 1 if slot + 1 < capacity else 0
+
+
 def count_invalid(X, labels, targets, n_classes, unit_interval, bad):
     """How many entries of the device arrays X, labels and targets (either may be
     empty) ``_check_inputs`` finds invalid: one launch over all of them and one 4-byte
@@ -251,10 +293,12 @@ class TrainStepPlan:
     counter. ``run`` launches forward, loss, backward, the update and ``_record_step``
     into the float64 ``ring`` (2 * capacity); it reads nothing back.
 
-    Forward, loss and backward depend on nothing but the buffers and the inputs, so
-    with ``config.graphs`` they are captured as a CUDA graph per inputs (X, labels,
-    targets) seen twice and replayed: one launch instead of 4-60 (the update and the
-    record stay separate launches: their scalars change between steps).
+    With ``config.graphs`` a step is captured as a CUDA graph per inputs (X, labels,
+    targets) seen twice and replayed: one launch instead of 4-60. Forward, loss and
+    backward depend on nothing but the buffers and the inputs; the record finds its
+    ring slot on the device (RingCursor); the update's scalars (learning rate, Adam's
+    step size, SGD's first momentum step) are compared with the graph's each step, and
+    where they changed the graph holds the passes alone (``_fire``).
     """
     MAX_GRAPHS = 1024   # per plan: an epoch's minibatches each get one
 
@@ -291,12 +335,13 @@ class TrainStepPlan:
         self.clipping = False   # whether the last step clipped (two launches more)
         self.record = None
         self.check = None
-        # CUDA graphs of the passes, one per inputs seen twice (config.graphs): ids of
-        # (X, labels, targets) -> (those arrays, kept alive so the ids stay theirs,
-        # the executable graph)
+        # CUDA graphs, one per inputs seen twice (config.graphs; _fire): ids of (X,
+        # labels, targets) -> (those arrays, kept alive so the ids stay theirs, the
+        # executable graph, the tail version it holds or None: the passes alone)
         self.graphs = {}
         self._seen_once = set()
         self._graphable = all(p._compiled is not None for p in self.passes)
+        self._tail_version = 0   # bumped whenever the update's or record's launches change
 
     def uses(self, params, grads, acts, pres, dbuf, partials, nonfinite, bad):
         """True when the plan was built over exactly these buffers."""
@@ -316,28 +361,44 @@ class TrainStepPlan:
             launch.rebind(args)
         self.inputs = new
 
-    def _fire_passes(self):
-        """Launch forward, loss and backward: as this plan's CUDA graph for the bound
-        inputs when there is one; captured (then replayed) the second time the same
-        inputs come, so a one-off batch pays no capture; one by one otherwise."""
+    def _fire(self, tail_changed):
+        """Launch forward, loss, backward (the passes) and the update and record (the
+        tail) from this plan's CUDA graph for the bound inputs; False (nothing
+        launched) where graphs are off or these inputs come for the first time (a
+        one-off batch pays no capture). A graph holds the whole step while the tail's
+        arguments stay as they were when it was captured (plain SGD: always; Adam's
+        step size changes every step), else the passes alone, the tail then launched
+        one by one; a stale one is captured again."""
         global _graphs_unavailable
-        if config.graphs and _graphs_unavailable is None and self._graphable:
-            key = tuple(id(a) for a in self.inputs)
-            entry = self.graphs.get(key)
-            if entry is None and key in self._seen_once and \
-                    len(self.graphs) < self.MAX_GRAPHS:
-                try:
-                    entry = self.graphs[key] = (self.inputs, _capture(self.passes))
-                except Exception as e:   # noqa: BLE001 - any capture failure: launch plainly
-                    _graphs_unavailable = f"graph capture failed: {type(e).__name__}: {e}"
-            if entry is not None:
-                entry[1].launch(self.passes[0]._stream)
-                return
-            if len(self._seen_once) >= 4 * self.MAX_GRAPHS:
-                self._seen_once.clear()
-            self._seen_once.add(key)
-        for launch in self.passes:
-            launch()
+        if not (config.graphs and _graphs_unavailable is None and self._graphable):
+            return False
+        tail = self.update + [self.record]
+        whole = not tail_changed and all(p._compiled is not None for p in tail)
+        key = tuple(id(a) for a in self.inputs)
+        entry = self.graphs.get(key)   # (inputs, graph, tail version or None: passes)
+        if entry is None:
+            if key not in self._seen_once:
+                if len(self._seen_once) >= 4 * self.MAX_GRAPHS:
+                    self._seen_once.clear()
+                self._seen_once.add(key)
+                return False
+            if len(self.graphs) >= self.MAX_GRAPHS:
+                return False
+        elif entry[2] != (self._tail_version if whole else None):
+            entry = None                    # stale: captured with another tail
+        if entry is None:
+            try:
+                graph = _capture(self.passes + tail if whole else self.passes)
+            except Exception as e:   # noqa: BLE001 - any capture failure: launch plainly
+                _graphs_unavailable = f"graph capture failed: {type(e).__name__}: {e}"
+                return False
+            entry = self.graphs[key] = (self.inputs, graph,
+                                        self._tail_version if whole else None)
+        entry[1].launch(self.passes[0]._stream)
+        if not whole:
+            for launch in tail:
+                launch()
+        return True
 
     def count(self, checked=False):
         """Launches per step: the passes, the update and the record (and the input
@@ -359,7 +420,7 @@ class TrainStepPlan:
                           self.clip_scale if self.clipping else self.unit_scale, nonfinite)
         return recorded
 
-    def compile(self, opt_code, rows, hparams, step, ring, capacity, clip_partials,
+    def compile(self, opt_code, rows, hparams, step, ring, cursor, capacity, clip_partials,
                 check=None):
         """Compile (or load from the disk cache) the kernels ``run`` launches after
         the passes (which the plan compiled when it was built), launching none: the
@@ -371,7 +432,8 @@ class TrainStepPlan:
         params, grads, _, _, _, partials, nonfinite, bad = self.buffers
         launches = self._update_launches(opt_code, rows, hparams, step, clip_partials)
         launches.append((_record_step, 1, 1, (partials, self.loss_blocks, nonfinite, bad,
-                                              ring, 0, capacity)))
+                                              ring, cursor.array, capacity)))
+        launches.append((_move_cursor, 1, 1, (cursor.array, 0)))
         if check is not None:
             X, labels, targets = self.inputs
             launches.append((_check_inputs, 1, config.block,
@@ -379,18 +441,46 @@ class TrainStepPlan:
         for kernel, _, _, args in launches:
             kernel.compile(tuple(typeof(a, Purpose.argument) for a in args))
 
-    def run(self, opt_code, rows, hparams, step, ring, slot, capacity, check=None,
+    def _bind_tail(self, opt_code, rows, hparams, step, ring, cursor, capacity,
+                   clip_partials):
+        """Prepare this step's update and record launches; True when any of them
+        differs from the last step's (kernel, grid or argument)."""
+        params, grads, _, _, _, partials, nonfinite, bad = self.buffers
+        recorded = self._update_launches(opt_code, rows, hparams, step, clip_partials)
+        changed = len(recorded) != len(self.update)
+        del self.update[len(recorded):]
+        for k, (kernel, grid, block, args) in enumerate(recorded):
+            if k == len(self.update):
+                self.update.append(PreparedLaunch(kernel, grid, block, args))
+            elif self.update[k].kernel is not kernel or self.update[k].grid != grid:
+                self.update[k] = PreparedLaunch(kernel, grid, block, args)
+            else:
+                changed |= self.update[k].rebind(args)
+                continue
+            changed = True
+        args = (partials, self.loss_blocks, nonfinite, bad, ring, cursor.array, capacity)
+        if self.record is None:
+            self.record = PreparedLaunch(_record_step, 1, 1, args)
+            changed = True
+        else:
+            changed |= self.record.rebind(args)
+        if changed:
+            self._tail_version += 1
+        return changed
+
+    def run(self, opt_code, rows, hparams, step, ring, cursor, slot, capacity, check=None,
             clip_partials=None):
         """Launch one step; its loss, non-finite count and invalid-input count land in
-        ring[slot + k * capacity], k = 0, 1, 2. ``rows``: the optimizer state's rows
-        (device views kept by the caller); ``check``: None, or (n_classes,
-        unit_interval) to check the inputs first (``_check_inputs``).
+        ring[slot + k * capacity], k = 0, 1, 2 (``cursor``: the ring's RingCursor).
+        ``rows``: the optimizer state's rows (device views kept by the caller);
+        ``check``: None, or (n_classes, unit_interval) to check the inputs first
+        (``_check_inputs``).
 
         With gradient clipping (hparams' max_grad_norm > 0) the update's factor needs
         the norm of this step's gradient: after backward, two launches compute it on
         the device (optim.clip_scale_into), through ``clip_partials`` (float64, not the
         loss's partial sums, which the record step still needs); nothing is read back."""
-        params, grads, _, _, _, partials, nonfinite, bad = self.buffers
+        bad = self.buffers[7]
         if check is not None:
             X, labels, targets = self.inputs
             args = (X, labels, targets, check[0], check[1], bad)
@@ -402,23 +492,12 @@ class TrainStepPlan:
             else:
                 self.check.rebind(args)
             self.check()
-        self._fire_passes()
-        recorded = self._update_launches(opt_code, rows, hparams, step, clip_partials)
-        del self.update[len(recorded):]
-        for k, (kernel, grid, block, args) in enumerate(recorded):
-            if k == len(self.update):
-                self.update.append(PreparedLaunch(kernel, grid, block, args))
-            elif self.update[k].kernel is not kernel:
-                self.update[k] = PreparedLaunch(kernel, grid, block, args)
-            else:
-                self.update[k].rebind(args)
-            self.update[k]()
-        args = (partials, self.loss_blocks, nonfinite, bad, ring, slot, capacity)
-        if self.record is None:
-            self.record = PreparedLaunch(_record_step, 1, 1, args)
-        else:
-            self.record.rebind(args)
-        self.record()
+        cursor.move_to(slot, capacity)
+        changed = self._bind_tail(opt_code, rows, hparams, step, ring, cursor, capacity,
+                                  clip_partials)
+        if not self._fire(changed):
+            for launch in self.passes + self.update + [self.record]:
+                launch()
 
 
 def _download(host, device):
@@ -443,6 +522,7 @@ class EpochState:
         self.clip_partials = cuda.device_array(max(config.max_reduce_blocks, 256),
                                                np.float64)
         self.counter, self.bad = new_counter(), new_counter()
+        self.cursor = RingCursor()
         self.plans = {}
         self.ring = self.host_ring = None
         self.capacity = 0
@@ -512,7 +592,7 @@ def train_epoch(params, grads, sizes, w_off, b_off, act_codes, slopes, act_cum, 
     for i, (X_i, labels_i, targets_i) in enumerate(batches):
         plan = state.plan(params, grads, layout, loss_code, X_i, labels_i, targets_i,
                           acts, pres, dbuf)
-        plan.run(opt_code, rows, opt_hparams, first_step + i, state.ring, i,
+        plan.run(opt_code, rows, opt_hparams, first_step + i, state.ring, state.cursor, i,
                  state.capacity, None, state.clip_partials)
     _download(state.host_ring, state.ring)   # waits for the steps; one copy
     ring, c = state.host_ring, state.capacity
