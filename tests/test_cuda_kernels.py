@@ -31,10 +31,11 @@ SLOPE = codes.DEFAULT_LEAKY_RELU_SLOPE
 # and several blocks each way; in=9 takes 5 k-steps of 2 (an odd count: both staging
 # buffers, ending on the first), 3 of 4, or exactly 3 of 3. (4, 4, 2, 2, 2): 2x2 threads
 # with 2x2 outputs each; (8, 4, 4, 2, 2): a rectangular 4x2-thread block staging 4 and
-# 2 elements per thread; (2, 2, 2, 1, 1): one output per thread; (8, 8, 2, 4, 4): 4x4
-# outputs per thread, each a run of 4 adjacent rows and columns.
+# 2 elements per thread; (2, 2, 2, 1, 1): one output per thread; (3, 3, 3, 1, 1): 9
+# threads, tiles and k-steps of 3 (no power of two); (8, 8, 2, 4, 4): 4x4 outputs per
+# thread, each a run of 4 adjacent rows and columns, 4 threads staging rows of 8.
 CASES = [((5, 3, 7), (4, 4, 2, 2, 2)), ((6, 9, 5), (8, 4, 4, 2, 2)),
-         ((6, 9, 5), (2, 2, 2, 1, 1)), ((9, 9, 7), (4, 4, 3, 2, 2)), ((3, 1, 2), (4, 4, 2, 2, 2)),
+         ((6, 9, 5), (2, 2, 2, 1, 1)), ((9, 9, 7), (3, 3, 3, 1, 1)), ((3, 1, 2), (4, 4, 2, 2, 2)),
          ((11, 9, 10), (8, 8, 2, 4, 4))]
 
 
@@ -240,6 +241,7 @@ def test_launch_config_rejects_bad_geometry():
             pass
     bad = {(4, 4, 2, 3, 2): "multiple of tm", (64, 64, 8, 1, 1): "<= 1024",
            (4, 4, 1, 1, 1): "multiples of the", (4, 4, 2, 2): "five ints",
+           (4, 4, 3, 2, 2): "divide the 4 threads",
            "4,4,x,2,2": "bm,bn,bk,tm,tn", (4, 4, 0, 2, 2): "positive",
            (4, 4, 2, 2, 2, -1): "min_blocks >= 0"}
     for geometry, message in bad.items():

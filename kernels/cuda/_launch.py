@@ -82,6 +82,12 @@ class GemmGeometry(NamedTuple):
         if (self.bm * self.bk) % self.threads or (self.bn * self.bk) % self.threads:
             raise ValueError(f"gemm: bm*bk and bn*bk must be multiples of the "
                              f"{self.threads} threads, got {tuple(self)}")
+        # ... at addresses a constant apart (blas._operand): the threads walk an
+        # operand's contiguous axis (bm, bn or bk long) in whole rows or whole sweeps
+        t = self.threads
+        if any(t % v and v % t for v in (self.bm, self.bn, self.bk)):
+            raise ValueError(f"gemm: bm, bn and bk must each divide the {t} threads or "
+                             f"be a multiple of them, got {tuple(self)}")
         return self
 
 

@@ -56,7 +56,7 @@ import numpy as np
 from numba import cuda
 
 from ._jit import kernel
-from ._launch import blocks, config, launch, multiprocessors, product_shape
+from ._launch import SIMULATOR, blocks, config, launch, multiprocessors, product_shape
 from .activations import CHEAP, FORWARD
 from .reduce import workspace
 
@@ -82,29 +82,60 @@ def _pad(bk):
     return -(-max(32 // bk, 1) // 4) * 4
 
 
-def _operand(rows, bk, k_major, zero):
-    """Device functions staging one operand, seen as R x K (rows of the tile by k):
-    ``coords(e)`` maps a thread's e-th staged element to (row, k) within the tile,
-    ordered so consecutive threads read consecutive addresses of the source;
-    ``fetch(src, r, k, R, K)`` reads element (r, k), from src[k, r] when the source is
-    k_major (laid out K x R) and src[r, k] otherwise, or zero outside R x K."""
+if SIMULATOR:
     @cuda.jit(device=True)
-    def coords(e):
-        if k_major:                # source (K, R): walk rows fastest
-            k = e // rows
-            return e - k * rows, k
-        r = e // bk                # source (R, K): walk k fastest
-        return r, e - r * bk
+    def _flat(M, x):
+        """M.flat[x] of a C-contiguous matrix (x unsigned, in range)."""
+        n = M.shape[1]
+        return M[x // n, x % n]     # the simulator indexes numpy arrays: keep in range
+else:
+    @cuda.jit(device=True)
+    def _flat(M, x):
+        """M.flat[x] of a C-contiguous matrix (x unsigned, in range): numba computes a
+        C-layout element's offset from the indices and shape (i * shape[1] + j), with
+        no bounds check and no wraparound for unsigned indices, so M[0, x] is the x-th
+        element: one address add, where M[i, j] with i and j recomputed per element
+        cost a 64-bit multiply, a stride load and two compares (a view made with
+        reshape would call a host helper numba-cuda does not link)."""
+        return M[np.uint64(0), x]
+
+
+def _operand(rows, bk, k_major, threads):
+    """How a thread stages one operand, seen as R x K (rows of the tile by k) and read
+    from a flat view of its source: K x R (``k_major``) or R x K, row-major, ld its
+    row length. Consecutive threads take consecutive addresses along the source's
+    contiguous ("fast") axis; the e-th element of the tile a block stages is
+    (fast, slow) = (e % F, e // F), F the fast extent (rows or bk), and a thread stages
+    e = tid + l * threads, l = 0, 1, ... Since threads and F divide one another
+    (GemmGeometry.check), element l of a thread lies at
+
+        fast = fast0 + (l % P) * threads,   slow = slow0 + (l // P) * Q
+
+    with compile-time P and Q: so its source address is the first element's plus a
+    per-launch constant, and its shared-memory slot the first's plus a compile-time
+    one. Returns ``first(tid)`` -> (fast0, slow0), ``coords(fast0, slow0, l)`` -> (r, k)
+    within the tile, and (P, Q)."""
+    fast = rows if k_major else bk
+    if threads % fast == 0:
+        P, Q = 1, threads // fast
+    else:
+        P, Q = fast // threads, 1
 
     @cuda.jit(device=True)
-    def fetch(src, r, k, R, K):
-        if r < R and k < K:     # in bounds and non-negative: index unsigned (no wraparound)
-            if k_major:
-                return src[np.uint64(k), np.uint64(r)]
-            return src[np.uint64(r), np.uint64(k)]
-        return zero(0)
+    def first(tid):
+        if P == 1:
+            return tid % fast, tid // fast
+        return tid, 0
 
-    return coords, fetch
+    @cuda.jit(device=True)
+    def coords(fast0, slow0, l):
+        f = fast0 + (l % P) * threads
+        w = slow0 + (l // P) * Q
+        if k_major:
+            return f, w
+        return w, f
+
+    return first, coords, P, Q
 
 
 @functools.lru_cache(maxsize=None)
@@ -130,8 +161,29 @@ def _kernel(geometry, dtype, trans_a, trans_b, epilogue, code=0):
     nbtype = numba.from_dtype(np.dtype(dtype))
     # op(A) is staged by its rows m, op(B) by its columns n: A is k-major (K x M) when
     # transposed, B when not (op(B) = B is K x N).
-    a_coords, a_fetch = _operand(BM, BK, trans_a, zero)
-    b_coords, b_fetch = _operand(BN, BK, not trans_b, zero)
+    A_KM, B_KM = trans_a, not trans_b
+    a_first, a_coords, AP, AQ = _operand(BM, BK, A_KM, NT)
+    b_first, b_coords, BP, BQ = _operand(BN, BK, B_KM, NT)
+    # shared-memory distance of one step along an operand's slow and fast axes (the
+    # staging buffers are [k][row]: a k is LDA or LDB apart, a row 1)
+    A_SLOW, A_FAST = (AQ * LDA, NT) if A_KM else (AQ, NT * LDA)
+    B_SLOW, B_FAST = (BQ * LDB, NT) if B_KM else (BQ, NT * LDB)
+    # the kk loop unrolled by hand, UK steps at a time (LLVM leaves a loop of 64
+    # multiply-adds rolled: 15 more instructions per k, and no loads hoisted ahead)
+    UK = 8 if BK % 8 == 0 else (4 if BK % 4 == 0 else (2 if BK % 2 == 0 else 1))
+
+    @cuda.jit(device=True)
+    def multiply(As, Bs, a_at, b_at, acc, a_col, b_row):
+        """acc += op(A)[:, k] op(B)[k, :] for the thread's outputs, the column and row
+        of one k read from shared memory at a_at and b_at."""
+        for i in range(TM):
+            a_col[i] = As[np.uint64(a_at + (i // VM) * (TY * VM) + i % VM)]
+        for j in range(TN):
+            b_row[j] = Bs[np.uint64(b_at + (j // VN) * (TX * VN) + j % VN)]
+        for i in range(TM):
+            for j in range(TN):
+                acc[i, j] += a_col[i] * b_row[j]
+
     options = {"launch_bounds": (NT, min_blocks)} if min_blocks and _HAS_LAUNCH_BOUNDS else {}
 
     @kernel(**options)
@@ -160,43 +212,84 @@ def _kernel(geometry, dtype, trans_a, trans_b, epilogue, code=0):
             for j in range(TN):
                 acc[i, j] = 0
         steps = (k_end - k_begin + BK - 1) // BK
+        # Where this thread's first staged element of each operand lies in it (as a
+        # flat array, _flat) and in shared memory; element l is a constant away from
+        # it (_operand), so a k-step costs one add per operand, not per element.
+        a_ld = A.shape[1]
+        b_ld = B.shape[1]
+        af, aw = a_first(tid)
+        bf, bw = b_first(tid)
+        a_r, a_k = a_coords(af, aw, 0)
+        b_r, b_k = b_coords(bf, bw, 0)
+        if A_KM:
+            a_flat = (k_begin + a_k) * a_ld + m0 + a_r
+        else:
+            a_flat = (m0 + a_r) * a_ld + k_begin + a_k
+        if B_KM:
+            b_flat = (k_begin + b_k) * b_ld + n0 + b_r
+        else:
+            b_flat = (n0 + b_r) * b_ld + k_begin + b_k
+        a_inc = BK * a_ld if A_KM else BK
+        b_inc = BK * b_ld if B_KM else BK
+        a_slow = AQ * a_ld      # source distance of one step of the slow axis (l // P)
+        b_slow = BQ * b_ld
+        a_sh = a_k * LDA + a_r  # shared slot of the first element (buffer 0)
+        b_sh = b_k * LDB + b_r
+        # a block whose whole tile lies inside C reads its interior without checks
+        inside = m0 + BM <= M and n0 + BN <= N
         for step in range(steps + 1):
             # Fetch step `step` into registers (before the arithmetic on step-1, so the
             # loads overlap it), ...
             if step < steps:
                 k0 = k_begin + step * BK
-                for l in range(LA):
-                    r, k = a_coords(tid + l * NT)
-                    a_next[l] = a_fetch(A, m0 + r, k0 + k, M, k_end)
-                for l in range(LB):
-                    r, k = b_coords(tid + l * NT)
-                    b_next[l] = b_fetch(B, n0 + r, k0 + k, N, k_end)
+                if inside and k0 + BK <= k_end:
+                    for l in range(LA):
+                        a_next[l] = _flat(A, np.uint64(a_flat + (l // AP) * a_slow + (l % AP) * NT))
+                    for l in range(LB):
+                        b_next[l] = _flat(B, np.uint64(b_flat + (l // BP) * b_slow + (l % BP) * NT))
+                else:
+                    for l in range(LA):
+                        r, k = a_coords(af, aw, l)
+                        a_next[l] = zero(0)
+                        if m0 + r < M and k0 + k < k_end:
+                            a_next[l] = _flat(A, np.uint64(a_flat + (l // AP) * a_slow
+                                                           + (l % AP) * NT))
+                    for l in range(LB):
+                        r, k = b_coords(bf, bw, l)
+                        b_next[l] = zero(0)
+                        if n0 + r < N and k0 + k < k_end:
+                            b_next[l] = _flat(B, np.uint64(b_flat + (l // BP) * b_slow
+                                                           + (l % BP) * NT))
+                a_flat += a_inc
+                b_flat += b_inc
             # ... multiply step-1's slices, staged in buffer (step-1) % 2, ...
             if step > 0:
                 a_at = ((step - 1) & 1) * BK * LDA + ty * VM
                 b_at = ((step - 1) & 1) * BK * LDB + tx * VN
-                for kk in range(BK):
-                    # unsigned indices: numba adds no negative-index wraparound, which
-                    # cost a compare and a select per load here
-                    for i in range(TM):
-                        a_col[i] = As[np.uint64(a_at + (i // VM) * (TY * VM) + i % VM)]
-                    for j in range(TN):
-                        b_row[j] = Bs[np.uint64(b_at + (j // VN) * (TX * VN) + j % VN)]
-                    for i in range(TM):
-                        for j in range(TN):
-                            acc[i, j] += a_col[i] * b_row[j]
-                    a_at += LDA
-                    b_at += LDB
+                for kk in range(0, BK, UK):
+                    multiply(As, Bs, a_at, b_at, acc, a_col, b_row)
+                    if UK > 1:
+                        multiply(As, Bs, a_at + LDA, b_at + LDB, acc, a_col, b_row)
+                    if UK > 2:
+                        multiply(As, Bs, a_at + 2 * LDA, b_at + 2 * LDB, acc, a_col, b_row)
+                        multiply(As, Bs, a_at + 3 * LDA, b_at + 3 * LDB, acc, a_col, b_row)
+                    if UK > 4:
+                        multiply(As, Bs, a_at + 4 * LDA, b_at + 4 * LDB, acc, a_col, b_row)
+                        multiply(As, Bs, a_at + 5 * LDA, b_at + 5 * LDB, acc, a_col, b_row)
+                        multiply(As, Bs, a_at + 6 * LDA, b_at + 6 * LDB, acc, a_col, b_row)
+                        multiply(As, Bs, a_at + 7 * LDA, b_at + 7 * LDB, acc, a_col, b_row)
+                    a_at += UK * LDA
+                    b_at += UK * LDB
             # ... then stage step into the other buffer. Nobody reads it now: the
             # barrier that ended the previous iteration came after its last reads.
             if step < steps:
                 nxt = step & 1
                 for l in range(LA):
-                    r, k = a_coords(tid + l * NT)
-                    As[np.uint64((nxt * BK + k) * LDA + r)] = a_next[l]
+                    As[np.uint64(nxt * BK * LDA + a_sh + (l // AP) * A_SLOW
+                                 + (l % AP) * A_FAST)] = a_next[l]
                 for l in range(LB):
-                    r, k = b_coords(tid + l * NT)
-                    Bs[np.uint64((nxt * BK + k) * LDB + r)] = b_next[l]
+                    Bs[np.uint64(nxt * BK * LDB + b_sh + (l // BP) * B_SLOW
+                                 + (l % BP) * B_FAST)] = b_next[l]
             cuda.syncthreads()
         for i in range(TM):
             m = m0 + (i // VM) * (TY * VM) + ty * VM + i % VM
