@@ -1,8 +1,8 @@
 """Steps replayed as CUDA graphs (kernels/cuda/plan.py) train exactly as launched ones.
 
-A plan captures its forward, loss and backward as a graph the second time it sees the
-same inputs (a host batch staged into the same buffers, a device array passed again,
-an epoch's minibatch in the next epoch), so these tests repeat inputs on purpose and
+A plan captures a step as a graph the second time it sees the same inputs (a host
+batch staged into the same buffers, a device array passed again, an epoch's minibatch
+in the next epoch), so these tests repeat inputs on purpose and
 compare with the CPU step by step. In numba's CUDA simulator nothing is captured (the
 "configured" launch path) and the same steps run launch by launch; on a real GPU
 (FASTBP_TEST_REAL_GPU=1) the graphs must have been used, and the results must not
@@ -56,8 +56,10 @@ def test_repeated_inputs_train_as_on_the_cpu(optimizer, dtype):
     for _ in range(3):   # the same device arrays, used in place
         cpu.train_step(X, y, opt_cpu), gpu.train_step(dX, dy, opt_gpu)
     _assert_close(gpu, cpu, dtype, "after steps on device arrays")
+    # one graph per staging slot of the host batches, one for the device arrays
+    from fastbp.device import PinnedBatches
     plans = cuda_plan.runner(gpu).plans
-    assert len(plans[4].graphs) == (2 if _graphs_expected() else 0)
+    assert len(plans[4].graphs) == (PinnedBatches.SLOTS + 1 if _graphs_expected() else 0)
     Xe = rng.standard_normal((12, 6)).astype(dtype)
     ye = rng.integers(0, 3, 12)
     for epoch in range(2):   # the second epoch replays each minibatch's graph
