@@ -27,7 +27,8 @@
 #            cuBLAS at 4096: occupancy, warp stall reasons, issue slots (not run unless
 #            named)
 #   compare64  the compare stage in float64 (not run unless named)
-# YARDSTICK_VARIANTS (default fused,fixed,nographs) names the yardstick's variant columns.
+# YARDSTICK_VARIANTS (default fused,fixed,nographs) names the yardstick's variant columns;
+# PACK=1 also puts every output file into $OUT/all.tgz (see the end).
 # TEST_FILES (default: the CUDA test files, the new paths first) is what the tests stage
 # runs; TUNE_ARGS and YARDSTICK_ARGS are extra arguments of the tune and yardstick
 # stages (a few --geometry, --only tiny,mnist: quicker).
@@ -161,4 +162,9 @@ for stage in "${stages[@]}"; do
     [ "$rc" -ne 0 ] && status=1
 done
 cat "$summary"
+# PACK=1: every file of $OUT also in one archive, all.tgz (the device tool brings back
+# at most 8 files; a run of several stages writes more)
+if [ -n "${PACK:-}" ]; then
+    tar -C "$OUT" --exclude=all.tgz -czf "$site/all.tgz" . && mv "$site/all.tgz" "$OUT/"
+fi
 exit $status

@@ -30,6 +30,14 @@ How a block works (geometry ``(bm, bn, bk, tm, tn)`` from ``_launch.config.gemm`
   cache lines. Per k a thread loads (tm + tn)/4 vectors for tm*tn fused multiply-adds.
 - The staging rows are padded (``_pad``) so the transposing stores of an operand that
   is not k-major hit distinct banks, and stay 16-byte aligned for the vector loads.
+- A thread's staged elements of an operand lie a constant apart, in the source (a
+  per-launch constant) and in shared memory (a compile-time one), because the thread
+  count and bm, bn, bk divide one another (``_operand``): a k-step adds one offset per
+  operand instead of recomputing each element's row, column and bounds (that was
+  about 120 instructions per k-step, a fifth of the kernel, in the SASS). A block
+  whose tile lies inside C loads its full k-steps without any check.
+- The k loop of a step is unrolled by hand (``multiply`` called per k): left to LLVM
+  it stayed a loop, 15 instructions of bookkeeping per k and no loads hoisted ahead.
 - Ragged edges read zeros (masked loads) and skip stores: any m, n, k is correct.
 - The epilogue's loops over the thread's outputs are unrolled, so that ``acc`` is
   indexed by constants only and stays in registers (one run-time index would move the
@@ -46,7 +54,9 @@ of z and applies the real epilogue. The result is deterministic (no atomics); on
 summation order differs from the unsplit product's.
 
 ``benchmarks/cuda_resources.py`` prints the registers, stack and spills ptxas gives each
-variant (no GPU needed); ``benchmarks/gpu_tune.py`` times geometries against cuBLAS.
+variant (no GPU needed; 124-126 registers at the default geometry, so two blocks fit a
+multiprocessor); ``benchmarks/gpu_tune.py`` times geometries against cuBLAS (on an
+H200: 0.73 / 0.85 / 0.81 of cuBLAS FP32 for forward / dW / dX at 4096).
 """
 import functools
 import inspect
