@@ -110,7 +110,7 @@ else:
         return M[np.uint64(0), x]
 
 
-def _operand(rows, bk, k_major, threads):
+def _operand(rows, bk, k_major, threads, zero):
     """How a thread stages one operand, seen as R x K (rows of the tile by k) and read
     from a flat view of its source: K x R (``k_major``) or R x K, row-major, ld its
     row length. Consecutive threads take consecutive addresses along the source's
@@ -124,7 +124,10 @@ def _operand(rows, bk, k_major, threads):
     with compile-time P and Q: so its source address is the first element's plus a
     per-launch constant, and its shared-memory slot the first's plus a compile-time
     one. Returns ``first(tid)`` -> (fast0, slow0), ``coords(fast0, slow0, l)`` -> (r, k)
-    within the tile, and (P, Q)."""
+    within the tile, ``load(src, flat, slow, l)`` -> element l (``flat``: the first's
+    flat index in src, ``slow``: Q source rows), ``load_checked(src, flat, slow, fast0,
+    slow0, l, row0, R, k0, K)`` -> the same, or zero where the tile's row row0 + r or
+    k0 + k falls outside R rows or K, and (P, Q)."""
     fast = rows if k_major else bk
     if threads % fast == 0:
         P, Q = 1, threads // fast
@@ -145,7 +148,18 @@ def _operand(rows, bk, k_major, threads):
             return f, w
         return w, f
 
-    return first, coords, P, Q
+    @cuda.jit(device=True)
+    def load(src, flat, slow, l):
+        return _flat(src, np.uint64(flat + (l // P) * slow + (l % P) * threads))
+
+    @cuda.jit(device=True)
+    def load_checked(src, flat, slow, fast0, slow0, l, row0, R, k0, K):
+        r, k = coords(fast0, slow0, l)
+        if row0 + r < R and k0 + k < K:
+            return load(src, flat, slow, l)
+        return zero(0)
+
+    return first, coords, load, load_checked, P, Q
 
 
 @functools.lru_cache(maxsize=None)
@@ -172,8 +186,8 @@ def _kernel(geometry, dtype, trans_a, trans_b, epilogue, code=0):
     # op(A) is staged by its rows m, op(B) by its columns n: A is k-major (K x M) when
     # transposed, B when not (op(B) = B is K x N).
     A_KM, B_KM = trans_a, not trans_b
-    a_first, a_coords, AP, AQ = _operand(BM, BK, A_KM, NT)
-    b_first, b_coords, BP, BQ = _operand(BN, BK, B_KM, NT)
+    a_first, a_coords, a_load, a_checked, AP, AQ = _operand(BM, BK, A_KM, NT, zero)
+    b_first, b_coords, b_load, b_checked, BP, BQ = _operand(BN, BK, B_KM, NT, zero)
     # shared-memory distance of one step along an operand's slow and fast axes (the
     # staging buffers are [k][row]: a k is LDA or LDB apart, a row 1)
     A_SLOW, A_FAST = (AQ * LDA, NT) if A_KM else (AQ, NT * LDA)
@@ -254,22 +268,14 @@ def _kernel(geometry, dtype, trans_a, trans_b, epilogue, code=0):
                 k0 = k_begin + step * BK
                 if inside and k0 + BK <= k_end:
                     for l in range(LA):
-                        a_next[l] = _flat(A, np.uint64(a_flat + (l // AP) * a_slow + (l % AP) * NT))
+                        a_next[l] = a_load(A, a_flat, a_slow, l)
                     for l in range(LB):
-                        b_next[l] = _flat(B, np.uint64(b_flat + (l // BP) * b_slow + (l % BP) * NT))
+                        b_next[l] = b_load(B, b_flat, b_slow, l)
                 else:
                     for l in range(LA):
-                        r, k = a_coords(af, aw, l)
-                        a_next[l] = zero(0)
-                        if m0 + r < M and k0 + k < k_end:
-                            a_next[l] = _flat(A, np.uint64(a_flat + (l // AP) * a_slow
-                                                           + (l % AP) * NT))
+                        a_next[l] = a_checked(A, a_flat, a_slow, af, aw, l, m0, M, k0, k_end)
                     for l in range(LB):
-                        r, k = b_coords(bf, bw, l)
-                        b_next[l] = zero(0)
-                        if n0 + r < N and k0 + k < k_end:
-                            b_next[l] = _flat(B, np.uint64(b_flat + (l // BP) * b_slow
-                                                           + (l % BP) * NT))
+                        b_next[l] = b_checked(B, b_flat, b_slow, bf, bw, l, n0, N, k0, k_end)
                 a_flat += a_inc
                 b_flat += b_inc
             # ... multiply step-1's slices, staged in buffer (step-1) % 2, ...
