@@ -444,7 +444,8 @@ LAUNCHED_ELSEWHERE = (
     Compiled("take_rows (1-D)", "rows", "_take_rows_1d", "labels labels labels"),
     Compiled("divide (all-reduced gradients)", "optim", "_divide_kernel", "v1 f64"),
     # the launch plan's loss ring: partials, nblocks, counters, ring, slot, capacity
-    Compiled("record_step", "plan", "_record_step", "p1 i64 counter counter p1 i64 i64"),
+    Compiled("record_step", "plan", "_record_step", "p1 i64 counter counter p1 cursor i64"),
+    Compiled("move_cursor", "plan", "_move_cursor", "cursor i64"),
     Compiled("check_inputs", "plan", "_check_inputs", "m2 labels m2 i64 b counter"),
     # the jacobian's one-hot seed and its copy of dX into J[:, k, :]
     Compiled("one_hot", "jacobian", "_one_hot", "m2 i64"),
@@ -479,13 +480,15 @@ def argument_types(signature, dtype):
     """numba types of a :class:`Compiled` signature for the dtype name ``dtype``:
     m3 / m2 / v1 a C-contiguous 3-D / 2-D / 1-D array of dtype; p1 of float64 (partial sums, the
     clipping factor); labels of int64; counter of int32 (the updates' non-finite
-    count); i64, f64, b the int64, float64 and bool scalars the launchers pass."""
+    count); cursor of int64 (a step's ring slot, plan.RingCursor); i64, f64, b the
+    int64, float64 and bool scalars the launchers pass."""
     from numba import types
     f = getattr(types, dtype)
     table = {"m3": types.Array(f, 3, "C"), "m2": types.Array(f, 2, "C"), "v1": types.Array(f, 1, "C"),
              "p1": types.Array(types.float64, 1, "C"),
              "labels": types.Array(types.int64, 1, "C"),
              "counter": types.Array(types.int32, 1, "C"),
+             "cursor": types.Array(types.int64, 1, "C"),
              "i64": types.int64, "f64": types.float64, "b": types.boolean}
     return tuple(table[token] for token in signature.split())
 
