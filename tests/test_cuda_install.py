@@ -39,7 +39,7 @@ if ok:   # one of fastbp's own kernels compiles too
     from fastbp.kernels.cuda import plan
     cuda.compile_ptx(plan._record_step.py_func,
                      "void(float64[::1], int64, int32[::1], int32[::1], float64[::1], "
-                     "int64, int64)",
+                     "int64[::1], int64)",
                      cc=(7, 5))
     print("record kernel compiled")
 """
