@@ -436,7 +436,7 @@ LAUNCHED_ELSEWHERE = (
     Compiled("sgd_momentum", "optim", "_sgd_momentum_kernel",
              "counter v1 v1 v1 p1 f64 f64 f64 f64 b b"),
     Compiled("adam", "optim", "_adam_kernel",
-             "counter v1 v1 v1 v1 v1 p1 f64 f64 f64 f64 f64 f64 f64 b"),
+             "counter v1 v1 v1 v1 v1 p1 f64 cursor f64 f64 f64 f64 f64 b"),
     Compiled("rmsprop", "optim", "_rmsprop_kernel",
              "counter v1 v1 v1 v1 v1 p1 f64 f64 f64 f64 f64 b"),
     # fit's shuffle of a data set on the GPU: rows of X or targets, and of int64 labels
@@ -445,7 +445,7 @@ LAUNCHED_ELSEWHERE = (
     Compiled("divide (all-reduced gradients)", "optim", "_divide_kernel", "v1 f64"),
     # the launch plan's loss ring: partials, nblocks, counters, ring, slot, capacity
     Compiled("record_step", "plan", "_record_step", "p1 i64 counter counter p1 cursor i64"),
-    Compiled("move_cursor", "plan", "_move_cursor", "cursor i64"),
+    Compiled("move_cursor", "plan", "_move_cursor", "cursor i64 i64"),
     Compiled("check_inputs", "plan", "_check_inputs", "m2 labels m2 i64 b counter"),
     # the jacobian's one-hot seed and its copy of dX into J[:, k, :]
     Compiled("one_hot", "jacobian", "_one_hot", "m2 i64"),
@@ -480,7 +480,7 @@ def argument_types(signature, dtype):
     """numba types of a :class:`Compiled` signature for the dtype name ``dtype``:
     m3 / m2 / v1 a C-contiguous 3-D / 2-D / 1-D array of dtype; p1 of float64 (partial sums, the
     clipping factor); labels of int64; counter of int32 (the updates' non-finite
-    count); cursor of int64 (a step's ring slot, plan.RingCursor); i64, f64, b the
+    count); cursor of int64 (a step's ring slot and number, plan.RingCursor); i64, f64, b the
     int64, float64 and bool scalars the launchers pass."""
     from numba import types
     f = getattr(types, dtype)

@@ -36,8 +36,8 @@ def _graphs_expected():
 
 @pytest.mark.parametrize("optimizer, dtype", [("sgd", "float64"), ("adam", "float32")])
 def test_repeated_inputs_train_as_on_the_cpu(optimizer, dtype):
-    """Steps on one host batch, then on one device array, then two epochs: the update
-    (whose Adam step size changes every step) runs after each replayed graph."""
+    """Steps on one host batch, then on one device array, then two epochs, replayed as
+    graphs (Adam's bias corrections read the step number on the device)."""
     from numba import cuda
     sizes = [6, 5, 3]
     rng = np.random.default_rng(7)

@@ -20,7 +20,10 @@ before further use).
 The signatures are the CPU twins': the gradient norm's partial sums and the
 non-finite counter are the launchers' own scratch (reduce.scratch). The
 hyperparameters stay on the host and travel as kernel arguments, so schedules that
-change the learning rate between steps cost no transfer. Clipping needs the gradient
+change the learning rate between steps cost no transfer; only the step number that
+Adam's bias corrections need is read from a device array (``steps[STEP]``: a launch
+plan's RingCursor, advanced on the device, so a CUDA graph of the step stays valid;
+``step_counter`` for an update launched alone). Clipping needs the gradient
 norm: a block-reduced sum of squares. ``optimizer_update`` reads its few partials back
 to the host; the training step's plan instead turns them into the factor on the device
 (``clip_scale_into``), and the update kernels read the factor from a one-element device
@@ -37,6 +40,8 @@ from .. import codes
 from ._jit import kernel
 from ._launch import blocks, config, launch
 from .reduce import block_sum, scratch
+
+STEP = 1   # the entry of a steps array that holds the step number (plan.RingCursor's)
 
 
 @functools.lru_cache(maxsize=None)
@@ -151,10 +156,16 @@ def _sgd_momentum_kernel(nonfinite, params, grads, buf, scale, lr, momentum, dam
 
 
 @kernel
-def _adam_kernel(nonfinite, params, grads, m, v, vmax, scale, step_size, bias2_sqrt, beta1, beta2,
+def _adam_kernel(nonfinite, params, grads, m, v, vmax, scale, lr, steps, beta1, beta2,
                  eps, l2, shrink, amsgrad):
     i = cuda.grid(1)
     if i < params.shape[0]:
+        # the bias corrections of step t = steps[STEP], read on the device so that the
+        # launch's arguments stay the same from one step to the next (a CUDA graph of
+        # the step stays valid)
+        t = numba.float64(steps[STEP])
+        step_size = lr / (1.0 - math.pow(beta1, t))
+        bias2_sqrt = math.sqrt(1.0 - math.pow(beta2, t))
         p = params[i]
         g = scale[0] * grads[i]
         if l2 != 0.0:
@@ -262,18 +273,17 @@ def sgd_momentum_update(nonfinite, params, grads, buf, scale, lr, momentum, damp
 
 
 def adam_update(nonfinite, params, grads, m, v, vmax, scale, lr, beta1, beta2, eps,
-                weight_decay, decoupled, amsgrad, step):
-    """Adam (decoupled=False) or AdamW (decoupled=True); vmax used only with amsgrad."""
+                weight_decay, decoupled, amsgrad, steps):
+    """Adam (decoupled=False) or AdamW (decoupled=True); vmax used only with amsgrad;
+    ``steps``: an int64 device array whose entry STEP holds the step number t (1 for
+    the first update), read by the kernel (``step_counter``)."""
     if not params.shape[0]:
         return
-    step_size = lr / (1.0 - beta1 ** step)
-    bias2_sqrt = math.sqrt(1.0 - beta2 ** step)
     l2 = 0.0 if decoupled else weight_decay
     shrink = 1.0 - lr * weight_decay if decoupled else 1.0
     launch(_adam_kernel, *_grid(params),
-           (nonfinite, params, grads, m, v, vmax, scale, float(step_size),
-            float(bias2_sqrt), float(beta1), float(beta2), float(eps), float(l2),
-            float(shrink), bool(amsgrad)))
+           (nonfinite, params, grads, m, v, vmax, scale, float(lr), steps, float(beta1),
+            float(beta2), float(eps), float(l2), float(shrink), bool(amsgrad)))
 
 
 def rmsprop_update(nonfinite, params, grads, square_avg, grad_avg, buf, scale, lr, alpha,
@@ -300,16 +310,27 @@ def optimizer_update(opt_code, params, grads, state, hparams, step):
     scale = new_scale(clip_scale(grads, float(hparams[codes.HP_MAX_GRAD_NORM])))
     nonfinite = scratch("counter")
     launch_update(opt_code, params, grads, [state[r] for r in range(state.shape[0])],
-                  hparams, step, scale, nonfinite)
+                  hparams, step, step_counter(step), scale, nonfinite)
     return _read_count(nonfinite)
 
 
-def launch_update(opt_code, params, grads, rows, hparams, step, scale, nonfinite):
+def step_counter(step):
+    """The calling thread's int64 steps array (reduce.scratch) holding ``step`` at
+    STEP, for an update launched outside a launch plan (the plan keeps its own on the
+    device, advanced by the step's record)."""
+    steps = scratch("steps")
+    steps.copy_to_device(np.array([0, step], np.int64))
+    return steps
+
+
+def launch_update(opt_code, params, grads, rows, hparams, step, steps, scale, nonfinite):
     """Launch the update of ``opt_code``; ``scale``: the clipping factor as a
     one-element float64 device array (``new_scale``, or written by ``clip_scale_into``
     on the device), read by the kernels; ``rows``: the state's rows as (n,) device
-    arrays (a launch plan keeps them, so a step builds no views). Adds the non-finite
-    count to ``nonfinite[0]``; reads nothing back."""
+    arrays (a launch plan keeps them, so a step builds no views); ``step``: the step
+    number, and ``steps``: an int64 device array holding it at STEP, which Adam reads
+    (SGD's momentum reads ``step`` for its first step only). Adds the non-finite count
+    to ``nonfinite[0]``; reads nothing back."""
     lr = float(hparams[codes.HP_LR])
     clipping = hparams[codes.HP_MAX_GRAD_NORM] > 0.0
     if opt_code == codes.SGD:
@@ -329,7 +350,7 @@ def launch_update(opt_code, params, grads, rows, hparams, step, scale, nonfinite
         adam_update(nonfinite, params, grads, rows[0], rows[1], vmax, scale, lr,
                     hparams[codes.HP_ADAM_BETA1], hparams[codes.HP_ADAM_BETA2],
                     hparams[codes.HP_ADAM_EPS], hparams[codes.HP_ADAM_WEIGHT_DECAY],
-                    opt_code == codes.ADAMW, amsgrad, step)
+                    opt_code == codes.ADAMW, amsgrad, steps)
     elif opt_code == codes.RMSPROP:
         centered = hparams[codes.HP_RMSPROP_CENTERED] != 0.0
         momentum = float(hparams[codes.HP_RMSPROP_MOMENTUM])

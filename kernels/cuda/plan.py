@@ -7,8 +7,8 @@ was most of a small network's step. ``TrainStepPlan`` runs those launchers once 
 ``_launch.recording()`` (so the plan follows exactly the same code, views, grids and
 kernels as an unplanned step) and keeps each launch as a ``PreparedLaunch``; a step
 then only fires them. Built once per (network buffers, batch size); optimizer scalars
-that change between steps (learning rate, Adam's step size, momentum's first step)
-are re-packed in place, nothing else.
+that change between steps (a learning rate, momentum's first step) are re-packed in
+place, nothing else; the step number Adam needs is read on the device (RingCursor).
 
 How a ``PreparedLaunch`` fires, measured by ``benchmarks/cuda_host_overhead.py
 --launch-paths`` (numba-cuda 0.30.4, driver stubbed, one 3-argument kernel): a
@@ -46,7 +46,7 @@ from ._launch import launch as launch_kernel
 from . import fused
 from .losses import launch_loss
 from .network import _NO_DX, backprop, network_forward
-from .optim import clip_scale_into, launch_update, new_counter, new_scale
+from .optim import STEP, clip_scale_into, launch_update, new_counter, new_scale
 
 try:   # numba-cuda's internals behind the pre-packed path (absent in the simulator)
     if SIMULATOR:
@@ -206,10 +206,11 @@ def _record_step(partials, nblocks, nonfinite, bad, ring, cursor, capacity):
     loss), ring[capacity + slot] = nonfinite[0] (parameters its update left NaN or
     infinite), ring[2 * capacity + slot] = bad[0] (invalid input entries,
     _check_inputs); counters zeroed, cursor[0] moved to the next slot (0 after the
-    last)."""
+    last) and the step number cursor[STEP] to the next step."""
     if cuda.grid(1) == 0:
         slot = cursor[0]
         cursor[0] = slot + 1 if slot + 1 < capacity else 0
+        cursor[STEP] += 1
         total = 0.0
         for i in range(nblocks):
             total += partials[i]
@@ -245,27 +246,31 @@ def _check_inputs(X, labels, targets, n_classes, unit_interval, bad):
 
 
 @kernel
-def _move_cursor(cursor, slot):
+def _move_cursor(cursor, slot, step):
     if cuda.grid(1) == 0:
         cursor[0] = slot
+        cursor[STEP] = step
 
 
 class RingCursor:
-    """The ring slot the next recorded step writes, held on the device and advanced by
-    ``_record_step`` itself, so that no argument of a step's launches changes from one
-    step to the next and a CUDA graph of the whole step stays valid. ``at`` is the
-    slot the device will hold once the queued steps have run; a step meant for another
-    slot (a new ring, an epoch's first step) moves it first (one small launch)."""
+    """The ring slot the next recorded step writes and its optimizer step number (what
+    Adam's bias corrections need), held on the device in ``array`` ([slot, step]) and
+    advanced by ``_record_step`` itself, so that no argument of a step's launches
+    changes from one step to the next and a CUDA graph of the whole step stays valid.
+    ``at`` is the (slot, step) the device will hold once the queued steps have run; a
+    step meant for another (a new ring, an epoch's first step, an update launched
+    outside the plan in between) moves it first (one small launch)."""
 
     def __init__(self):
-        self.array = cuda.to_device(np.zeros(1, np.int64))
-        self.at = 0
+        self.array = cuda.to_device(np.zeros(2, np.int64))
+        self.at = (0, 0)
 
-    def move_to(self, slot, capacity):
-        """Make the next step record into ``slot``; afterwards the one after it."""
-        if self.at != slot:
-            launch_kernel(_move_cursor, 1, 1, (self.array, slot))
-        self.at = slot + 1 if slot + 1 < capacity else 0
+    def move_to(self, slot, capacity, step):
+        """Make the next step record into ``slot`` as step ``step``; afterwards the
+        next slot and step."""
+        if self.at != (slot, step):
+            launch_kernel(_move_cursor, 1, 1, (self.array, slot, step))
+        self.at = (slot + 1 if slot + 1 < capacity else 0, step + 1)
 
 
 def count_invalid(X, labels, targets, n_classes, unit_interval, bad):
@@ -296,9 +301,10 @@ class TrainStepPlan:
     With ``config.graphs`` a step is captured as a CUDA graph per inputs (X, labels,
     targets) seen twice and replayed: one launch instead of 4-60. Forward, loss and
     backward depend on nothing but the buffers and the inputs; the record finds its
-    ring slot on the device (RingCursor); the update's scalars (learning rate, Adam's
-    step size, SGD's first momentum step) are compared with the graph's each step, and
-    where they changed the graph holds the passes alone (``_fire``).
+    ring slot and Adam its step number on the device (RingCursor); the update's
+    scalars (a learning rate that a schedule changes, SGD's first momentum step) are
+    compared with the graph's each step, and where they changed the graph holds the
+    passes alone that step (``_fire``).
     """
     MAX_GRAPHS = 1024   # per plan: an epoch's minibatches each get one
 
@@ -366,9 +372,10 @@ class TrainStepPlan:
         tail) from this plan's CUDA graph for the bound inputs; False (nothing
         launched) where graphs are off or these inputs come for the first time (a
         one-off batch pays no capture). A graph holds the whole step while the tail's
-        arguments stay as they were when it was captured (plain SGD: always; Adam's
-        step size changes every step), else the passes alone, the tail then launched
-        one by one; a stale one is captured again."""
+        arguments stay as they were when it was captured (every optimizer, Adam
+        included: its step number is on the device), else (a new learning rate) the
+        passes alone, the tail then launched one by one; a stale one is captured
+        again."""
         global _graphs_unavailable
         if not (config.graphs and _graphs_unavailable is None and self._graphable):
             return False
@@ -406,17 +413,17 @@ class TrainStepPlan:
         when the last step clipped)."""
         return len(self.passes) + 2 + bool(checked) + 2 * self.clipping
 
-    def _update_launches(self, opt_code, rows, hparams, step, clip_partials):
+    def _update_launches(self, opt_code, rows, hparams, step, steps, clip_partials):
         """The update's launches, recorded (not run): the clipping factor's two when
         clipping (after backward: the factor of *this* step's gradient), then the
-        update's."""
+        update's (``steps``: the RingCursor's array, where Adam reads the step)."""
         params, grads, _, _, _, _, nonfinite, _ = self.buffers
         max_norm = float(hparams[HP_MAX_GRAD_NORM])
         self.clipping = max_norm > 0.0
         with recording() as recorded:
             if self.clipping:
                 clip_scale_into(grads, max_norm, clip_partials, self.clip_scale)
-            launch_update(opt_code, params, grads, rows, hparams, step,
+            launch_update(opt_code, params, grads, rows, hparams, step, steps,
                           self.clip_scale if self.clipping else self.unit_scale, nonfinite)
         return recorded
 
@@ -430,10 +437,11 @@ class TrainStepPlan:
         if not _PACKED:
             return
         params, grads, _, _, _, partials, nonfinite, bad = self.buffers
-        launches = self._update_launches(opt_code, rows, hparams, step, clip_partials)
+        launches = self._update_launches(opt_code, rows, hparams, step, cursor.array,
+                                         clip_partials)
         launches.append((_record_step, 1, 1, (partials, self.loss_blocks, nonfinite, bad,
                                               ring, cursor.array, capacity)))
-        launches.append((_move_cursor, 1, 1, (cursor.array, 0)))
+        launches.append((_move_cursor, 1, 1, (cursor.array, 0, 1)))
         if check is not None:
             X, labels, targets = self.inputs
             launches.append((_check_inputs, 1, config.block,
@@ -446,7 +454,8 @@ class TrainStepPlan:
         """Prepare this step's update and record launches; True when any of them
         differs from the last step's (kernel, grid or argument)."""
         params, grads, _, _, _, partials, nonfinite, bad = self.buffers
-        recorded = self._update_launches(opt_code, rows, hparams, step, clip_partials)
+        recorded = self._update_launches(opt_code, rows, hparams, step, cursor.array,
+                                         clip_partials)
         changed = len(recorded) != len(self.update)
         del self.update[len(recorded):]
         for k, (kernel, grid, block, args) in enumerate(recorded):
@@ -492,7 +501,7 @@ class TrainStepPlan:
             else:
                 self.check.rebind(args)
             self.check()
-        cursor.move_to(slot, capacity)
+        cursor.move_to(slot, capacity, step)
         changed = self._bind_tail(opt_code, rows, hparams, step, ring, cursor, capacity,
                                   clip_partials)
         if not self._fire(changed):

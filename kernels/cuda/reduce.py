@@ -35,7 +35,8 @@ def _held(key, make):
 _SCRATCH = {"partials": lambda: cuda.device_array(max(config.max_reduce_blocks, 256),
                                                  np.float64),
             "counter": lambda: cuda.to_device(np.zeros(1, np.int32)),
-            "no_labels": lambda: cuda.device_array(0, np.int64)}
+            "no_labels": lambda: cuda.device_array(0, np.int64),
+            "steps": lambda: cuda.to_device(np.zeros(2, np.int64))}
 
 
 def scratch(name):
@@ -43,11 +44,12 @@ def scratch(name):
     "partials" float64 (>= config.max_reduce_blocks entries), the partial sums of a
     block reduction; "counter" a one-element int32 counter that its users keep at 0
     between calls (optim's non-finite count); "no_labels" an empty int64 array (the
-    losses' stand-in labels, never read)."""
+    losses' stand-in labels, never read); "steps" a two-element int64 array (the step
+    number an unplanned Adam update reads, optim.step_counter)."""
     make = _SCRATCH.get(name)
     if make is None:
-        raise ValueError(f"name: expected 'partials', 'counter' or 'no_labels', got "
-                         f"{name!r}")
+        raise ValueError(f"name: expected 'partials', 'counter', 'no_labels' or 'steps', "
+                         f"got {name!r}")
     return _held((name,), make)
 
 
