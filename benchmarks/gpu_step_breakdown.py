@@ -16,7 +16,7 @@ the same way (a chain of steps between events), so launch gaps show as the diffe
 fused step of narrow networks (kernels/cuda/fused.py, off by default), "unfused"
 without it, "fixed" without it and with every product on the default geometry (no
 smaller tiles or split k, kernels/cuda/_launch.product_shape), "nographs" without the
-CUDA graph of the passes (kernels/cuda/plan.py; by default it is timed too). Needs a GPU
+CUDA graph of the step (kernels/cuda/plan.py; by default it is timed too). Needs a GPU
 for meaningful numbers; under numba's CUDA simulator it runs the ``smoke`` network (a
 check that the script works).
 """
@@ -76,7 +76,7 @@ def breakdown(name, sizes, batch, repeat, variant):
     dX, dy = cuda.to_device(X), cuda.to_device(y)
     with launch_config(**VARIANTS[variant]):   # the plan records its launches inside
         net, opt = fastbp_net(sizes, "cuda")
-        for _ in range(3):   # plan built, then (config.graphs) the passes' graph
+        for _ in range(3):   # plan built, then (config.graphs) the step's graph
             net.train_step(dX, dy, opt)
     cuda.synchronize()
     plan = cuda_plan.runner(net).plans[batch]
@@ -86,16 +86,18 @@ def breakdown(name, sizes, batch, repeat, variant):
         rows.append({"kernel": _name(launch.kernel),
                      "grid": [int(g) for g in np.atleast_1d(launch.grid)],
                      "block": int(np.prod(launch.block)), "us": _event_us(launch, repeat)})
-    graph_us = None
-    if plan.graphs:   # the passes replayed as one CUDA graph (kernels/cuda/plan.py)
-        graph = next(iter(plan.graphs.values()))[1]
+    graph_us, whole = None, None
+    if plan.graphs:   # the step (or its passes) replayed as one CUDA graph (plan.py)
+        graph, version = next(iter(plan.graphs.values()))
+        whole = version is not None
         stream = plan.passes[0]._stream
         graph_us = _event_us(lambda: graph.launch(stream), repeat)
     with launch_config(**VARIANTS[variant]):
         step_us = _event_us(lambda: net.train_step(dX, dy, opt), repeat)
     return {"config": name, "sizes": sizes, "batch": batch, "variant": variant,
             "launch_path": plan_module.launch_path(), "launches": rows,
-            "sum_us": sum(r["us"] for r in rows), "passes_graph_us": graph_us,
+            "sum_us": sum(r["us"] for r in rows), "graph_us": graph_us,
+            "graph_is_whole_step": whole,
             "step_us": step_us}
 
 
@@ -109,9 +111,10 @@ def show(result):
         grid = "x".join(str(g) for g in r["grid"])
         print(f"{r['kernel'][:28]:28s} {grid:>16s} {r['block']:6d} {r['us']:8.2f}")
     print(f"{'sum of launches':52s} {result['sum_us']:8.2f}")
-    if result["passes_graph_us"] is not None:
-        print(f"{'the passes as one CUDA graph (all but the last 2)':52s} "
-              f"{result['passes_graph_us']:8.2f}")
+    if result["graph_us"] is not None:
+        what = ("the step as one CUDA graph (all of the above)" if result["graph_is_whole_step"]
+                else "the passes as one CUDA graph (all but the update, record)")
+        print(f"{what:52s} {result['graph_us']:8.2f}")
     print(f"{'one step (train_step, chained)':52s} {result['step_us']:8.2f}")
 
 

@@ -341,9 +341,9 @@ class TrainStepPlan:
         self.clipping = False   # whether the last step clipped (two launches more)
         self.record = None
         self.check = None
-        # CUDA graphs, one per inputs seen twice (config.graphs; _fire): ids of (X,
-        # labels, targets) -> (those arrays, kept alive so the ids stay theirs, the
-        # executable graph, the tail version it holds or None: the passes alone)
+        # CUDA graphs, one per inputs seen twice (config.graphs; _fire): the device
+        # addresses and shapes of (X, labels, targets) -> (the executable graph, the
+        # tail version it holds or None: the passes alone)
         self.graphs = {}
         self._seen_once = set()
         self._graphable = all(p._compiled is not None for p in self.passes)
@@ -381,8 +381,12 @@ class TrainStepPlan:
             return False
         tail = self.update + [self.record]
         whole = not tail_changed and all(p._compiled is not None for p in tail)
-        key = tuple(id(a) for a in self.inputs)
-        entry = self.graphs.get(key)   # (inputs, graph, tail version or None: passes)
+        # keyed by where the inputs are, not by the array objects: a new view of the
+        # same memory (a slice made afresh each step) replays the same graph, which
+        # reads whatever that memory holds when it runs; a key that ids would make
+        # could come back for another array once the first is freed
+        key = tuple((a.device_ctypes_pointer.value, a.shape) for a in self.inputs)
+        entry = self.graphs.get(key)   # (graph, tail version or None: the passes alone)
         if entry is None:
             if key not in self._seen_once:
                 if len(self._seen_once) >= 4 * self.MAX_GRAPHS:
@@ -391,7 +395,7 @@ class TrainStepPlan:
                 return False
             if len(self.graphs) >= self.MAX_GRAPHS:
                 return False
-        elif entry[2] != (self._tail_version if whole else None):
+        elif entry[1] != (self._tail_version if whole else None):
             entry = None                    # stale: captured with another tail
         if entry is None:
             try:
@@ -399,9 +403,8 @@ class TrainStepPlan:
             except Exception as e:   # noqa: BLE001 - any capture failure: launch plainly
                 _graphs_unavailable = f"graph capture failed: {type(e).__name__}: {e}"
                 return False
-            entry = self.graphs[key] = (self.inputs, graph,
-                                        self._tail_version if whole else None)
-        entry[1].launch(self.passes[0]._stream)
+            entry = self.graphs[key] = (graph, self._tail_version if whole else None)
+        entry[0].launch(self.passes[0]._stream)
         if not whole:
             for launch in tail:
                 launch()
