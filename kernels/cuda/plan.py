@@ -35,6 +35,8 @@ counter into ``ring[capacity + slot]`` and zeroes the counter for the next step,
 slot read from and advanced in device memory (``RingCursor``) so the graph stays valid.
 The host reads the ring when it wants the values (one copy for any number of steps).
 """
+import threading
+
 import numba
 import numpy as np
 from numba import cuda
@@ -69,7 +71,9 @@ if _PACKED:
         _CoreStream.create_graph_builder   # cuda.core >= 0.3
     except (ImportError, AttributeError) as e:
         _graphs_unavailable = f"cuda.core has no graph builder ({e})"
-_capture_stream = None   # (numba-cuda's driver handle, cuda.core view): made on first use
+# per thread (two threads' captures on one stream would collide): (numba-cuda's driver
+# handle, cuda.core view), made on first use
+_capture_streams = threading.local()
 
 
 def launch_path():
@@ -89,14 +93,14 @@ def graphs_unavailable():
 
 def _capture(launches):
     """An executable CUDA graph of ``launches`` (PreparedLaunch, pre-packed), captured
-    on a stream of fastbp's own (non-blocking: capture may not touch the legacy default
-    stream, which every other launch of fastbp uses)."""
-    global _capture_stream
-    if _capture_stream is None:
+    on a stream of fastbp's own, one per thread (non-blocking: capture may not touch
+    the legacy default stream, which every other launch of fastbp uses)."""
+    stream = getattr(_capture_streams, "stream", None)
+    if stream is None:
         flags = _driver.binding.CUstream_flags.CU_STREAM_NON_BLOCKING.value
         handle = _driver.driver.cuStreamCreate(flags)
-        _capture_stream = (handle, _CoreStream.from_handle(int(handle)))
-    builder = _capture_stream[1].create_graph_builder()
+        stream = _capture_streams.stream = (handle, _CoreStream.from_handle(int(handle)))
+    builder = stream[1].create_graph_builder()
     builder.begin_building("relaxed")
     try:
         for p in launches:
