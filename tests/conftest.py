@@ -121,17 +121,19 @@ def _compile_general_kernels(dtype):
 # --dist loadfile a file runs whole on one worker, in the order of the collection
 # (pyproject's --no-loadscope-reorder), so pytest_collection_modifyitems puts these
 # first, longest first, and the many short files fill in behind them: otherwise the last
-# long file ran on one worker while the other sat idle (36 s of 264 s). A file not
+# long file ran on one worker while the other sat idle (36 s of a 264 s run; now the
+# two workers end within 3 s of each other). A file not
 # listed here counts as short; add a new file here if a cold run shows it taking long.
 COLD_FILE_SECONDS = {
-    "test_distributed.py": 41, "test_estimators.py": 34, "test_cuda_compile.py": 28,
-    "test_warmup_split.py": 23, "test_cuda_plan.py": 19, "test_gpu_tools.py": 18,
-    "test_cuda_kernels.py": 11, "test_packaging.py": 10, "test_optim_specialised.py": 9,
-    "test_device_data.py": 7, "test_cuda_network.py": 6, "test_cuda_clipping.py": 6,
-    "test_cuda_fused.py": 6, "test_concurrency.py": 5, "test_sklearn_device.py": 5,
-    "test_compare.py": 5, "test_kernel_registry.py": 4, "test_warmup.py": 4,
-    "test_cli.py": 4, "test_sklearn_mlp_suite.py": 4, "test_kernels_cpu.py": 3,
-    "test_pool_before_cache.py": 3, "test_cuda_install.py": 3,
+    "test_distributed.py": 44, "test_estimators.py": 42, "test_cuda_kernels.py": 42,
+    "test_cuda_compile.py": 30, "test_gpu_tools.py": 26, "test_cuda_plan.py": 25,
+    "test_warmup_split.py": 24, "test_device_data.py": 18, "test_cuda_fused.py": 14,
+    "test_cuda_network.py": 13, "test_compare.py": 12, "test_packaging.py": 10,
+    "test_kernel_registry.py": 10, "test_cuda_clipping.py": 10,
+    "test_sklearn_device.py": 9, "test_optim_specialised.py": 9, "test_cuda_split.py": 9,
+    "test_twins.py": 5, "test_concurrency.py": 5, "test_warmup.py": 4, "test_cli.py": 4,
+    "test_sklearn_mlp_suite.py": 3, "test_pool_before_cache.py": 3,
+    "test_odd_strides.py": 3, "test_kernels_cpu.py": 3, "test_cuda_install.py": 3,
 }
 
 
