@@ -21,6 +21,9 @@ SIMULATOR_SWITCH_INTERVAL_S lets them run at once. The same threads run the same
 between the same barriers (fastbp's kernels have no races and no floating-point atomics),
 so every result is the same, only sooner (ten times faster here:
 tests/test_cuda_kernels.py and test_cuda_fused.py 86 s -> 10 s, measured 2026-11-30).
+Threads switched that often also hit a race in the simulator itself (how it makes a
+block's shared arrays: _FirstAllocationLocked), so the interval is lowered only once
+that is locked.
 """
 import importlib.util
 import os

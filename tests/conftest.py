@@ -116,7 +116,9 @@ def _compile_general_kernels(dtype):
 
 
 # Seconds each of the longest test files took in a whole cold run (empty numba cache,
-# two workers, this project's 2-core machine, 2026-11-30): scikit-learn's estimator checks
+# two workers, this project's 2-core machine, 2026-11-30, the simulator at Python's
+# default switch interval: the root conftest.py's shorter one makes the CUDA files
+# quicker, test_cuda_kernels.py about 15 s): scikit-learn's estimator checks
 # and the subprocesses that compile in a fresh cache, run mpiexec or NVVM. Under xdist's
 # --dist loadfile a file runs whole on one worker, in the order of the collection
 # (pyproject's --no-loadscope-reorder), so pytest_collection_modifyitems puts these
