@@ -86,8 +86,9 @@ def _compile_general_kernels(dtype):
     net.train_step(X, np.zeros(2, np.int64), opt)   # and its compiled batch check
     layout_args, acts, pres, dbuf = net._compiled(2)
     passes = net._kernels
-    passes.backprop(net.params, net.grads, *layout_args, X, acts, pres, dbuf,
-                    np.zeros((0, 0), dtype))
+    if dtype == "float64":   # backprop alone: the L-BFGS solver's, float64 in the suite
+        passes.backprop(net.params, net.grads, *layout_args, X, acts, pres, dbuf,
+                        np.zeros((0, 0), dtype))
     jacobian_pass(passes.act_set)(net.params, *layout_args, X, acts, pres, dbuf,
                                   np.empty_like(net.grads), np.empty_like(X),
                                   np.empty((2, 2, 3), dtype))
@@ -112,6 +113,36 @@ def _compile_general_kernels(dtype):
     hparams[0] = 0.1   # plain SGD: every other entry 0, meaning off
     cpu.optimizer_update(codes.SGD, params, params.copy(), np.zeros((0, 4), dtype),
                          hparams, 1)
+
+
+# Seconds each of the longest test files took in a whole cold run (empty numba cache,
+# two workers, this project's 2-core machine, 2026-11-30, the simulator at Python's
+# default switch interval: the root conftest.py's shorter one makes the CUDA files
+# quicker, test_cuda_kernels.py about 15 s): scikit-learn's estimator checks
+# and the subprocesses that compile in a fresh cache, run mpiexec or NVVM. Under xdist's
+# --dist loadfile a file runs whole on one worker, in the order of the collection
+# (pyproject's --no-loadscope-reorder), so pytest_collection_modifyitems puts these
+# first, longest first, and the many short files fill in behind them: otherwise the last
+# long file ran on one worker while the other sat idle (36 s of a 264 s run; now the
+# two workers end within 3 s of each other). A file not
+# listed here counts as short; add a new file here if a cold run shows it taking long.
+COLD_FILE_SECONDS = {
+    "test_distributed.py": 44, "test_estimators.py": 42, "test_cuda_kernels.py": 42,
+    "test_cuda_compile.py": 30, "test_gpu_tools.py": 26, "test_cuda_plan.py": 25,
+    "test_warmup_split.py": 24, "test_device_data.py": 18, "test_cuda_fused.py": 14,
+    "test_cuda_network.py": 13, "test_compare.py": 12, "test_packaging.py": 10,
+    "test_kernel_registry.py": 10, "test_cuda_clipping.py": 10,
+    "test_sklearn_device.py": 9, "test_optim_specialised.py": 9, "test_cuda_split.py": 9,
+    "test_twins.py": 5, "test_concurrency.py": 5, "test_warmup.py": 4, "test_cli.py": 4,
+    "test_sklearn_mlp_suite.py": 3, "test_pool_before_cache.py": 3,
+    "test_odd_strides.py": 3, "test_kernels_cpu.py": 3, "test_cuda_install.py": 3,
+}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The longest files first (COLD_FILE_SECONDS), the others after them in the order
+    collected; the tests of a file keep their order."""
+    items.sort(key=lambda item: -COLD_FILE_SECONDS.get(item.path.name, 0))
 
 
 def pytest_collection_finish(session):
