@@ -79,3 +79,23 @@ def test_graphs_can_be_turned_off():
         for _ in range(3):
             net.train_step(X, y, opt)
         assert not cuda_plan.runner(net).plans[2].graphs
+
+
+def test_graphs_are_keyed_by_where_the_inputs_are():
+    """A plan finds its graph by the inputs' device address and shape (plan._where), for
+    numba device arrays and for any array that only exposes __cuda_array_interface__
+    (CuPy arrays and PyTorch tensors are used as given), so a new view of the same rows
+    finds the same graph. The simulator's arrays have neither (it captures no graphs)."""
+    from fastbp.kernels.cuda import plan
+
+    class Foreign:   # exposes the interface only, as CuPy and PyTorch arrays do
+        __cuda_array_interface__ = {"data": (0x7F0000001000, False), "shape": (4, 3),
+                                    "typestr": "<f8", "strides": None, "version": 3}
+
+    assert plan._where(Foreign()) == (0x7F0000001000, (4, 3))
+    if fdevice.simulator_enabled():
+        return
+    from numba import cuda
+    a = cuda.to_device(np.arange(12.0).reshape(4, 3))
+    assert plan._where(a[0:2]) == plan._where(a[0:2]) == (plan._where(a)[0], (2, 3))
+    assert plan._where(a[2:4])[0] == plan._where(a)[0] + 2 * 3 * 8

@@ -91,6 +91,16 @@ def graphs_unavailable():
     return _graphs_unavailable
 
 
+def _where(a):
+    """(device address, shape) of array ``a``: a numba device array, or any array with
+    ``__cuda_array_interface__`` (CuPy, PyTorch), which the plans take as given."""
+    try:
+        return a.device_ctypes_pointer.value, tuple(a.shape)
+    except AttributeError:
+        interface = a.__cuda_array_interface__
+        return interface["data"][0], tuple(interface["shape"])
+
+
 def _capture(launches):
     """An executable CUDA graph of ``launches`` (PreparedLaunch, pre-packed), captured
     on a stream of fastbp's own, one per thread (non-blocking: capture may not touch
@@ -389,7 +399,7 @@ class TrainStepPlan:
         # same memory (a slice made afresh each step) replays the same graph, which
         # reads whatever that memory holds when it runs; a key that ids would make
         # could come back for another array once the first is freed
-        key = tuple((a.device_ctypes_pointer.value, a.shape) for a in self.inputs)
+        key = tuple(_where(a) for a in self.inputs)
         entry = self.graphs.get(key)   # (graph, tail version or None: the passes alone)
         if entry is None:
             if key not in self._seen_once:
