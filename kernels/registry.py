@@ -443,7 +443,8 @@ LAUNCHED_ELSEWHERE = (
     Compiled("take_rows", "rows", "_take_rows_2d", "m2 labels m2"),
     Compiled("take_rows (1-D)", "rows", "_take_rows_1d", "labels labels labels"),
     Compiled("divide (all-reduced gradients)", "optim", "_divide_kernel", "v1 f64"),
-    # the launch plan's loss ring: partials, nblocks, counters, ring, slot, capacity
+    # the launch plan's loss ring: partials, nblocks, counters, ring, cursor ([slot,
+    # step], plan.RingCursor), capacity; and the cursor's move
     Compiled("record_step", "plan", "_record_step", "p1 i64 counter counter p1 cursor i64"),
     Compiled("move_cursor", "plan", "_move_cursor", "cursor i64 i64"),
     Compiled("check_inputs", "plan", "_check_inputs", "m2 labels m2 i64 b counter"),

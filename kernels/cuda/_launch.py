@@ -31,10 +31,10 @@ them; ``benchmarks/gpu_tune.py`` times candidate geometries on a real GPU.
     (benchmarks/README.md, "The GPU step").
 
 ``config.graphs`` (default True; FASTBP_CUDA_GRAPHS=0 turns it off)
-    Whether a launch plan replays a step's forward, loss and backward launches as one
-    CUDA graph (plan.py) once it has seen the same inputs twice, where numba-cuda
-    launches through cuda.core and the capture works; elsewhere, or off, it launches
-    them one by one. ``plan.launch_path()`` says which path runs.
+    Whether a launch plan replays a training step's launches (forward, loss, backward,
+    update, record) as one CUDA graph (plan.py) once it has seen the same inputs twice,
+    where numba-cuda launches through cuda.core and the capture works; elsewhere, or
+    off, it launches them one by one. ``plan.launch_path()`` says which path runs.
 
 ``config.adaptive`` (default True; FASTBP_CUDA_ADAPTIVE=0 turns it off)
     Whether a product whose output has few tiles runs on smaller ones, and splits k
@@ -134,7 +134,7 @@ class LaunchConfig:
     max_reduce_blocks: int = 256                # blocks (and partial sums) of one reduction
     adaptive: bool = True                       # smaller tiles / split k for small outputs
     fused: bool = False                         # narrow networks' one-kernel step (fused.py)
-    graphs: bool = True                         # replay a step's passes as a CUDA graph
+    graphs: bool = True                         # replay a training step as a CUDA graph
     multiprocessors: int = None                 # of the current GPU; asked on first use
 
     @property
@@ -171,7 +171,7 @@ def launch_config(tile=None, gemm=None, adaptive=None, fused=None, graphs=None):
     tiny ones; the tuning script tries candidates. ``adaptive``: True or False sets
     ``config.adaptive`` (:func:`product_shape`); ``fused``: ``config.fused`` (whether a
     launch plan may run a narrow network's step as one kernel, fused.py); ``graphs``:
-    ``config.graphs`` (whether plans replay their passes as CUDA graphs, plan.py).
+    ``config.graphs`` (whether plans replay their steps as CUDA graphs, plan.py).
     """
     old = config.tile, dict(config.gemm), config.adaptive, config.fused, config.graphs
     new_tile = old[0] if tile is None else _check_tile(tile)

@@ -309,8 +309,10 @@ def optimizer_update(opt_code, params, grads, state, hparams, step):
     check_optimizer(opt_code)
     scale = new_scale(clip_scale(grads, float(hparams[codes.HP_MAX_GRAD_NORM])))
     nonfinite = scratch("counter")
+    # only Adam reads the step from the device: the others need no copy of it there
+    steps = step_counter(step) if opt_code in (codes.ADAM, codes.ADAMW) else None
     launch_update(opt_code, params, grads, [state[r] for r in range(state.shape[0])],
-                  hparams, step, step_counter(step), scale, nonfinite)
+                  hparams, step, steps, scale, nonfinite)
     return _read_count(nonfinite)
 
 
@@ -329,7 +331,7 @@ def launch_update(opt_code, params, grads, rows, hparams, step, steps, scale, no
     on the device), read by the kernels; ``rows``: the state's rows as (n,) device
     arrays (a launch plan keeps them, so a step builds no views); ``step``: the step
     number, and ``steps``: an int64 device array holding it at STEP, which Adam reads
-    (SGD's momentum reads ``step`` for its first step only). Adds the non-finite count
+    (the others may pass None; SGD's momentum reads ``step`` for its first step only). Adds the non-finite count
     to ``nonfinite[0]``; reads nothing back."""
     lr = float(hparams[codes.HP_LR])
     clipping = hparams[codes.HP_MAX_GRAD_NORM] > 0.0

@@ -77,8 +77,8 @@ _capture_streams = threading.local()
 
 
 def launch_path():
-    """How a plan launches a step's forward, loss and backward: "graph" (one CUDA graph
-    replayed per step, numba-cuda with config.graphs on and capture working),
+    """How a plan launches a training step: "graph" (one CUDA graph replayed per step,
+    numba-cuda with config.graphs on and capture working),
     "pre-packed" (arguments packed once, cuda.core's launch per kernel) or "configured"
     (simulator, numba's built-in CUDA: configured dispatcher + tuple)."""
     if not _PACKED:
