@@ -62,6 +62,12 @@ PRECOMPILE_MIN_TESTS = 1000
 # general passes (every activation) once instead of its first sets' own passes first:
 # kernels/cpu/network.py says why the choice exists; test_warmup.py restores it where
 # the specialisation itself is under test. Results are bit-identical either way.
+# The subprocesses tests start (the command line, MPI ranks, examples) inherit the
+# variable, so they load the general passes the workers compiled first
+# (pytest_collection_finish) instead of compiling their networks' own (the default
+# network's: about 25 s of CPU); test_warmup_split.py sets it where a cold compile of a
+# network's own passes is under test.
+os.environ[cpu.network.SPECIALISED_SETS_ENV] = "0"
 cpu.network.SPECIALISED_SETS = 0
 
 # The suite's two xdist workers keep both cores busy, so a cold training pass compiles

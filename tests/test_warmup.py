@@ -6,6 +6,7 @@ import importlib
 import io
 
 import numpy as np
+import pytest
 from numba import njit
 
 import fastbp
@@ -80,6 +81,27 @@ def test_passes_are_shared_per_activation_set(monkeypatch):
     d = fastbp.MLP([4, 3, 2], activation="gelu")   # a third set: the general passes
     assert d._kernels is network.passes(network.ALL)
     assert fastbp.MLP([4, 3, 2], activation="tanh")._kernels is c._kernels
+
+
+def test_specialised_sets_from_the_environment(monkeypatch):
+    """FASTBP_SPECIALISED_SETS sets the count (0: every network gets the general
+    passes, as this suite's processes and their subprocesses run); 2 when unset; a
+    value that is not a count >= 0 is refused naming the variable."""
+    from fastbp.kernels.cpu import network
+    for value, expected in (("0", 0), (" 3 ", 3)):
+        monkeypatch.setenv(network.SPECIALISED_SETS_ENV, value)
+        assert network._specialised_sets() == expected
+    monkeypatch.delenv(network.SPECIALISED_SETS_ENV)
+    assert network._specialised_sets() == 2
+    for value in ("-1", "two", ""):
+        monkeypatch.setenv(network.SPECIALISED_SETS_ENV, value)
+        with pytest.raises(ValueError, match="FASTBP_SPECIALISED_SETS: expected a count "
+                                             "of activation sets"):
+            network._specialised_sets()
+    # with 0, a network's passes are the general ones from its first set on
+    monkeypatch.setattr(network, "_specialised", [])
+    monkeypatch.setattr(network, "SPECIALISED_SETS", 0)
+    assert fastbp.MLP([4, 3, 2], activation="relu")._kernels is network.passes(network.ALL)
 
 
 def test_a_sets_passes_give_the_general_passes_results_bit_for_bit(monkeypatch):

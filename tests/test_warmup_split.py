@@ -135,7 +135,8 @@ BACKWARD_KERNELS = {"_weight_grad_cols", "_weight_grad_col_blocks", "input_grad_
 
 def test_a_cold_training_step_compiles_its_backward_in_a_second_process(tmp_path):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"),
-               FASTBP_COMPILE_PROCESSES="2")
+               FASTBP_COMPILE_PROCESSES="2",
+               FASTBP_SPECIALISED_SETS="2")   # the network's own passes, as by default
     run = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
                          text=True, timeout=900)
     assert run.returncode == 0, run.stderr

@@ -36,6 +36,7 @@ less). The small view helpers stay inlined. The work of a layer's column blocks 
 compiled once in kernels/cpu/linear.py and backward_update.py, shared by every entry.
 """
 import functools
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -433,7 +434,29 @@ def passes(act_set, optimizer=None):
 # builds networks of many different activation sets (a test suite, a search over
 # activations) is better served by compiling ALL once. Results are bit-identical either
 # way: the same loops run, only the choice between them is made at compile time.
-SPECIALISED_SETS = 2
+# FASTBP_SPECIALISED_SETS sets the count for a process and the processes it starts
+# (0: every network runs the passes of ALL, which a machine then compiles once for all
+# its processes and loads from numba's cache in each new one).
+SPECIALISED_SETS_ENV = "FASTBP_SPECIALISED_SETS"
+
+
+def _specialised_sets():
+    """SPECIALISED_SETS from the environment (a count >= 0), else 2; ValueError naming
+    the variable for anything else."""
+    value = os.environ.get(SPECIALISED_SETS_ENV)
+    if value is None:
+        return 2
+    try:
+        count = int(value.strip())
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise ValueError(f"{SPECIALISED_SETS_ENV}: expected a count of activation sets "
+                         f"(an integer >= 0), got {value!r}")
+    return count
+
+
+SPECIALISED_SETS = _specialised_sets()
 _specialised = []
 
 
