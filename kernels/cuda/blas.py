@@ -110,6 +110,11 @@ else:
         return M[np.uint64(0), x]
 
 
+# The device functions of a kernel come from factories cached on their parameters, so
+# the kernels that share them (a geometry's epilogues, both operands of a square tile)
+# share one compiled device function each: numba-cuda types and lowers a device
+# function once per signature and links it into every kernel that calls it.
+@functools.lru_cache(maxsize=None)
 def _operand(rows, bk, k_major, threads, zero):
     """How a thread stages one operand, seen as R x K (rows of the tile by k) and read
     from a flat view of its source: K x R (``k_major``) or R x K, row-major, ld its
@@ -163,6 +168,23 @@ def _operand(rows, bk, k_major, threads, zero):
 
 
 @functools.lru_cache(maxsize=None)
+def _multiplier(TM, TN, VM, VN, TY, TX):
+    """``multiply(As, Bs, a_at, b_at, acc, a_col, b_row)``: acc += op(A)[:, k] op(B)[k, :]
+    for a thread's TM x TN outputs (runs of VM rows and VN columns, TY x TX threads),
+    the column and row of one k read from shared memory at a_at and b_at."""
+    @cuda.jit(device=True)
+    def multiply(As, Bs, a_at, b_at, acc, a_col, b_row):
+        for i in range(TM):
+            a_col[i] = As[np.uint64(a_at + (i // VM) * (TY * VM) + i % VM)]
+        for j in range(TN):
+            b_row[j] = Bs[np.uint64(b_at + (j // VN) * (TX * VN) + j % VN)]
+        for i in range(TM):
+            for j in range(TN):
+                acc[i, j] += a_col[i] * b_row[j]
+    return multiply
+
+
+@functools.lru_cache(maxsize=None)
 def _kernel(geometry, dtype, trans_a, trans_b, epilogue, code=0):
     """The product kernel for one geometry, dtype name, transposes, epilogue and
     activation code (used by the BIAS_ACTIVATION epilogue only). Block z multiplies k
@@ -196,18 +218,7 @@ def _kernel(geometry, dtype, trans_a, trans_b, epilogue, code=0):
     # multiply-adds rolled: 15 more instructions per k, and no loads hoisted ahead)
     UK = 8 if BK % 8 == 0 else (4 if BK % 4 == 0 else (2 if BK % 2 == 0 else 1))
 
-    @cuda.jit(device=True)
-    def multiply(As, Bs, a_at, b_at, acc, a_col, b_row):
-        """acc += op(A)[:, k] op(B)[k, :] for the thread's outputs, the column and row
-        of one k read from shared memory at a_at and b_at."""
-        for i in range(TM):
-            a_col[i] = As[np.uint64(a_at + (i // VM) * (TY * VM) + i % VM)]
-        for j in range(TN):
-            b_row[j] = Bs[np.uint64(b_at + (j // VN) * (TX * VN) + j % VN)]
-        for i in range(TM):
-            for j in range(TN):
-                acc[i, j] += a_col[i] * b_row[j]
-
+    multiply = _multiplier(TM, TN, VM, VN, TY, TX)
     options = {"launch_bounds": (NT, min_blocks)} if min_blocks and _HAS_LAUNCH_BOUNDS else {}
 
     @kernel(**options)
