@@ -80,15 +80,16 @@ def start_pool():
     process may use it. Raises UnsafeForkError in a child forked after its parent
     launched a GNU OpenMP pool.
 
-    Every entry point that runs kernels calls this first, and so must code that calls
-    ``fastbp.kernels.cpu`` directly in a fresh process (compare, the tests' direct
-    calls). numba (0.68 and earlier; numba issues #8578 and #4807) relaunches its pool
-    when it loads a cached function that *contains* a parallel loop, but not a cached
-    serial driver that only *calls* parallel kernels (``network_train_step`` is one):
-    if that is the process's first compiled call, the driver jumps into numba's
-    unlaunched parallel scheduler and the process dies with SIGSEGV, depending only on
-    what the on-disk cache holds. The kernels also read the thread count from the
-    launched pool (kernels/cpu/blocks.py)."""
+    Every entry point that runs kernels calls this first. numba (0.68 and earlier;
+    numba issues #8578 and #4807) relaunches its pool when it loads a cached function
+    that *contains* a parallel loop, but not always a cached serial driver that only
+    *calls* parallel kernels (``network_train_step`` is one): if that is the process's
+    first compiled call, the driver jumps into numba's unlaunched parallel scheduler
+    and the process dies with SIGSEGV, depending only on what the on-disk cache holds.
+    The kernels also read the thread count from the launched pool
+    (kernels/cpu/blocks.py). Code that calls ``fastbp.kernels.cpu`` directly is covered
+    by kernels/cpu/_jit.py's ``launch_pool_on_load``, which launches the pool as a
+    kernel is loaded from fastbp's cache; this call adds the check for a forked child."""
     global _pool_started
     if _fork_refusal is not None:
         raise UnsafeForkError(_fork_refusal)

@@ -8,7 +8,9 @@ the on-disk cache holds (this killed tests/test_step_memory.py's subprocess, whi
 calls network_train_step directly, in a checkout whose cache had that entry).
 ``fastbp.concurrency.start_pool`` is what every entry point calls first; these tests
 build that cache state with two tiny functions and show that start_pool is enough,
-and that ``compare`` (which calls the kernels directly) calls it.
+and that ``compare`` (which calls the kernels directly) calls it; then build it from
+fastbp's own kernels and show that a direct call is safe without start_pool
+(kernels/cpu/_jit.py, ``launch_pool_on_load``).
 """
 import os
 import subprocess
@@ -70,3 +72,41 @@ def test_compare_starts_the_pool_before_any_kernel(monkeypatch):
     args = fastbp.compare.build_parser().parse_args(["--devices", "cpu", "--batch", "3"])
     with pytest.raises(Started):
         fastbp.compare.run(args, print_fn=lambda *a: None)
+
+
+
+DIRECT_CALL = """
+import numpy as np
+from numba.core import caching
+from fastbp.kernels import cpu
+if {unhooked}:   # fastbp's launch on load taken away again (kernels/cpu/_jit.py)
+    caching.IndexDataCacheFile.load = caching.IndexDataCacheFile.load.__wrapped__
+g = np.full(40000, 0.5)
+print(cpu.grad_norm(g) if {first} else cpu.clip_scale(g, 1.0))
+"""
+
+
+def test_kernels_called_directly_are_safe_whatever_the_cache_holds(tmp_path):
+    """The same cache state built from fastbp's own kernels, called directly with no
+    start_pool: clip_scale (serial) calls grad_norm, which calls the parallel
+    _sum_squares_blocks. 1: grad_norm compiled and cached; 2: clip_scale compiled with
+    its callees loaded from the cache; 3: a fresh process calling clip_scale first.
+    kernels/cpu/_jit.py's ``launch_pool_on_load`` makes 3 safe; without it 3 dies."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+
+    def run(first=False, unhooked=False):
+        return subprocess.run([sys.executable, "-c", DIRECT_CALL.format(
+            first=first, unhooked=unhooked)], env=env, capture_output=True, text=True,
+            timeout=300)
+
+    for first in (True, False):
+        result = run(first=first)
+        assert result.returncode == 0, result.stderr[-2000:]
+    result = run()
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+    norm = 0.5 * 40000 ** 0.5
+    assert abs(float(result.stdout) - 1.0 / (norm + 1e-6)) < 1e-12
+    # the cache state is the dangerous one: without the launch on load, numba crashes
+    # (when a numba release fixes issues #8578 / #4807 this stops failing, and
+    # launch_pool_on_load can go)
+    assert run(unhooked=True).returncode == -11

@@ -18,11 +18,13 @@ multiply-add), "nsz" and "arcp". "nnan"/"ninf" are left out because NaN must pro
 left out because elementary.exp's rounding trick (add and subtract 1.5 * 2**52) would be
 folded away, and those functions are inlined into kernels with the kernels' flags.
 """
+import functools
 import os
 import warnings
 
 from numba import njit
 from numba.core import caching
+from numba.np.ufunc.parallel import _launch_threads
 
 from .._cache import cache_folder, clear_stale_cache, serialise_index_writes
 
@@ -61,3 +63,40 @@ inlined = scalar
 clear_stale_cache(os.path.dirname(os.path.abspath(__file__)), CACHE_DIR)
 # two processes may compile the same kernel for two dtypes at once (kernels/_cache.py)
 serialise_index_writes(CACHE_DIR, caching.IndexDataCacheFile)
+
+
+def launch_pool_on_load(cache, index_class):
+    """Launch numba's thread pool whenever a kernel is loaded from the cache folder
+    ``cache`` (None: nothing to do) through ``index_class`` (numba's
+    IndexDataCacheFile), before the loaded code can run. Idempotent.
+
+    Why: numba (0.68; issues #8578 and #4807) launches its pool when it loads a cached
+    function that contains a parallel loop, and when it loads a caller compiled together
+    with one, but not a serial caller compiled while its parallel callee came from the
+    cache. Such a caller, loaded first in a fresh process, jumps into the unlaunched
+    scheduler (or reads the thread count from it: blocks.n_blocks) and the process dies
+    with SIGSEGV, depending only on the cache's history: ``sgd_update`` did after one
+    process had run ``optimizer_update`` and another ``sgd_update``
+    (tests/test_pool_before_cache.py). fastbp's API launches the pool before its first
+    kernel (fastbp.concurrency.start_pool); this makes the kernels called directly safe
+    too. The pool starts at a kernel's first call, as numba's own parallel kernels start
+    it, never at import."""
+    if cache is None:
+        return
+    folder = os.path.abspath(cache)
+    load = index_class.load
+    if getattr(load, "_fastbp_pool", None) == folder:
+        return
+
+    @functools.wraps(load)
+    def load_and_launch(self, key):
+        data = load(self, key)
+        if data is not None and os.path.abspath(self._cache_path) == folder:
+            _launch_threads()
+        return data
+
+    load_and_launch._fastbp_pool = folder
+    index_class.load = load_and_launch
+
+
+launch_pool_on_load(CACHE_DIR, caching.IndexDataCacheFile)
