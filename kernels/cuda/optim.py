@@ -331,8 +331,8 @@ def launch_update(opt_code, params, grads, rows, hparams, step, steps, scale, no
     on the device), read by the kernels; ``rows``: the state's rows as (n,) device
     arrays (a launch plan keeps them, so a step builds no views); ``step``: the step
     number, and ``steps``: an int64 device array holding it at STEP, which Adam reads
-    (the others may pass None; SGD's momentum reads ``step`` for its first step only). Adds the non-finite count
-    to ``nonfinite[0]``; reads nothing back."""
+    (the others may pass None; SGD's momentum reads ``step`` for its first step only).
+    Adds the non-finite count to ``nonfinite[0]``; reads nothing back."""
     lr = float(hparams[codes.HP_LR])
     clipping = hparams[codes.HP_MAX_GRAD_NORM] > 0.0
     if opt_code == codes.SGD:
