@@ -13,17 +13,22 @@ imports nothing heavy. The rule:
 
 The CUDA tests are the same either way (tiny ragged shapes).
 
-In the simulator, each CUDA thread of a block is a Python thread, and the thread that
-runs the block polls them in a loop that holds the GIL until the interpreter's switch
-interval (5 ms by default) forces it to let one of them run to its next syncthreads():
-a block of n threads then takes about n x 5 ms per barrier, almost all of it waiting.
-SIMULATOR_SWITCH_INTERVAL_S lets them run at once. The same threads run the same code
-between the same barriers (fastbp's kernels have no races and no floating-point atomics),
-so every result is the same, only sooner (ten times faster here:
-tests/test_cuda_kernels.py and test_cuda_fused.py 86 s -> 10 s, measured 2026-11-30).
-Threads switched that often also hit a race in the simulator itself (how it makes a
-block's shared arrays: _FirstAllocationLocked), so the interval is lowered only once
-that is locked.
+In the simulator, each CUDA thread of a block is a Python thread, and numba-cuda's
+BlockManager (numba-cuda 0.30, simulator/kernel.py) runs a block by polling its threads in
+a loop that holds the GIL until the interpreter's switch interval (5 ms by default)
+forces it to let one of them run to its next syncthreads(): a block of n threads then
+took about n x 5 ms per barrier, almost all of it waiting. A shorter switch interval
+(1e-4 s) made it ten times faster (tests/test_cuda_kernels.py and test_cuda_fused.py
+86 s -> 10 s, measured 2026-11-30) but still spent most of the CUDA tests' CPU polling
+and switching threads. ``_EventBarrier`` replaces the polling: a thread reaching
+syncthreads() waits on a condition that the block's last thread to arrive (or to
+finish) releases, and the manager sleeps in join() until every thread has finished. The same threads run the same code between the same barriers (fastbp's
+kernels have no races and no floating-point atomics), so every result is the same,
+only sooner: the ten files of CUDA tests 36 s -> 22 s of pytest time and 44 s -> 27 s of CPU
+(alone, one process, 2026-12-01). The simulator also has a race of its own in how it
+makes a block's shared arrays (_FirstAllocationLocked); both patches are installed
+only when the simulator is built as described here, else it runs as shipped, with the
+shorter switch interval.
 """
 import importlib.util
 import os
@@ -96,8 +101,101 @@ def _lock_simulator_shared_arrays():
     return True
 
 
+class _EventBarrier:
+    """A block of the simulator run without polling: installed over numba-cuda's
+    BlockManager.run, BlockThread.run and BlockThread.syncthreads (``install``).
+
+    The block's state lives on its BlockManager: ``_cond`` (a Condition), ``_alive``
+    (threads not finished), ``_waiting`` (threads in the current syncthreads),
+    ``_generation`` (barriers released so far) and ``_failed`` (the first thread that
+    raised), ``_threads`` (all of them). As numba-cuda's manager does, a barrier is
+    released when every thread still running waits in it, so threads that have
+    returned no longer count; when a thread raises, every thread is told to abort (a
+    thread waiting in a barrier, or reaching one, raises instead of going on) and the
+    first exception is raised once all have stopped."""
+
+    @staticmethod
+    def _release_if_complete(manager):
+        """Release the barrier (under manager._cond) if every live thread waits in it."""
+        if manager._waiting and manager._waiting == manager._alive:
+            manager._waiting = 0
+            manager._generation += 1
+            manager._cond.notify_all()
+
+    @classmethod
+    def install(cls, kernel):
+        """Patch the simulator module ``kernel``; False (nothing patched) when its
+        classes are not the ones this was written against."""
+        import inspect
+        thread, manager = kernel.BlockThread, kernel.BlockManager
+        try:
+            built_as_expected = (
+                list(inspect.signature(thread.__init__).parameters)
+                == ["self", "f", "manager", "blockIdx", "threadIdx", "debug"]
+                and list(inspect.signature(manager.__init__).parameters)
+                == ["self", "f", "grid_dim", "block_dim", "debug"]
+                and callable(getattr(thread, "syncthreads", None)))
+        except (TypeError, ValueError):
+            built_as_expected = False
+        if not built_as_expected:
+            return False
+        thread_run = thread.run
+
+        def syncthreads(self):
+            if self.abort:
+                raise RuntimeError("abort flag set on syncthreads call")
+            m = self._manager
+            with m._cond:
+                generation = m._generation
+                m._waiting += 1
+                cls._release_if_complete(m)
+                while m._generation == generation and not self.abort:
+                    m._cond.wait()
+            if self.abort:
+                raise RuntimeError("abort flag set on syncthreads clear")
+
+        def run_thread(self):
+            try:
+                thread_run(self)   # numba-cuda's: stores an exception in self.exception
+            finally:
+                m = self._manager
+                with m._cond:
+                    m._alive -= 1
+                    if self.exception is not None:
+                        if m._failed is None:
+                            m._failed = self
+                        for t in m._threads:   # none goes past its next barrier
+                            t.abort = True
+                    else:
+                        cls._release_if_complete(m)
+                    m._cond.notify_all()
+
+        def run_block(self, grid_point, *args):
+            import numpy as np
+
+            def target():
+                self._f(*args)
+            self._cond = __import__("threading").Condition()
+            self._waiting = self._generation = 0
+            self._failed = None
+            threads = [kernel.BlockThread(target, self, grid_point, point, self._debug)
+                       for point in np.ndindex(*self._block_dim)]
+            self._threads, self._alive = threads, len(threads)
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if self._failed is not None:
+                raise self._failed.exception[0].with_traceback(self._failed.exception[1])
+
+        thread.syncthreads, thread.run, manager.run = syncthreads, run_thread, run_block
+        return True
+
+
 if os.environ["NUMBA_ENABLE_CUDASIM"] == "1" and _lock_simulator_shared_arrays():
-    sys.setswitchinterval(SIMULATOR_SWITCH_INTERVAL_S)
+    from numba.cuda.simulator import kernel as _simulator_kernel
+    if not _EventBarrier.install(_simulator_kernel):
+        sys.setswitchinterval(SIMULATOR_SWITCH_INTERVAL_S)
 
 
 def pytest_report_header(config):
