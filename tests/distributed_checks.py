@@ -32,6 +32,10 @@ from fastbp.kernels.cpu import network as cpu_network
 # activation sets, and both ranks would compile those at once on a cold cache.
 cpu_network.SPECIALISED_SETS = 0
 
+if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":   # the suite's CUDA checks
+    import cuda_simulator   # beside this script (sys.path[0])
+    cuda_simulator.speed_up()   # the simulator as in the test processes (root conftest.py)
+
 RANK, SIZE = D.rank_and_size()
 RESULTS = {}
 # float tolerance of the parity checks (max |distributed - one process| / max |one process|)

@@ -1,4 +1,4 @@
-"""The root conftest.py's event-driven barrier for numba-cuda's CUDA simulator
+"""tests/cuda_simulator.py's event-driven barrier for numba-cuda's CUDA simulator
 (``_EventBarrier``): blocks still synchronise, threads that return early do not hold a
 barrier, an exception in one thread is raised (not a hang) once the block has stopped,
 and syncthreads_count / _and / _or still see every thread's value.
