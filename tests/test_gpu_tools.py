@@ -52,6 +52,11 @@ def test_gpu_check_runs_its_quick_stages_from_an_installed_layout(tmp_path):
     env = dict(os.environ, OUT=str(out), PYTHON=sys.executable, NUMBA_ENABLE_CUDASIM="1",
                COMPARE_DEVICES="cuda", BREAKDOWN="smoke", BREAKDOWN_VARIANTS="fused",
                FUSED_ROWS="")   # one plan, no other row counts: the stage runs
+    if importlib.util.find_spec("sitecustomize") is None:
+        # the stages' processes run the simulator as this one does (19 s -> 10 s here);
+        # left out where the environment has a sitecustomize of its own to shadow
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO / "tests" / "simulator_site"), env.get("PYTHONPATH")) if p)
     # the scripts under benchmarks/ too (run as files, they import fastbp from the
     # copy: a GPU run lost its yardstick to a ModuleNotFoundError before this did)
     # (tune: test_gpu_tune_times_validates_and_picks_a_geometry runs its script)
