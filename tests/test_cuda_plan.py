@@ -111,11 +111,19 @@ def stubbed(script, cache, *args, env=None):
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
 
+@pytest.fixture(scope="module")
+def kernel_cache(tmp_path_factory):
+    """numba's cache folder of this file's stubbed-driver processes: empty for the first
+    test (which checks a cold start), then holding the kernels every test compiled, so
+    that a later test compiles only what is its own (its network's products)."""
+    return tmp_path_factory.mktemp("numba")
+
+
 @needs_numba_cuda
 def test_steady_state_steps_make_no_views_no_copies_back_and_only_planned_launches(
-        tmp_path):
+        kernel_cache):
     def run(**env):   # an empty cache, then a warm one
-        return stubbed(COUNT_STEPS, tmp_path / "numba", env=env)
+        return stubbed(COUNT_STEPS, kernel_cache, env=env)
 
     out, stderr = run()
     # the CUDA kernels compiled into an empty cache, announced on stderr first
@@ -189,12 +197,12 @@ print(json.dumps({"at_first_step": in_memory() - before}))
 
 @needs_numba_cuda
 def test_warmup_with_the_batch_size_leaves_nothing_to_compile_at_the_first_step(
-        tmp_path):
+        kernel_cache):
     """The products' geometry follows the batch size (a one-row batch splits the first
     layer's k; 2048 rows fill the GPU with 32x32 tiles unsplit), so a warmup told the
     batch size compiles that step's kernels, and one not told leaves some to the step."""
     def compiled_at_first_step(mode):
-        return stubbed(FIRST_STEP_COMPILES, tmp_path / "numba", mode)[0]["at_first_step"]
+        return stubbed(FIRST_STEP_COMPILES, kernel_cache, mode)[0]["at_first_step"]
     assert compiled_at_first_step("hinted") == 0
     assert compiled_at_first_step("unhinted") > 0
 
