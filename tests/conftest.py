@@ -122,31 +122,26 @@ def _compile_general_kernels(dtype):
 
 
 # Seconds each of the longest test files took in a whole cold run (empty numba cache,
-# two workers, this project's 2-core machine, 2026-11-30, the simulator at Python's
-# default switch interval: the root conftest.py's shorter one makes the CUDA files
-# quicker, test_cuda_kernels.py about 15 s): scikit-learn's estimator checks
-# and the subprocesses that compile in a fresh cache, run mpiexec or NVVM. Under xdist's
-# --dist loadfile a file runs whole on one worker, in the order of the collection
-# (pyproject's --no-loadscope-reorder), so pytest_collection_modifyitems puts these
-# first, longest first, and the many short files fill in behind them: otherwise the last
-# long file ran on one worker while the other sat idle (36 s of a 264 s run; now the
-# two workers end within 3 s of each other). A file not
-# listed here counts as short; add a new file here if a cold run shows it taking long.
-# test_distributed.py and test_warmup.py: from a cold run of 2026-12-01, after
-# FASTBP_SPECIALISED_SETS moved the compile of a set's own passes from the first to the
-# second; test_pool_before_cache.py: the file alone (9.2 s) once it gained a direct-call
-# case.
+# two workers, this project's 2-core machine; the run of 2026-12-01 after
+# tests/cuda_simulator.py made the simulator's files two to three times quicker, in a
+# slow hour of the machine): scikit-learn's estimator checks and the subprocesses that
+# compile in a fresh cache, run mpiexec or NVVM. Under xdist's --dist loadfile a file
+# runs whole on one worker, in the order of the collection (pyproject's
+# --no-loadscope-reorder), so pytest_collection_modifyitems puts these first, longest
+# first, and the many short files fill in behind them: otherwise the last long file ran
+# on one worker while the other sat idle (36 s of a 264 s run; now the two workers end
+# within 3 s of each other). A file not listed here counts as short; add a new file
+# here if a cold run shows it taking long.
 COLD_FILE_SECONDS = {
-    "test_estimators.py": 42, "test_cuda_kernels.py": 42, "test_distributed.py": 25,
-    "test_cuda_compile.py": 30, "test_gpu_tools.py": 26, "test_cuda_plan.py": 25,
-    "test_warmup_split.py": 24, "test_device_data.py": 18, "test_cuda_fused.py": 14,
-    "test_cuda_network.py": 13, "test_compare.py": 12, "test_packaging.py": 10,
-    "test_kernel_registry.py": 10, "test_cuda_clipping.py": 10,
-    "test_sklearn_device.py": 9, "test_optim_specialised.py": 9, "test_cuda_split.py": 9,
-    "test_warmup.py": 18, "test_pool_before_cache.py": 9,
-    "test_twins.py": 5, "test_concurrency.py": 5, "test_cli.py": 4,
-    "test_sklearn_mlp_suite.py": 3,
-    "test_odd_strides.py": 3, "test_kernels_cpu.py": 3, "test_cuda_install.py": 3,
+    "test_cuda_compile.py": 43, "test_estimators.py": 42, "test_warmup_split.py": 33,
+    "test_warmup.py": 24, "test_cuda_plan.py": 24, "test_distributed.py": 19,
+    "test_gpu_tools.py": 15, "test_cuda_kernels.py": 14, "test_packaging.py": 13,
+    "test_optim_specialised.py": 9, "test_pool_before_cache.py": 9,
+    "test_concurrency.py": 8, "test_cuda_graphs.py": 7, "test_sklearn_device.py": 6,
+    "test_device_data.py": 5, "test_cli.py": 5, "test_cuda_network.py": 4,
+    "test_cuda_install.py": 4, "test_kernel_registry.py": 4, "test_cuda_fused.py": 4,
+    "test_activation_table.py": 4, "test_kernels_cpu.py": 3, "test_twins.py": 3,
+    "test_sklearn_mlp_suite.py": 3, "test_optim.py": 3,
 }
 
 
