@@ -10,8 +10,10 @@ SGD; tanh hidden layers, softmax cross-entropy) of
     floor    the three matrix products per layer alone (numpy, preallocated outputs):
              S = X W^T, dW = dS^T X, dX = dS W (fastbp skips the first layer's dX)
     torch    PyTorch eager, same thread count (when installed)
-    jax      the whole step under jax.jit (when installed)
-    sklearn  MLPClassifier.partial_fit on one minibatch (when installed)
+    jax      the whole step under jax.jit (when installed), on as many cores as the
+             thread count (``on_cores``)
+    sklearn  MLPClassifier.partial_fit on one minibatch (when installed), its BLAS
+             held to the same thread count, as the floor's
 
 and fastbp's ratio to each, plus fastbp's backward/forward time ratio.
 
@@ -21,6 +23,7 @@ and fastbp's ratio to each, plus fastbp's backward/forward time ratio.
 Medians over rounds of repeated calls; compare ratios within one run only.
 """
 import argparse
+import contextlib
 import os
 import platform
 import sys
@@ -182,9 +185,40 @@ def sklearn_step(sizes, dtype, X, y):
     return step
 
 
+@contextlib.contextmanager
+def on_cores(threads):
+    """Run the block on ``threads`` of this process's cores, where it has more (Linux;
+    elsewhere unchanged). Threads started inside it keep that affinity. JAX's XLA runs
+    its CPU work on a pool as large as the machine whatever its flags say (with
+    ``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1`` it still used
+    1.86 cores here), which at ``--threads 1`` gave JAX two threads against the others'
+    one; pinned, it gets one core (medium float32: 3.0 ms free, 5.2 ms pinned)."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if threads >= len(cores):
+        yield
+        return
+    os.sched_setaffinity(0, cores[:threads])
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, cores)
+
+
+def _load_peer_blas():
+    """Import the peers that bring a BLAS of their own (scikit-learn calls scipy's, a
+    copy apart from numpy's), so that threadpoolctl, which limits only the libraries
+    loaded when its limit starts, holds them too."""
+    for module in ("scipy.linalg", "sklearn.neural_network", "torch"):
+        try:
+            __import__(module)
+        except ImportError:
+            pass
+
+
 def run_peers(names, dtype, threads, budget_s):
     """Phase 1, before fastbp is imported: the floor for every config first, then the
-    peers.
+    peers, every BLAS (numpy's, scipy's) limited to ``threads`` threads and the whole
+    phase on ``threads`` cores (``on_cores``: JAX's XLA has no working thread limit).
 
     fastbp's thread pool (GNU OpenMP, started on import) and the peers' pools would
     share the cores; timing the peers before fastbp starts keeps fastbp's idle threads
@@ -192,29 +226,32 @@ def run_peers(names, dtype, threads, budget_s):
     the peers' pools stay alive after they ran.
     """
     from threadpoolctl import threadpool_limits
+    _load_peer_blas()
     rows = {name: {} for name in names}
-    for name in names:
-        sizes, batch = CONFIGS[name]
-        X, y = make_data(sizes, batch, dtype)
-        with threadpool_limits(threads, user_api="blas"):
+    with on_cores(threads), threadpool_limits(threads, user_api="blas"):
+        for name in names:
+            sizes, batch = CONFIGS[name]
+            X, y = make_data(sizes, batch, dtype)
             rows[name]["floor"] = median_ms(floor_step(sizes, batch, dtype, X),
                                             budget_s * (4 if name == "large" else 1))
-    for name in names:
-        sizes, batch = CONFIGS[name]
-        X, y = make_data(sizes, batch, dtype)
-        budget = budget_s * (4 if name == "large" else 1)
-        for peer, make in (("torch", lambda: torch_step(sizes, dtype, X, y, threads)),
-                           ("jax", lambda: jax_step(sizes, dtype, X, y)),
-                           ("sklearn", lambda: sklearn_step(sizes, dtype, X, y))):
-            fn = make()
-            rows[name][peer] = None if fn is None else median_ms(fn, budget)
+        for name in names:
+            sizes, batch = CONFIGS[name]
+            X, y = make_data(sizes, batch, dtype)
+            budget = budget_s * (4 if name == "large" else 1)
+            for peer, make in (("torch", lambda: torch_step(sizes, dtype, X, y, threads)),
+                               ("jax", lambda: jax_step(sizes, dtype, X, y)),
+                               ("sklearn", lambda: sklearn_step(sizes, dtype, X, y))):
+                fn = make()
+                rows[name][peer] = None if fn is None else median_ms(fn, budget)
     return rows
 
 
-def run_fastbp(names, dtype, budget_s, peers):
+def run_fastbp(names, dtype, threads, budget_s, peers):
     """Phase 2: fastbp's step (train_step, and per step of train_epoch), forward and
-    forward+backward, and the floor again beside them; prints each row. The floor
-    used is the faster of its two timings."""
+    forward+backward, and the floor again beside them (numpy's BLAS limited to
+    ``threads`` threads); prints each row. The floor used is the faster of its two
+    timings."""
+    from threadpoolctl import threadpool_limits
     for name in names:
         sizes, batch = CONFIGS[name]
         X, y = make_data(sizes, batch, dtype)
@@ -223,8 +260,9 @@ def run_fastbp(names, dtype, budget_s, peers):
         result = {"name": name, "sizes": sizes, "batch": batch, **peers[name],
                   "fastbp": median_ms(step, budget),
                   "epoch": median_ms(epoch, budget) / EPOCH_STEPS}
-        result["floor"] = min(result["floor"],
-                              median_ms(floor_step(sizes, batch, dtype, X), budget))
+        with threadpool_limits(threads, user_api="blas"):
+            result["floor"] = min(result["floor"],
+                                  median_ms(floor_step(sizes, batch, dtype, X), budget))
         t_fwd = median_ms(forward, budget)
         t_fb = median_ms(forward_backward, budget)
         result["bwd_fwd"] = (t_fb - t_fwd) / t_fwd
@@ -268,7 +306,7 @@ def main(argv=None):
     print("median ms per training step; ratios are fastbp / other (below 1: fastbp faster)")
     for dtype in dtypes:
         print(f"\n{dtype}\n{HEADER}")
-        run_fastbp(names, dtype, args.budget, peers[dtype])
+        run_fastbp(names, dtype, args.threads, args.budget, peers[dtype])
     return 0
 
 
