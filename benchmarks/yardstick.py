@@ -246,12 +246,11 @@ def run_peers(names, dtype, threads, budget_s):
     return rows
 
 
-def run_fastbp(names, dtype, threads, budget_s, peers):
+def run_fastbp(names, dtype, budget_s, peers):
     """Phase 2: fastbp's step (train_step, and per step of train_epoch), forward and
-    forward+backward, and the floor again beside them (numpy's BLAS limited to
-    ``threads`` threads); prints each row. The floor used is the faster of its two
-    timings."""
-    from threadpoolctl import threadpool_limits
+    forward+backward, and the floor again beside them (numpy's BLAS held to the
+    thread count by fastbp.set_num_threads); prints each row. The floor used is the
+    faster of its two timings."""
     for name in names:
         sizes, batch = CONFIGS[name]
         X, y = make_data(sizes, batch, dtype)
@@ -260,9 +259,8 @@ def run_fastbp(names, dtype, threads, budget_s, peers):
         result = {"name": name, "sizes": sizes, "batch": batch, **peers[name],
                   "fastbp": median_ms(step, budget),
                   "epoch": median_ms(epoch, budget) / EPOCH_STEPS}
-        with threadpool_limits(threads, user_api="blas"):
-            result["floor"] = min(result["floor"],
-                                  median_ms(floor_step(sizes, batch, dtype, X), budget))
+        result["floor"] = min(result["floor"],
+                              median_ms(floor_step(sizes, batch, dtype, X), budget))
         t_fwd = median_ms(forward, budget)
         t_fb = median_ms(forward_backward, budget)
         result["bwd_fwd"] = (t_fb - t_fwd) / t_fwd
@@ -306,7 +304,7 @@ def main(argv=None):
     print("median ms per training step; ratios are fastbp / other (below 1: fastbp faster)")
     for dtype in dtypes:
         print(f"\n{dtype}\n{HEADER}")
-        run_fastbp(names, dtype, args.threads, args.budget, peers[dtype])
+        run_fastbp(names, dtype, args.budget, peers[dtype])
     return 0
 
 

@@ -74,7 +74,6 @@ def test_compare_starts_the_pool_before_any_kernel(monkeypatch):
         fastbp.compare.run(args, print_fn=lambda *a: None)
 
 
-
 DIRECT_CALL = """
 import numpy as np
 from numba.core import caching
