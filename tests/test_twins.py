@@ -52,6 +52,8 @@ CPU_ONLY_MODULES = {
     "sklearn_loss": "scikit-learn's losses, run on the host for either device",
     "blocks": "how a loop splits across CPU threads (a launch grid on the GPU)",
     "elementary": "exp/tanh written for LLVM's vectoriser (the GPU has libdevice)",
+    "_optimise_once": "how numba's CPU codegen links callees (numba-cuda links through "
+                      "NVVM)",
 }
 CUDA_ONLY_MODULES = {
     "plan": "launch plans (on the CPU a step is already one compiled call)",
