@@ -41,6 +41,13 @@ if "NUMBA_ENABLE_CUDASIM" not in os.environ:
     os.environ["NUMBA_ENABLE_CUDASIM"] = "0" if _real_gpu_usable() else "1"
 
 
+# numba's thread pool is GNU OpenMP's here, whose idle threads spin after each parallel
+# region before they sleep: with two workers on two cores, one worker's spinning took
+# the core the other was compiling on. Sleeping at once: set before numba loads
+# libgomp, and inherited by the workers and every process the tests start.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+
 def _speed_up_simulator():
     """tests/cuda_simulator.py's speed_up(), loaded by path (tests/ is not a package)."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tests",
