@@ -8,6 +8,7 @@ machine code in the two above; the results are the bits numba's own pipeline giv
 """
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -119,6 +120,16 @@ def test_only_fastbps_libraries_are_changed(chain_in_scope, rng, monkeypatch):
     assert once._linked_to_skip(library)
     monkeypatch.setattr(once, "_FASTBP", "6fastbp7kernels")
     assert once._linked_to_skip(library) == []
+
+
+def test_optnone_it_cannot_take_off_again_is_an_error(chain_in_scope, monkeypatch, rng):
+    """Never -O0 machine code in silence: if the module's text does not show the
+    optnone it marked (a new LLVM's printing), compiling raises and names the way out."""
+    monkeypatch.setattr(once, "_OPTNONE", re.compile(r"(x)(?!x)x"))   # matches nothing
+    *_, top2 = _chain()
+    x = rng.standard_normal(10)
+    with pytest.raises(RuntimeError, match=once.AGAIN_ENV):
+        top2(x, np.empty_like(x))
 
 
 def test_the_variable_restores_numbas_pipeline():
