@@ -66,7 +66,7 @@ def _sigmoid_grad(a, s, slope):
 
 @scalar
 def _tanh(s, slope):
-    return elementary.tanh(s)
+    return elementary.tanh_as(s)
 
 
 @scalar

@@ -1,0 +1,107 @@
+"""The float32 tanh activation against the general tanh, on every float32 input.
+
+fastbp's tanh activation on float32 arrays runs kernels/cpu/elementary.py's
+``tanh_float32`` (one series) where it ran ``tanh`` (expm1's two series and a
+select). This checks, for each of the 2**32 float32 bit patterns, that the public
+kernel ``activation_forward`` now stores the same float32 as ``tanh`` rounded to
+float32 (the result before the change), bit for bit, NaN for NaN; then it times
+both per element at one thread, with numpy's float32 ``np.tanh`` beside them.
+
+    python benchmarks/tanh_float32.py              # all 2**32 inputs (about 1 min, 2 cores)
+    python benchmarks/tanh_float32.py --stride 97  # every 97th bit pattern
+
+Exit status 1 if any input differs.
+"""
+import argparse
+import sys
+import time
+
+import numpy as np
+
+CHUNK = 1 << 25
+
+
+def general_tanh_loop():
+    """A parallel loop storing ``elementary.tanh`` of a float32 array into one,
+    compiled with the kernels' own flags (kernels/cpu/_jit.py)."""
+    from numba import prange
+    from fastbp.kernels.cpu import elementary
+    from fastbp.kernels.cpu._jit import parallel
+
+    @parallel
+    def general(S, A):
+        for i in prange(S.shape[0]):
+            A[i] = elementary.tanh(S[i])
+    return general
+
+
+def compare_all(stride):
+    """(inputs compared, inputs that differ, up to 10 of them) over every ``stride``-th
+    float32 bit pattern."""
+    from fastbp.kernels import codes
+    from fastbp.kernels.cpu import activation_forward
+    general = general_tanh_loop()
+    mine = np.empty((1, CHUNK), np.float32)
+    ref = np.empty(CHUNK, np.float32)
+    checked, bad, examples = 0, 0, []
+    for start in range(0, 1 << 32, CHUNK * stride):
+        bits = np.arange(start, min(start + CHUNK * stride, 1 << 32), stride,
+                         dtype=np.uint64).astype(np.uint32)
+        S = bits.view(np.float32)
+        n = S.size
+        activation_forward(S.reshape(1, n), mine[:, :n], codes.TANH, 0.0)
+        general(S, ref[:n])
+        a, b = mine[0, :n], ref[:n]
+        differ = (a.view(np.uint32) != b.view(np.uint32)) & ~(np.isnan(a) & np.isnan(b))
+        bad += int(differ.sum())
+        examples.extend(S[differ][:10 - len(examples)].tolist())
+        checked += n
+    return checked, bad, examples
+
+
+def ns_per_element(fn, S, A, repeats=300):
+    fn(S, A)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(S, A)
+        times.append(time.perf_counter() - t0)
+    return 1e9 * float(np.median(times)) / S.size
+
+
+def speeds():
+    """ns per element, one thread, 16384 float32 normal(0, 2) inputs."""
+    import fastbp
+    from fastbp.kernels import codes
+    from fastbp.kernels.cpu import activation_forward
+    fastbp.set_num_threads(1)
+    general = general_tanh_loop()
+    S = (np.random.default_rng(0).standard_normal(1 << 14) * 2).astype(np.float32)
+    A = np.empty_like(S)
+    S2, A2 = S.reshape(1, -1), A.reshape(1, -1)
+    rows = {}
+    for _ in range(2):   # alternate, keep the later round
+        rows["activation_forward (tanh_float32)"] = ns_per_element(
+            lambda s, a: activation_forward(s, a, codes.TANH, 0.0), S2, A2)
+        rows["elementary.tanh, same loop flags"] = ns_per_element(general, S, A)
+        rows["numpy np.tanh (float32 arithmetic)"] = ns_per_element(
+            lambda s, a: np.tanh(s, out=a), S, A)
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stride", type=int, default=1,
+                        help="check every STRIDE-th bit pattern (default: all)")
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    checked, bad, examples = compare_all(args.stride)
+    print(f"{checked} float32 inputs checked in {time.perf_counter() - t0:.0f} s: "
+          f"{bad} differ{' (e.g. ' + repr(examples) + ')' if bad else ''}")
+    for name, ns in speeds().items():
+        print(f"  {name:38s} {ns:6.3f} ns per element")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
