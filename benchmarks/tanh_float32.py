@@ -1,13 +1,13 @@
 """The float32 tanh activation against the general tanh, on every float32 input.
 
 fastbp's tanh activation on float32 arrays runs kernels/cpu/elementary.py's
-``tanh_float32`` (one series) where it ran ``tanh`` (expm1's two series and a
+``tanh_for_float32`` (one series) where it ran ``tanh`` (expm1's two series and a
 select). This checks, for each of the 2**32 float32 bit patterns, that the public
 kernel ``activation_forward`` now stores the same float32 as ``tanh`` rounded to
 float32 (the result before the change), bit for bit, NaN for NaN; then it times
 both per element at one thread, with numpy's float32 ``np.tanh`` beside them.
 
-    python benchmarks/tanh_float32.py              # all 2**32 inputs (about 1 min, 2 cores)
+    python benchmarks/tanh_float32.py              # all 2**32 inputs (about 30 s on 2 cores)
     python benchmarks/tanh_float32.py --stride 97  # every 97th bit pattern
 
 Exit status 1 if any input differs.
@@ -81,7 +81,7 @@ def speeds():
     S2, A2 = S.reshape(1, -1), A.reshape(1, -1)
     rows = {}
     for _ in range(2):   # alternate, keep the later round
-        rows["activation_forward (tanh_float32)"] = ns_per_element(
+        rows["activation_forward (tanh_for_float32)"] = ns_per_element(
             lambda s, a: activation_forward(s, a, codes.TANH, 0.0), S2, A2)
         rows["elementary.tanh, same loop flags"] = ns_per_element(general, S, A)
         rows["numpy np.tanh (float32 arithmetic)"] = ns_per_element(

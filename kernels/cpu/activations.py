@@ -66,6 +66,7 @@ def _sigmoid_grad(a, s, slope):
 
 @scalar
 def _tanh(s, slope):
+    # float32 s: tanh_for_float32, the same float32 results at less cost (elementary.py)
     return elementary.tanh_as(s)
 
 
@@ -117,6 +118,9 @@ def _gelu_grad(a, s, slope):
             + s * _INV_SQRT_2PI * elementary.exp(-0.5 * s * s))
 
 
+# gelu_tanh keeps elementary.tanh, not tanh_as: its inner value is float64 whatever the
+# array's dtype, and tanh_for_float32's float64 result differs from tanh's in the last
+# bits, which would then reach the float32 output.
 @scalar
 def _gelu_tanh(s, slope):
     inner = _SQRT_2_OVER_PI * (s + _GELU_TANH_C * s * s * s)

@@ -46,7 +46,8 @@ def _from_bits(typingctx, bits):
 def _reduce(x):
     """(shifted, r) with x = k ln2 + r, integer k, |r| <= ln2 / 2 (and NaN for NaN):
     ``shifted`` holds k in the low bits of its mantissa (``_k_of``), k = shifted -
-    _ROUNDER as a float. Valid for |x| < 2**51 ln2."""
+    _ROUNDER as a float. k * _LN2_HI is exact, and so r as accurate as x, for
+    |k| < 2**21 (ln 2's high part ends in 21 zero bits): |x| up to about 1.4e6."""
     shifted = x * _LOG2E + _ROUNDER      # k sits in the low bits of the mantissa
     k = shifted - _ROUNDER
     return shifted, (x - k * _LN2_HI) - k * _LN2_LO
@@ -56,6 +57,12 @@ def _reduce(x):
 def _k_of(shifted):
     """The integer k of ``_reduce``'s ``shifted``, as an int64."""
     return _bits(shifted) - _bits(_ROUNDER)
+
+
+@elementary
+def _pow2(k):
+    """2**k as a float64, for an int64 k in [-1022, 1023] (built from exponent bits)."""
+    return _from_bits((k + 1023) << 52)
 
 
 @elementary
@@ -89,7 +96,7 @@ def exp(x):
     k_int = _k_of(shifted)
     k1 = k_int >> 1
     k2 = k_int - k1
-    return (p * _from_bits((k1 + 1023) << 52)) * _from_bits((k2 + 1023) << 52)
+    return (p * _pow2(k1)) * _pow2(k2)
 
 
 @elementary
@@ -124,9 +131,10 @@ def expm1(x):
 
 @elementary
 def _tanh_from(x, em):
-    """tanh(x) from em = expm1(-2|x|): -em / (2 + em) with the sign of x."""
+    """tanh(x) from em = expm1(-2|x|): -em / (2 + em) with the sign of x; x itself for
+    x = +-0 (the quotient is -0.0 for both) and NaN."""
     t = -em / (2.0 + em)
-    return t if x >= 0.0 else -t
+    return t if x > 0.0 else (-t if x < 0.0 else x)
 
 
 @elementary
@@ -137,7 +145,7 @@ def tanh(x):
 
 
 @elementary
-def tanh_float32(x):
+def tanh_for_float32(x):
     """tanh(x) of a float32 x, as a float64 that rounds to the same float32 as
     ``tanh(x)`` does, for every one of the 2**32 float32 inputs (checked one by one:
     benchmarks/tanh_float32.py), with one series instead of expm1's two.
@@ -146,27 +154,33 @@ def tanh_float32(x):
     expm1(y) = 2**k expm1(r) + (2**k - 1). Near 0, k = 0 and it is the series alone; for
     k = -1 the sum cancels at most a factor 1.7; below, 2**k - 1 dominates. expm1's
     general form evaluates both its series and exp (a select keeps the loop
-    vectorised); this evaluates one series, in float64 like ``tanh``, so it is as
-    accurate, and for float32 inputs exactly as rounded. |y| is capped at 40, where
-    tanh is 1 in float64, which keeps 2**k a normal number (NaN passes the select)."""
+    vectorised); this evaluates one series, in float64 like ``tanh``, and is within a
+    few float64 units in the last place of it (tests/test_elementary.py), far below
+    float32's rounding; that the two round to the same float32 everywhere is the
+    exhaustive check's result, not a consequence of the error bound. |y| is capped at
+    40, where tanh is 1 in float64, which keeps 2**k a normal number (NaN passes the
+    select). A float32 tanh in float32 arithmetic would be faster and would change
+    results in their last bits."""
     x = float(x)
     y = -2.0 * abs(x)
     y = -40.0 if y < -40.0 else y
     shifted, r = _reduce(y)
-    two_k = _from_bits((_k_of(shifted) + 1023) << 52)
+    two_k = _pow2(_k_of(shifted))
     return _tanh_from(x, two_k * _expm1_series(r) + (two_k - 1.0))
 
 
 def tanh_as(x):
-    """tanh(x) at x's own precision: ``tanh_float32`` for a float32 x, ``tanh`` for any
-    other. Compiled code only: the choice is made at compile time, from x's type."""
+    """tanh(x): ``tanh_for_float32`` for a float32 x, ``tanh`` for any other (float64
+    results differ between the two in their last bits, so float64 stays on ``tanh``).
+    Compiled code only: the choice is made at compile time, from x's type."""
     raise NotImplementedError("compiled code only")
 
 
-@overload(tanh_as, inline="always", jit_options={"fastmath": FASTMATH, "error_model": "numpy"})
+@overload(tanh_as, inline="always",
+          jit_options={"fastmath": FASTMATH, "error_model": "numpy"})
 def _tanh_as(x):
     if x == types.float32:
-        return lambda x: tanh_float32(x)
+        return lambda x: tanh_for_float32(x)
     return lambda x: tanh(x)
 
 
