@@ -2,12 +2,13 @@
 
 fastbp's kernels split every layer into blocks across numba's thread pool, and each
 thread multiplies its block with single-threaded BLAS (kernels/cpu/blas.py). So the
-BLAS that the kernels call (scipy's) must run one thread per call: a multithreaded
+BLAS that the kernels call (scipy-openblas32's OpenBLAS, or scipy's where that cannot
+be loaded) must run one thread per call: a multithreaded
 BLAS inside numba's threads, or BLAS's own pool spinning beside numba's, oversubscribes
 the cores (measured on a 2-core machine: a 784-128-10 step went from 0.28 ms to 28 ms
-with both pools at 2 threads). fastbp therefore sets scipy's BLAS to one thread when it
-is imported, and ``set_num_threads(n)`` sizes numba's pool (and numpy's own BLAS, for
-the user's numpy work) to ``n``.
+with both pools at 2 threads). fastbp therefore sets the kernels' BLAS to one thread
+when it is imported, and ``set_num_threads(n)`` sizes numba's pool (and every other
+BLAS, numpy's and scipy's, for the user's own work) to ``n``.
 
 Other thread pools in the same process: numba's pool is GNU OpenMP, whose idle threads
 busy-wait by default. fastbp/__init__.py sets GOMP_SPINCOUNT=10000 (unless set) before
@@ -20,26 +21,32 @@ import os
 import numba
 
 from . import validation
+from .kernels.cpu import blas as kernels_blas
 
 
 def _controller():
-    # Load scipy's BLAS (the one the kernels call) so threadpoolctl can see it.
+    # Load scipy's BLAS (the kernels' fallback, and the user's) so threadpoolctl can
+    # see it; the kernels' own is loaded by kernels/cpu/blas.py.
     import scipy.linalg.cython_blas  # noqa: F401
     from threadpoolctl import ThreadpoolController
     return ThreadpoolController()
 
 
-def _is_scipy_blas(info):
+def _is_kernels_blas(info):
+    """Whether threadpoolctl's ``info`` describes the library the kernels call."""
+    path = os.path.realpath(info["filepath"])
+    if kernels_blas.LIBRARY_PATH is not None:
+        return path == os.path.realpath(kernels_blas.LIBRARY_PATH)
     import scipy
-    return info["filepath"].startswith(os.path.dirname(scipy.__file__))
+    return path.startswith(os.path.realpath(os.path.dirname(scipy.__file__)))
 
 
 def _limit_blas(n_other):
-    """scipy's BLAS to 1 thread; every other BLAS to ``n_other`` (None: unchanged).
-    Where scipy's BLAS cannot be told apart (a shared system BLAS), all go to 1."""
+    """The kernels' BLAS to 1 thread; every other BLAS to ``n_other`` (None:
+    unchanged). Where it cannot be told apart (a shared system BLAS), all go to 1."""
     controller = _controller()
     blas = [lib for lib in controller.lib_controllers if lib.user_api == "blas"]
-    ours = [lib for lib in blas if _is_scipy_blas(lib.info())]
+    ours = [lib for lib in blas if _is_kernels_blas(lib.info())]
     if not ours:
         ours = blas
     for lib in blas:
@@ -53,8 +60,9 @@ def set_num_threads(n):
     """Use ``n`` threads in fastbp's kernels (numba's pool) and in numpy's BLAS.
 
     ``n`` must be between 1 and numba's pool size (NUMBA_NUM_THREADS, by default the
-    number of CPUs). scipy's BLAS, which the kernels call from inside their threads,
-    stays at one thread. Applies to the whole process until called again.
+    number of CPUs). The BLAS that the kernels call from inside their threads
+    (``fastbp.kernels.cpu.blas.LIBRARY_PATH``) stays at one thread. Applies to the
+    whole process until called again.
     """
     n = validation.positive_int("n", n)
     if n > numba.config.NUMBA_NUM_THREADS:

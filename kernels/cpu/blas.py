@@ -1,7 +1,7 @@
 """General matrix products from compiled code: BLAS ?gemm on row-major views.
 
 numba's ``np.dot`` needs contiguous operands, and a column block of a matrix
-(``dS[:, j0:j1]``) is not one. Calling scipy's BLAS directly with leading dimensions
+(``dS[:, j0:j1]``) is not one. Calling BLAS directly with leading dimensions
 lets every thread of a prange loop multiply its own block in place, with no copies, so
 one thread pool (numba's) does all the work and BLAS itself runs single-threaded (see
 fastbp/threads.py: two thread pools on the same cores slowed steps down 100x here).
@@ -17,7 +17,13 @@ C-contiguous); BLAS wants a leading dimension of at least the row's length even 
 it never steps a row, and OpenBLAS silently skips a product whose leading dimension is
 illegal (it only prints to stderr). ``_leading_dimension`` therefore never derives it
 from the stride of a size-1 axis.
+
+The BLAS is OpenBLAS from the scipy-openblas32 package (a dependency), or scipy's own
+copy where that package's library cannot be loaded: ``LIBRARY_PATH`` says which.
 """
+import ctypes
+import os
+
 import llvmlite.binding as llvm
 import numpy as np
 from numba import types
@@ -26,14 +32,55 @@ from numba.extending import get_cython_function_address, intrinsic
 
 from ._jit import scalar
 
+
+def _bind_openblas32():
+    """{"sgemm": address, "dgemm": address} in the OpenBLAS of the scipy-openblas32
+    package, with its own thread pool set to one thread, and the library's path; None
+    where the package is missing or its library will not load.
+
+    Why not scipy's copy: scipy 1.17 bundles OpenBLAS 0.3.30, and 0.3.34's single-
+    threaded sgemm measured 5-14% faster on the yardstick's float32 layer products
+    (e.g. 64 x 256 -> 256: 91 us against 98) and level on float64 (benchmarks/README.md,
+    "A newer OpenBLAS for the products"). It is the build scipy itself ships, packaged
+    on its own (LP64, symbols prefixed ``scipy_``)."""
+    try:
+        import scipy_openblas32
+        # the shared library itself (on Windows this names the import library, which
+        # does not load: scipy's BLAS is used there)
+        path = os.path.join(scipy_openblas32.get_lib_dir(),
+                            scipy_openblas32.get_library(fullname=True))
+        lib = ctypes.CDLL(path)
+        addresses = {name: ctypes.cast(getattr(lib, f"scipy_{name}_"), ctypes.c_void_p).value
+                     for name in ("sgemm", "dgemm")}
+        lib.scipy_openblas_set_num_threads(1)
+    except (ImportError, OSError, AttributeError):
+        return None, None
+    return addresses, path
+
+
+def _bind_scipy():
+    """The same for scipy's own BLAS (scipy.linalg.cython_blas), the fallback."""
+    import scipy.linalg.cython_blas
+    addresses = {name: get_cython_function_address("scipy.linalg.cython_blas", name)
+                 for name in ("sgemm", "dgemm")}
+    return addresses, None
+
+
 # Fortran BLAS takes every argument by pointer: (transa, transb, m, n, k, alpha, a,
 # lda, b, ldb, beta, c, ldc). The functions are bound by symbol name, not by address,
 # so the kernels that call them stay cacheable on disk (an address baked into machine
 # code would differ in the next process); the names are registered at every import.
+# Both libraries take 32-bit integers (LP64), so compiled kernels do not depend on
+# which one is bound.
+_ADDRESSES, LIBRARY_PATH = _bind_openblas32()
+if _ADDRESSES is None:
+    _ADDRESSES, LIBRARY_PATH = _bind_scipy()
+"""Path of the shared library whose ?gemm the kernels call; None: scipy's own BLAS
+(scipy.linalg.cython_blas). fastbp/threads.py keeps that library at one thread."""
+
 _GEMM_SIGNATURE = types.void(*[types.voidptr] * 13)
-for _name in ("sgemm", "dgemm"):
-    llvm.add_symbol(f"fastbp_{_name}",
-                    get_cython_function_address("scipy.linalg.cython_blas", _name))
+for _name, _address in _ADDRESSES.items():
+    llvm.add_symbol(f"fastbp_{_name}", _address)
 _sgemm = types.ExternalFunction("fastbp_sgemm", _GEMM_SIGNATURE)
 _dgemm = types.ExternalFunction("fastbp_dgemm", _GEMM_SIGNATURE)
 

@@ -1,0 +1,113 @@
+"""fastbp.set_num_threads / get_num_threads, and which BLAS the CPU kernels call.
+
+The kernels call single-threaded ?gemm from inside numba's threads (kernels/cpu/blas.py,
+fastbp/threads.py): the library they call must stay at one thread whatever the user
+asks for, while the other BLAS copies in the process follow ``set_num_threads``.
+"""
+import os
+import subprocess
+import sys
+
+import numba
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+import fastbp
+from fastbp.kernels.cpu import blas
+
+needs_two = pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2,
+                               reason="numba's pool has one thread here")
+
+
+def _blas_threads():
+    """{real path: threads} of every BLAS threadpoolctl sees in this process."""
+    return {os.path.realpath(i["filepath"]): i["num_threads"]
+            for i in threadpool_info() if i["user_api"] == "blas"}
+
+
+def _kernels_blas_path():
+    if blas.LIBRARY_PATH is not None:
+        return os.path.realpath(blas.LIBRARY_PATH)
+    import scipy
+    scipy_dir = os.path.realpath(os.path.dirname(scipy.__file__))
+    return next(p for p in _blas_threads() if p.startswith(scipy_dir))
+
+
+def test_kernels_call_scipy_openblas32_where_it_is_installed():
+    scipy_openblas32 = pytest.importorskip("scipy_openblas32")
+    if sys.platform == "win32":
+        pytest.skip("the package's import library does not load: scipy's BLAS is used")
+    expected = os.path.join(scipy_openblas32.get_lib_dir(),
+                            scipy_openblas32.get_library(fullname=True))
+    assert blas.LIBRARY_PATH is not None
+    assert os.path.realpath(blas.LIBRARY_PATH) == os.path.realpath(expected)
+
+
+@needs_two
+def test_set_num_threads_keeps_the_kernels_blas_at_one_thread():
+    before, _ = fastbp.get_num_threads()
+    try:
+        fastbp.set_num_threads(2)
+        threads, libraries = fastbp.get_num_threads()
+        assert threads == 2 == numba.get_num_threads()
+        seen = _blas_threads()
+        assert seen[_kernels_blas_path()] == 1
+        others = {p: n for p, n in seen.items() if p != _kernels_blas_path()}
+        assert others, "numpy's own BLAS should be visible beside the kernels'"
+        assert all(n == 2 for n in others.values()), others
+        assert {os.path.realpath(p): n for p, n in libraries.items()} == seen
+        fastbp.set_num_threads(1)
+        seen = _blas_threads()
+        assert seen[_kernels_blas_path()] == 1
+        assert all(n == 1 for n in seen.values()), seen
+    finally:
+        fastbp.set_num_threads(before)
+
+
+@pytest.mark.parametrize("n, message", [(0, "n"), (-1, "n"),
+                                        (numba.config.NUMBA_NUM_THREADS + 1,
+                                         "NUMBA_NUM_THREADS")])
+def test_set_num_threads_rejects_counts_outside_the_pool(n, message):
+    before = numba.get_num_threads()
+    with pytest.raises(ValueError, match=message):
+        fastbp.set_num_threads(n)
+    assert numba.get_num_threads() == before
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_through_the_bound_library_matches_float64_numpy(dtype):
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((37, 53)).astype(dtype)
+    B = rng.standard_normal((29, 53)).astype(dtype)
+    C = rng.standard_normal((37, 29)).astype(dtype)
+    expected = 0.5 * A.astype(np.float64) @ B.astype(np.float64).T + 2.0 * C
+    blas.gemm(False, True, 0.5, A, B, 2.0, C)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(C, expected, rtol=tol, atol=tol * 10)
+
+
+_FALLBACK = """
+import sys
+sys.modules["scipy_openblas32"] = None      # as if the package were not installed
+import numpy as np
+import fastbp
+from fastbp.kernels.cpu import blas
+assert blas.LIBRARY_PATH is None, blas.LIBRARY_PATH
+rng = np.random.default_rng(0)
+X = rng.standard_normal((16, 8))
+net = fastbp.MLP([8, 5, 3], activation="tanh", seed=0, dtype="float64")
+first, second = net.layers
+expected = np.tanh(X @ first.W.T + first.b) @ second.W.T + second.b
+np.testing.assert_allclose(net.forward(X), expected, rtol=1e-12, atol=1e-12)
+print("ok")
+"""
+
+
+def test_scipy_blas_is_the_fallback_without_scipy_openblas32():
+    """Without the package the kernels bind scipy's own BLAS and still compute right
+    (the compiled kernels call the functions by name, so the same cache serves)."""
+    result = subprocess.run([sys.executable, "-c", _FALLBACK], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")
