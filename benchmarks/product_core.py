@@ -4,7 +4,7 @@ For the layer shapes of the yardstick it times a layer's three matrix products
 (S = X W^T, dW = dS^T X, dX = dS W) done three ways, in one process:
 
     cols        what fastbp does: numba's threads each call single-threaded BLAS
-                (scipy's ?gemm) on their block of output columns (kernels/cpu/blas.py)
+                (the kernels' ?gemm) on their block of output columns (kernels/cpu/blas.py)
     rows        the same, with the forward and dX products split by batch rows
     blas-pool   numba's np.dot from one thread, letting OpenBLAS use its own pool
     hand-tiled  a prange numba kernel (row blocks, dot products over contiguous rows,

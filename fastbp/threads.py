@@ -37,8 +37,11 @@ def _is_kernels_blas(info):
     path = os.path.realpath(info["filepath"])
     if kernels_blas.LIBRARY_PATH is not None:
         return path == os.path.realpath(kernels_blas.LIBRARY_PATH)
+    # scipy's wheels keep their OpenBLAS beside the package (scipy.libs) on Linux and
+    # Windows, inside it (scipy/.dylibs) on macOS
     import scipy
-    return path.startswith(os.path.realpath(os.path.dirname(scipy.__file__)))
+    scipy_dir = os.path.realpath(os.path.dirname(scipy.__file__))
+    return path.startswith((scipy_dir + os.sep, scipy_dir + ".libs" + os.sep))
 
 
 def _limit_blas(n_other):
@@ -54,10 +57,12 @@ def _limit_blas(n_other):
             lib.set_num_threads(1)
         elif n_other is not None:
             lib.set_num_threads(n_other)
+    kernels_blas.hold_one_thread()
 
 
 def set_num_threads(n):
-    """Use ``n`` threads in fastbp's kernels (numba's pool) and in numpy's BLAS.
+    """Use ``n`` threads in fastbp's kernels (numba's pool) and in every other BLAS
+    library of the process (numpy's, scipy's).
 
     ``n`` must be between 1 and numba's pool size (NUMBA_NUM_THREADS, by default the
     number of CPUs). The BLAS that the kernels call from inside their threads

@@ -4,6 +4,8 @@ The kernels call single-threaded ?gemm from inside numba's threads (kernels/cpu/
 fastbp/threads.py): the library they call must stay at one thread whatever the user
 asks for, while the other BLAS copies in the process follow ``set_num_threads``.
 """
+import ctypes
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -34,14 +36,71 @@ def _kernels_blas_path():
     return next(p for p in _blas_threads() if p.startswith(scipy_dir))
 
 
+def _package_library():
+    """The shared library the scipy-openblas32 distribution installed, from its own
+    file list (not from fastbp's lookup); None when it is not installed."""
+    try:
+        files = importlib.metadata.files("scipy-openblas32") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    suffix = {"win32": ".dll", "darwin": ".dylib"}.get(sys.platform, ".so")
+    found = [f for f in files if f.name.startswith(("libscipy_openblas", "scipy_openblas"))
+             and f.name.endswith(suffix)]
+    return os.path.realpath(found[0].locate()) if found else None
+
+
 def test_kernels_call_scipy_openblas32_where_it_is_installed():
-    scipy_openblas32 = pytest.importorskip("scipy_openblas32")
-    if sys.platform == "win32":
-        pytest.skip("the package's import library does not load: scipy's BLAS is used")
-    expected = os.path.join(scipy_openblas32.get_lib_dir(),
-                            scipy_openblas32.get_library(fullname=True))
+    expected = _package_library()
+    if expected is None:
+        pytest.skip("scipy-openblas32 is not installed here: the kernels use scipy's BLAS")
     assert blas.LIBRARY_PATH is not None
-    assert os.path.realpath(blas.LIBRARY_PATH) == os.path.realpath(expected)
+    assert os.path.realpath(blas.LIBRARY_PATH) == expected
+    # the functions the kernels call are that library's own (loading an already loaded
+    # library again returns the same handle, so the same addresses)
+    lib = ctypes.CDLL(expected)
+    for name in ("sgemm", "dgemm"):
+        own = ctypes.cast(getattr(lib, f"scipy_{name}_"), ctypes.c_void_p).value
+        assert blas._ADDRESSES[name] == own, name
+
+
+_AT_IMPORT = """
+import os, sys
+import fastbp
+from fastbp.kernels.cpu import blas
+from threadpoolctl import threadpool_info
+assert "scipy_openblas32" not in sys.modules   # imported, it would load RTLD_GLOBAL
+path = os.path.realpath(blas.LIBRARY_PATH)
+print([i["num_threads"] for i in threadpool_info() if os.path.realpath(i["filepath"]) == path])
+"""
+
+
+def test_the_kernels_blas_is_at_one_thread_right_after_import():
+    if _package_library() is None:
+        pytest.skip("scipy-openblas32 is not installed here")
+    result = subprocess.run([sys.executable, "-c", _AT_IMPORT], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "[1]"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's LD_DEBUG")
+def test_scipy_keeps_its_own_blas_after_import_fastbp():
+    """fastbp loads the package's library privately: scipy.linalg, loaded after it,
+    still binds its BLAS symbols to scipy's own OpenBLAS, which set_num_threads sizes
+    for the user (loaded RTLD_GLOBAL it would take them over, at one thread)."""
+    package = _package_library()
+    if package is None:
+        pytest.skip("scipy-openblas32 is not installed here")
+    env = dict(os.environ, LD_DEBUG="bindings")
+    result = subprocess.run([sys.executable, "-c", "import fastbp, scipy.linalg"],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    gemm = [line for line in result.stderr.splitlines()
+            if "normal symbol `scipy_dgemm_'" in line and "scipy/linalg" in line]
+    assert gemm, "LD_DEBUG printed no binding of scipy.linalg's dgemm"
+    into_package = [line for line in gemm if os.path.basename(os.path.dirname(package))
+                    in line and "scipy_openblas32" in line]
+    assert not into_package, into_package[:3]
 
 
 @needs_two

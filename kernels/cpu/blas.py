@@ -22,7 +22,9 @@ The BLAS is OpenBLAS from the scipy-openblas32 package (a dependency), or scipy'
 copy where that package's library cannot be loaded: ``LIBRARY_PATH`` says which.
 """
 import ctypes
+import importlib.util
 import os
+import sys
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -33,37 +35,74 @@ from numba.extending import get_cython_function_address, intrinsic
 from ._jit import scalar
 
 
+def _openblas32_library():
+    """Path of the shared library of the scipy-openblas32 package, found without
+    importing the package; None where it is not installed or holds no such file.
+
+    Not imported because its ``__init__`` loads the library with RTLD_GLOBAL: every
+    extension loaded after that (scipy.linalg's) would bind its ``scipy_*`` BLAS and
+    LAPACK symbols to this copy instead of scipy's own, silently moving the user's
+    scipy work onto a library that fastbp holds at one thread."""
+    spec = importlib.util.find_spec("scipy_openblas32")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = os.path.join(list(spec.submodule_search_locations)[0], "lib")
+    # Linux .so, macOS .dylib; on Windows the .dll (its lib/ also holds an import .lib)
+    suffix = ".dll" if sys.platform == "win32" else (".dylib" if sys.platform == "darwin"
+                                                     else ".so")
+    try:
+        names = sorted(n for n in os.listdir(folder)
+                       if "scipy_openblas" in n and n.endswith(suffix))
+    except OSError:
+        return None
+    return os.path.join(folder, names[0]) if names else None
+
+
 def _bind_openblas32():
-    """{"sgemm": address, "dgemm": address} in the OpenBLAS of the scipy-openblas32
-    package, with its own thread pool set to one thread, and the library's path; None
-    where the package is missing or its library will not load.
+    """({"sgemm": address, "dgemm": address}, path) of the OpenBLAS of the
+    scipy-openblas32 package, loaded privately (RTLD_LOCAL) with its own thread pool
+    set to one thread; (None, None) where the package is missing or its library does
+    not load.
 
     Why not scipy's copy: scipy 1.17 bundles OpenBLAS 0.3.30, and 0.3.34's single-
-    threaded sgemm measured 5-14% faster on the yardstick's float32 layer products
-    (e.g. 64 x 256 -> 256: 91 us against 98) and level on float64 (benchmarks/README.md,
-    "A newer OpenBLAS for the products"). It is the build scipy itself ships, packaged
-    on its own (LP64, symbols prefixed ``scipy_``)."""
-    try:
-        import scipy_openblas32
-        # the shared library itself (on Windows this names the import library, which
-        # does not load: scipy's BLAS is used there)
-        path = os.path.join(scipy_openblas32.get_lib_dir(),
-                            scipy_openblas32.get_library(fullname=True))
-        lib = ctypes.CDLL(path)
-        addresses = {name: ctypes.cast(getattr(lib, f"scipy_{name}_"), ctypes.c_void_p).value
-                     for name in ("sgemm", "dgemm")}
-        lib.scipy_openblas_set_num_threads(1)
-    except (ImportError, OSError, AttributeError):
+    threaded sgemm took 0.86-0.99 of its time on the yardstick's mid-size float32 layer
+    products (e.g. 64 x 256 -> 256 forward: 91 us against 98) and was level on float64
+    (benchmarks/README.md, "A newer OpenBLAS for the products"). It is the build scipy
+    itself ships, packaged on its own (LP64, symbols prefixed ``scipy_``)."""
+    path = _openblas32_library()
+    if path is None:
         return None, None
+    try:
+        lib = ctypes.CDLL(path)
+        addresses = {name: ctypes.cast(getattr(lib, f"scipy_{name}_"),
+                                       ctypes.c_void_p).value
+                     for name in ("sgemm", "dgemm")}
+        set_threads = lib.scipy_openblas_set_num_threads
+    except (OSError, AttributeError):   # not loadable here, or not the expected build
+        return None, None
+    set_threads.argtypes = [ctypes.c_int]
+    set_threads(1)
+    _LIBRARY["set_num_threads"] = set_threads
     return addresses, path
 
 
 def _bind_scipy():
     """The same for scipy's own BLAS (scipy.linalg.cython_blas), the fallback."""
-    import scipy.linalg.cython_blas
+    import scipy.linalg.cython_blas  # noqa: F401
     addresses = {name: get_cython_function_address("scipy.linalg.cython_blas", name)
                  for name in ("sgemm", "dgemm")}
     return addresses, None
+
+
+def hold_one_thread():
+    """Set the kernels' BLAS to one thread directly, where fastbp loaded it itself
+    (threadpoolctl also does, but from 3.8 on only the first Python thread that set an
+    OpenBLAS limit may change it). False where the kernels call scipy's BLAS."""
+    set_threads = _LIBRARY.get("set_num_threads")
+    if set_threads is None:
+        return False
+    set_threads(1)
+    return True
 
 
 # Fortran BLAS takes every argument by pointer: (transa, transb, m, n, k, alpha, a,
@@ -72,6 +111,7 @@ def _bind_scipy():
 # code would differ in the next process); the names are registered at every import.
 # Both libraries take 32-bit integers (LP64), so compiled kernels do not depend on
 # which one is bound.
+_LIBRARY = {}
 _ADDRESSES, LIBRARY_PATH = _bind_openblas32()
 if _ADDRESSES is None:
     _ADDRESSES, LIBRARY_PATH = _bind_scipy()
@@ -144,7 +184,8 @@ def gemm(trans_a, trans_b, alpha, A, B, beta, C):
                _by_ref(np.float64(beta)), _data(C), _by_ref(np.int32(ldc)))
 
 
-# OpenBLAS (0.3.30 for SkylakeX, as scipy bundles it) has separate kernels for small
+# OpenBLAS (0.3.30 for SkylakeX, as scipy bundles it, when this was measured; not
+# measured again on 0.3.34) has separate kernels for small
 # products; cut in two, a product of 1-2 million multiply-adds ran 1.2-1.5x faster
 # than whole in the orientations below (benchmarks/README.md, "scikit-learn drop-in").
 SMALL_PRODUCT = 1_000_000   # multiply-adds, m * n * k
