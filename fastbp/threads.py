@@ -58,6 +58,20 @@ def _limit_blas(n_other):
         elif n_other is not None:
             lib.set_num_threads(n_other)
     kernels_blas.hold_one_thread()
+    _release_openblas_limits()
+
+
+def _release_openblas_limits():
+    """Let any Python thread set OpenBLAS limits next. threadpoolctl (3.8) lets only
+    the first thread that set a limit on a pthreads OpenBLAS set one again, and other
+    threads' calls silently do nothing; its own ``threadpool_limits`` releases that
+    claim on exit, and so does this after each of fastbp's settings. Without it,
+    ``set_num_threads`` called from any thread but the one that imported fastbp left
+    numpy's and scipy's BLAS as they were."""
+    from threadpoolctl import OpenBLASController
+    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
+    if clear is not None:
+        clear()
 
 
 def set_num_threads(n):

@@ -9,6 +9,7 @@ import importlib.metadata
 import os
 import subprocess
 import sys
+import threading
 
 import numba
 import numpy as np
@@ -120,6 +121,33 @@ def test_set_num_threads_keeps_the_kernels_blas_at_one_thread():
         seen = _blas_threads()
         assert seen[_kernels_blas_path()] == 1
         assert all(n == 1 for n in seen.values()), seen
+    finally:
+        fastbp.set_num_threads(before)
+
+
+@needs_two
+def test_set_num_threads_from_another_thread_sets_the_other_blas():
+    """A program that sizes fastbp's threads from a worker thread (a GUI, a server's
+    handler) must get the same effect as from the main thread."""
+    before, _ = fastbp.get_num_threads()
+    errors = []
+
+    def set_in_thread(n):
+        try:
+            fastbp.set_num_threads(n)
+        except Exception as exc:   # reported below, not lost in the thread
+            errors.append(exc)
+    try:
+        fastbp.set_num_threads(2)
+        for n in (1, 2):
+            worker = threading.Thread(target=set_in_thread, args=(n,))
+            worker.start()
+            worker.join()
+            assert not errors, errors
+            seen = _blas_threads()
+            assert seen[_kernels_blas_path()] == 1
+            others = {p: t for p, t in seen.items() if p != _kernels_blas_path()}
+            assert all(t == n for t in others.values()), (n, others)
     finally:
         fastbp.set_num_threads(before)
 
