@@ -17,11 +17,15 @@ same process ran 3-11x slower (784-128-10: 0.29 -> 3.2 ms); with it, about 2x at
 fastbp's own step times were the same either way (benchmarks/README.md).
 """
 import os
+import threading
 
 import numba
 
 from . import validation
 from .kernels.cpu import blas as kernels_blas
+
+
+_SETTING = threading.Lock()
 
 
 def _controller():
@@ -46,19 +50,25 @@ def _is_kernels_blas(info):
 
 def _limit_blas(n_other):
     """The kernels' BLAS to 1 thread; every other BLAS to ``n_other`` (None:
-    unchanged). Where it cannot be told apart (a shared system BLAS), all go to 1."""
-    controller = _controller()
-    blas = [lib for lib in controller.lib_controllers if lib.user_api == "blas"]
-    ours = [lib for lib in blas if _is_kernels_blas(lib.info())]
-    if not ours:
-        ours = blas
-    for lib in blas:
-        if lib in ours:
-            lib.set_num_threads(1)
-        elif n_other is not None:
-            lib.set_num_threads(n_other)
-    kernels_blas.hold_one_thread()
-    _release_openblas_limits()
+    unchanged). Where the kernels call scipy's BLAS and it cannot be told apart (a
+    shared system BLAS), all go to 1."""
+    with _SETTING:   # two threads setting at once: one after the other
+        controller = _controller()
+        blas = [lib for lib in controller.lib_controllers if lib.user_api == "blas"]
+        ours = [lib for lib in blas if _is_kernels_blas(lib.info())]
+        if not ours and kernels_blas.LIBRARY_PATH is None:
+            ours = blas
+        try:
+            for lib in blas:
+                if lib in ours:
+                    lib.set_num_threads(1)
+                elif n_other is not None:
+                    lib.set_num_threads(n_other)
+        finally:
+            # a library of its own that threadpoolctl cannot see (or whose limit
+            # another thread's threadpool_limits holds) is still set through its handle
+            kernels_blas.hold_one_thread()
+            _release_openblas_limits()
 
 
 def _release_openblas_limits():
@@ -80,8 +90,10 @@ def set_num_threads(n):
 
     ``n`` must be between 1 and numba's pool size (NUMBA_NUM_THREADS, by default the
     number of CPUs). The BLAS that the kernels call from inside their threads
-    (``fastbp.kernels.cpu.blas.LIBRARY_PATH``) stays at one thread. Applies to the
-    whole process until called again.
+    (``fastbp.kernels.cpu.blas.LIBRARY_PATH``) stays at one thread. The BLAS settings
+    apply to the whole process until changed again; numba's count applies to the
+    calling Python thread (numba keeps it per thread), so call this from the thread
+    that trains. Raises ValueError for ``n`` outside that range.
     """
     n = validation.positive_int("n", n)
     if n > numba.config.NUMBA_NUM_THREADS:

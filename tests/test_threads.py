@@ -84,7 +84,41 @@ def test_the_kernels_blas_is_at_one_thread_right_after_import():
     assert result.stdout.strip() == "[1]"
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's LD_DEBUG")
+@needs_two
+def test_the_kernels_blas_stays_at_one_thread_while_another_thread_holds_the_limits():
+    """A thread that called threadpool_limits (without ``with``) holds threadpoolctl's
+    OpenBLAS claim, and threadpoolctl then ignores fastbp's settings from other
+    threads; the kernels' library is still set to one thread through its own
+    handle."""
+    if blas.LIBRARY_PATH is None:
+        pytest.skip("the kernels call scipy's BLAS here: no handle of fastbp's own")
+    from threadpoolctl import OpenBLASController, threadpool_limits
+    claimed, done = threading.Event(), threading.Event()
+
+    def hold_the_claim():   # threadpoolctl ignores the claim of a thread that ended
+        threadpool_limits(limits=2, user_api="blas")
+        claimed.set()
+        done.wait(60)
+    claim = threading.Thread(target=hold_the_claim)
+    try:
+        claim.start()
+        assert claimed.wait(60)
+        assert _blas_threads()[_kernels_blas_path()] == 2
+        fastbp.set_num_threads(1)
+        assert _blas_threads()[_kernels_blas_path()] == 1
+    finally:
+        done.set()
+        claim.join()
+        OpenBLASController.clear_controlling_thread(force=True)
+        fastbp.set_num_threads(numba.get_num_threads())
+
+
+def _glibc():
+    import platform
+    return sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+
+
+@pytest.mark.skipif(not _glibc(), reason="LD_DEBUG is glibc's dynamic loader's")
 def test_scipy_keeps_its_own_blas_after_import_fastbp():
     """fastbp loads the package's library privately: scipy.linalg, loaded after it,
     still binds its BLAS symbols to scipy's own OpenBLAS, which set_num_threads sizes
@@ -98,9 +132,11 @@ def test_scipy_keeps_its_own_blas_after_import_fastbp():
     assert result.returncode == 0, result.stderr[-3000:]
     gemm = [line for line in result.stderr.splitlines()
             if "normal symbol `scipy_dgemm_'" in line and "scipy/linalg" in line]
-    assert gemm, "LD_DEBUG printed no binding of scipy.linalg's dgemm"
-    into_package = [line for line in gemm if os.path.basename(os.path.dirname(package))
-                    in line and "scipy_openblas32" in line]
+    if not gemm:
+        pytest.skip("this scipy does not call scipy_dgemm_ (not a scipy-openblas build)")
+    # the package's library as any path to it ends: .../scipy_openblas32/lib/<file>
+    tail = os.sep.join(("scipy_openblas32", "lib", os.path.basename(package)))
+    into_package = [line for line in gemm if tail in line]
     assert not into_package, into_package[:3]
 
 
@@ -127,8 +163,10 @@ def test_set_num_threads_keeps_the_kernels_blas_at_one_thread():
 
 @needs_two
 def test_set_num_threads_from_another_thread_sets_the_other_blas():
-    """A program that sizes fastbp's threads from a worker thread (a GUI, a server's
-    handler) must get the same effect as from the main thread."""
+    """The BLAS settings of set_num_threads apply to the process from whichever
+    thread calls it (threadpoolctl 3.8 lets only the thread holding its claim set
+    OpenBLAS limits; fastbp releases the claim after each setting). numba's own count
+    is per thread by numba's design and is not checked here."""
     before, _ = fastbp.get_num_threads()
     errors = []
 
