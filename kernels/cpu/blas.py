@@ -184,8 +184,9 @@ def gemm(trans_a, trans_b, alpha, A, B, beta, C):
                _by_ref(np.float64(beta)), _data(C), _by_ref(np.int32(ldc)))
 
 
-# OpenBLAS (0.3.30 for SkylakeX, as scipy bundles it, when this was measured; not
-# measured again on 0.3.34) has separate kernels for small
+# OpenBLAS (0.3.30 for SkylakeX, as scipy bundles it, when this was measured; on
+# 0.3.34 the halves took 0.75-0.95 of the whole's time in 14 of 16 timings of digits'
+# shapes, both dtypes: benchmarks/README.md) has separate kernels for small
 # products; cut in two, a product of 1-2 million multiply-adds ran 1.2-1.5x faster
 # than whole in the orientations below (benchmarks/README.md, "scikit-learn drop-in").
 SMALL_PRODUCT = 1_000_000   # multiply-adds, m * n * k
