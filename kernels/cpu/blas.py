@@ -185,7 +185,7 @@ def gemm(trans_a, trans_b, alpha, A, B, beta, C):
 
 
 # OpenBLAS (0.3.30 for SkylakeX, as scipy bundles it, when this was measured; on
-# 0.3.34 the halves took 0.75-0.95 of the whole's time in 14 of 16 timings of digits'
+# 0.3.34 the halves took 0.72-0.95 of the whole's time in 14 of 16 timings of digits'
 # shapes, both dtypes: benchmarks/README.md) has separate kernels for small
 # products; cut in two, a product of 1-2 million multiply-adds ran 1.2-1.5x faster
 # than whole in the orientations below (benchmarks/README.md, "scikit-learn drop-in").
