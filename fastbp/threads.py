@@ -3,8 +3,8 @@
 fastbp's kernels split every layer into blocks across numba's thread pool, and each
 thread multiplies its block with single-threaded BLAS (kernels/cpu/blas.py). So the
 BLAS that the kernels call (scipy-openblas32's OpenBLAS, or scipy's where that cannot
-be loaded) must run one thread per call: a multithreaded
-BLAS inside numba's threads, or BLAS's own pool spinning beside numba's, oversubscribes
+be loaded) must run one thread per call: a multithreaded BLAS inside numba's threads,
+or BLAS's own pool spinning beside numba's, oversubscribes
 the cores (measured on a 2-core machine: a 784-128-10 step went from 0.28 ms to 28 ms
 with both pools at 2 threads). fastbp therefore sets the kernels' BLAS to one thread
 when it is imported, and ``set_num_threads(n)`` sizes numba's pool (and every other

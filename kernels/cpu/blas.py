@@ -59,10 +59,10 @@ def _openblas32_library():
 
 
 def _bind_openblas32():
-    """({"sgemm": address, "dgemm": address}, path) of the OpenBLAS of the
-    scipy-openblas32 package, loaded privately (RTLD_LOCAL) with its own thread pool
-    set to one thread; (None, None) where the package is missing or its library does
-    not load.
+    """({"sgemm": address, "dgemm": address}, path, set_num_threads) of the OpenBLAS of
+    the scipy-openblas32 package, loaded privately (RTLD_LOCAL) with its own thread
+    pool set to one thread; (None, None, None) where the package is missing or its
+    library does not load.
 
     Why not scipy's copy: scipy 1.17 bundles OpenBLAS 0.3.30, and 0.3.34's single-
     threaded sgemm took 0.86-0.99 of its time on the yardstick's mid-size float32 layer
@@ -71,7 +71,7 @@ def _bind_openblas32():
     itself ships, packaged on its own (LP64, symbols prefixed ``scipy_``)."""
     path = _openblas32_library()
     if path is None:
-        return None, None
+        return None, None, None
     try:
         lib = ctypes.CDLL(path)
         addresses = {name: ctypes.cast(getattr(lib, f"scipy_{name}_"),
@@ -79,29 +79,35 @@ def _bind_openblas32():
                      for name in ("sgemm", "dgemm")}
         set_threads = lib.scipy_openblas_set_num_threads
     except (OSError, AttributeError):   # not loadable here, or not the expected build
-        return None, None
+        return None, None, None
     set_threads.argtypes = [ctypes.c_int]
     set_threads(1)
-    _LIBRARY["set_num_threads"] = set_threads
-    return addresses, path
+    return addresses, path, set_threads
 
 
 def _bind_scipy():
-    """The same for scipy's own BLAS (scipy.linalg.cython_blas), the fallback."""
+    """The same for scipy's own BLAS (scipy.linalg.cython_blas), the fallback; no
+    handle of its own (threadpoolctl sizes it: fastbp/threads.py)."""
     import scipy.linalg.cython_blas  # noqa: F401
     addresses = {name: get_cython_function_address("scipy.linalg.cython_blas", name)
                  for name in ("sgemm", "dgemm")}
-    return addresses, None
+    return addresses, None, None
+
+
+_ADDRESSES, LIBRARY_PATH, _SET_NUM_THREADS = _bind_openblas32()
+if _ADDRESSES is None:
+    _ADDRESSES, LIBRARY_PATH, _SET_NUM_THREADS = _bind_scipy()
+"""Path of the shared library whose ?gemm the kernels call; None: scipy's own BLAS
+(scipy.linalg.cython_blas). fastbp/threads.py keeps that library at one thread."""
 
 
 def hold_one_thread():
     """Set the kernels' BLAS to one thread directly, where fastbp loaded it itself
     (threadpoolctl also does, but from 3.8 on only the first Python thread that set an
     OpenBLAS limit may change it). False where the kernels call scipy's BLAS."""
-    set_threads = _LIBRARY.get("set_num_threads")
-    if set_threads is None:
+    if _SET_NUM_THREADS is None:
         return False
-    set_threads(1)
+    _SET_NUM_THREADS(1)
     return True
 
 
@@ -111,13 +117,6 @@ def hold_one_thread():
 # code would differ in the next process); the names are registered at every import.
 # Both libraries take 32-bit integers (LP64), so compiled kernels do not depend on
 # which one is bound.
-_LIBRARY = {}
-_ADDRESSES, LIBRARY_PATH = _bind_openblas32()
-if _ADDRESSES is None:
-    _ADDRESSES, LIBRARY_PATH = _bind_scipy()
-"""Path of the shared library whose ?gemm the kernels call; None: scipy's own BLAS
-(scipy.linalg.cython_blas). fastbp/threads.py keeps that library at one thread."""
-
 _GEMM_SIGNATURE = types.void(*[types.voidptr] * 13)
 for _name, _address in _ADDRESSES.items():
     llvm.add_symbol(f"fastbp_{_name}", _address)

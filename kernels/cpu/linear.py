@@ -145,9 +145,9 @@ def linear_forward_transposed(act_set, X, W, WT, b, code, slope, S, A):
 
     Why: OpenBLAS (scipy's 0.3.30, when measured) multiplies by a C-contiguous W.T
     ("NN" to BLAS) faster than by W transposed ("TN", what linear_forward_for asks
-    for) at these sizes, and
-    "NN" can take blas.gemm_halves: for 200 rows, 9 us instead of 21 for 100 inputs
-    to 10 outputs, 38 instead of 53 for 64 inputs to 100 outputs; the copy of the
+    for) at these sizes, and "NN" can take blas.gemm_halves: for 200 rows, 9 us
+    instead of 21 for 100 inputs to 10 outputs, 38 instead of 53 for 64 inputs to 100
+    outputs; the copy of the
     weights costs a few percent of that (benchmarks/README.md, "scikit-learn drop-in")."""
     n_out, n_in = W.shape
     for i in range(n_in):
