@@ -1,11 +1,12 @@
 """The float32 tanh activation against the general tanh, on every float32 input.
 
 fastbp's tanh activation on float32 arrays runs kernels/cpu/elementary.py's
-``tanh_for_float32`` (one series) where it ran ``tanh`` (expm1's two series and a
-select). This checks, for each of the 2**32 float32 bit patterns, that the public
-kernel ``activation_forward`` now stores the same float32 as ``tanh`` rounded to
-float32 (the result before the change), bit for bit, NaN for NaN; then it times
-both per element at one thread, with numpy's float32 ``np.tanh`` beside them.
+``tanh_for_float32`` (one polynomial on a reduced range) where it ran ``tanh``
+(expm1's series and exp, and a select). This checks, for each of the 2**32 float32 bit
+patterns, that the public kernel ``activation_forward`` now stores the same float32 as
+``tanh`` rounded to float32 (the result before the change), bit for bit, NaN for NaN;
+then it times both per element at one thread, with numpy's float32 ``np.tanh`` beside
+them.
 
     python benchmarks/tanh_float32.py              # all 2**32 inputs (about 30 s on 2 cores)
     python benchmarks/tanh_float32.py --stride 97  # every 97th bit pattern

@@ -2,8 +2,8 @@
 against numpy over their whole range: within a few units in the last place wherever the
 result is a normal number, and NaN and the infinities handled as numpy does (for tanh,
 the sign of zero too: test_tanh_keeps_the_sign_of_zero). The float32 comparison below
-cannot catch a shortened series (11 terms still round the same everywhere); the
-accuracy test here does."""
+cannot catch a shortened polynomial (tanh_for_float32's degree 10 fit, 2.8e-15
+relative, still rounds the same everywhere); the accuracy test here does."""
 import numpy as np
 import pytest
 from numba import njit
