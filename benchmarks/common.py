@@ -76,9 +76,10 @@ def normal(shape, dtype, seed=0, scale=1.0):
     return np.ascontiguousarray(rng(seed).standard_normal(shape) * scale, dtype=dtype)
 
 
-def median_seconds(fn, budget_s=0.3, rounds=7):
-    """Median over ``rounds`` of the mean wall time of one call of ``fn`` (for track_
-    benchmarks, which asv calls once): calls per round chosen to fill ``budget_s``."""
+def round_seconds(fn, budget_s=0.3, rounds=7):
+    """The mean wall time of one call of ``fn`` in each of ``rounds`` rounds, a list:
+    calls per round chosen to fill ``budget_s`` (after one warm-up and one timed call).
+    benchmarks/yardstick.py pools these lists across processes."""
     fn()
     start = time.perf_counter()
     fn()
@@ -90,7 +91,13 @@ def median_seconds(fn, budget_s=0.3, rounds=7):
         for _ in range(per_round):
             fn()
         samples.append((time.perf_counter() - start) / per_round)
-    return statistics.median(samples)
+    return samples
+
+
+def median_seconds(fn, budget_s=0.3, rounds=7):
+    """Median over ``rounds`` of the mean wall time of one call of ``fn`` (for track_
+    benchmarks, which asv calls once): calls per round chosen to fill ``budget_s``."""
+    return statistics.median(round_seconds(fn, budget_s, rounds))
 
 
 def require_device(device):

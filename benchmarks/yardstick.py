@@ -1,9 +1,8 @@
 """The training-step yardstick: fastbp against the matrix-product floor and its peers.
 
-One process, one run, every system on the same data. The floor and the peers are timed
-first, before fastbp is imported (its thread pool would otherwise share the cores with
-theirs), then fastbp. For each configuration below it prints the median milliseconds per training step (forward + loss + backward + plain
-SGD; tanh hidden layers, softmax cross-entropy) of
+Every system on the same data. For each configuration below it prints the median
+milliseconds per training step (forward + loss + backward + plain SGD; tanh hidden
+layers, softmax cross-entropy) of
 
     fastbp   net.train_step(X, y, SGD): the public API, input checks included
     epoch    per step of net.train_epoch: 32 such steps in one compiled call
@@ -20,20 +19,38 @@ and fastbp's ratio to each, plus fastbp's backward/forward time ratio.
     python benchmarks/yardstick.py                  # float32 and float64, 2 threads
     python benchmarks/yardstick.py --only tiny,mnist --dtypes float32 --threads 1
 
-Medians over rounds of repeated calls; compare ratios within one run only.
+How a run times them. This process imports neither fastbp nor its peers: it starts
+worker processes (this script with ``--_worker``), alternately a peers worker (the
+floor, then PyTorch, JAX, scikit-learn; fastbp never imported there, since its thread
+pool would share the cores with theirs) and a fastbp worker (fastbp, and the floor again
+beside it), peers first, for ``--rounds`` rounds. Each worker times every system with
+budget / rounds seconds and reports its samples (common.round_seconds); the table holds
+each system's median over all its samples, every round pooled, and the floor is the
+faster of its two pooled medians (beside the peers, beside fastbp). The rounds are
+there because this project's shared 2-vCPU machines have slow stretches, seconds long,
+where everything runs 1.5-2x slower: when the peers and fastbp were timed once each,
+minutes apart, a stretch over one of them alone moved a ratio by as much (deep float32:
+fastbp 3.98 ms in one run, 2.02 in the next). After each table a line per configuration
+gives how many samples each median pools, the spread of fastbp's train_step samples
+(75th / 25th percentile) and its median in each round, so a stretch shows.
+
+Compare ratios within one run only.
 """
 import argparse
 import contextlib
+import json
 import os
 import platform
+import statistics
+import subprocess
 import sys
 
 import numpy as np
 
 try:   # run as a script (python benchmarks/x.py) or imported by asv as benchmarks.x
-    from .common import median_seconds
+    from .common import median_seconds, round_seconds
 except ImportError:
-    from common import median_seconds
+    from common import median_seconds, round_seconds
 
 CONFIGS = {
     # name: (sizes, batch)
@@ -45,6 +62,10 @@ CONFIGS = {
 }
 LR = 0.01
 EPOCH_STEPS = 32   # steps per train_epoch call in the "epoch" column
+PEERS = ("torch", "jax", "sklearn")
+# Samples per system and config in a whole run, spread over its rounds (what
+# median_seconds takes in one process): each sample is then as long as before the rounds.
+SAMPLES = 7
 
 
 def median_ms(fn, budget_s=1.0, rounds=7):
@@ -215,15 +236,23 @@ def _load_peer_blas():
             pass
 
 
-def run_peers(names, dtype, threads, budget_s):
-    """Phase 1, before fastbp is imported: the floor for every config first, then the
+def worker_samples(rounds):
+    """Samples each worker takes per system: SAMPLES spread over the rounds, at least
+    one each (--rounds 1: 7, 2: 4, 3: 3)."""
+    return -(-SAMPLES // rounds)
+
+
+def run_peers(names, dtype, threads, budget_s, samples=SAMPLES):
+    """A peers worker, fastbp not imported: the floor for every config first, then the
     peers, every BLAS (numpy's, scipy's) limited to ``threads`` threads and the whole
     phase on ``threads`` cores (``on_cores``: JAX's XLA has no working thread limit).
+    Returns {config: {"floor"|peer: [seconds per call, one per sample] or None}}, None
+    for a peer that is not installed.
 
     fastbp's thread pool (GNU OpenMP, started on import) and the peers' pools would
-    share the cores; timing the peers before fastbp starts keeps fastbp's idle threads
-    from slowing them, which would flatter fastbp's ratios. The floor goes first since
-    the peers' pools stay alive after they ran.
+    share the cores; timing the peers where fastbp never starts keeps fastbp's idle
+    threads from slowing them, which would flatter fastbp's ratios. The floor goes first
+    since the peers' pools stay alive after they ran.
     """
     from threadpoolctl import threadpool_limits
     _load_peer_blas()
@@ -232,8 +261,9 @@ def run_peers(names, dtype, threads, budget_s):
         for name in names:
             sizes, batch = CONFIGS[name]
             X, y = make_data(sizes, batch, dtype)
-            rows[name]["floor"] = median_ms(floor_step(sizes, batch, dtype, X),
-                                            budget_s * (4 if name == "large" else 1))
+            rows[name]["floor"] = round_seconds(floor_step(sizes, batch, dtype, X),
+                                                budget_s * (4 if name == "large" else 1),
+                                                samples)
         for name in names:
             sizes, batch = CONFIGS[name]
             X, y = make_data(sizes, batch, dtype)
@@ -242,29 +272,151 @@ def run_peers(names, dtype, threads, budget_s):
                                ("jax", lambda: jax_step(sizes, dtype, X, y)),
                                ("sklearn", lambda: sklearn_step(sizes, dtype, X, y))):
                 fn = make()
-                rows[name][peer] = None if fn is None else median_ms(fn, budget)
+                rows[name][peer] = None if fn is None else round_seconds(fn, budget, samples)
     return rows
 
 
-def run_fastbp(names, dtype, budget_s, peers):
-    """Phase 2: fastbp's step (train_step, and per step of train_epoch), forward and
-    forward+backward, and the floor again beside them (numpy's BLAS held to the
-    thread count by fastbp.set_num_threads); prints each row. The floor used is the
-    faster of its two timings."""
+def run_fastbp(names, dtype, budget_s, samples=SAMPLES):
+    """A fastbp worker (after fastbp.set_num_threads, which also holds numpy's BLAS to
+    the thread count): fastbp's step (train_step, and per step of train_epoch), the
+    floor again beside them, forward and forward+backward. Returns {config: {system:
+    [seconds per call (per step for "epoch"), one per sample]}}."""
+    rows = {}
     for name in names:
         sizes, batch = CONFIGS[name]
         X, y = make_data(sizes, batch, dtype)
         budget = budget_s * (4 if name == "large" else 1)
         step, epoch, forward, forward_backward = fastbp_systems(sizes, batch, dtype, X, y)
-        result = {"name": name, "sizes": sizes, "batch": batch, **peers[name],
-                  "fastbp": median_ms(step, budget),
-                  "epoch": median_ms(epoch, budget) / EPOCH_STEPS}
-        result["floor"] = min(result["floor"],
-                              median_ms(floor_step(sizes, batch, dtype, X), budget))
-        t_fwd = median_ms(forward, budget)
-        t_fb = median_ms(forward_backward, budget)
-        result["bwd_fwd"] = (t_fb - t_fwd) / t_fwd
-        print_row(result)
+        rows[name] = {
+            "fastbp": round_seconds(step, budget, samples),
+            "epoch": [t / EPOCH_STEPS for t in round_seconds(epoch, budget, samples)],
+            "floor": round_seconds(floor_step(sizes, batch, dtype, X), budget, samples),
+            "forward": round_seconds(forward, budget, samples),
+            "forward_backward": round_seconds(forward_backward, budget, samples)}
+    return rows
+
+
+RESULT_TAG = "yardstick-samples: "   # the worker's stdout line that carries its JSON
+
+
+def worker(kind, names, dtypes, threads, budget_s, samples):
+    """The body of ``--_worker kind``: time one kind's systems, print the samples as
+    RESULT_TAG + JSON {dtype: {config: {system: [seconds] or null}}}."""
+    if kind == "peers":
+        result = {dtype: run_peers(names, dtype, threads, budget_s, samples)
+                  for dtype in dtypes}
+    else:
+        import fastbp
+        fastbp.set_num_threads(threads)
+        result = {dtype: run_fastbp(names, dtype, budget_s, samples) for dtype in dtypes}
+    print(RESULT_TAG + json.dumps(result), flush=True)
+
+
+class WorkerError(RuntimeError):
+    """A worker process failed or reported nothing; the message holds its stderr."""
+
+
+def worker_command(kind, names, dtypes, threads, budget_s, samples):
+    return [sys.executable, os.path.abspath(__file__), "--_worker", kind,
+            "--only", ",".join(names), "--dtypes", ",".join(dtypes),
+            "--threads", str(threads), "--budget", repr(budget_s),
+            "--_samples", str(samples)]
+
+
+def run_worker(argv):
+    """Run one worker to its end and return its samples. Its stderr (warnings) is
+    passed on; a worker that fails, or prints no result line, raises WorkerError with
+    its stderr, so a run stops rather than printing a table with holes."""
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    lines = proc.stdout.splitlines()
+    results = [line[len(RESULT_TAG):] for line in lines if line.startswith(RESULT_TAG)]
+    if proc.returncode != 0 or len(results) != 1:
+        raise WorkerError(f"yardstick worker {' '.join(argv[2:])} exited with "
+                          f"{proc.returncode} and {len(results)} result lines; "
+                          f"its stderr:\n{proc.stderr}"
+                          + (f"\nits stdout:\n{proc.stdout}" if not results else ""))
+    sys.stderr.write(proc.stderr)
+    for line in lines:
+        if not line.startswith(RESULT_TAG):
+            print(line, file=sys.stderr)   # nothing else belongs in the table
+    return json.loads(results[0])
+
+
+def collect(names, dtypes, threads, budget_s, rounds, run=None):
+    """Run ``rounds`` rounds of a peers worker then a fastbp worker, each timing every
+    system with budget_s / rounds. Returns {"peers"|"fastbp": {dtype: {config: {system:
+    [each worker's samples list, in order] or None}}}}; ``run`` (default run_worker)
+    takes a worker's argv and returns its samples."""
+    run = run or run_worker
+    pooled = {"peers": {}, "fastbp": {}}
+    for _ in range(rounds):
+        for kind in ("peers", "fastbp"):
+            result = run(worker_command(kind, names, dtypes, threads, budget_s / rounds,
+                                        worker_samples(rounds)))
+            for dtype, configs in result.items():
+                for name, systems in configs.items():
+                    row = pooled[kind].setdefault(dtype, {}).setdefault(name, {})
+                    for system, samples in systems.items():
+                        if samples is None:   # a peer not installed
+                            row.setdefault(system, None)
+                        else:
+                            row[system] = (row.get(system) or []) + [samples]
+    return pooled
+
+
+def _pooled(runs):
+    return [t for samples in runs or () for t in samples]
+
+
+def _median_ms(runs):
+    samples = _pooled(runs)
+    return 1e3 * statistics.median(samples) if samples else None
+
+
+def summarize(name, peers, mine):
+    """One config's table row (print_row's dict) from collect's pooled samples,
+    ``peers`` and ``mine`` (fastbp's) for that dtype and config: each system's median
+    in ms over all its samples, every round pooled (not a median of the rounds'
+    medians), the floor the faster of its median beside the peers and beside fastbp.
+    Also, for note_line: "samples" (how many each median pools), "spread" (75th / 25th
+    percentile of fastbp's train_step samples) and "round_medians" (their median in
+    each fastbp worker)."""
+    sizes, batch = CONFIGS[name]
+    row = {"name": name, "sizes": sizes, "batch": batch,
+           **{peer: _median_ms(peers.get(peer)) for peer in PEERS},
+           "fastbp": _median_ms(mine["fastbp"]), "epoch": _median_ms(mine["epoch"]),
+           "floor": min(_median_ms(peers["floor"]), _median_ms(mine["floor"]))}
+    t_fwd, t_fb = _median_ms(mine["forward"]), _median_ms(mine["forward_backward"])
+    row["bwd_fwd"] = (t_fb - t_fwd) / t_fwd
+    row["samples"] = {**{system: len(_pooled(runs)) for system, runs in mine.items()
+                         if system != "floor"},
+                      **{peer: len(_pooled(peers.get(peer))) for peer in PEERS
+                         if peers.get(peer) is not None},
+                      "floor": (len(_pooled(peers["floor"])), len(_pooled(mine["floor"])))}
+    step = _pooled(mine["fastbp"])
+    if len(step) >= 2:
+        q1, _, q3 = statistics.quantiles(step, n=4, method="inclusive")
+        row["spread"] = q3 / q1
+    else:
+        row["spread"] = None
+    row["round_medians"] = [1e3 * statistics.median(samples) for samples in mine["fastbp"]]
+    return row
+
+
+NOTE_HEADER = ("samples pooled per median (floor: beside the peers + beside fastbp); "
+               "fastbp train_step's spread (p75/p25) and median per round, ms:")
+
+
+def note_line(r):
+    """The line under the table for row ``r``: how many samples its medians pool (one
+    number when every system has as many) and the spread of fastbp's step."""
+    counts = {system: n for system, n in r["samples"].items() if system != "floor"}
+    n = (str(next(iter(counts.values()))) if len(set(counts.values())) == 1
+         else ", ".join(f"{system} {n}" for system, n in counts.items()))
+    spread = f"{r['spread']:.3f}" if r["spread"] is not None else "-"
+    return (f"{r['name']:<8} {n} samples (floor {r['samples']['floor'][0]} + "
+            f"{r['samples']['floor'][1]}); p75/p25 {spread}; per round "
+            + " ".join(f"{t:.3f}" for t in r["round_medians"]))
 
 
 HEADER = (f"{'config':<8} {'batch':>5} {'fastbp':>9} {'epoch':>9} {'floor':>9} {'torch':>9} "
@@ -286,25 +438,53 @@ def print_row(r):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default=",".join(CONFIGS), help="configs, comma-separated")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="The peers and fastbp are timed in separate worker processes, "
+               "alternately (peers, fastbp, peers, ...) for --rounds rounds; each system's "
+               "samples from every round are pooled and their median printed. See the "
+               "module docstring.")
+    parser.add_argument("--only", default=",".join(CONFIGS),
+                        help=f"configs, comma-separated (of {', '.join(CONFIGS)})")
     parser.add_argument("--dtypes", default="float32,float64")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--budget", type=float, default=1.0,
-                        help="seconds of timing per system and config (x4 for large)")
+                        help="seconds of timing per system and config in the whole run, "
+                             "split over the rounds (x4 for large)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="pairs of worker processes (peers, then fastbp) whose "
+                             "samples are pooled (default 3; 1: one of each)")
+    # Internal: run as one worker process (started by the run's parent) and print its
+    # samples; --budget is then the worker's own, --_samples its samples per system.
+    parser.add_argument("--_worker", choices=("peers", "fastbp"), help=argparse.SUPPRESS)
+    parser.add_argument("--_samples", type=int, default=SAMPLES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     names = args.only.split(",")
     dtypes = args.dtypes.split(",")
+    unknown = [n for n in names if n not in CONFIGS] + [
+        d for d in dtypes if d not in ("float32", "float64")]
+    if unknown:
+        parser.error(f"unknown config or dtype: {', '.join(unknown)}")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if args._worker:
+        worker(args._worker, names, dtypes, args.threads, args.budget, args._samples)
+        return 0
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, numpy {np.__version__}; threads "
-          f"{args.threads}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}")
-    peers = {dtype: run_peers(names, dtype, args.threads, args.budget) for dtype in dtypes}
-    import fastbp
-    fastbp.set_num_threads(args.threads)
+          f"{args.threads}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
+          f"rounds {args.rounds}", flush=True)
+    pooled = collect(names, dtypes, args.threads, args.budget, args.rounds)
     print("median ms per training step; ratios are fastbp / other (below 1: fastbp faster)")
     for dtype in dtypes:
         print(f"\n{dtype}\n{HEADER}")
-        run_fastbp(names, dtype, args.budget, peers[dtype])
+        rows = [summarize(name, pooled["peers"][dtype][name], pooled["fastbp"][dtype][name])
+                for name in names]
+        for row in rows:
+            print_row(row)
+        print(NOTE_HEADER)
+        for row in rows:
+            print(note_line(row))
     return 0
 
 
