@@ -20,10 +20,11 @@ and fastbp's ratio to each, plus fastbp's backward/forward time ratio.
     python benchmarks/yardstick.py --only tiny,mnist --dtypes float32 --threads 1
 
 How a run times them. This process imports neither fastbp nor its peers: it starts
-worker processes (this script with ``--_worker``), alternately a peers worker (the
-floor, then PyTorch, JAX, scikit-learn; fastbp never imported there, since its thread
-pool would share the cores with theirs) and a fastbp worker (fastbp, and the floor again
-beside it), peers first, for ``--rounds`` rounds. Each worker times every system with
+worker processes (this script with ``--_worker``), a peers worker (the floor, then
+PyTorch, JAX, scikit-learn; fastbp never imported there, since its thread pool would
+share the cores with theirs) and a fastbp worker (fastbp, and the floor again beside
+it) in each of ``--rounds`` rounds, in the order peers, fastbp, fastbp, peers, peers,
+fastbp, ... (so a steady drift in the machine's speed favours neither). Each worker times every system with
 budget / rounds seconds and reports its samples (common.round_seconds); the table holds
 each system's median over all its samples, every round pooled, and the floor is the
 faster of its two pooled medians (beside the peers, beside fastbp). The rounds are
@@ -63,8 +64,9 @@ CONFIGS = {
 LR = 0.01
 EPOCH_STEPS = 32   # steps per train_epoch call in the "epoch" column
 PEERS = ("torch", "jax", "sklearn")
-# Samples per system and config in a whole run, spread over its rounds (what
-# median_seconds takes in one process): each sample is then as long as before the rounds.
+# Samples per system and config in a whole run (what median_seconds takes in one
+# process), spread over its rounds, at least one per worker: with 3 rounds, 3 per
+# worker, 9 in all, each budget / 9 long (was budget / 7); the time per system is the same.
 SAMPLES = 7
 
 
@@ -343,14 +345,16 @@ def run_worker(argv):
 
 
 def collect(names, dtypes, threads, budget_s, rounds, run=None):
-    """Run ``rounds`` rounds of a peers worker then a fastbp worker, each timing every
-    system with budget_s / rounds. Returns {"peers"|"fastbp": {dtype: {config: {system:
+    """Run ``rounds`` rounds of a peers worker and a fastbp worker, each timing every
+    system with budget_s / rounds, in the order peers, fastbp, fastbp, peers, peers,
+    fastbp, ...: a drift of the machine's speed over the run then falls on both kinds
+    alike, where alternating strictly would always time fastbp later. Returns {"peers"|"fastbp": {dtype: {config: {system:
     [each worker's samples list, in order] or None}}}}; ``run`` (default run_worker)
     takes a worker's argv and returns its samples."""
     run = run or run_worker
     pooled = {"peers": {}, "fastbp": {}}
-    for _ in range(rounds):
-        for kind in ("peers", "fastbp"):
+    for r in range(rounds):
+        for kind in ("peers", "fastbp") if r % 2 == 0 else ("fastbp", "peers"):
             result = run(worker_command(kind, names, dtypes, threads, budget_s / rounds,
                                         worker_samples(rounds)))
             for dtype, configs in result.items():
@@ -441,7 +445,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         epilog="The peers and fastbp are timed in separate worker processes, "
-               "alternately (peers, fastbp, peers, ...) for --rounds rounds; each system's "
+               "(peers, fastbp, fastbp, peers, ...) for --rounds rounds; each system's "
                "samples from every round are pooled and their median printed. See the "
                "module docstring.")
     parser.add_argument("--only", default=",".join(CONFIGS),

@@ -124,12 +124,14 @@ def test_the_parent_alternates_peers_and_fastbp_workers_and_splits_the_budget(mo
         return _fake_result(kind, samples, float(len(calls)))
 
     pooled = yardstick.collect(["tiny"], ["float32"], 2, 1.5, 3, run=run)
-    assert [kind for kind, _, _ in calls] == ["peers", "fastbp"] * 3
+    # each round's pair in the order of the last, reversed: a drift favours neither
+    assert [kind for kind, _, _ in calls] == ["peers", "fastbp", "fastbp", "peers",
+                                              "peers", "fastbp"]
     assert all(budget == pytest.approx(0.5) for _, budget, _ in calls)
     assert {samples for _, _, samples in calls} == {3}   # 7 samples spread over 3 rounds
     # each worker's samples kept apart, in the order the workers ran
-    assert pooled["fastbp"]["float32"]["tiny"]["fastbp"] == [[2.0] * 3, [4.0] * 3, [6.0] * 3]
-    assert pooled["peers"]["float32"]["tiny"]["floor"] == [[1.0] * 3, [3.0] * 3, [5.0] * 3]
+    assert pooled["fastbp"]["float32"]["tiny"]["fastbp"] == [[2.0] * 3, [3.0] * 3, [6.0] * 3]
+    assert pooled["peers"]["float32"]["tiny"]["floor"] == [[1.0] * 3, [4.0] * 3, [5.0] * 3]
     assert pooled["peers"]["float32"]["tiny"]["jax"] is None
     assert [yardstick.worker_samples(r) for r in (1, 2, 3, 7, 10)] == [7, 4, 3, 1, 1]
 
@@ -194,10 +196,13 @@ def test_a_failing_worker_stops_the_run_with_its_stderr(monkeypatch, capsys):
     silent = [sys.executable, "-c", "import sys; sys.stderr.write('nothing to say')"]
     with pytest.raises(yardstick.WorkerError, match="(?s)0 result lines.*nothing to say"):
         yardstick.run_worker(silent)
-    fine = [sys.executable, "-c", f"print('a warning'); print({yardstick.RESULT_TAG!r} + "
-            "'{\"float32\": {}}')"]
+    fine = [sys.executable, "-c", f"import sys; print('a warning'); "
+            "sys.stderr.write('a RuntimeWarning'); "
+            f"print({yardstick.RESULT_TAG!r} + '{{\"float32\": {{}}}}')"]
     assert yardstick.run_worker(fine) == {"float32": {}}
-    assert "a warning" in capsys.readouterr().err   # passed on, kept out of the table
+    err = capsys.readouterr().err
+    assert "a warning" in err   # passed on, kept out of the table
+    assert "a RuntimeWarning" in err   # the worker's stderr passed on too
 
     def run(argv):   # the peers worker reports, the fastbp worker fails
         kind, _, samples = _worker_kind_budget_samples(argv)
@@ -210,6 +215,8 @@ def test_a_failing_worker_stops_the_run_with_its_stderr(monkeypatch, capsys):
     assert "config" not in capsys.readouterr().out   # no table, not even a partial one
     with pytest.raises(SystemExit):
         yardstick.main(["--only", "tiny,huge"])   # refused before any worker starts
+    with pytest.raises(SystemExit):
+        yardstick.main(["--rounds", "0"])   # a run with no worker at all
 
 
 def test_a_small_real_run_pools_two_rounds_of_workers():
