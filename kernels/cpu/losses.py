@@ -34,26 +34,18 @@ from ._jit import parallel, scalar, serial
 
 @scalar
 def _softmax_cross_entropy_rows(Z, labels, targets, dZ, scale, r0, r1):
-    n = Z.shape[1]
-    # A row's exponentials in float64, summed in a loop of their own: a sum in the same
-    # loop (a float reduction, which LLVM keeps in order without "reassoc") would keep
-    # the exponentials one at a time; apart, they fill vector lanes (this function on a
-    # 32 x 10 float32 batch, one thread, old and new side by side: 1.9 us instead of
-    # 2.9), and the sum, in the same order, rounds the same.
-    e = np.empty(n)
     total = 0.0
     for i in range(uint64(r0), uint64(r1)):
         m = Z[i, 0]
-        for j in range(1, n):
+        for j in range(1, Z.shape[1]):
             m = max(m, Z[i, j])
-        for j in range(n):
-            e[j] = elementary.exp(Z[i, j] - m)
         sumexp = 0.0
-        for j in range(n):
-            sumexp += e[j]
+        for j in range(Z.shape[1]):
+            e = elementary.exp(Z[i, j] - m)
+            dZ[i, j] = e
+            sumexp += e
         inv = scale / sumexp
-        for j in range(n):
-            dZ[i, j] = e[j]              # rounded to dZ's dtype first, as before
+        for j in range(Z.shape[1]):
             dZ[i, j] = dZ[i, j] * inv
         y = labels[i]
         dZ[i, y] -= scale
