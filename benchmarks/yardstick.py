@@ -24,8 +24,8 @@ worker processes (this script with ``--_worker``), a peers worker (the floor, th
 PyTorch, JAX, scikit-learn; fastbp never imported there, since its thread pool would
 share the cores with theirs) and a fastbp worker (fastbp, and the floor again beside
 it) in each of ``--rounds`` rounds, in the order peers, fastbp, fastbp, peers, peers,
-fastbp, ... (so a steady drift in the machine's speed favours neither). Each worker times every system with
-budget / rounds seconds and reports its samples (common.round_seconds); the table holds
+fastbp, ... (so a steady drift in the machine's speed favours neither). Each worker
+times every system with budget / rounds seconds and reports its samples (common.round_seconds); the table holds
 each system's median over all its samples, every round pooled, and the floor is the
 faster of its two pooled medians (beside the peers, beside fastbp). The rounds are
 there because this project's shared 2-vCPU machines have slow stretches, seconds long,
@@ -64,9 +64,10 @@ CONFIGS = {
 LR = 0.01
 EPOCH_STEPS = 32   # steps per train_epoch call in the "epoch" column
 PEERS = ("torch", "jax", "sklearn")
-# Samples per system and config in a whole run (what median_seconds takes in one
-# process), spread over its rounds, at least one per worker: with 3 rounds, 3 per
-# worker, 9 in all, each budget / 9 long (was budget / 7); the time per system is the same.
+# Samples per system and config that a run aims for (what median_seconds takes in one
+# process), spread over its rounds and rounded up per worker (worker_samples): with 3
+# rounds, 3 per worker, so 9 in all, each budget / 9 long (budget / 7 with one round);
+# the time per system is the same.
 SAMPLES = 7
 
 
@@ -348,9 +349,10 @@ def collect(names, dtypes, threads, budget_s, rounds, run=None):
     """Run ``rounds`` rounds of a peers worker and a fastbp worker, each timing every
     system with budget_s / rounds, in the order peers, fastbp, fastbp, peers, peers,
     fastbp, ...: a drift of the machine's speed over the run then falls on both kinds
-    alike, where alternating strictly would always time fastbp later. Returns {"peers"|"fastbp": {dtype: {config: {system:
-    [each worker's samples list, in order] or None}}}}; ``run`` (default run_worker)
-    takes a worker's argv and returns its samples."""
+    alike, where alternating strictly would always time fastbp later. Returns
+    {"peers"|"fastbp": {dtype: {config: {system: [each worker's samples list, in
+    order] or None}}}}; ``run`` (default run_worker) takes a worker's argv and returns
+    its samples."""
     run = run or run_worker
     pooled = {"peers": {}, "fastbp": {}}
     for r in range(rounds):
@@ -450,14 +452,18 @@ def main(argv=None):
                "module docstring.")
     parser.add_argument("--only", default=",".join(CONFIGS),
                         help=f"configs, comma-separated (of {', '.join(CONFIGS)})")
-    parser.add_argument("--dtypes", default="float32,float64")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtypes", default="float32,float64",
+                        help="comma-separated (default float32,float64)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="threads (and, for the peers, cores) every system gets "
+                             "(default 2)")
     parser.add_argument("--budget", type=float, default=1.0,
                         help="seconds of timing per system and config in the whole run, "
-                             "split over the rounds (x4 for large)")
+                             "split over the rounds (x4 for large; default 1)")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="pairs of worker processes (peers, then fastbp) whose "
-                             "samples are pooled (default 3; 1: one of each)")
+                        help="rounds of one peers and one fastbp worker process, in "
+                             "the order peers, fastbp, fastbp, peers, ..., whose samples "
+                             "are pooled (default 3; 1: one of each)")
     # Internal: run as one worker process (started by the run's parent) and print its
     # samples; --budget is then the worker's own, --_samples its samples per system.
     parser.add_argument("--_worker", choices=("peers", "fastbp"), help=argparse.SUPPRESS)

@@ -4,6 +4,9 @@ result is a normal number, and NaN and the infinities handled as numpy does (for
 the sign of zero too: test_tanh_keeps_the_sign_of_zero). The float32 comparison below
 cannot catch a shortened polynomial (tanh_for_float32's degree 10 fit, 2.8e-15
 relative, still rounds the same everywhere); the accuracy test here does."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from numba import njit
@@ -131,3 +134,29 @@ def test_the_tanh_activation_picks_by_input_type():
     general32 = np.empty_like(x64)
     APPLY["tanh"](x32, general32)
     assert not np.array_equal(for_float32, general32)   # the two do differ in float64
+
+
+def test_compiling_the_tanh_forms_prints_no_numba_ir_warning():
+    """numba issue #9489 makes inlining the tanh forms through ``tanh_as`` warn
+    NumbaIRAssumptionWarning ("variable ... is not in scope", some 35 lines each) on
+    Python 3.11; elementary.py silences those variables' warnings, which a tanh
+    network's first compile printed. In a fresh process, where pytest's own warning
+    filters do not stand in front of the module's."""
+    code = (   # the loop of test_the_tanh_activation_picks_by_input_type: it warned
+        "import warnings\n"
+        "import numpy as np\n"
+        "from numba import njit\n"
+        "from fastbp.kernels.cpu import activations, elementary\n"
+        "@njit(error_model='numpy', fastmath={'nsz', 'arcp', 'contract'})\n"
+        "def both(x32, x64, out):\n"
+        "    for i in range(x32.shape[0]):\n"
+        "        out[0, i] = elementary.tanh_as(x32[i])\n"
+        "        out[1, i] = elementary.tanh_as(x64[i])\n"
+        "        out[2, i] = activations._tanh(x32[i], 0.0)\n"
+        "        out[3, i] = activations._tanh(x64[i], 0.0)\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    both(np.ones(3, np.float32), np.ones(3), np.empty((4, 3)))\n"
+        "print([w.category.__name__ for w in caught])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert "NumbaIRAssumptionWarning" not in out.stdout + out.stderr, out.stderr[-2000:]

@@ -14,8 +14,11 @@ inlined by LLVM, and a call per element defeats vectorisation), so they are comp
 with the kernels' flags, which for that reason exclude "reassoc" (see _jit.py): the
 rounding trick in ``exp`` (adding and subtracting 1.5 * 2**52) must survive.
 """
+import warnings
+
 from llvmlite import ir
 from numba import types
+from numba.core.errors import NumbaIRAssumptionWarning
 from numba.extending import intrinsic, overload
 
 from ._jit import FASTMATH, scalar as elementary
@@ -123,8 +126,10 @@ def _expm1_series(x):
 # r) / r**2 (1/2 at r = 0) on [-a, a], a = (ln 2 / 2)(1 + 1e-6) (the reduction's |r|
 # with room for its rounding; the margin is part of the recipe), 10 Chebyshev points,
 # so q has degree 9 and r + r**2 q(r) degree 11, mp.dps = 50 (mpmath 1.3.0), rounded
-# to float64. Chebyshev interpolation of q, close to but not q's minimax polynomial. In exact arithmetic r + r**2 q(r) is then within 4.1e-17 of
-# e**r - 1, relatively, over 4001 points of [-a, a]: below float64's rounding unit.
+# to float64: Chebyshev interpolation of q, close to but not q's minimax polynomial.
+# In exact arithmetic r + r**2 q(r) is then within 4.1e-17 of e**r - 1, relatively, at
+# the worst of 40001 points of [-a, a] (a sampled maximum of a smooth error curve, not a
+# proof): below float64's rounding unit.
 _Q_REDUCED = (2.5100375929185925e-08, 2.762007600563138e-07, 2.7557268480106926e-06,
               2.480152132210459e-05, 0.00019841269863040675, 0.001388888891719689,
               0.008333333333330065, 0.041666666666624164, 0.16666666666666669,
@@ -192,14 +197,25 @@ def tanh_for_float32(x):
     (tests/test_elementary.py), far below float32's rounding; that the two round to
     the same float32 everywhere is the exhaustive check's result, not a consequence of
     the error bound. |y| is capped at 40, where tanh is 1 in float64, which keeps 2**k
-    a normal number (NaN passes the select). A float32 tanh in float32 arithmetic would be faster and would change
-    results in their last bits."""
+    a normal number (NaN passes the select). A float32 tanh in float32 arithmetic
+    would be faster and would change results in their last bits."""
     x = float(x)
     y = -2.0 * abs(x)
     y = -40.0 if y < -40.0 else y
     shifted, r = _reduce(y)
     two_k = _pow2(_k_of(shifted))
     return _tanh_from(x, two_k * _expm1_reduced(r) + (two_k - 1.0))
+
+
+# Inlining tanh_for_float32 and tanh, which hold if-expressions, through the inline
+# overload below makes numba (0.68, on Python 3.11) warn "variable
+# '_tanh_as__locals...' is not in scope. This warning came from an internal pedantic
+# check", about 35 lines per warning, on a tanh network's first compile: numba issue
+# #9489 (open; it names Python 3.11 and not 3.12). The compiled code is right (the
+# exhaustive float32 check, benchmarks/tanh_float32.py, and tests/test_elementary.py
+# compare its results), so the warning is silenced for these variables only.
+warnings.filterwarnings("ignore", message=r"variable '_tanh_as__locals",
+                        category=NumbaIRAssumptionWarning)
 
 
 def tanh_as(x):
