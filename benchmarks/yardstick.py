@@ -446,7 +446,7 @@ def print_row(r):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
-        epilog="The peers and fastbp are timed in separate worker processes, "
+        epilog="The peers and fastbp are timed in separate worker processes "
                "(peers, fastbp, fastbp, peers, ...) for --rounds rounds; each system's "
                "samples from every round are pooled and their median printed. See the "
                "module docstring.")
