@@ -40,7 +40,7 @@ def parts(dataset):
     from numba import njit
 
     import fastbp
-    from fastbp.kernels.cpu.blas import gemm, gemm_halves
+    from fastbp.kernels.cpu.blas import gemm
     from fastbp.kernels.cpu.network import backprop_for
     from fastbp.kernels.cpu.optim import optimizer_update
     from fastbp.kernels.cpu.sklearn_loss import (_gather, _weight_squares,
@@ -118,7 +118,8 @@ def parts(dataset):
                     update_with_penalty(code, p, g, state, hparams, step, slot, 1e-9,
                                         sizes, w_off, b_off)
 
-    # the five products of a one-hidden-layer step, as the epoch makes them
+    # the five products of a one-hidden-layer step, as the epoch makes them (gemm cuts
+    # each into blocks for OpenBLAS's small-matrix kernels where that pays: blas.py)
     h = sizes[1]
     W0 = p[w_off[0]:w_off[0] + h * Xd.shape[1]].reshape(h, Xd.shape[1])
     W1 = p[w_off[1]:w_off[1] + n_out * h].reshape(n_out, h)
@@ -132,11 +133,11 @@ def parts(dataset):
     def products(n, Xb, W0T, W1, W1T, A0, S1, dW1, dW0):
         for _ in range(n):
             for _b in range(full):
-                gemm_halves(False, False, 1.0, Xb, W0T, 0.0, A0)
-                gemm_halves(False, False, 1.0, A0, W1T, 0.0, S1)
-                gemm_halves(True, False, 1.0, S1, A0, 0.0, dW1)
+                gemm(False, False, 1.0, Xb, W0T, 0.0, A0)
+                gemm(False, False, 1.0, A0, W1T, 0.0, S1)
+                gemm(True, False, 1.0, S1, A0, 0.0, dW1)
                 gemm(False, False, 1.0, S1, W1, 0.0, A0)
-                gemm_halves(True, False, 1.0, A0, Xb, 0.0, dW0)
+                gemm(True, False, 1.0, A0, Xb, 0.0, dW0)
 
     def numpy_products(n):   # scikit-learn's coefs_ are (in, out): W0T, W1T
         for _ in range(n * full):

@@ -85,11 +85,11 @@ def test_weighted_ten_class_fit_follows_sklearn(dtype, rtol):
         np.testing.assert_allclose(a, b, rtol=rtol * 10, atol=rtol / 10)
 
 
-def test_halved_products_follow_sklearn():
+def test_blocked_products_follow_sklearn():
     """digits' shapes (minibatches of 200 rows, 64 inputs, 100 hidden units, 10
-    classes): the first layer's products have 1.28 million multiply-adds, so its
-    forward runs in halves (blas.gemm_halves; the weight gradient is one product, see
-    kernels/cpu/linear.py); the fit still follows scikit-learn's to rounding."""
+    classes): the first layer's products have 1.28 million multiply-adds, so they run
+    in blocks for OpenBLAS's small-matrix kernels (blas.gemm, where OpenBLAS runs its
+    SkylakeX kernels); the fit still follows scikit-learn's to rounding."""
     rng = np.random.RandomState(2)
     y = np.arange(500) % 10
     X = rng.normal(size=(10, 64))[y] + rng.normal(0, 2.0, (500, 64))

@@ -27,12 +27,13 @@ import os
 import sys
 
 import llvmlite.binding as llvm
+from llvmlite import ir
 import numpy as np
 from numba import types
 from numba.core import cgutils
 from numba.extending import get_cython_function_address, intrinsic
 
-from ._jit import scalar
+from ._jit import scalar, serial
 
 
 def _openblas32_library():
@@ -146,6 +147,131 @@ def _data(typingctx, array):
     return types.voidptr(array), codegen
 
 
+@intrinsic
+def _offset(typingctx, pointer, offset, itemsize):
+    """``pointer`` moved on by ``offset`` elements of ``itemsize`` bytes."""
+    def codegen(context, builder, signature, args):
+        nbytes = builder.mul(args[1], args[2])
+        moved = builder.gep(builder.bitcast(args[0], cgutils.voidptr_t), [nbytes])
+        return builder.bitcast(moved, cgutils.voidptr_t)
+    return types.voidptr(types.voidptr, types.intp, types.intp), codegen
+
+
+# -- OpenBLAS's small-matrix kernels ----------------------------------------------------
+# OpenBLAS's SkylakeX kernels (chosen on AVX-512 CPUs, Intel's and AMD's) include
+# "small-matrix" ?gemm kernels that skip the packing of both operands. A call takes
+# them when its shape passes a permit (sgemm_small_kernel_permit_skylakex.c, OpenBLAS
+# 0.3.16 and later; in BLAS's column-major terms M x N = op(A) op(B), K inner):
+# M N K <= 100**3, never for transposed A with transposed B, and for transposed A
+# alone ("TN") only while M N <= 1200 and K >= 32. The packing a bigger call pays is a
+# large share of the small products of a training step, so ``gemm`` cuts a product
+# that fails the permit into blocks of C's rows or columns that pass it, where few
+# enough blocks do: at one thread, the yardstick's layer products that qualify took
+# 0.80-0.91 of the whole call's time (a 784-128 layer at batch 64, both dtypes, the
+# forward, the weight gradient and the input gradient; the 256-256 layers of "deep"),
+# and an output layer's forward at batch 128 (10 columns) 0.46
+# (benchmarks/README.md, "OpenBLAS's small-matrix kernels"). Blocks are multiples of
+# 16 rows or columns (9 blocks of 14-15 columns were no faster than the whole call
+# where 8 of 16 took 0.83 of it), at most 16 blocks (the 512-wide layers of "medium"
+# would need 35-57, which measured 1.0-2.9 times the whole call). Each element of C is
+# still one BLAS dot product over K: only the kernel and its order of additions change.
+_SMALL_MNK = 1_000_000
+_SMALL_TN_MN = 1200
+_SMALL_TN_MIN_K = 32
+_SMALL_BLOCK_MULTIPLE = 16
+_SMALL_MAX_BLOCKS = 16
+_SMALL_KERNEL_CORES = ("skylakex", "cooperlake", "sapphirerapids")
+
+
+def _core_name():
+    """The core type whose kernels the bound OpenBLAS runs (lower case), or None where
+    it cannot say (scipy's own BLAS, the fallback, is not asked)."""
+    if LIBRARY_PATH is None:
+        return None
+    try:
+        get = ctypes.CDLL(LIBRARY_PATH).scipy_openblas_get_corename
+    except (OSError, AttributeError):
+        return None
+    get.restype = ctypes.c_char_p
+    name = get()
+    return name.decode("ascii", "replace").lower() if name else None
+
+
+CORE_NAME = _core_name()
+"""OpenBLAS's core type for the kernels' BLAS ("skylakex", "haswell", ...; None:
+unknown). OPENBLAS_CORETYPE overrides OpenBLAS's own choice, and with it this."""
+
+# Read by compiled code at every call, through a symbol (like the ?gemm functions), so
+# that cached kernels follow the library loaded in this process, and benchmarks and
+# tests can compare both ways in one process (``use_small_kernels``).
+_small_kernels_flag = ctypes.c_int32(CORE_NAME in _SMALL_KERNEL_CORES)
+llvm.add_symbol("fastbp_blas_small_kernels", ctypes.addressof(_small_kernels_flag))
+
+
+def use_small_kernels(enabled=None):
+    """Whether ``gemm`` cuts products into blocks for OpenBLAS's small-matrix kernels;
+    ``enabled`` (a bool) sets it for this process first. The default is on where
+    OpenBLAS runs its SkylakeX-family kernels (``CORE_NAME``), the only x86 ones with
+    small-matrix kernels. Returns the setting now in force."""
+    if enabled is not None:
+        _small_kernels_flag.value = bool(enabled)
+    return bool(_small_kernels_flag.value)
+
+
+@intrinsic
+def _small_kernels_on(typingctx):
+    """``use_small_kernels()``, read from compiled code."""
+    def codegen(context, builder, signature, args):
+        flag = _external_int32(builder.module, "fastbp_blas_small_kernels")
+        return builder.icmp_signed("!=", builder.load(flag), ir.Constant(ir.IntType(32), 0))
+    return types.boolean(), codegen
+
+
+def _external_int32(module, name):
+    """The module's declaration of the external int32 global ``name``."""
+    if name in module.globals:
+        return module.globals[name]
+    var = ir.GlobalVariable(module, ir.IntType(32), name)
+    var.linkage = "external"
+    return var
+
+
+@scalar
+def _small_block(total, limit):
+    """The block size along a dimension of ``total`` whose blocks may hold at most
+    ``limit``: ``total`` if it fits, else ``limit`` rounded down to a multiple of
+    _SMALL_BLOCK_MULTIPLE; 0 where that leaves nothing."""
+    if limit >= total:
+        return total
+    return limit - limit % _SMALL_BLOCK_MULTIPLE
+
+
+@scalar
+def small_blocks(trans_a, trans_b, m, n, k):
+    """(along_columns, size): how ``gemm`` cuts C (m, n) = op(A) op(B) (k inner) for
+    OpenBLAS's small-matrix kernels: blocks of ``size`` columns (along_columns true) or
+    rows of C; size 0: one call for the whole product (it passes the permit as it is,
+    or no cut into at most _SMALL_MAX_BLOCKS blocks does). See the comment above."""
+    # BLAS sees the column-major C^T = op(B)^T op(A)^T: M = n, N = m, transa = trans_b
+    if trans_a and trans_b:
+        return True, 0
+    tn = trans_b and not trans_a
+    if tn and k < _SMALL_TN_MIN_K:
+        return True, 0
+    mn_limit = _SMALL_TN_MN if tn else m * n
+    if m * n <= mn_limit and m * n * k <= _SMALL_MNK:
+        return True, 0
+    cols = _small_block(n, min(mn_limit // max(m, 1), _SMALL_MNK // max(m * k, 1)))
+    rows = _small_block(m, min(mn_limit // max(n, 1), _SMALL_MNK // max(n * k, 1)))
+    n_cols = (n + cols - 1) // cols if cols > 0 else _SMALL_MAX_BLOCKS + 1
+    n_rows = (m + rows - 1) // rows if rows > 0 else _SMALL_MAX_BLOCKS + 1
+    if min(n_cols, n_rows) > _SMALL_MAX_BLOCKS:
+        return True, 0
+    if n_cols <= n_rows:
+        return True, cols
+    return False, rows
+
+
 @scalar
 def _leading_dimension(M):
     """BLAS's leading dimension of the row-major matrix M: its row stride in elements,
@@ -155,59 +281,56 @@ def _leading_dimension(M):
     return max(M.shape[1], 1)
 
 
-@scalar
-def gemm(trans_a, trans_b, alpha, A, B, beta, C):
-    """C = alpha * op(A) @ op(B) + beta * C on row-major views (module docstring)."""
-    m, n = C.shape
-    k = A.shape[0] if trans_a else A.shape[1]
-    if m == 0 or n == 0:
-        return
-    item = C.itemsize
-    lda = _leading_dimension(A)
-    ldb = _leading_dimension(B)
-    ldc = _leading_dimension(C)
+@serial
+def _gemm_blocks(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, item):
+    """``gemm`` on raw operands: A, B, C at addresses a, b, c with row strides lda, ldb,
+    ldc (elements of ``item`` bytes: 4 float32, else float64), in the blocks
+    ``small_blocks`` gives where ``use_small_kernels()`` is on.
+
+    One compiled function for every caller, not inlined into them: the kernels call
+    gemm in many places and specialisations, and as inlined code this loop cost a cold
+    training step 6-8 s more to compile."""
+    along_columns, size = small_blocks(trans_a, trans_b, m, n, k)
+    if size == 0 or not _small_kernels_on():
+        along_columns, size = True, n
     # A row-major (r, c) matrix is the column-major (c, r) matrix of the same memory,
     # so row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the
     # operands and keep each one's transpose flag.
     ta = _T if trans_a else _N
     tb = _T if trans_b else _N
-    if item == 4:  # float32
-        _sgemm(_by_ref(tb), _by_ref(ta), _by_ref(np.int32(n)), _by_ref(np.int32(m)),
-               _by_ref(np.int32(k)), _by_ref(np.float32(alpha)), _data(B),
-               _by_ref(np.int32(ldb)), _data(A), _by_ref(np.int32(lda)),
-               _by_ref(np.float32(beta)), _data(C), _by_ref(np.int32(ldc)))
-    else:
-        _dgemm(_by_ref(tb), _by_ref(ta), _by_ref(np.int32(n)), _by_ref(np.int32(m)),
-               _by_ref(np.int32(k)), _by_ref(np.float64(alpha)), _data(B),
-               _by_ref(np.int32(ldb)), _data(A), _by_ref(np.int32(lda)),
-               _by_ref(np.float64(beta)), _data(C), _by_ref(np.int32(ldc)))
-
-
-# OpenBLAS (0.3.30 for SkylakeX, as scipy bundles it, when this was measured; on
-# 0.3.34 the halves took 0.72-0.95 of the whole's time in 14 of 16 timings of digits'
-# shapes, both dtypes: benchmarks/README.md) has separate kernels for small
-# products; cut in two, a product of 1-2 million multiply-adds ran 1.2-1.5x faster
-# than whole in the orientations below (benchmarks/README.md, "scikit-learn drop-in").
-SMALL_PRODUCT = 1_000_000   # multiply-adds, m * n * k
+    total = n if along_columns else m
+    for lo in range(0, total, size):
+        width = min(size, total - lo)
+        if along_columns:   # C[:, lo:lo+width] = op(A) op(B)[:, lo:lo+width]
+            a_at, b_at, c_at = 0, (lo * ldb if trans_b else lo), lo
+            rows, cols = m, width
+        else:               # C[lo:lo+width] = op(A)[lo:lo+width] op(B)
+            a_at, b_at, c_at = (lo if trans_a else lo * lda), 0, lo * ldc
+            rows, cols = width, n
+        if item == 4:
+            _sgemm(_by_ref(tb), _by_ref(ta), _by_ref(np.int32(cols)),
+                   _by_ref(np.int32(rows)), _by_ref(np.int32(k)),
+                   _by_ref(np.float32(alpha)), _offset(b, b_at, item),
+                   _by_ref(np.int32(ldb)), _offset(a, a_at, item), _by_ref(np.int32(lda)),
+                   _by_ref(np.float32(beta)), _offset(c, c_at, item),
+                   _by_ref(np.int32(ldc)))
+        else:
+            _dgemm(_by_ref(tb), _by_ref(ta), _by_ref(np.int32(cols)),
+                   _by_ref(np.int32(rows)), _by_ref(np.int32(k)),
+                   _by_ref(np.float64(alpha)), _offset(b, b_at, item),
+                   _by_ref(np.int32(ldb)), _offset(a, a_at, item), _by_ref(np.int32(lda)),
+                   _by_ref(np.float64(beta)), _offset(c, c_at, item),
+                   _by_ref(np.int32(ldc)))
 
 
 @scalar
-def gemm_halves(trans_a, trans_b, alpha, A, B, beta, C):
-    """gemm, as two products over the halves of C's rows when it has between
-    SMALL_PRODUCT and 2 SMALL_PRODUCT multiply-adds and trans_b is false. Each element
-    of C is still one BLAS dot product over k: only which kernel computes it changes
-    (and with it the order of its additions). With trans_b true ("TN" to BLAS) the
-    halves were slower, so that is one call."""
+def gemm(trans_a, trans_b, alpha, A, B, beta, C):
+    """C = alpha * op(A) @ op(B) + beta * C on row-major views (module docstring), in
+    blocks for OpenBLAS's small-matrix kernels where ``small_blocks`` says so."""
     m, n = C.shape
     k = A.shape[0] if trans_a else A.shape[1]
-    work = m * n * k
-    if trans_b or not SMALL_PRODUCT < work <= 2 * SMALL_PRODUCT:
-        gemm(trans_a, trans_b, alpha, A, B, beta, C)
+    if m == 0 or n == 0:
         return
-    half = m // 2
-    if trans_a:
-        gemm(True, False, alpha, A[:, :half], B, beta, C[:half])
-        gemm(True, False, alpha, A[:, half:], B, beta, C[half:])
-    else:
-        gemm(False, False, alpha, A[:half], B, beta, C[:half])
-        gemm(False, False, alpha, A[half:], B, beta, C[half:])
+    _gemm_blocks(bool(trans_a), bool(trans_b), m, n, k, float(alpha), _data(A),
+                 _leading_dimension(A), _data(B), _leading_dimension(B), float(beta),
+                 _data(C), _leading_dimension(C), C.itemsize)

@@ -25,7 +25,7 @@ calling thread: starting the pool costs more than such a layer's whole product.
 from numba import prange, uint64
 
 from .activations import ALL, specialised
-from .blas import gemm, gemm_halves
+from .blas import gemm
 from .blocks import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_FLOPS, block_bounds, n_blocks
 from ._jit import parallel, scalar, serial
 
@@ -145,15 +145,16 @@ def linear_forward_transposed(act_set, X, W, WT, b, code, slope, S, A):
 
     Why: OpenBLAS (scipy's 0.3.30, when measured) multiplies by a C-contiguous W.T
     ("NN" to BLAS) faster than by W transposed ("TN", what linear_forward_for asks
-    for) at these sizes, and "NN" can take blas.gemm_halves: for 200 rows, 9 us
-    instead of 21 for 100 inputs to 10 outputs, 38 instead of 53 for 64 inputs to 100
-    outputs; the copy of the
-    weights costs a few percent of that (benchmarks/README.md, "scikit-learn drop-in")."""
+    for) at these sizes, and "NN" is cut into blocks for OpenBLAS's small-matrix
+    kernels more often (blas.gemm): for 200 rows, 9 us instead of 21 for 100 inputs to
+    10 outputs, 38 instead of 53 for 64 inputs to 100 outputs when measured; the copy
+    of the weights costs a few percent of that (benchmarks/README.md, "scikit-learn
+    drop-in")."""
     n_out, n_in = W.shape
     for i in range(n_in):
         for o in range(n_out):
             WT[i, o] = W[o, i]
-    gemm_halves(False, False, 1.0, X, WT, 0.0, S)
+    gemm(False, False, 1.0, X, WT, 0.0, S)
     j0, j1 = block_bounds(0, 1, n_out)   # run-time values (see linear_forward_for)
     _bias_activation_for(act_set, code, (S, b, A, slope, 0, S.shape[0], j0, j1))
 
@@ -172,9 +173,6 @@ def linear_forward(X, W, b, code, slope, S, A):
 @serial
 def _weight_grad_cols(act_set, dA, A, S, X, code, slope, dS, dW, db, j0, j1):
     _sigma_prime_bias_for(act_set, code, (dA, A, S, dS, db, slope, j0, j1))
-    # plain gemm, not gemm_halves: halving here made digits' weight gradient 1.2-1.5x
-    # faster but every network's first training step 5 s slower to compile (the
-    # default train: 43.0 -> 37.8 s cold with it undone; benchmarks/README.md)
     gemm(True, False, 1.0, dS[:, j0:j1], X, 0.0, dW[j0:j1])
 
 
