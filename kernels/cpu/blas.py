@@ -167,10 +167,10 @@ def _offset(typingctx, pointer, offset, itemsize):
 # large share of the small products of a training step, so ``gemm`` cuts a product
 # that fails the permit into blocks of C's rows or columns that pass it, where few
 # enough blocks do: at one thread, the yardstick's layer products that qualify took
-# 0.80-0.91 of the whole call's time (a 784-128 layer at batch 64, both dtypes, the
-# forward, the weight gradient and the input gradient; the 256-256 layers of "deep"),
-# and an output layer's forward at batch 128 (10 columns) 0.46
-# (benchmarks/README.md, "OpenBLAS's small-matrix kernels"). Blocks are multiples of
+# 0.80-0.99 of the whole call's time, most 0.86-0.94 (a 784-128 layer at batch 64, the
+# 256-256 layers of "deep", tiny's 64-64 forward; forward, weight gradient and input
+# gradient, both dtypes), and an output layer's forward at batch 128 (10 columns)
+# 0.44-0.46 (benchmarks/README.md, "OpenBLAS's small-matrix kernels"). Blocks are multiples of
 # 16 rows or columns (9 blocks of 14-15 columns were no faster than the whole call
 # where 8 of 16 took 0.83 of it), at most 16 blocks (the 512-wide layers of "medium"
 # would need 35-57, which measured 1.0-2.9 times the whole call). Each element of C is
