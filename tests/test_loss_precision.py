@@ -87,6 +87,49 @@ def test_cross_entropy_kernel_and_reference_against_stable_float64(dtype):
             assert ref == pytest.approx(expected, rel=1e-14, abs=1e-14), (Z, label)
 
 
+
+def _cross_entropy_in_order(Z, labels):
+    """The kernel's cross-entropy, one operation at a time in its documented order
+    (kernels/cpu/losses.py): z - max in Z's dtype, each exponential in float64
+    (elementary.exp), their sum left to right in float64, dZ = e rounded to the dtype,
+    times scale / sum; the row losses (max - z_y) + log(sum) summed in row order."""
+    from fastbp.kernels.cpu import elementary
+    dtype = Z.dtype.type
+    scale = 1.0 / Z.shape[0]
+    dZ = np.empty_like(Z)
+    total = 0.0
+    for i, y in enumerate(labels):
+        m = Z[i, 0]
+        for v in Z[i, 1:]:
+            m = max(m, v)
+        e = [elementary.exp(float(v - m)) for v in Z[i]]   # v - m: dtype arithmetic
+        sumexp = 0.0
+        for v in e:
+            sumexp += v
+        inv = scale / sumexp
+        for j, v in enumerate(e):
+            dZ[i, j] = dtype(float(dtype(v)) * inv)
+        dZ[i, y] = dtype(float(dZ[i, y]) - scale)
+        total += (float(m) - float(Z[i, y])) + math.log(sumexp)
+    return total * scale, dZ
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_kernel_keeps_its_evaluation_order(dtype):
+    """Bit for bit the order above: how the kernel's loops are arranged (float64 keeps
+    its exponentials in dZ and sums them after, float32 sums them as they come) must
+    not change a result."""
+    rng = np.random.default_rng(11)
+    for _ in range(40):
+        rows, classes = (int(v) for v in rng.integers(1, 40, 2))
+        Z = (rng.standard_normal((rows, classes + 1)) * 10 ** rng.uniform(-2, 2)).astype(dtype)
+        labels = rng.integers(0, classes + 1, rows)
+        dZ = np.empty_like(Z)
+        loss = cpu.softmax_cross_entropy(Z, labels, dZ)
+        want_loss, want_dZ = _cross_entropy_in_order(Z, labels)
+        assert np.float64(loss).tobytes() == np.float64(want_loss).tobytes()
+        assert dZ.tobytes() == want_dZ.tobytes()
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bce_with_logits_has_no_cancellation_near_t_1(dtype):
     # z large, t just below 1: the loss is z (1 - t), about 11.9 here in float32

@@ -10,7 +10,9 @@ fastbp/threads.py: two thread pools on the same cores slowed steps down 100x her
         C = alpha * op(A) @ op(B) + beta * C,   op(M) = M.T if trans_M else M
         C (m, n); op(A) (m, k); op(B) (k, n); 2-D float32 or float64 arrays of one
         dtype whose rows may be strided but whose elements within a row are contiguous
-        (row slices and column blocks of C-contiguous arrays qualify).
+        (row slices and column blocks of C-contiguous arrays qualify). Where OpenBLAS
+        runs its SkylakeX kernels, a product that just misses their small-matrix
+        path is made as a few calls on blocks of C that take it (``small_blocks``).
 
 A one-row operand may carry any row stride (numpy calls ``x[None, :]``, with stride 0,
 C-contiguous); BLAS wants a leading dimension of at least the row's length even though

@@ -40,10 +40,22 @@ def _softmax_cross_entropy_rows(Z, labels, targets, dZ, scale, r0, r1):
         for j in range(1, Z.shape[1]):
             m = max(m, Z[i, j])
         sumexp = 0.0
-        for j in range(Z.shape[1]):
-            e = elementary.exp(Z[i, j] - m)
-            dZ[i, j] = e
-            sumexp += e
+        if dZ.itemsize == 8:
+            # float64 dZ holds each exponential exactly as computed, so they go there
+            # in a loop of their own and are summed after, in the same order: the sum
+            # in the same loop (a float reduction, kept in order without "reassoc")
+            # would keep the exponentials one at a time; apart, they fill vector lanes
+            # and the bits are the same. (A float32 dZ rounds them: its sum must take
+            # the float64 values as they come.)
+            for j in range(Z.shape[1]):
+                dZ[i, j] = elementary.exp(Z[i, j] - m)
+            for j in range(Z.shape[1]):
+                sumexp += dZ[i, j]
+        else:
+            for j in range(Z.shape[1]):
+                e = elementary.exp(Z[i, j] - m)
+                dZ[i, j] = e
+                sumexp += e
         inv = scale / sumexp
         for j in range(Z.shape[1]):
             dZ[i, j] = dZ[i, j] * inv
