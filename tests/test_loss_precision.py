@@ -87,7 +87,6 @@ def test_cross_entropy_kernel_and_reference_against_stable_float64(dtype):
             assert ref == pytest.approx(expected, rel=1e-14, abs=1e-14), (Z, label)
 
 
-
 def _cross_entropy_in_order(Z, labels):
     """The kernel's cross-entropy, one operation at a time in its documented order
     (kernels/cpu/losses.py): z - max in Z's dtype, each exponential in float64
@@ -122,13 +121,15 @@ def test_cross_entropy_kernel_keeps_its_evaluation_order(dtype):
     rng = np.random.default_rng(11)
     for _ in range(40):
         rows, classes = (int(v) for v in rng.integers(1, 40, 2))
-        Z = (rng.standard_normal((rows, classes + 1)) * 10 ** rng.uniform(-2, 2)).astype(dtype)
+        scale = 10 ** rng.uniform(-2, 2)
+        Z = (rng.standard_normal((rows, classes + 1)) * scale).astype(dtype)
         labels = rng.integers(0, classes + 1, rows)
         dZ = np.empty_like(Z)
         loss = cpu.softmax_cross_entropy(Z, labels, dZ)
         want_loss, want_dZ = _cross_entropy_in_order(Z, labels)
         assert np.float64(loss).tobytes() == np.float64(want_loss).tobytes()
         assert dZ.tobytes() == want_dZ.tobytes()
+
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bce_with_logits_has_no_cancellation_near_t_1(dtype):

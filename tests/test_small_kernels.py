@@ -22,9 +22,10 @@ def switch():
 
 
 def _permitted(trans_a, trans_b, m, n, k):
-    """OpenBLAS's SkylakeX permit (sgemm_small_kernel_permit_skylakex.c) for the
-    row-major product C (m, n) = op(A) op(B): BLAS sees M = n, N = m, transa =
-    trans_b, transb = trans_a."""
+    """OpenBLAS's SkylakeX permit as blas.py's comment gives it, for the row-major
+    product C (m, n) = op(A) op(B): BLAS sees M = n, N = m, transa = trans_b, transb =
+    trans_a (products with both transposed: treated as never, since gemm leaves them
+    whole)."""
     M, N = n, m
     if M * N * k > 100 ** 3 or (trans_a and trans_b):
         return False
@@ -46,7 +47,8 @@ KNOWN = [
     ((False, True, 64, 256, 256), (True, 16)),    # deep's forward: 16 x 16 columns
     ((False, False, 64, 256, 256), (True, 48)),   # and input gradient: 6 x 48 columns
     ((False, True, 32, 10, 64), (True, 0)),       # passes the permit as it is
-    ((True, True, 64, 256, 256), (True, 0)),      # TT: no small kernel
+    ((True, False, 784, 10, 200), (False, 496)),  # a weight gradient cut in rows
+    ((True, True, 64, 256, 256), (True, 0)),      # TT: left whole
     ((False, True, 64, 256, 16), (True, 0)),      # TN with k < 32: none
 ]
 
@@ -78,13 +80,13 @@ def _operands(rng, dtype, trans_a, trans_b, m, n, k):
     """op(A) (m, k) and op(B) (k, n) as column blocks of wider arrays (rows strided)."""
     a_shape = (k, m) if trans_a else (m, k)
     b_shape = (n, k) if trans_b else (k, n)
-    A = rng.standard_normal((a_shape[0], a_shape[1] + 5)).astype(dtype)[:, 2:2 + a_shape[1]]
-    B = rng.standard_normal((b_shape[0], b_shape[1] + 3)).astype(dtype)[:, 1:1 + b_shape[1]]
-    return A, B
+    A = rng.standard_normal((a_shape[0], a_shape[1] + 5)).astype(dtype)
+    B = rng.standard_normal((b_shape[0], b_shape[1] + 3)).astype(dtype)
+    return A[:, 2:2 + a_shape[1]], B[:, 1:1 + b_shape[1]]
 
 
 SHAPES = [(32, 64, 64), (64, 128, 784), (128, 10, 512), (64, 256, 256), (200, 100, 64),
-          (37, 333, 129)]
+          (784, 10, 200), (37, 333, 129)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -111,13 +113,17 @@ def test_blocked_gemm_matches_float64(switch, dtype, trans_a, trans_b):
             assert np.array_equal(big[:, 3 + n:], C0[:, 3 + n:])
 
 
+SMALL_KERNEL_CORE = blas.CORE_NAME in ("skylakex", "cooperlake", "sapphirerapids")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_each_block_is_the_call_it_would_be_alone(switch, dtype):
     """With the switch on, C is bit for bit the planned blocks, each computed by one
     call of its own (the switch off): the cut is exactly ``small_blocks``'s."""
     rng = np.random.default_rng(5)
     cases = [(False, True, 64, 128, 784), (True, False, 128, 784, 64),
-             (False, True, 128, 10, 512), (False, False, 64, 256, 256)]
+             (False, True, 128, 10, 512), (False, False, 64, 256, 256),
+             (True, False, 784, 10, 200)]
     for ta, tb, m, n, k in cases:
         along_columns, size = small_blocks(ta, tb, m, n, k)
         assert size > 0
@@ -131,10 +137,33 @@ def test_each_block_is_the_call_it_would_be_alone(switch, dtype):
         for lo in range(0, total, size):
             hi = min(lo + size, total)
             if along_columns:
-                gemm(ta, tb, 1.0, A, B[lo:hi] if tb else B[:, lo:hi], 0.0, blocks[:, lo:hi])
+                b_block = B[lo:hi] if tb else B[:, lo:hi]
+                gemm(ta, tb, 1.0, A, b_block, 0.0, blocks[:, lo:hi])
             else:
-                gemm(ta, tb, 1.0, A[:, lo:hi] if ta else A[lo:hi], B, 0.0, blocks[lo:hi])
+                a_block = A[:, lo:hi] if ta else A[lo:hi]
+                gemm(ta, tb, 1.0, a_block, B, 0.0, blocks[lo:hi])
         assert np.array_equal(C, blocks), (ta, tb, m, n, k)
+
+
+@pytest.mark.skipif(not SMALL_KERNEL_CORE,
+                    reason=f"OpenBLAS runs {blas.CORE_NAME} kernels here: no small-matrix "
+                           "kernels, so the cut changes no bits")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_switch_reaches_compiled_code(switch, dtype):
+    """The switch is read at every call: mnist's forward (784 inputs) cut into blocks
+    for the small-matrix kernel and made whole by the packing kernel add in different
+    orders, so some of its 8192 dot products round differently; with the switch back
+    on, the bits come back."""
+    rng = np.random.default_rng(6)
+    A, B = _operands(rng, dtype, False, True, 64, 128, 784)
+    results = []
+    for on in (True, False, True):
+        switch(on)
+        C = np.empty((64, 128), dtype)
+        gemm(False, True, 1.0, A, B, 0.0, C)
+        results.append(C)
+    assert not np.array_equal(results[0], results[1])
+    assert np.array_equal(results[0], results[2])
 
 
 def _fresh_process(coretype):

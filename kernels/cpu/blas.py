@@ -162,21 +162,24 @@ def _offset(typingctx, pointer, offset, itemsize):
 # -- OpenBLAS's small-matrix kernels ----------------------------------------------------
 # OpenBLAS's SkylakeX kernels (chosen on AVX-512 CPUs, Intel's and AMD's) include
 # "small-matrix" ?gemm kernels that skip the packing of both operands. A call takes
-# them when its shape passes a permit (sgemm_small_kernel_permit_skylakex.c, OpenBLAS
+# them when its shape passes a permit (?gemm_small_kernel_permit_skylakex.c, OpenBLAS
 # 0.3.16 and later; in BLAS's column-major terms M x N = op(A) op(B), K inner):
-# M N K <= 100**3, never for transposed A with transposed B, and for transposed A
-# alone ("TN") only while M N <= 1200 and K >= 32. The packing a bigger call pays is a
-# large share of the small products of a training step, so ``gemm`` cuts a product
-# that fails the permit into blocks of C's rows or columns that pass it, where few
-# enough blocks do: at one thread, the yardstick's layer products that qualify took
-# 0.80-0.99 of the whole call's time, most 0.86-0.94 (a 784-128 layer at batch 64, the
-# 256-256 layers of "deep", tiny's 64-64 forward; forward, weight gradient and input
-# gradient, both dtypes), and an output layer's forward at batch 128 (10 columns)
-# 0.44-0.46 (benchmarks/README.md, "OpenBLAS's small-matrix kernels"). Blocks are multiples of
-# 16 rows or columns (9 blocks of 14-15 columns were no faster than the whole call
-# where 8 of 16 took 0.83 of it), at most 16 blocks (the 512-wide layers of "medium"
-# would need 35-57, which measured 1.0-2.9 times the whole call). Each element of C is
-# still one BLAS dot product over K: only the kernel and its order of additions change.
+# M N K <= 100**3, and for a transposed A alone ("TN", a layer's forward X W^T) only
+# while M N <= 1200 and K >= 32 (both dtypes: tiny's float64 forward, 64 x 32 x 64,
+# ran in OpenBLAS's packing path under perf). Products with both operands transposed
+# are left whole here: no kernel makes one, and sgemm's and dgemm's permits differ
+# for them. The packing a bigger call pays is a large share of the small products of
+# a training step, so ``gemm`` cuts a product that fails the permit into blocks of
+# C's rows or columns that pass it, where few enough blocks do: at one thread, the
+# yardstick's layer products that qualify took 0.80-0.99 of the whole call's time,
+# most 0.86-0.94 (a 784-128 layer at batch 64, the 256-256 layers of "deep", tiny's
+# 64-64 forward; forward, weight gradient and input gradient, both dtypes), and an
+# output layer's forward at batch 128 (10 columns) 0.44-0.46 (benchmarks/README.md,
+# "OpenBLAS's small-matrix kernels"). Blocks are multiples of 16 rows or columns but
+# the last (9 blocks of 14-15 columns were no faster than the whole call where 8 of
+# 16 took 0.83 of it), at most 16 blocks (the 512-wide layers of "medium" would need
+# 35-57, which measured 1.0-2.9 times the whole call). Each element of C is still one
+# BLAS dot product over K: only the kernel and its order of additions change.
 _SMALL_MNK = 1_000_000
 _SMALL_TN_MN = 1200
 _SMALL_TN_MIN_K = 32
@@ -225,7 +228,8 @@ def _small_kernels_on(typingctx):
     """``use_small_kernels()``, read from compiled code."""
     def codegen(context, builder, signature, args):
         flag = _external_int32(builder.module, "fastbp_blas_small_kernels")
-        return builder.icmp_signed("!=", builder.load(flag), ir.Constant(ir.IntType(32), 0))
+        zero = ir.Constant(ir.IntType(32), 0)
+        return builder.icmp_signed("!=", builder.load(flag), zero)
     return types.boolean(), codegen
 
 
