@@ -122,9 +122,13 @@ def steps(configs, dtype, pairs, budget_s):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=("products", "steps", "both"), default="both")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--dtypes", default="float32,float64")
+    parser.add_argument("--part", choices=("products", "steps", "both"), default="both",
+                        help="the layer products alone, the training steps, or both "
+                             "(default)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads for the kernels (fastbp.set_num_threads; default 1)")
+    parser.add_argument("--dtypes", default="float32,float64",
+                        help="comma-separated (default float32,float64)")
     parser.add_argument("--only", default="tiny,mnist,medium,deep",
                         help="step configurations, comma-separated (of "
                              + ", ".join(CONFIGS) + ")")

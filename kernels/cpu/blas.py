@@ -215,7 +215,8 @@ llvm.add_symbol("fastbp_blas_small_kernels", ctypes.addressof(_small_kernels_fla
 
 def use_small_kernels(enabled=None):
     """Whether ``gemm`` cuts products into blocks for OpenBLAS's small-matrix kernels;
-    ``enabled`` (a bool) sets it for this process first. The default is on where
+    ``enabled`` (True or False; any value is taken for its truth) sets it for this
+    process first, for every thread and for kernels already compiled. The default is on where
     OpenBLAS runs its SkylakeX-family kernels (``CORE_NAME``), the only x86 ones with
     small-matrix kernels. Returns the setting now in force."""
     if enabled is not None:
@@ -254,10 +255,13 @@ def _small_block(total, limit):
 
 @scalar
 def small_blocks(trans_a, trans_b, m, n, k):
-    """(along_columns, size): how ``gemm`` cuts C (m, n) = op(A) op(B) (k inner) for
-    OpenBLAS's small-matrix kernels: blocks of ``size`` columns (along_columns true) or
-    rows of C; size 0: one call for the whole product (it passes the permit as it is,
-    or no cut into at most _SMALL_MAX_BLOCKS blocks does). See the comment above."""
+    """The cut of C (m, n) = op(A) op(B) (k inner) for OpenBLAS's small-matrix kernels,
+    as (along_columns, size): blocks of ``size`` columns of C (along_columns true) or
+    rows, each ``size`` wide (the last may be narrower); size 0: no cut (the
+    product passes the permit as it is, or no cut into at most 16 blocks passes it),
+    and along_columns then means nothing. The plan alone: ``gemm`` follows it only
+    while ``use_small_kernels()`` is on. The permit and the limits are in the comment
+    above this function in kernels/cpu/blas.py."""
     # BLAS sees the column-major C^T = op(B)^T op(A)^T: M = n, N = m, transa = trans_b
     if trans_a and trans_b:
         return True, 0
