@@ -13,6 +13,7 @@ from numba import njit
 from scipy.special import expit
 
 from fastbp.kernels.cpu import activations, elementary
+from fastbp.kernels.cpu._jit import scalar as elementary_function
 
 
 def _vectorised(fn):
@@ -100,6 +101,36 @@ def test_float32_tanh_rounds_as_the_general_tanh():
     APPLY["tanh"](x, general)
     same = _same_bits(ours, general)
     assert same.all(), x[~same][:10]
+
+
+@elementary_function
+def _tanh_through_expm1(x):
+    """tanh's formula through the general expm1, the form tanh had before its exp
+    side was shortened (kernels/cpu/elementary.py, ``tanh``)."""
+    x = float(x)
+    return elementary._tanh_from(x, elementary.expm1(-2.0 * abs(x)))
+
+
+def test_tanh_gives_the_bits_of_its_expm1_form():
+    """tanh caps -2|x| at -40 and scales by 2**k once; that must change no result:
+    bit for bit against the formula through expm1 on the accuracy inputs, their
+    neighbours either side, 20000 floats either side of |x| = 0.25 (the series/exp
+    switch) and of 20 (the cap), both signs, every 1009th float32 bit pattern and the
+    special values."""
+    edges = np.array([0.25, 20.0])
+    near = np.concatenate([e + np.arange(-10000, 10000) * np.spacing(e) for e in edges])
+    x = np.concatenate([_inputs(), near, -near, [np.nan, np.inf, -np.inf]])
+    x = np.concatenate([x, np.nextafter(x, np.inf), np.nextafter(x, -np.inf)])
+    x32 = np.arange(0, 1 << 32, 1009, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    with np.errstate(invalid="ignore"):   # signalling NaN patterns among them
+        x32 = x32.astype(np.float64)
+    for inputs in (x, x32):
+        ours, reference = np.empty_like(inputs), np.empty_like(inputs)
+        APPLY["tanh"](inputs, ours)
+        _vectorised(_tanh_through_expm1)(inputs, reference)
+        same = (ours.view(np.int64) == reference.view(np.int64)) | (
+            np.isnan(ours) & np.isnan(reference))
+        assert same.all(), inputs[~same][:10]
 
 
 def test_tanh_keeps_the_sign_of_zero():
