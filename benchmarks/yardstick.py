@@ -24,16 +24,19 @@ worker processes (this script with ``--_worker``), a peers worker (the floor, th
 PyTorch, JAX, scikit-learn; fastbp never imported there, since its thread pool would
 share the cores with theirs) and a fastbp worker (fastbp, and the floor again beside
 it) in each of ``--rounds`` rounds, in the order peers, fastbp, fastbp, peers, peers,
-fastbp, ... (so a steady drift in the machine's speed favours neither). Each worker
-times every system with budget / rounds seconds and reports its samples (common.round_seconds); the table holds
-each system's median over all its samples, every round pooled, and the floor is the
-faster of its two pooled medians (beside the peers, beside fastbp). The rounds are
-there because this project's shared 2-vCPU machines have slow stretches, seconds long,
-where everything runs 1.5-2x slower: when the peers and fastbp were timed once each,
-minutes apart, a stretch over one of them alone moved a ratio by as much (deep float32:
-fastbp 3.98 ms in one run, 2.02 in the next). After each table a line per configuration
-gives how many samples each median pools, the spread of fastbp's train_step samples
-(75th / 25th percentile) and its median in each round, so a stretch shows.
+fastbp, ... (so a steady drift in the machine's speed favours neither), for one
+configuration at a time: its samples of both kinds then lie seconds apart (a minute
+or two for large), not one whole worker for every configuration apart (minutes).
+Each worker times every system with budget / rounds seconds and reports its samples
+(common.round_seconds); the table holds each system's median over all its samples,
+every round pooled, and the floor is the faster of its two pooled medians (beside the
+peers, beside fastbp). The rounds are there because this project's shared 2-vCPU
+machines have slow stretches, seconds to minutes long, where everything runs 1.5-2x
+slower: when the peers and fastbp were timed once each, minutes apart, a stretch over
+one of them alone moved a ratio by as much (deep float32: fastbp 3.98 ms in one run,
+2.02 in the next). After each table a line per configuration gives how many samples
+each median pools, the spread of fastbp's train_step samples (75th / 25th percentile)
+and its median in each round, so a stretch shows.
 
 Compare ratios within one run only.
 """
@@ -346,18 +349,22 @@ def run_worker(argv):
 
 
 def collect(names, dtypes, threads, budget_s, rounds, run=None):
-    """Run ``rounds`` rounds of a peers worker and a fastbp worker, each timing every
-    system with budget_s / rounds, in the order peers, fastbp, fastbp, peers, peers,
-    fastbp, ...: a drift of the machine's speed over the run then falls on both kinds
-    alike, where alternating strictly would always time fastbp later. Returns
-    {"peers"|"fastbp": {dtype: {config: {system: [each worker's samples list, in
-    order] or None}}}}; ``run`` (default run_worker) takes a worker's argv and returns
-    its samples."""
+    """For each config in turn, run ``rounds`` rounds of a peers worker and a fastbp
+    worker for that config alone, each timing every system with budget_s / rounds, in
+    the order peers, fastbp, fastbp, peers, peers, fastbp, ...: a drift of the
+    machine's speed over the config's rounds then falls on both kinds alike, where
+    alternating strictly would always time fastbp later. One config at a time keeps
+    its peers' and fastbp's samples seconds apart, not minutes: with workers that
+    timed every config, a config's two kinds were timed one whole worker apart (two
+    to five minutes at the defaults), long enough for a slow stretch to cover one
+    kind's samples of it and not the other's. Returns {"peers"|"fastbp": {dtype:
+    {config: {system: [each worker's samples list, in order] or None}}}}; ``run``
+    (default run_worker) takes a worker's argv and returns its samples."""
     run = run or run_worker
     pooled = {"peers": {}, "fastbp": {}}
-    for r in range(rounds):
+    for name, r in ((name, r) for name in names for r in range(rounds)):
         for kind in ("peers", "fastbp") if r % 2 == 0 else ("fastbp", "peers"):
-            result = run(worker_command(kind, names, dtypes, threads, budget_s / rounds,
+            result = run(worker_command(kind, [name], dtypes, threads, budget_s / rounds,
                                         worker_samples(rounds)))
             for dtype, configs in result.items():
                 for name, systems in configs.items():
@@ -447,7 +454,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         epilog="The peers and fastbp are timed in separate worker processes "
-               "(peers, fastbp, fastbp, peers, ...) for --rounds rounds; each system's "
+               "(peers, fastbp, fastbp, peers, ...) for --rounds rounds, one config "
+               "at a time; each system's "
                "samples from every round are pooled and their median printed. See the "
                "module docstring.")
     parser.add_argument("--only", default=",".join(CONFIGS),
@@ -461,9 +469,9 @@ def main(argv=None):
                         help="seconds of timing per system and config in the whole run, "
                              "split over the rounds (x4 for large; default 1)")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="rounds of one peers and one fastbp worker process, in "
-                             "the order peers, fastbp, fastbp, peers, ..., whose samples "
-                             "are pooled (default 3; 1: one of each)")
+                        help="rounds of one peers and one fastbp worker process per "
+                             "config, in the order peers, fastbp, fastbp, peers, ..., "
+                             "whose samples are pooled (default 3; 1: one of each)")
     # Internal: run as one worker process (started by the run's parent) and print its
     # samples; --budget is then the worker's own, --_samples its samples per system.
     parser.add_argument("--_worker", choices=("peers", "fastbp"), help=argparse.SUPPRESS)

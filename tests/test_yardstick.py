@@ -136,6 +136,27 @@ def test_the_parent_alternates_peers_and_fastbp_workers_and_splits_the_budget(mo
     assert [yardstick.worker_samples(r) for r in (1, 2, 3, 7, 10)] == [7, 4, 3, 1, 1]
 
 
+def test_the_parent_runs_the_rounds_of_one_config_before_the_next(monkeypatch):
+    """Each worker times one config, and a config's rounds all run before the next
+    config's, so its samples of both kinds lie close together in time."""
+    yardstick = load_yardstick(monkeypatch)
+    calls = []
+
+    def run(argv):
+        kind, _, samples = _worker_kind_budget_samples(argv)
+        name = argv[argv.index("--only") + 1]
+        calls.append((name, kind))
+        result = _fake_result(kind, samples, float(len(calls)))
+        return {"float32": {name: result["float32"]["tiny"]}}
+
+    pooled = yardstick.collect(["tiny", "deep"], ["float32"], 2, 1.0, 2, run=run)
+    assert calls == [("tiny", "peers"), ("tiny", "fastbp"), ("tiny", "fastbp"),
+                     ("tiny", "peers"), ("deep", "peers"), ("deep", "fastbp"),
+                     ("deep", "fastbp"), ("deep", "peers")]
+    assert pooled["fastbp"]["float32"]["deep"]["fastbp"] == [[6.0] * 4, [7.0] * 4]
+    assert pooled["peers"]["float32"]["tiny"]["floor"] == [[1.0] * 4, [4.0] * 4]
+
+
 def test_a_fastbp_worker_holds_fastbp_to_the_thread_count_and_prints_its_samples(
         monkeypatch, capsys):
     yardstick = load_yardstick(monkeypatch)
