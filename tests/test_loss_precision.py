@@ -116,8 +116,8 @@ def _cross_entropy_in_order(Z, labels):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cross_entropy_kernel_keeps_its_evaluation_order(dtype):
     """Bit for bit the order above: how the kernel's loops are arranged (float64 keeps
-    its exponentials in dZ and sums them after, float32 sums them as they come) must
-    not change a result."""
+    its exponentials in dZ and sums them after, float32 in a float64 row on the stack,
+    or sums them as they come in rows wider than that) must not change a result."""
     rng = np.random.default_rng(11)
     for _ in range(40):
         rows, classes = (int(v) for v in rng.integers(1, 40, 2))
@@ -129,6 +129,23 @@ def test_cross_entropy_kernel_keeps_its_evaluation_order(dtype):
         want_loss, want_dZ = _cross_entropy_in_order(Z, labels)
         assert np.float64(loss).tobytes() == np.float64(want_loss).tobytes()
         assert dZ.tobytes() == want_dZ.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_keeps_its_order_either_side_of_the_stack_row(dtype):
+    """As above for rows as wide as the float64 row a float32 row's exponentials go to
+    on the stack (losses._STACK_ROW classes), and wider, which take the fused loop."""
+    from fastbp.kernels.cpu import losses
+    rng = np.random.default_rng(12)
+    for classes in (losses._STACK_ROW - 1, losses._STACK_ROW, losses._STACK_ROW + 1,
+                    losses._STACK_ROW + 300):
+        Z = (rng.standard_normal((3, classes)) * 4.0).astype(dtype)
+        labels = rng.integers(0, classes, 3)
+        dZ = np.empty_like(Z)
+        loss = cpu.softmax_cross_entropy(Z, labels, dZ)
+        want_loss, want_dZ = _cross_entropy_in_order(Z, labels)
+        assert np.float64(loss).tobytes() == np.float64(want_loss).tobytes(), classes
+        assert dZ.tobytes() == want_dZ.tobytes(), classes
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

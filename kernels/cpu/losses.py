@@ -23,13 +23,32 @@ batch is large enough (blocks.PARALLEL_MIN_ELEMENTS).
 import math
 
 import numpy as np
-from numba import prange, uint64
+from llvmlite import ir
+from numba import carray, prange, types, uint64
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .. import codes
 from . import elementary
 from .activations import sigmoid
 from .blocks import PARALLEL_MIN_ELEMENTS, block_bounds, n_blocks
 from ._jit import parallel, scalar, serial
+
+
+# Classes up to which softmax cross-entropy keeps a float32 row's exponentials in
+# float64 on the stack (8 KiB); wider rows take the slower fused loop.
+_STACK_ROW = 1024
+
+
+@intrinsic
+def _stack_row(typingctx):
+    """A pointer to _STACK_ROW float64 slots on the stack of the compiled function
+    (allocated once per function, so calling this in a loop does not grow the stack):
+    scratch that costs no allocation."""
+    def codegen(context, builder, signature, args):
+        return cgutils.alloca_once(builder, ir.DoubleType(),
+                                   size=context.get_constant(types.intp, _STACK_ROW))
+    return types.CPointer(types.float64)(), codegen
 
 
 @scalar
@@ -40,25 +59,39 @@ def _softmax_cross_entropy_rows(Z, labels, targets, dZ, scale, r0, r1):
         for j in range(1, Z.shape[1]):
             m = max(m, Z[i, j])
         sumexp = 0.0
-        if dZ.itemsize == 8:
-            # float64 dZ holds each exponential exactly as computed, so they go there
-            # in a loop of their own and are summed after, in the same order: the sum
-            # in the same loop (a float reduction, kept in order without "reassoc")
-            # would keep the exponentials one at a time; apart, they fill vector lanes
-            # and the bits are the same. (A float32 dZ rounds them: its sum must take
-            # the float64 values as they come.)
+        if dZ.itemsize == 4 and Z.shape[1] <= _STACK_ROW:
+            # float32: the float64 exponentials go to a float64 row on the stack, in a
+            # loop of their own, and are summed after in the same order (see float64
+            # below); dZ gets each rounded to float32 and scaled, as in the last branch
+            row = carray(_stack_row(), (_STACK_ROW,))
             for j in range(Z.shape[1]):
-                dZ[i, j] = elementary.exp(Z[i, j] - m)
+                row[j] = elementary.exp(Z[i, j] - m)
             for j in range(Z.shape[1]):
-                sumexp += dZ[i, j]
+                sumexp += row[j]
+            inv = scale / sumexp
+            for j in range(Z.shape[1]):
+                dZ[i, j] = np.float32(row[j]) * inv
         else:
+            if dZ.itemsize == 8:
+                # float64 dZ holds each exponential exactly as computed, so they go
+                # there in a loop of their own and are summed after, in the same order:
+                # the sum in the same loop (a float reduction, kept in order without
+                # "reassoc") would keep the exponentials one at a time; apart, they
+                # fill vector lanes and the bits are the same.
+                for j in range(Z.shape[1]):
+                    dZ[i, j] = elementary.exp(Z[i, j] - m)
+                for j in range(Z.shape[1]):
+                    sumexp += dZ[i, j]
+            else:
+                # a float32 row wider than the stack row: dZ rounds the exponentials,
+                # so the sum takes the float64 values as they come
+                for j in range(Z.shape[1]):
+                    e = elementary.exp(Z[i, j] - m)
+                    dZ[i, j] = e
+                    sumexp += e
+            inv = scale / sumexp
             for j in range(Z.shape[1]):
-                e = elementary.exp(Z[i, j] - m)
-                dZ[i, j] = e
-                sumexp += e
-        inv = scale / sumexp
-        for j in range(Z.shape[1]):
-            dZ[i, j] = dZ[i, j] * inv
+                dZ[i, j] = dZ[i, j] * inv
         y = labels[i]
         dZ[i, y] -= scale
         # in float64: the difference of two float32 logits is then exact and finite
