@@ -362,19 +362,26 @@ def collect(names, dtypes, threads, budget_s, rounds, run=None):
     (default run_worker) takes a worker's argv and returns its samples."""
     run = run or run_worker
     pooled = {"peers": {}, "fastbp": {}}
-    for name, r in ((name, r) for name in names for r in range(rounds)):
-        for kind in ("peers", "fastbp") if r % 2 == 0 else ("fastbp", "peers"):
-            result = run(worker_command(kind, [name], dtypes, threads, budget_s / rounds,
-                                        worker_samples(rounds)))
-            for dtype, configs in result.items():
-                for name, systems in configs.items():
-                    row = pooled[kind].setdefault(dtype, {}).setdefault(name, {})
-                    for system, samples in systems.items():
-                        if samples is None:   # a peer not installed
-                            row.setdefault(system, None)
-                        else:
-                            row[system] = (row.get(system) or []) + [samples]
+    for config in names:
+        for r in range(rounds):
+            for kind in ("peers", "fastbp") if r % 2 == 0 else ("fastbp", "peers"):
+                _pool(pooled[kind], run(worker_command(
+                    kind, [config], dtypes, threads, budget_s / rounds,
+                    worker_samples(rounds))))
     return pooled
+
+
+def _pool(pooled, result):
+    """Add one worker's samples (``result``: {dtype: {config: {system: [seconds] or
+    None}}}) to its kind's ``pooled`` samples, as a list of its own per system."""
+    for dtype, configs in result.items():
+        for name, systems in configs.items():
+            row = pooled.setdefault(dtype, {}).setdefault(name, {})
+            for system, samples in systems.items():
+                if samples is None:   # a peer not installed
+                    row.setdefault(system, None)
+                else:
+                    row[system] = (row.get(system) or []) + [samples]
 
 
 def _pooled(runs):

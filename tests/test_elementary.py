@@ -114,7 +114,7 @@ def _tanh_through_expm1(x):
 def test_tanh_gives_the_bits_of_its_expm1_form():
     """tanh caps -2|x| at -40 and scales by 2**k once; that must change no result:
     bit for bit against the formula through expm1 on the accuracy inputs, their
-    neighbours either side, 20000 floats either side of |x| = 0.25 (the series/exp
+    neighbours either side, 10000 floats either side of |x| = 0.25 (the series/exp
     switch) and of 20 (the cap), both signs, every 1009th float32 bit pattern and the
     special values."""
     edges = np.array([0.25, 20.0])

@@ -181,6 +181,17 @@ def _tanh_from(x, em):
 
 
 @elementary
+def _reduce_capped(y):
+    """(2**k, r) with max(y, -40) = k ln2 + r (``_reduce``), for tanh's y = -2|x|:
+    capped at -40, where e**y - 1 already rounds to -1 in float64 (e**-40 < 2**-54),
+    so 2**k is a normal number and scaling by it is one exact multiplication. A
+    select, so NaN passes."""
+    y = -40.0 if y < -40.0 else y
+    shifted, r = _reduce(y)
+    return _pow2(_k_of(shifted)), r
+
+
+@elementary
 def tanh(x):
     """tanh(x) = -expm1(-2|x|) / (2 + expm1(-2|x|)) with the sign of x.
 
@@ -189,14 +200,14 @@ def tanh(x):
     2**-54; below -40 tanh is +-1 either way), so 2**k stays normal and is applied in
     one multiplication instead of exp's two (exact either way: a power of two times
     a normal result), and exp's caps at -746 and 710 fall away. 2.4 -> 2.0 ns per
-    element in a float64 loop here (benchmarks/README.md, "float64 tanh");
-    tests/test_elementary.py checks the bits against ``expm1``'s form."""
+    element in a float64 loop here (benchmarks/README.md, "The float64 tanh's exp
+    side"); tests/test_elementary.py checks the bits against ``expm1``'s form."""
     x = float(x)
     y = -2.0 * abs(x)
+    # both sides computed, then a select (as in expm1), which keeps loops vectorised
     series = _expm1_series(y)
-    capped = -40.0 if y < -40.0 else y   # a select: NaN passes
-    shifted, r = _reduce(capped)
-    from_exp = _exp_reduced(r) * _pow2(_k_of(shifted)) - 1.0
+    two_k, r = _reduce_capped(y)
+    from_exp = _exp_reduced(r) * two_k - 1.0
     return _tanh_from(x, series if abs(y) <= 0.5 else from_exp)
 
 
@@ -219,10 +230,7 @@ def tanh_for_float32(x):
     a normal number (NaN passes the select). A float32 tanh in float32 arithmetic
     would be faster and would change results in their last bits."""
     x = float(x)
-    y = -2.0 * abs(x)
-    y = -40.0 if y < -40.0 else y
-    shifted, r = _reduce(y)
-    two_k = _pow2(_k_of(shifted))
+    two_k, r = _reduce_capped(-2.0 * abs(x))
     return _tanh_from(x, two_k * _expm1_reduced(r) + (two_k - 1.0))
 
 
