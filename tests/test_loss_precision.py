@@ -115,9 +115,9 @@ def _cross_entropy_in_order(Z, labels):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cross_entropy_kernel_keeps_its_evaluation_order(dtype):
-    """Bit for bit the order above: how the kernel's loops are arranged (float64 keeps
-    its exponentials in dZ and sums them after, float32 in a float64 row on the stack,
-    or sums them as they come in rows wider than that) must not change a result."""
+    """Bit for bit the order above: how the kernel's loops are arranged (the
+    exponentials in a float64 row on the stack, summed after) must not change a
+    result."""
     rng = np.random.default_rng(11)
     for _ in range(40):
         rows, classes = (int(v) for v in rng.integers(1, 40, 2))
@@ -133,8 +133,8 @@ def test_cross_entropy_kernel_keeps_its_evaluation_order(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cross_entropy_keeps_its_order_either_side_of_the_stack_row(dtype):
-    """As above for float32 rows as wide as the float64 row their exponentials go to on
-    the stack (losses._STACK_ROW classes), and wider, which take the fused loop; and a
+    """As above for rows as wide as the float64 row their exponentials go to on the
+    stack (losses._STACK_ROW classes), and wider, which go through it in chunks; and a
     batch large enough (40 x 1000) to be cut into row blocks for the thread pool,
     each block's row on its own thread's stack (its loss is the blocks' sums added,
     so its bits are not the row-order sum's: dZ is compared bit for bit, the loss to

@@ -35,8 +35,8 @@ from .blocks import PARALLEL_MIN_ELEMENTS, block_bounds, n_blocks
 from ._jit import parallel, scalar, serial
 
 
-# Classes up to which softmax cross-entropy keeps a float32 row's exponentials in
-# float64 on the stack (8 KiB); wider rows take the slower fused loop.
+# Classes of a row whose exponentials softmax cross-entropy keeps on the stack at a
+# time (8 KiB of float64); wider rows are done in chunks of this many.
 _STACK_ROW = 1024
 
 
@@ -58,40 +58,26 @@ def _softmax_cross_entropy_rows(Z, labels, targets, dZ, scale, r0, r1):
         m = Z[i, 0]
         for j in range(1, Z.shape[1]):
             m = max(m, Z[i, j])
+        # The exponentials, in float64, go to a float64 row on the stack in a loop of
+        # their own, _STACK_ROW classes at a time, and are summed after in the same
+        # order: summed in the loop that computes them (a float reduction, kept in
+        # order without "reassoc") they ran one at a time, exp and all; apart, they
+        # fill vector lanes and the bits are the same. dZ takes each rounded to its
+        # dtype, then the scale, as when dZ held them from the start.
+        row = carray(_stack_row(), (_STACK_ROW,))
         sumexp = 0.0
-        if dZ.itemsize == 4 and Z.shape[1] <= _STACK_ROW:
-            # float32: the float64 exponentials go to a float64 row on the stack, in a
-            # loop of their own, and are summed after in the same order (see float64
-            # below); dZ gets each rounded to float32 and scaled, as in the last branch
-            row = carray(_stack_row(), (_STACK_ROW,))
-            for j in range(Z.shape[1]):
-                row[j] = elementary.exp(Z[i, j] - m)
-            for j in range(Z.shape[1]):
+        for chunk in range(0, Z.shape[1], _STACK_ROW):
+            c0 = uint64(chunk)   # unsigned indices vectorise (blocks.py)
+            width = uint64(min(_STACK_ROW, Z.shape[1] - chunk))
+            for j in range(width):
+                row[j] = elementary.exp(Z[i, c0 + j] - m)
+            for j in range(width):
                 sumexp += row[j]
-            inv = scale / sumexp
-            for j in range(Z.shape[1]):
-                dZ[i, j] = np.float32(row[j]) * inv
-        else:
-            if dZ.itemsize == 8:
-                # float64 dZ holds each exponential exactly as computed, so they go
-                # there in a loop of their own and are summed after, in the same order:
-                # the sum in the same loop (a float reduction, kept in order without
-                # "reassoc") would keep the exponentials one at a time; apart, they
-                # fill vector lanes and the bits are the same.
-                for j in range(Z.shape[1]):
-                    dZ[i, j] = elementary.exp(Z[i, j] - m)
-                for j in range(Z.shape[1]):
-                    sumexp += dZ[i, j]
-            else:
-                # a float32 row wider than the stack row: dZ rounds the exponentials,
-                # so the sum takes the float64 values as they come
-                for j in range(Z.shape[1]):
-                    e = elementary.exp(Z[i, j] - m)
-                    dZ[i, j] = e
-                    sumexp += e
-            inv = scale / sumexp
-            for j in range(Z.shape[1]):
-                dZ[i, j] = dZ[i, j] * inv
+            for j in range(width):
+                dZ[i, c0 + j] = row[j]
+        inv = scale / sumexp
+        for j in range(Z.shape[1]):
+            dZ[i, j] = dZ[i, j] * inv
         y = labels[i]
         dZ[i, y] -= scale
         # in float64: the difference of two float32 logits is then exact and finite
