@@ -41,6 +41,7 @@ def parts(dataset):
 
     import fastbp
     from fastbp.kernels.cpu.blas import gemm
+    from fastbp.plan import plan_for
     from fastbp.kernels.cpu.network import backprop_for
     from fastbp.kernels.cpu.optim import optimizer_update
     from fastbp.kernels.cpu.sklearn_loss import (_gather, _weight_squares,
@@ -61,7 +62,8 @@ def parts(dataset):
     batch = min(200, len(Xd))
     rows = np.random.default_rng(0).permutation(len(Xd)).astype(np.int64)
     full = len(rows) // batch
-    lay, acts, pres, dbuf = net._compiled(batch)
+    plan = plan_for(net, batch)
+    lay, acts, pres, dbuf = plan.layout, plan.acts, plan.pres, plan.dbuf
     code, p, g, state, hparams, step = opt.compiled_args_for(net)
     sw = np.zeros(0, net.dtype)
     Xb, Yb, swb, WT, work, tot = lg._epoch_workspaces(batch)

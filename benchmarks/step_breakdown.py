@@ -64,17 +64,15 @@ def phases(sizes, batch, dtype):
     opt = fastbp.SGD(net, lr=1e-6)   # small steps: the values stay in range
     X, y = make_data(sizes, batch, dtype)
     net.train_step(X, y, opt)
+    from fastbp.plan import plan_for
     passes = net._kernels
-    lay = net.layout.compiled_args()
-    acts, pres, dbuf = net._workspace.ensure(batch)
+    plan = plan_for(net, batch)   # the arguments train_step passes
     labels, targets = y, net._no_targets
     code, _, _, state, hparams, step = opt.compiled_args_for(net)
-    opt_args = (code, state, hparams, step)
-    forward = (net.params, *lay, X, acts, pres)
-    loss = (net.params, *lay, net._loss_code, X, labels, targets, acts, pres, dbuf)
-    backward = (net.params, net.grads, *lay, net._loss_code, X, labels, targets, acts,
-                pres, dbuf)
-    train = backward + opt_args
+    forward = plan.forward_args(X)
+    loss = plan.loss_args(X, labels, targets)
+    backward = plan.backward_args(X, labels, targets)
+    train = plan.train_step_args(X, labels, targets, (code, state, hparams, step))
     noop = _noop(len(train))
 
     def repeat(fn, *args):

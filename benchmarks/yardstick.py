@@ -89,10 +89,10 @@ def make_data(sizes, batch, dtype, seed=0):
 def fastbp_systems(sizes, batch, dtype, X, y):
     import fastbp
     from fastbp.kernels import cpu
+    from fastbp.plan import plan_for
     net = fastbp.MLP(sizes, activation="tanh", dtype=dtype, seed=0)
     opt = fastbp.SGD(net, lr=LR)
-    lay = net.layout.compiled_args()
-    acts, pres, dbuf = net._workspace.ensure(batch)
+    plan = plan_for(net, batch)   # the arguments train_step passes
     Xc = np.ascontiguousarray(X, dtype=dtype)
 
     def step():
@@ -108,11 +108,10 @@ def fastbp_systems(sizes, batch, dtype, X, y):
     passes = cpu.network_passes(net.layout.act_codes)   # this network's kernels
 
     def forward():
-        passes.network_forward(net.params, *lay, Xc, acts, pres)
+        passes.network_forward(*plan.forward_args(Xc))
 
     def forward_backward():
-        passes.network_backward(net.params, net.grads, *lay, 0, Xc, y, net._no_targets,
-                                acts, pres, dbuf)
+        passes.network_backward(*plan.backward_args(Xc, y, net._no_targets))
     return step, epoch, forward, forward_backward
 
 

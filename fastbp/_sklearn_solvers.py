@@ -48,6 +48,7 @@ from .kernels import codes
 from .kernels import cpu as cpu_kernels
 from .kernels.cpu.sklearn_loss import softmax_workspaces, transposed_size
 from .optim import SGD, Adam, optimizer_from_state_dict
+from .plan import plan_for
 
 
 # -- output functions (scikit-learn's _base.py definitions) --------------------------
@@ -124,32 +125,30 @@ class LossGrad:
                 return self(X, Y, sample_weight)
         net = self.net
         n, n_out = X.shape[0], net.sizes[-1]
-        layout_args, acts, pres, dbuf = net._compiled(n)
+        plan = plan_for(net, n)
         passes = net._kernels   # on the CPU: compiled for this network's activations
         sw = self._no_weights if sample_weight is None else sample_weight
         if net.device == "cpu":
-            Z = passes.network_forward(net.params, *layout_args, X, acts, pres)
+            Z = plan.forward(X)
             # the output gradient goes where backprop reads it
-            dZ = dbuf[:n * n_out].reshape(n, n_out)
+            dZ = plan.dbuf[:n * n_out].reshape(n, n_out)
             loss = cpu_kernels.output_loss_grad(self.out_code, Z, Y, sw, self.eps, dZ,
                                                 *softmax_workspaces(n, n_out, net.dtype))
-            passes.backprop(net.params, net.grads, *layout_args, X, acts, pres, dbuf,
-                            self._no_dX)
+            passes.backprop(*plan.backprop_args(X, self._no_dX))
         else:
-            X_dev = net._placed(X)[0]
-            Z = passes.network_forward(net.params, *layout_args, X_dev, acts, pres)
+            X_dev = plan.place(X)[0]
+            Z = passes.network_forward(*plan.forward_args(X_dev))
             dZ = np.empty((n, n_out), net.dtype)
             loss = cpu_kernels.output_loss_grad(self.out_code, Z.copy_to_host(), Y, sw,
                                                 self.eps, dZ,
                                                 *softmax_workspaces(n, n_out, net.dtype))
-            dbuf[:n * n_out].copy_to_device(dZ.reshape(-1))
-            passes.backprop(net.params, net.grads, *layout_args, X_dev, acts, pres, dbuf,
-                            self._no_dX)
+            plan.dbuf[:n * n_out].copy_to_device(dZ.reshape(-1))
+            passes.backprop(*plan.backprop_args(X_dev, self._no_dX))
         if self.alpha:
             sw_sum = n if sample_weight is None else float(sample_weight.sum())
             params, grads = _device.to_host(net.params), _device.to_host(net.grads)
-            squares = cpu_kernels.l2_penalty(params, grads, layout_args[0],
-                                             layout_args[1], self.alpha / sw_sum)
+            squares = cpu_kernels.l2_penalty(params, grads, plan.layout[0],
+                                             plan.layout[1], self.alpha / sw_sum)
             if grads is not net.grads:
                 net.grads.copy_to_device(grads)
             loss += 0.5 * self.alpha * squares / sw_sum
@@ -182,7 +181,7 @@ class LossGrad:
         # compiled_args_for counts one step, the first of this epoch
         code, params, grads, state, hparams, step = opt.compiled_args_for(net)
         if net.device == "cpu":
-            layout_args, acts, pres, dbuf = net._compiled(batch_size)
+            plan = plan_for(net, batch_size)
             ws = self._batch_workspace
             if ws is None or ws[0].shape[0] < batch_size:
                 ws = self._batch_workspace = self._epoch_workspaces(batch_size)
@@ -195,9 +194,10 @@ class LossGrad:
                                    _first_compile_s(net))
             with notice:
                 steps, nonfinite = passes.train_epoch(
-                    params, grads, *layout_args, self.out_code, X, Y,
+                    params, grads, *plan.layout, self.out_code, X, Y,
                     self._no_weights if sample_weight is None else sample_weight, rows,
-                    batch_size, self.eps, self.alpha, *ws[:3], acts, pres, dbuf, *ws[3:],
+                    batch_size, self.eps, self.alpha, *ws[:3], plan.acts, plan.pres,
+                    plan.dbuf, *ws[3:],
                     code, state, hparams, step, adam_eps, losses)
             opt.steps += steps - 1
             return losses[:steps], nonfinite

@@ -40,6 +40,7 @@ import numpy as np
 
 from . import device as _device
 from . import divergence
+from .plan import plan_for
 
 RING_STEPS = 1024   # train_step losses kept readable on the device
 
@@ -89,15 +90,14 @@ class CudaRunner:
     # -- one step ----------------------------------------------------------------------
     def _plan(self, X, labels, targets):
         from .kernels.cuda.plan import TrainStepPlan
-        net = self.net
         batch = X.shape[0]
-        acts, pres, dbuf = net._workspace.ensure(batch)
+        step = plan_for(self.net, batch)   # the passes' arguments (fastbp.plan)
         plan = self.plans.get(batch)
-        if plan is None or not plan.uses(net.params, net.grads, acts, pres, dbuf,
-                                         self.partials, self.counter, self.bad):
+        if plan is None or not plan.uses(step.params, step.grads, step.acts, step.pres,
+                                         step.dbuf, self.partials, self.counter, self.bad):
             plan = self.plans[batch] = TrainStepPlan(
-                net.params, net.grads, *net.layout.compiled_args(), net._loss_code, X,
-                labels, targets, acts, pres, dbuf, self.partials, self.counter, self.bad)
+                *step.backward_args(X, labels, targets), self.partials, self.counter,
+                self.bad)
         else:
             plan.bind_inputs(X, labels, targets)
         return plan

@@ -2,6 +2,7 @@
 from . import device as _device
 from .concurrency import using
 from .kernels.cpu.jacobian import jacobian_pass
+from .plan import plan_for
 
 
 def jacobian(net, X):
@@ -40,13 +41,11 @@ def jacobian(net, X):
     shapes = ((net.n_params,), (batch, n_in), (batch, net.sizes[-1], n_in))
     grads, dX, J = (_device.empty(shape, net.dtype, device) for shape in shapes)
     with using(net, "jacobian"):   # it uses the network's workspaces
-        layout_args, acts, pres, dbuf = net._compiled(batch)
+        plan = plan_for(net, batch)
         if device == "cpu":
             # compiled for the activation set the network's own passes were compiled for
-            jacobian_pass(net._kernels.act_set)(net.params, *layout_args, X, acts, pres,
-                                                dbuf, grads, dX, J)
+            jacobian_pass(net._kernels.act_set)(*plan.jacobian_args(X, grads, dX, J))
             return J
-        X = net._placed(X)[0]
-        net._kernels.network_jacobian(net.params, *layout_args, X, acts, pres, dbuf,
-                                      grads, dX, J)
+        X = plan.place(X)[0]
+        net._kernels.network_jacobian(*plan.jacobian_args(X, grads, dX, J))
     return _device.to_host(J)

@@ -13,6 +13,7 @@ from .kernels import codes
 from .kernels import cpu as cpu_kernels
 from .kernels.cpu import checks as cpu_checks
 from .layout import NetworkLayout, Workspace
+from .plan import plan_for
 
 
 class Layer:
@@ -161,7 +162,7 @@ class MLP:
                                                   self.is_classifier, self._no_labels,
                                                   self._no_targets)
         self._unit_targets = self.loss == "bce_with_logits"
-        self._step_args = None   # (params, grads, *layout, loss code): _train_step_checked
+        self._plans = {}   # batch size -> fastbp.plan.StepPlan
         self.init_params(seed)
         if device != "cpu":
             self.to(device)
@@ -185,6 +186,7 @@ class MLP:
         self._workspace = Workspace(self.layout, self.dtype, device)
         self._staging = (_device.Staging(self.sizes[0], self.sizes[-1], self.dtype)
                          if device == "cuda" else None)
+        self._plans = {}
         if device == "cuda":   # the passes' CUDA kernels now, with a notice if compiled
             from .warmup import warmup
             warmup(self, passes=())
@@ -257,19 +259,6 @@ class MLP:
             warmup(self, optimizer, (name,))
             self._warmed.add(name)
 
-    def _compiled(self, batch):
-        acts, pres, dbuf = self._workspace.ensure(batch)
-        return self.layout.compiled_args(), acts, pres, dbuf
-
-    def _placed(self, X, labels=None, targets=None):
-        """(X, labels, targets) ready for this device's kernels: on "cuda" the host
-        batch is copied into reused device buffers."""
-        if self._staging is None:
-            return X, labels, targets
-        if labels is None:
-            labels, targets = self._no_labels, self._no_targets
-        return self._staging.put(X, labels, targets)
-
     # -- the passes ------------------------------------------------------------------
     @_concurrency.exclusive
     def forward(self, X):
@@ -277,9 +266,7 @@ class MLP:
         (batch, sizes[-1]) array of ``dtype``."""
         X = self._inputs(X)
         self._warm("forward")
-        layout_args, acts, pres, _ = self._compiled(X.shape[0])
-        X, _, _ = self._placed(X)
-        out = self._kernels.network_forward(self.params, *layout_args, X, acts, pres)
+        out = plan_for(self, X.shape[0]).forward(X)
         return out.copy() if self.device == "cpu" else out.copy_to_host()
 
     @_concurrency.exclusive
@@ -288,10 +275,7 @@ class MLP:
         X = self._inputs(X)
         labels, targets = self._targets(y, X.shape[0])
         self._warm("loss")
-        layout_args, acts, pres, dbuf = self._compiled(X.shape[0])
-        X, labels, targets = self._placed(X, labels, targets)
-        return float(self._kernels.network_loss(self.params, *layout_args, self._loss_code,
-                                                X, labels, targets, acts, pres, dbuf))
+        return plan_for(self, X.shape[0]).loss(X, labels, targets)
 
     def backward(self, X, y):
         """Forward and backward on (X, y): fills ``grads`` (every dW, db) with the
@@ -304,11 +288,7 @@ class MLP:
         """backward on inputs that already passed ``_inputs``/``_targets`` (the training
         loop checks a whole data set once, then feeds views of it)."""
         self._warm("backward")
-        layout_args, acts, pres, dbuf = self._compiled(X.shape[0])
-        X, labels, targets = self._placed(X, labels, targets)
-        return float(self._kernels.network_backward(
-            self.params, self.grads, *layout_args, self._loss_code, X, labels, targets,
-            acts, pres, dbuf))
+        return plan_for(self, X.shape[0]).backward(X, labels, targets)
 
     def train_step(self, X, y, optimizer):
         """One training step on (X, y): forward, loss, backward and the optimizer's
@@ -373,20 +353,16 @@ class MLP:
         if getattr(optimizer, "reduces_gradients", False):   # fastbp.distributed
             return optimizer._train_step(self, X, labels, targets)
         self._warm("train_step", optimizer)
-        # The network's own arguments, gathered once (anew when params or grads have
-        # been replaced): a 64-64-10 step is about 30 us, and every tenth of a
-        # microsecond of Python around it shows.
-        args = self._step_args
-        if args is None or args[0] is not self.params or args[1] is not self.grads:
-            args = self._step_args = (self.params, self.grads,
-                                      *self.layout.compiled_args(), self._loss_code)
-        acts, pres, dbuf = self._workspace.ensure(X.shape[0])
+        # the arguments come from the batch size's plan, gathered once: a 64-64-10
+        # step is about 30 us, and every tenth of a microsecond of Python around it
+        # shows
+        plan = plan_for(self, X.shape[0])
         opt_code, _, _, opt_state, opt_hparams, opt_step = optimizer.compiled_args_for(self)
         if self._staging is not None:
-            X, labels, targets = self._placed(X, labels, targets)
+            X, labels, targets = plan.place(X, labels, targets)
         loss, nonfinite = self._training_kernels(opt_code).network_train_step(
-            *args, X, labels, targets, acts, pres, dbuf, opt_code, opt_state, opt_hparams,
-            opt_step)
+            *plan.train_step_args(X, labels, targets,
+                                  (opt_code, opt_state, opt_hparams, opt_step)))
         return float(loss), int(nonfinite)
 
     @_concurrency.exclusive
@@ -441,14 +417,14 @@ class MLP:
         twin, which launches every step and reads the losses once): fills ``losses``,
         advances the optimizer's step count, returns (steps run, nonfinite)."""
         self._warm("train_epoch", optimizer)
-        layout_args, acts, pres, dbuf = self._compiled(min(batch_size, X.shape[0]))
+        plan = plan_for(self, min(batch_size, X.shape[0]))
         if self.device == "cuda":   # uploaded once; device data checked there first
             from .cuda_plan import runner
             X, labels, targets = runner(self).epoch_data(X, labels, targets)
         opt_code, _, _, opt_state, opt_hparams, first = optimizer.compiled_args_for(self)
         ran, nonfinite = self._training_kernels(opt_code).network_train_epoch(
-            self.params, self.grads, *layout_args, self._loss_code, X, labels, targets,
-            batch_size, acts, pres, dbuf, opt_code, opt_state, opt_hparams, first, losses)
+            *plan.train_epoch_args(X, labels, targets, batch_size,
+                                   (opt_code, opt_state, opt_hparams, first), losses))
         optimizer.steps += ran - 1   # compiled_args_for counted the first step
         return ran, nonfinite
 

@@ -24,6 +24,7 @@ inside its compiled backward; the caller falls back to that).
 from types import SimpleNamespace
 
 from .kernels.cpu.linear import input_grad_blocks, input_grad_for, linear_backward
+from .plan import plan_for
 
 
 def buckets(layout, itemsize, bucket_bytes):
@@ -62,17 +63,15 @@ class LayerwiseBackward:
                              f"is needed, got device={net.device!r}, "
                              f"checkpoint={net.checkpoint}")
         self.net = net
-        self._views = None   # per-layer views, for one batch size and workspace
-        self._views_key = None
+        self._views = None   # per-layer views, for one batch size and its buffers
+        self._views_plan = None   # the StepPlan they were made from
 
     def loss(self, X, labels, targets):
         """Forward and the mean loss (a float); keeps what backward needs."""
         net = self.net
         net._warm("loss")
         net._warm("layer_backward")
-        layout_args, acts, pres, dbuf = net._compiled(X.shape[0])
-        return float(net._kernels.network_loss(net.params, *layout_args, net._loss_code,
-                                               X, labels, targets, acts, pres, dbuf))
+        return plan_for(net, X.shape[0]).loss(X, labels, targets)
 
     def backward(self, X, after_layer):
         """Backward through every layer, last first, after ``loss`` on the same X:
@@ -96,10 +95,10 @@ class LayerwiseBackward:
         same places kernels/cpu/network.py's backward uses), made once per batch size
         and workspace: building them costs microseconds a layer."""
         net = self.net
-        acts, pres, dbuf = net._workspace.ensure(batch)
-        key = (batch, id(acts), id(net.params), id(net.grads))
-        if key == self._views_key:
+        plan = plan_for(net, batch)   # a new plan when a buffer below was replaced
+        if plan is self._views_plan:
             return self._views
+        acts, pres, dbuf = plan.acts, plan.pres, plan.dbuf
         lay = net.layout
         half = batch * int(lay.sizes.max())
         views, cur = [None] * lay.n_layers, 0
@@ -115,7 +114,7 @@ class LayerwiseBackward:
                 dX=dbuf[(1 - cur) * half:(1 - cur) * half + batch * n_in].reshape(
                     batch, n_in))
             cur = 1 - cur
-        self._views, self._views_key = views, key
+        self._views, self._views_plan = views, plan
         return views
 
 

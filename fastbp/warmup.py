@@ -36,7 +36,7 @@ from numba import typeof
 from numba.core import event
 
 from .concurrency import start_pool
-from .layout import Workspace
+from .plan import one_row_plan
 
 # Seconds a cold compile takes on this project's 2-core machine, quiet
 # (benchmarks/compile_time.py; the table is in benchmarks/README.md, "Compile time");
@@ -81,19 +81,17 @@ def _pass_call(net, optimizer, name):
         labels, targets = np.zeros(1, np.int64), net._no_targets
     else:
         labels, targets = net._no_labels, np.zeros((1, net.sizes[-1]), net.dtype)
-    acts, pres, dbuf = Workspace(net.layout, net.dtype).ensure(1)
-    layout = net.layout.compiled_args()
+    plan = one_row_plan(net)   # fresh one-row buffers: the network's are not touched
+    dbuf = plan.dbuf
     if optimizer is not None:   # stand-ins of the types its update takes (its state may
         opt = (optimizer.code, np.zeros((1, 1), net.dtype),   # still be on a GPU)
                np.zeros(1, np.float64), optimizer.steps + 1)
     if name == "forward":
-        return passes.network_forward, (net.params, *layout, X, acts, pres)
+        return passes.network_forward, plan.forward_args(X)
     if name == "loss":
-        return passes.network_loss, (net.params, *layout, net._loss_code, X, labels,
-                                     targets, acts, pres, dbuf)
+        return passes.network_loss, plan.loss_args(X, labels, targets)
     if name == "backward":
-        return passes.network_backward, (net.params, net.grads, *layout, net._loss_code,
-                                         X, labels, targets, acts, pres, dbuf)
+        return passes.network_backward, plan.backward_args(X, labels, targets)
     if name == "layer_backward":   # kernels.cpu.linear.linear_backward, any layer alike
         from .kernels.cpu.linear import linear_backward
         dA = dbuf[:net.sizes[1]].reshape(1, -1)
@@ -105,9 +103,7 @@ def _pass_call(net, optimizer, name):
         dA = dbuf[:net.sizes[1]].reshape(1, -1)
         return input_grad_for, (dA, net.layers[0].W, X, 1)
     if name == "train_step":
-        return passes.network_train_step, (
-            net.params, net.grads, *layout, net._loss_code, X, labels, targets, acts,
-            pres, dbuf, *opt)
+        return passes.network_train_step, plan.train_step_args(X, labels, targets, opt)
     if name == "batch_check":   # MLP.train_step's value check of a ready batch
         from .kernels.cpu.checks import batch_values_ok
         return batch_values_ok, (X, labels, int(net.sizes[-1]), targets,
@@ -124,9 +120,8 @@ def _pass_call(net, optimizer, name):
         from .kernels.cpu.optim import optimizer_update
         return optimizer_update, (opt[0], net.params, net.grads, *opt[1:])
     if name == "train_epoch":
-        return passes.network_train_epoch, (
-            net.params, net.grads, *layout, net._loss_code, X, labels, targets, 1, acts,
-            pres, dbuf, *opt, np.empty(1, np.float64))
+        return passes.network_train_epoch, plan.train_epoch_args(
+            X, labels, targets, 1, opt, np.empty(1, np.float64))
     raise ValueError(f"passes: unknown pass {name!r}; expected some of "
                      f"{', '.join(ESTIMATE_S)}")
 

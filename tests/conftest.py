@@ -84,20 +84,20 @@ def _compile_general_kernels(dtype):
     from fastbp.kernels.cpu.jacobian import jacobian_pass
     from fastbp.kernels.cpu.linear import activation_backward_bias, bias_activation
     from fastbp.warmup import ESTIMATE_S, warmup
+    from fastbp.plan import plan_for
 
     net = fastbp.MLP([3, 4, 2], activation="tanh", dtype=dtype, seed=0)
     opt = fastbp.SGD(net, lr=0.1)
     warmup(net, opt, passes=tuple(ESTIMATE_S))
     X = np.ones((2, 3), dtype)
     net.train_step(X, np.zeros(2, np.int64), opt)   # and its compiled batch check
-    layout_args, acts, pres, dbuf = net._compiled(2)
+    plan = plan_for(net, 2)
     passes = net._kernels
     if dtype == "float64":   # backprop alone: the L-BFGS solver's, float64 in the suite
-        passes.backprop(net.params, net.grads, *layout_args, X, acts, pres, dbuf,
-                        np.zeros((0, 0), dtype))
-    jacobian_pass(passes.act_set)(net.params, *layout_args, X, acts, pres, dbuf,
-                                  np.empty_like(net.grads), np.empty_like(X),
-                                  np.empty((2, 2, 3), dtype))
+        passes.backprop(*plan.backprop_args(X, np.zeros((0, 0), dtype)))
+    jacobian_pass(passes.act_set)(*plan.jacobian_args(X, np.empty_like(net.grads),
+                                                      np.empty_like(X),
+                                                      np.empty((2, 2, 3), dtype)))
     a, w, b, c = (np.ones((2, 2), dtype), np.ones((2, 2), dtype), np.ones(2, dtype),
                   codes.ACTIVATIONS.index("tanh"))
     cpu.linear_forward(a, w, b, c, 0.01, a.copy(), a.copy())

@@ -25,6 +25,7 @@ import fastbp
 from fastbp import device as fdevice
 from fastbp import device_inputs
 from fastbp.concurrency import start_pool
+from fastbp.plan import plan_for
 from fastbp.kernels import cpu as K_cpu
 
 usable, why = fdevice.cuda_status()
@@ -120,14 +121,13 @@ def _tiny(device, dtype="float64", **kw):
 
 def _kernel_step_args(net, X, y, opt_code):
     """network_train_step's arguments for ``net``, with ``opt_code`` as given."""
-    layout_args, acts, pres, dbuf = net._compiled(X.shape[0])
+    plan = plan_for(net, X.shape[0])
     labels, targets = np.asarray(y, np.int64), np.zeros((0, 2), net.dtype)
     if net.device == "cuda":
         X, labels, targets = (fdevice.to_device(a) for a in (X, labels, targets))
     opt = fastbp.SGD(net, lr=0.1)
     _, _, _, state, hparams, step = opt.compiled_args_for(net)
-    return (net.params, net.grads, *layout_args, net._loss_code, X, labels, targets,
-            acts, pres, dbuf, opt_code, state, hparams, step)
+    return plan.train_step_args(X, labels, targets, (opt_code, state, hparams, step))
 
 
 @needs_cuda
@@ -174,20 +174,17 @@ def test_an_empty_dX_skips_the_input_gradient_on_both_and_None_is_refused():
     grads = {}
     for device in ("cpu", "cuda"):
         net = _tiny(device)
-        layout_args, acts, pres, dbuf = net._compiled(2)
+        plan = plan_for(net, 2)
         args = [X, y, np.zeros((0, 2))]
         if device == "cuda":
             args = [fdevice.to_device(a) for a in args]
         # the loss pass leaves the output gradient where backprop reads it
-        net._kernels.network_loss(net.params, *layout_args, net._loss_code, *args, acts,
-                                  pres, dbuf)
-        net._kernels.backprop(net.params, net.grads, *layout_args, args[0], acts, pres,
-                              dbuf, np.empty((0, 0)))
+        net._kernels.network_loss(*plan.loss_args(*args))
+        net._kernels.backprop(*plan.backprop_args(args[0], np.empty((0, 0))))
         grads[device] = fdevice.to_host(net.grads).copy()
         if device == "cuda":
             with pytest.raises(TypeError, match="dX: expected an array"):
-                net._kernels.backprop(net.params, net.grads, *layout_args, args[0], acts,
-                                      pres, dbuf, None)
+                net._kernels.backprop(*plan.backprop_args(args[0], None))
     assert np.abs(grads["cpu"]).min() > 0   # every gradient was written
     np.testing.assert_allclose(grads["cuda"], grads["cpu"], rtol=1e-12, atol=1e-15)
 
@@ -206,13 +203,12 @@ def test_cuda_train_epoch_twin_reports_a_divergent_step_as_the_cpu():
         labels = np.zeros(0, np.int64)
         if device == "cuda":
             X, targets, labels = (fdevice.to_device(a) for a in (X, targets, labels))
-        layout_args, acts, pres, dbuf = net._compiled(1)
+        plan = plan_for(net, 1)
         opt = fastbp.SGD(net, lr=1.0)
         code, _, _, state, hparams, first = opt.compiled_args_for(net)
         losses = np.full(3, -1.0)
-        ran, nonfinite = net._kernels.network_train_epoch(
-            net.params, net.grads, *layout_args, net._loss_code, X, labels, targets, 1,
-            acts, pres, dbuf, code, state, hparams, first, losses)
+        ran, nonfinite = net._kernels.network_train_epoch(*plan.train_epoch_args(
+            X, labels, targets, 1, (code, state, hparams, first), losses))
         results[device] = (ran, nonfinite, losses[:ran].copy())
     (ran_c, bad_c, loss_c), (ran_g, bad_g, loss_g) = results["cpu"], results["cuda"]
     assert (ran_g, bad_g) == (ran_c, bad_c) == (1, 2)
