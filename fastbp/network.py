@@ -353,17 +353,7 @@ class MLP:
         if getattr(optimizer, "reduces_gradients", False):   # fastbp.distributed
             return optimizer._train_step(self, X, labels, targets)
         self._warm("train_step", optimizer)
-        # the arguments come from the batch size's plan, gathered once: a 64-64-10
-        # step is about 30 us, and every tenth of a microsecond of Python around it
-        # shows
-        plan = plan_for(self, X.shape[0])
-        opt_code, _, _, opt_state, opt_hparams, opt_step = optimizer.compiled_args_for(self)
-        if self._staging is not None:
-            X, labels, targets = plan.place(X, labels, targets)
-        loss, nonfinite = self._training_kernels(opt_code).network_train_step(
-            *plan.train_step_args(X, labels, targets,
-                                  (opt_code, opt_state, opt_hparams, opt_step)))
-        return float(loss), int(nonfinite)
+        return plan_for(self, X.shape[0]).train_step(X, labels, targets, optimizer)
 
     @_concurrency.exclusive
     def train_epoch(self, X, y, optimizer, batch_size=32):
@@ -417,16 +407,8 @@ class MLP:
         twin, which launches every step and reads the losses once): fills ``losses``,
         advances the optimizer's step count, returns (steps run, nonfinite)."""
         self._warm("train_epoch", optimizer)
-        plan = plan_for(self, min(batch_size, X.shape[0]))
-        if self.device == "cuda":   # uploaded once; device data checked there first
-            from .cuda_plan import runner
-            X, labels, targets = runner(self).epoch_data(X, labels, targets)
-        opt_code, _, _, opt_state, opt_hparams, first = optimizer.compiled_args_for(self)
-        ran, nonfinite = self._training_kernels(opt_code).network_train_epoch(
-            *plan.train_epoch_args(X, labels, targets, batch_size,
-                                   (opt_code, opt_state, opt_hparams, first), losses))
-        optimizer.steps += ran - 1   # compiled_args_for counted the first step
-        return ran, nonfinite
+        return plan_for(self, min(batch_size, X.shape[0])).train_epoch(
+            X, labels, targets, batch_size, optimizer, losses)
 
     def predict(self, X):
         """Class labels (batch,) int64 for softmax_cross_entropy; 0/1 labels for
