@@ -18,6 +18,8 @@ the launch plan, and are not counted):
     syncs        explicit synchronisations (stream or context)
     waits        waits for one event (device.PinnedBatches: a staging slot's copy of
                  two steps back, before its pinned buffer is refilled)
+    captures     CUDA graphs captured (kernels/cuda/plan.py: 0 in a steady state;
+                 ``--lr-decay`` changes the learning rate before every step)
 
 Usage (needs numba-cuda with its CUDA libraries, ``pip install -e ".[cuda]"``,
 and NUMBA_ENABLE_CUDASIM unset; no GPU):
@@ -127,6 +129,7 @@ class _FakeGraph:
 
     def __init__(self, launches):
         self.nodes = len(launches)
+        counts["captures"] += 1
 
     def launch(self, stream):
         counts["launches"] += 1
@@ -187,8 +190,10 @@ def stub_driver():
     return cuda
 
 
-def measure(sizes, batch, steps, repeat, optimizer="sgd"):
-    """One network's steady-state counts per step and median host microseconds."""
+def measure(sizes, batch, steps, repeat, optimizer="sgd", lr_decay=None):
+    """One network's steady-state counts per step and median host microseconds;
+    ``lr_decay``: multiply the learning rate by it before every step (a schedule that
+    changes the rate each step, as scikit-learn's "invscaling")."""
     import fastbp
     try:
         from fastbp import cuda_plan
@@ -199,17 +204,23 @@ def measure(sizes, batch, steps, repeat, optimizer="sgd"):
     rng = np.random.default_rng(0)
     X = rng.random((batch, sizes[0]), dtype=np.float32)
     y = rng.integers(0, sizes[-1], batch)
-    for _ in range(3):                      # first steps: workspaces, plan, compilation
+
+    def step():
+        if lr_decay is not None:
+            opt.lr = opt.lr * lr_decay
         net.train_step(X, y, opt)
+    for _ in range(3):                      # first steps: workspaces, plan, compilation
+        step()
     counts.clear()
-    net.train_step(X, y, opt)
-    per_step = {k: counts[k] for k in ("launches", "views", "H2D", "D2H", "syncs", "waits")}
+    step()
+    per_step = {k: counts[k] for k in ("launches", "views", "H2D", "D2H", "syncs", "waits",
+                                       "captures")}
     per_step["plan launches"] = getattr(cuda_plan, "planned_launches", lambda n: None)(net)
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         for _ in range(steps):
-            net.train_step(X, y, opt)
+            step()
         times.append((time.perf_counter() - t0) / steps * 1e6)
     per_step["host us"] = statistics.median(times)
     return per_step
@@ -269,6 +280,8 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=5, help="timed rounds (median)")
     parser.add_argument("--only", help="run only the networks whose name contains this")
     parser.add_argument("--optimizer", default="sgd", help="sgd, adam, adamw or rmsprop")
+    parser.add_argument("--lr-decay", type=float,
+                        help="multiply the learning rate by this before every step")
     parser.add_argument("--launch-paths", action="store_true",
                         help="time numba-cuda's launch paths instead")
     parser.add_argument("--json", help="also write the results to this file")
@@ -284,16 +297,18 @@ def main(argv=None):
     else:
         rows = {}
         print(f"{'network, batch':28s} {'host us':>9s} {'launches':>8s} {'plan':>5s} "
-              f"{'views':>6s} {'H2D':>4s} {'D2H':>4s} {'syncs':>5s} {'waits':>5s}")
+              f"{'views':>6s} {'H2D':>4s} {'D2H':>4s} {'syncs':>5s} {'waits':>5s} "
+              f"{'captures':>8s}")
         for name, sizes, batch in NETWORKS:
             if args.only and args.only not in name:
                 continue
-            r = measure(sizes, batch, args.steps, args.repeat, args.optimizer)
+            r = measure(sizes, batch, args.steps, args.repeat, args.optimizer,
+                        args.lr_decay)
             rows[f"{name} b{batch}"] = r
             plan = "-" if r["plan launches"] is None else str(r["plan launches"])
             print(f"{name + ', ' + str(batch):28s} {r['host us']:9.1f} {r['launches']:8d} "
                   f"{plan:>5s} {r['views']:6d} {r['H2D']:4d} {r['D2H']:4d} {r['syncs']:5d} "
-                  f"{r['waits']:5d}",
+                  f"{r['waits']:5d} {r['captures']:8d}",
                   flush=True)
     if args.json:
         with open(args.json, "w") as f:

@@ -382,7 +382,7 @@ KERNELS = (
            lambda f, a, code, slope: f(a["p"], a["g"], _LR),
            lambda s: 2 * s.n_out * s.n_in,
            bench_sizes=(Sizes(1, 1024, 64), Sizes(1, 1024, 1024)),
-           cuda_jit=(Compiled("sgd", "optim", "_sgd_kernel", "counter v1 v1 f64"),)),
+           cuda_jit=(Compiled("sgd", "optim", "_sgd_kernel", "counter v1 v1 p1"),)),
 )
 
 BY_NAME = {k.name: k for k in KERNELS}
@@ -431,14 +431,15 @@ LAUNCHED_ELSEWHERE = (
     Compiled("sum_squares", "optim", "_sum_squares_kernel", "v1 p1", _BLOCK),
     # the clipping factor: a one-element float64 device array (p1) the updates read
     Compiled("clip_factor", "optim", "_clip_factor_kernel", "p1 i64 f64 p1"),
+    # the updates: their clipping factor and their hyperparameters (plan.DeviceScalars)
+    # are one-element and six-element float64 device arrays (p1)
     Compiled("sgd_weight_decay", "optim", "_sgd_weight_decay_kernel",
-             "counter v1 v1 p1 f64 f64"),
+             "counter v1 v1 p1 p1"),
     Compiled("sgd_momentum", "optim", "_sgd_momentum_kernel",
-             "counter v1 v1 v1 p1 f64 f64 f64 f64 b b"),
-    Compiled("adam", "optim", "_adam_kernel",
-             "counter v1 v1 v1 v1 v1 p1 f64 cursor f64 f64 f64 f64 f64 b"),
-    Compiled("rmsprop", "optim", "_rmsprop_kernel",
-             "counter v1 v1 v1 v1 v1 p1 f64 f64 f64 f64 f64 b"),
+             "counter v1 v1 v1 p1 p1 b b"),
+    Compiled("adam", "optim", "_adam_kernel", "counter v1 v1 v1 v1 v1 p1 p1 cursor b"),
+    Compiled("rmsprop", "optim", "_rmsprop_kernel", "counter v1 v1 v1 v1 v1 p1 p1 b"),
+    Compiled("store_scalars", "plan", "_store_scalars", "p1 f64 f64 f64 f64 f64 f64"),
     # fit's shuffle of a data set on the GPU: rows of X or targets, and of int64 labels
     Compiled("take_rows", "rows", "_take_rows_2d", "m2 labels m2"),
     Compiled("take_rows (1-D)", "rows", "_take_rows_1d", "labels labels labels"),

@@ -210,6 +210,50 @@ def test_warmup_with_the_batch_size_leaves_nothing_to_compile_at_the_first_step(
     assert compiled_at_first_step("unhinted") > 0
 
 
+SCHEDULED_STEPS = r"""
+import json, sys, warnings
+sys.path.insert(0, sys.argv[1])
+import cuda_host_overhead as bench
+bench.stub_driver()
+warnings.simplefilter("ignore")
+import numpy as np, fastbp
+rng = np.random.default_rng(0)
+X, y = rng.standard_normal((4, 5)), rng.integers(0, 3, 4)
+out = {}
+for name in ("sgd", "adam"):
+    net = fastbp.MLP([5, 4, 3], activation="tanh", seed=0, device="cuda")
+    opt = fastbp.make_optimizer(name, net, lr=0.01)
+    fastbp.warmup(net, opt)
+    for _ in range(6):   # each of the two staging slots' inputs captured as a graph
+        net.train_step(X, y, opt)
+    runs = {}
+    for every in (1, 3):   # a new learning rate before every step, every third step
+        bench.counts.clear()
+        for i in range(12):
+            if i % every == 0:
+                opt.lr = opt.lr * 0.9
+            net.train_step(X, y, opt)
+        runs[every] = dict(bench.counts)
+    out[name] = runs
+print(json.dumps(out))
+"""
+
+
+@needs_numba_cuda
+def test_a_schedule_changes_no_graph(kernel_cache):
+    """The update's hyperparameters are read on the device (plan.DeviceScalars): a
+    learning rate changed before a step costs one small launch that writes it, and the
+    step's graph stays valid (before, that step launched its update and record one by
+    one and the graph was captured again at the next step)."""
+    out = stubbed(SCHEDULED_STEPS, kernel_cache)[0]
+    for name in ("sgd", "adam"):
+        for every, counts in out[name].items():
+            changes = 12 // int(every)
+            assert counts.get("captures", 0) == 0, (name, every, counts)
+            assert counts.get("graph launches", 0) == 12, (name, every, counts)
+            assert counts["launches"] == 12 + changes, (name, every, counts)
+
+
 @needs_cuda
 def test_train_step_loss_is_lazy_and_reads_as_the_cpu_loss():
     from fastbp.cuda_plan import StepLoss

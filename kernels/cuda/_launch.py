@@ -244,6 +244,11 @@ def blocks(n, per_block):
 _recorder = None
 
 
+def is_recording():
+    """Whether ``launch`` records instead of launching (inside ``recording()``)."""
+    return _recorder is not None
+
+
 def launch(kernel, grid, block, args):
     """Launch ``kernel[grid, block](*args)``, or record it while ``recording()``."""
     if _recorder is not None:

@@ -18,12 +18,14 @@ before further use).
                   device counter (the calling thread's, reduce.scratch)
 
 The signatures are the CPU twins': the gradient norm's partial sums and the
-non-finite counter are the launchers' own scratch (reduce.scratch). The
-hyperparameters stay on the host and travel as kernel arguments, so schedules that
-change the learning rate between steps cost no transfer; only the step number that
-Adam's bias corrections need is read from a device array (``steps[STEP]``: a launch
-plan's RingCursor, advanced on the device, so a CUDA graph of the step stays valid;
-``step_counter`` for an update launched alone). Clipping needs the gradient
+non-finite counter are the launchers' own scratch (reduce.scratch). The update
+kernels read their scalar hyperparameters (learning rate, momentum, betas, ...) from
+a small float64 device array (plan.DeviceScalars: a launch plan's own, or the calling
+thread's for an update launched alone), written by one one-thread launch only when
+they change, and the step number that Adam's bias corrections need from another
+(``steps[STEP]``: a launch plan's RingCursor, advanced on the device;
+``step_counter`` for an update launched alone): a schedule that changes the learning
+rate changes no launch argument, so a CUDA graph of the step stays valid. Clipping needs the gradient
 norm: a block-reduced sum of squares. ``optimizer_update`` reads its few partials back
 to the host; the training step's plan instead turns them into the factor on the device
 (``clip_scale_into``), and the update kernels read the factor from a one-element device
@@ -38,8 +40,8 @@ from numba import cuda
 
 from .. import codes
 from ._jit import kernel
-from ._launch import blocks, config, launch
-from .reduce import block_sum, scratch
+from ._launch import blocks, config, is_recording, launch
+from .reduce import _held, block_sum, scratch
 
 STEP = 1   # the entry of a steps array that holds the step number (plan.RingCursor's)
 
@@ -119,28 +121,35 @@ def _count_nonfinite(nonfinite, params, i):
         cuda.atomic.add(nonfinite, 0, 1)
 
 
+# The update kernels read their scalar hyperparameters from ``hp``, a float64 device
+# array written by the host when they change (plan.DeviceScalars), in the order
+# launch_update sets them (each launcher below lists its kernel's): a learning rate
+# that a schedule changes then changes no launch argument, so a CUDA graph of the step
+# stays valid.
 @kernel
-def _sgd_kernel(nonfinite, params, grads, lr):
+def _sgd_kernel(nonfinite, params, grads, hp):
     i = cuda.grid(1)
     if i < params.shape[0]:
+        lr = hp[0]
         params[i] = params[i] - lr * grads[i]
         _count_nonfinite(nonfinite, params, i)
 
 
 @kernel
-def _sgd_weight_decay_kernel(nonfinite, params, grads, scale, lr, weight_decay):
+def _sgd_weight_decay_kernel(nonfinite, params, grads, scale, hp):
     i = cuda.grid(1)
     if i < params.shape[0]:
+        lr, weight_decay = hp[0], hp[1]
         p = params[i]
         params[i] = p - lr * (scale[0] * grads[i] + weight_decay * p)
         _count_nonfinite(nonfinite, params, i)
 
 
 @kernel
-def _sgd_momentum_kernel(nonfinite, params, grads, buf, scale, lr, momentum, dampening,
-                         weight_decay, nesterov, first):
+def _sgd_momentum_kernel(nonfinite, params, grads, buf, scale, hp, nesterov, first):
     i = cuda.grid(1)
     if i < params.shape[0]:
+        lr, momentum, dampening, weight_decay = hp[0], hp[1], hp[2], hp[3]
         p = params[i]
         g = scale[0] * grads[i] + weight_decay * p
         if first:
@@ -156,10 +165,10 @@ def _sgd_momentum_kernel(nonfinite, params, grads, buf, scale, lr, momentum, dam
 
 
 @kernel
-def _adam_kernel(nonfinite, params, grads, m, v, vmax, scale, lr, steps, beta1, beta2,
-                 eps, l2, shrink, amsgrad):
+def _adam_kernel(nonfinite, params, grads, m, v, vmax, scale, hp, steps, amsgrad):
     i = cuda.grid(1)
     if i < params.shape[0]:
+        lr, beta1, beta2, eps, l2, shrink = hp[0], hp[1], hp[2], hp[3], hp[4], hp[5]
         # the bias corrections of step t = steps[STEP], read on the device so that the
         # launch's arguments stay the same from one step to the next (a CUDA graph of
         # the step stays valid)
@@ -183,10 +192,11 @@ def _adam_kernel(nonfinite, params, grads, m, v, vmax, scale, lr, steps, beta1, 
 
 
 @kernel
-def _rmsprop_kernel(nonfinite, params, grads, square_avg, grad_avg, buf, scale, lr, alpha, eps,
-                    weight_decay, momentum, centered):
+def _rmsprop_kernel(nonfinite, params, grads, square_avg, grad_avg, buf, scale, hp,
+                    centered):
     i = cuda.grid(1)
     if i < params.shape[0]:
+        lr, alpha, eps, weight_decay, momentum = hp[0], hp[1], hp[2], hp[3], hp[4]
         p = params[i]
         g = scale[0] * grads[i]
         if weight_decay != 0.0:
@@ -247,52 +257,61 @@ def sgd_update(params, grads, lr):
     """Plain SGD in place: params -= lr * grads. params, grads: (n,) device arrays.
     Returns how many parameters it left NaN or infinite (as the CPU twin)."""
     nonfinite = scratch("counter")
-    _sgd_plain_update(nonfinite, params, grads, lr)
+    hp = _standalone_scalars()
+    hp.set((lr,))
+    _sgd_plain_update(nonfinite, params, grads, hp)
     return _read_count(nonfinite)
 
 
-def _sgd_plain_update(nonfinite, params, grads, lr):
+def _flushed(hp):
+    """``hp``'s device array, its pending values written first unless a plan is
+    recording these launches (the plan then writes them before its step: plan.run)."""
+    if not is_recording():
+        hp.flush()
+    return hp.array
+
+
+def _sgd_plain_update(nonfinite, params, grads, hp):
     if params.shape[0]:
-        launch(_sgd_kernel, *_grid(params), (nonfinite, params, grads, float(lr)))
+        launch(_sgd_kernel, *_grid(params), (nonfinite, params, grads, _flushed(hp)))
 
 
-def sgd_weight_decay_update(nonfinite, params, grads, scale, lr, weight_decay):
-    """SGD without momentum: p -= lr * (scale * g + weight_decay * p)."""
+def sgd_weight_decay_update(nonfinite, params, grads, scale, hp):
+    """SGD without momentum: p -= lr * (scale * g + weight_decay * p); ``hp`` holds
+    (lr, weight_decay)."""
     if params.shape[0]:
         launch(_sgd_weight_decay_kernel, *_grid(params),
-               (nonfinite, params, grads, scale, float(lr), float(weight_decay)))
+               (nonfinite, params, grads, scale, _flushed(hp)))
 
 
-def sgd_momentum_update(nonfinite, params, grads, buf, scale, lr, momentum, dampening,
-                        weight_decay, nesterov, first):
-    """SGD with momentum / Nesterov (CPU twin's formulas); buf (n,) device row."""
+def sgd_momentum_update(nonfinite, params, grads, buf, scale, hp, nesterov, first):
+    """SGD with momentum / Nesterov (CPU twin's formulas); buf (n,) device row; ``hp``
+    holds (lr, momentum, dampening, weight_decay)."""
     if params.shape[0]:
         launch(_sgd_momentum_kernel, *_grid(params),
-               (nonfinite, params, grads, buf, scale, float(lr), float(momentum),
-                float(dampening), float(weight_decay), bool(nesterov), bool(first)))
+               (nonfinite, params, grads, buf, scale, _flushed(hp), bool(nesterov),
+                bool(first)))
 
 
-def adam_update(nonfinite, params, grads, m, v, vmax, scale, lr, beta1, beta2, eps,
-                weight_decay, decoupled, amsgrad, steps):
-    """Adam (decoupled=False) or AdamW (decoupled=True); vmax used only with amsgrad;
+def adam_update(nonfinite, params, grads, m, v, vmax, scale, hp, amsgrad, steps):
+    """Adam or AdamW; vmax used only with amsgrad; ``hp`` holds (lr, beta1, beta2, eps,
+    l2, shrink) (AdamW's decay is the shrink 1 - lr * weight_decay, Adam's the l2
+    term: launch_update);
     ``steps``: an int64 device array whose entry STEP holds the step number t (1 for
     the first update), read by the kernel (``step_counter``)."""
-    if not params.shape[0]:
-        return
-    l2 = 0.0 if decoupled else weight_decay
-    shrink = 1.0 - lr * weight_decay if decoupled else 1.0
-    launch(_adam_kernel, *_grid(params),
-           (nonfinite, params, grads, m, v, vmax, scale, float(lr), steps, float(beta1),
-            float(beta2), float(eps), float(l2), float(shrink), bool(amsgrad)))
+    if params.shape[0]:
+        launch(_adam_kernel, *_grid(params),
+               (nonfinite, params, grads, m, v, vmax, scale, _flushed(hp), steps,
+                bool(amsgrad)))
 
 
-def rmsprop_update(nonfinite, params, grads, square_avg, grad_avg, buf, scale, lr, alpha,
-                   eps, weight_decay, momentum, centered):
-    """RMSprop; grad_avg used only when centered, buf only when momentum > 0."""
+def rmsprop_update(nonfinite, params, grads, square_avg, grad_avg, buf, scale, hp,
+                   centered):
+    """RMSprop; grad_avg used only when centered, buf only when momentum > 0; ``hp``
+    holds (lr, alpha, eps, weight_decay, momentum)."""
     if params.shape[0]:
         launch(_rmsprop_kernel, *_grid(params),
-               (nonfinite, params, grads, square_avg, grad_avg, buf, scale,
-                float(lr), float(alpha), float(eps), float(weight_decay), float(momentum),
+               (nonfinite, params, grads, square_avg, grad_avg, buf, scale, _flushed(hp),
                 bool(centered)))
 
 
@@ -312,7 +331,7 @@ def optimizer_update(opt_code, params, grads, state, hparams, step):
     # only Adam reads the step from the device: the others need no copy of it there
     steps = step_counter(step) if opt_code in (codes.ADAM, codes.ADAMW) else None
     launch_update(opt_code, params, grads, [state[r] for r in range(state.shape[0])],
-                  hparams, step, steps, scale, nonfinite)
+                  hparams, step, steps, scale, nonfinite, _standalone_scalars())
     return _read_count(nonfinite)
 
 
@@ -325,34 +344,50 @@ def step_counter(step):
     return steps
 
 
-def launch_update(opt_code, params, grads, rows, hparams, step, steps, scale, nonfinite):
+def _standalone_scalars():
+    """The calling thread's DeviceScalars (plan.py) for updates launched outside a
+    launch plan, per GPU (reduce._held); a plan has its own, which its graph holds."""
+    from .plan import DeviceScalars
+    return _held(("update scalars",), DeviceScalars)
+
+
+def launch_update(opt_code, params, grads, rows, hparams, step, steps, scale, nonfinite,
+                  hp):
     """Launch the update of ``opt_code``; ``scale``: the clipping factor as a
     one-element float64 device array (``new_scale``, or written by ``clip_scale_into``
     on the device), read by the kernels; ``rows``: the state's rows as (n,) device
     arrays (a launch plan keeps them, so a step builds no views); ``step``: the step
     number, and ``steps``: an int64 device array holding it at STEP, which Adam reads
-    (the others may pass None; SGD's momentum reads ``step`` for its first step only).
-    Adds the non-finite count to ``nonfinite[0]``; reads nothing back."""
+    (the others may pass None; SGD's momentum reads ``step`` for its first step only);
+    ``hp``: a plan.DeviceScalars that takes the kernel's scalar hyperparameters from
+    ``hparams`` (written to the device before the launch, or, while a plan records,
+    before the plan's step). Adds the non-finite count to ``nonfinite[0]``; reads
+    nothing back."""
     lr = float(hparams[codes.HP_LR])
     clipping = hparams[codes.HP_MAX_GRAD_NORM] > 0.0
     if opt_code == codes.SGD:
         momentum = float(hparams[codes.HP_SGD_MOMENTUM])
         weight_decay = float(hparams[codes.HP_SGD_WEIGHT_DECAY])
         if momentum != 0.0:
-            sgd_momentum_update(nonfinite, params, grads, rows[0], scale, lr, momentum,
-                                hparams[codes.HP_SGD_DAMPENING], weight_decay,
+            hp.set((lr, momentum, hparams[codes.HP_SGD_DAMPENING], weight_decay))
+            sgd_momentum_update(nonfinite, params, grads, rows[0], scale, hp,
                                 hparams[codes.HP_SGD_NESTEROV] != 0.0, step == 1)
         elif not clipping and weight_decay == 0.0:
-            _sgd_plain_update(nonfinite, params, grads, lr)
+            hp.set((lr,))
+            _sgd_plain_update(nonfinite, params, grads, hp)
         else:
-            sgd_weight_decay_update(nonfinite, params, grads, scale, lr, weight_decay)
+            hp.set((lr, weight_decay))
+            sgd_weight_decay_update(nonfinite, params, grads, scale, hp)
     elif opt_code == codes.ADAM or opt_code == codes.ADAMW:
         amsgrad = hparams[codes.HP_ADAM_AMSGRAD] != 0.0
         vmax = rows[2] if amsgrad else rows[1]
-        adam_update(nonfinite, params, grads, rows[0], rows[1], vmax, scale, lr,
-                    hparams[codes.HP_ADAM_BETA1], hparams[codes.HP_ADAM_BETA2],
-                    hparams[codes.HP_ADAM_EPS], hparams[codes.HP_ADAM_WEIGHT_DECAY],
-                    opt_code == codes.ADAMW, amsgrad, steps)
+        weight_decay = float(hparams[codes.HP_ADAM_WEIGHT_DECAY])
+        decoupled = opt_code == codes.ADAMW
+        hp.set((lr, hparams[codes.HP_ADAM_BETA1], hparams[codes.HP_ADAM_BETA2],
+                hparams[codes.HP_ADAM_EPS], 0.0 if decoupled else weight_decay,
+                1.0 - lr * weight_decay if decoupled else 1.0))
+        adam_update(nonfinite, params, grads, rows[0], rows[1], vmax, scale, hp, amsgrad,
+                    steps)
     elif opt_code == codes.RMSPROP:
         centered = hparams[codes.HP_RMSPROP_CENTERED] != 0.0
         momentum = float(hparams[codes.HP_RMSPROP_MOMENTUM])
@@ -362,8 +397,9 @@ def launch_update(opt_code, params, grads, rows, hparams, step, steps, scale, no
             grad_avg = rows[row]
             row += 1
         buf = rows[row] if momentum > 0.0 else rows[0]
-        rmsprop_update(nonfinite, params, grads, rows[0], grad_avg, buf, scale, lr,
-                       hparams[codes.HP_RMSPROP_ALPHA], hparams[codes.HP_RMSPROP_EPS],
-                       hparams[codes.HP_RMSPROP_WEIGHT_DECAY], momentum, centered)
+        hp.set((lr, hparams[codes.HP_RMSPROP_ALPHA], hparams[codes.HP_RMSPROP_EPS],
+                hparams[codes.HP_RMSPROP_WEIGHT_DECAY], momentum))
+        rmsprop_update(nonfinite, params, grads, rows[0], grad_avg, buf, scale, hp,
+                       centered)
     else:
         check_optimizer(opt_code)

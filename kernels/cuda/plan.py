@@ -6,9 +6,11 @@ time it runs; with numba device-array views costing tens of microseconds each, t
 was most of a small network's step. ``TrainStepPlan`` runs those launchers once under
 ``_launch.recording()`` (so the plan follows exactly the same code, views, grids and
 kernels as an unplanned step) and keeps each launch as a ``PreparedLaunch``; a step
-then only fires them. Built once per (network buffers, batch size); optimizer scalars
-that change between steps (a learning rate, momentum's first step) are re-packed in
-place, nothing else; the step number Adam needs is read on the device (RingCursor).
+then only fires them. Built once per (network buffers, batch size). The update's
+hyperparameters (a learning rate that a schedule changes) are read on the device
+(``DeviceScalars``, written before a step where they changed), and so is the step
+number Adam needs (RingCursor); only SGD momentum's first step changes a launch's
+arguments, once (re-packed in place).
 
 How a ``PreparedLaunch`` fires, measured by ``benchmarks/cuda_host_overhead.py
 --launch-paths`` (numba-cuda 0.30.4, driver stubbed, one 3-argument kernel): a
@@ -215,6 +217,57 @@ class PreparedLaunch:
 
 
 @kernel
+def _store_scalars(hp, a, b, c, d, e, f):
+    """hp[:6] = (a, b, c, d, e, f), one thread: DeviceScalars' write."""
+    if cuda.grid(1) == 0:
+        hp[0] = a
+        hp[1] = b
+        hp[2] = c
+        hp[3] = d
+        hp[4] = e
+        hp[5] = f
+
+
+class DeviceScalars:
+    """The scalar hyperparameters an update kernel reads (learning rate, momentum,
+    betas...: optim.launch_update sets them, in the kernel's order) in a six-element
+    float64 device array, ``array``, which is the launch's argument: a learning rate
+    that a schedule changes then changes no argument, and a CUDA graph holding the
+    update stays valid (before, a new rate made the step launch its update alone and
+    capture its graph again at the next step; an epoch's minibatches each have one).
+
+    ``set(values)`` takes the next update's values; ``flush()`` writes them when they
+    differ from the last written, with one one-thread launch (``_store_scalars``,
+    pre-packed like a plan's) queued on the stream the updates run on: the steps
+    queued before it read the values they were queued with."""
+
+    SIZE = 6
+
+    def __init__(self):
+        self.array = cuda.to_device(np.zeros(self.SIZE, np.float64))
+        self.pending = self.written = None
+        self._write = None
+
+    def set(self, values):
+        values = tuple(float(v) for v in values)
+        self.pending = values + (0.0,) * (self.SIZE - len(values))
+
+    def flush(self):
+        """Write the pending values if they changed; True when a write was queued."""
+        values = self.pending
+        if values is None or values == self.written:
+            return False
+        args = (self.array, *values)
+        if self._write is None:
+            self._write = PreparedLaunch(_store_scalars, 1, 1, args)
+        else:
+            self._write.rebind(args)
+        self._write()
+        self.written = values
+        return True
+
+
+@kernel
 def _record_step(partials, nblocks, nonfinite, bad, ring, cursor, capacity):
     """With slot = cursor[0]: ring[slot] = sum(partials[:nblocks]) (the step's mean
     loss), ring[capacity + slot] = nonfinite[0] (parameters its update left NaN or
@@ -315,10 +368,12 @@ class TrainStepPlan:
     With ``config.graphs`` a step is captured as a CUDA graph per inputs (X, labels,
     targets) seen twice and replayed: one launch instead of 4-60. Forward, loss and
     backward depend on nothing but the buffers and the inputs; the record finds its
-    ring slot and Adam its step number on the device (RingCursor); the update's
-    scalars (a learning rate that a schedule changes, SGD's first momentum step) are
-    compared with the graph's each step, and where they changed the graph holds the
-    passes alone that step (``_fire``).
+    ring slot and Adam its step number on the device (RingCursor), the update its
+    hyperparameters (DeviceScalars, written before the step where a schedule changed
+    them); the tail's launch arguments are compared with the graph's each step, and
+    where they changed (SGD momentum's first step; another optimizer kernel, when
+    clipping or momentum is switched on) the graph holds the passes alone that step
+    (``_fire``).
     """
     MAX_GRAPHS = 1024   # per plan: an epoch's minibatches each get one
 
@@ -351,6 +406,7 @@ class TrainStepPlan:
         self._uses = [(p, i, w) for p in self.passes for i, a in enumerate(p.args)
                       for w, x in enumerate(self.inputs) if a is x]
         self.update = []   # the clipping factor's launches (if any), then the update's
+        self.scalars = DeviceScalars()   # the update's hyperparameters, on the device
         self.unit_scale, self.clip_scale = new_scale(1.0), new_scale(1.0)
         self.clipping = False   # whether the last step clipped (two launches more)
         self.record = None
@@ -387,9 +443,9 @@ class TrainStepPlan:
         launched) where graphs are off or these inputs come for the first time (a
         one-off batch pays no capture). A graph holds the whole step while the tail's
         arguments stay as they were when it was captured (every optimizer, Adam
-        included: its step number is on the device), else (a new learning rate) the
-        passes alone, the tail then launched one by one; a stale one is captured
-        again."""
+        included: its step number and every update's hyperparameters are on the
+        device), else (momentum's first step, another update kernel) the passes
+        alone, the tail then launched one by one; a stale one is captured again."""
         global _graphs_unavailable
         if not (config.graphs and _graphs_unavailable is None and self._graphable):
             return False
@@ -441,7 +497,8 @@ class TrainStepPlan:
             if self.clipping:
                 clip_scale_into(grads, max_norm, clip_partials, self.clip_scale)
             launch_update(opt_code, params, grads, rows, hparams, step, steps,
-                          self.clip_scale if self.clipping else self.unit_scale, nonfinite)
+                          self.clip_scale if self.clipping else self.unit_scale, nonfinite,
+                          self.scalars)
         return recorded
 
     def compile(self, opt_code, rows, hparams, step, ring, cursor, capacity, clip_partials,
@@ -459,6 +516,7 @@ class TrainStepPlan:
         launches.append((_record_step, 1, 1, (partials, self.loss_blocks, nonfinite, bad,
                                               ring, cursor.array, capacity)))
         launches.append((_move_cursor, 1, 1, (cursor.array, 0, 1)))
+        launches.append((_store_scalars, 1, 1, (self.scalars.array,) + (0.0,) * 6))
         if check is not None:
             X, labels, targets = self.inputs
             launches.append((_check_inputs, 1, config.block,
@@ -521,6 +579,7 @@ class TrainStepPlan:
         cursor.move_to(slot, capacity, step)
         changed = self._bind_tail(opt_code, rows, hparams, step, ring, cursor, capacity,
                                   clip_partials)
+        self.scalars.flush()   # the update's hyperparameters, where they changed
         if not self._fire(changed):
             for launch in self.passes + self.update + [self.record]:
                 launch()
