@@ -31,7 +31,8 @@
 # PACK=1 also puts every output file into $OUT/all.tgz (see the end).
 # TEST_FILES (default: the CUDA test files, the new paths first) is what the tests stage
 # runs; TUNE_ARGS and YARDSTICK_ARGS are extra arguments of the tune and yardstick
-# stages (a few --geometry, --only tiny,mnist: quicker).
+# stages (a few --geometry, --only tiny,mnist: quicker; --schedule: a column with a new
+# learning rate before every step).
 # COMPARE_DEVICES (default cpu,cuda) is the compare stages' --devices: the test of this
 # script sets it to cuda, since the CPU kernels of the copied tree below compile cold
 # (numba's disk cache is per source path): 80 s of a test run for rows test_compare.py

@@ -18,6 +18,10 @@ marked MISMATCH), then prints the median milliseconds per training step of
                    step's forward, loss and backward (kernels/cuda/plan.py)
     gemm           (with --gemm G) "fastbp gpu" with the products' largest tile on
                    geometry G (smaller tiles and split k still chosen for small outputs)
+    sched          (with --schedule) "fastbp gpu" with the learning rate changed before
+                   every step, as a per-step schedule does (scikit-learn's
+                   "invscaling"): the update reads it on the device, and a small launch
+                   writes it there (kernels/cuda/plan.py DeviceScalars)
     torch gpu      PyTorch eager with the batch already on the GPU, no sync per step
     torch host     PyTorch with the batch copied from the host and loss.item() per step
     fastbp cpu     net.train_step on the CPU (skipped for "xl", minutes per step)
@@ -185,6 +189,14 @@ def run(name, sizes, batch, args):
             g_net, g_opt = fastbp_net(sizes, "cuda")
             row["fastbp_gpu_gemm_ms"] = ms(chained(lambda: g_net.train_step(dX, dy, g_opt),
                                                    cuda.synchronize, args.chain), args.chain)
+    if args.schedule:   # a new learning rate before every step
+        s_net, s_opt = fastbp_net(sizes, "cuda")
+
+        def scheduled():
+            s_opt.lr = s_opt.lr * (1.0 - 1e-6)
+            s_net.train_step(dX, dy, s_opt)
+        row["fastbp_gpu_sched_ms"] = ms(chained(scheduled, cuda.synchronize, args.chain),
+                                        args.chain)
     if model_opt is not None:
         on_gpu, from_host, sync = torch_steps(model_opt, X, y)
         row["torch_gpu_ms"] = ms(chained(on_gpu, sync, args.chain), args.chain)
@@ -208,7 +220,8 @@ def print_row(r):
     label = f"{'-'.join(str(s) for s in r['sizes'])}, b{r['batch']}"
     print(f"{r['config']:7s} {label:26s} {ms('fastbp_cuda_ms')} {ms('fastbp_gpu_ms')} "
           f"{ms('fastbp_gpu_fused_ms')} {ms('fastbp_gpu_fixed_ms')} "
-          f"{ms('fastbp_gpu_nographs_ms')} {ms('fastbp_gpu_gemm_ms')} {ms('torch_gpu_ms')} "
+          f"{ms('fastbp_gpu_nographs_ms')} {ms('fastbp_gpu_gemm_ms')} "
+          f"{ms('fastbp_gpu_sched_ms')} {ms('torch_gpu_ms')} "
           f"{ms('torch_host_ms')} {ms('fastbp_cpu_ms')} {ratio}  {check}", flush=True)
 
 
@@ -233,6 +246,9 @@ def main(argv=None):
                              "docstring), or those named: --variants fixed,nographs")
     parser.add_argument("--gemm", help="add the 'gemm' column: 'fastbp gpu' with this "
                         "product geometry (bm,bn,bk,tm,tn[,min_blocks]) as the first tier")
+    parser.add_argument("--schedule", action="store_true",
+                        help="add the 'sched' column: 'fastbp gpu' with a new learning "
+                             "rate before every step")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     chosen = chosen_configs(parser, args.only)
@@ -240,7 +256,7 @@ def main(argv=None):
     from fastbp.kernels.cuda import plan
     print(f"# {why}; launch path {plan.launch_path()}; python {platform.python_version()}")
     print(f"{'config':7s} {'sizes, batch':26s} {'fb cuda':>9s} {'fb gpu':>9s} "
-          f"{'fused':>9s} {'fixed':>9s} {'nographs':>9s} {'gemm':>9s} "
+          f"{'fused':>9s} {'fixed':>9s} {'nographs':>9s} {'gemm':>9s} {'sched':>9s} "
           f"{'torch gpu':>9s} "
           f"{'torch hst':>9s} {'fb cpu':>9s} {'ratio':>6s}  losses (max rel diff)")
     rows = []

@@ -51,7 +51,8 @@ def test_gpu_check_runs_its_quick_stages_from_an_installed_layout(tmp_path):
     # test_compare.py checks the CPU rows
     env = dict(os.environ, OUT=str(out), PYTHON=sys.executable, NUMBA_ENABLE_CUDASIM="1",
                COMPARE_DEVICES="cuda", BREAKDOWN="smoke", BREAKDOWN_VARIANTS="fused",
-               FUSED_ROWS="")   # one plan, no other row counts: the stage runs
+               FUSED_ROWS="",   # one plan, no other row counts: the stage runs
+               YARDSTICK_ARGS="--schedule")
     if importlib.util.find_spec("sitecustomize") is None:
         # the stages' processes run the simulator as this one does (19 s -> 10 s here);
         # left out where the environment has a sitecustomize of its own to shadow
@@ -74,6 +75,7 @@ def test_gpu_check_runs_its_quick_stages_from_an_installed_layout(tmp_path):
     result = json.loads((out / "gpu_yardstick.json").read_text())
     (row,) = result["rows"]   # the simulator-sized network, one round, no CPU column
     assert row["config"] == "smoke" and row["fastbp_cuda_ms"] > 0 and row["losses_agree"]
+    assert row["fastbp_gpu_sched_ms"] > 0   # the column a new rate every step times
     assert result["launch_path"] == "configured"
     assert json.loads((out / "gpu_step_breakdown_fused.json").read_text())["results"]
     # fastbp came from the copy (with kernels/ inside it), not from this checkout
