@@ -19,7 +19,8 @@ kernel's ``launch`` 31 us, pre-packed arguments handed to cuda.core's ``launch``
 So with numba-cuda the plan packs the arguments once (``_Kernel._prepare_args``, the
 packing numba-cuda itself does per launch) and calls cuda.core's ``launch`` directly
 ("pre-packed"). numba's simulator and its old built-in CUDA target have no such layer:
-there the plan keeps the configured dispatcher and the argument tuple ("configured"),
+there the plan keeps the argument tuple and configures the kernel at each launch
+("configured"),
 still building no view per step.
 
 On top of the pre-packed launches, a plan replays each step as a CUDA graph (captured
@@ -82,7 +83,8 @@ def launch_path():
     """How a plan launches a training step: "graph" (one CUDA graph replayed per step,
     numba-cuda with config.graphs on and capture working),
     "pre-packed" (arguments packed once, cuda.core's launch per kernel) or "configured"
-    (simulator, numba's built-in CUDA: configured dispatcher + tuple)."""
+    (simulator, numba's built-in CUDA: the kernel configured per launch, the argument
+    tuple kept)."""
     if not _PACKED:
         return "configured"
     return "graph" if config.graphs and _graphs_unavailable is None else "pre-packed"
@@ -136,7 +138,7 @@ class PreparedLaunch:
     between a few arrays, as an epoch's minibatch views do, packs each once).
     """
 
-    __slots__ = ("kernel", "grid", "block", "args", "_configured", "_compiled",
+    __slots__ = ("kernel", "grid", "block", "args", "_compiled",
                  "_packed", "_spans", "_config", "_stream", "_cufunc", "_seen")
     SEEN = 64   # packed arrays remembered per launch (an epoch's views; callers' inputs)
 
@@ -147,8 +149,6 @@ class PreparedLaunch:
         self._compiled = None
         if _PACKED:
             self._pack()
-        if self._compiled is None:
-            self._configured = kernel[grid, block]
 
     def _pack(self):
         types_ = tuple(typeof(a, Purpose.argument) for a in self.args)
@@ -177,7 +177,13 @@ class PreparedLaunch:
         if self._compiled is not None:
             _dispatcher.launch(self._stream, self._config, self._cufunc, *self._packed)
         else:
-            self._configured(*self.args)
+            # configured at each launch, not once: numba's simulator configures the
+            # kernel object itself (FakeCUDAKernel.__getitem__ sets its grid and returns
+            # it), so a kept configuration launched with the grid of the kernel's last
+            # configuration, another product's: a 4-5-3 network's second-layer dW (3 x
+            # 5, a 2 x 1 grid) ran on its first layer's (5 x 4, 1 x 2) and left a column
+            # block unwritten
+            self.kernel[self.grid, self.block](*self.args)
 
     def rebind(self, args):
         """Launch with ``args`` from now on (same kernel, same argument types); True
