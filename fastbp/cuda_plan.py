@@ -95,9 +95,14 @@ class CudaRunner:
         plan = self.plans.get(batch)
         if plan is None or not plan.uses(step.params, step.grads, step.acts, step.pres,
                                          step.dbuf, self.partials, self.counter, self.bad):
-            plan = self.plans[batch] = TrainStepPlan(
-                *step.backward_args(X, labels, targets), self.partials, self.counter,
-                self.bad)
+            plan = TrainStepPlan(*step.backward_args(X, labels, targets), self.partials,
+                                 self.counter, self.bad)
+            # plans on replaced buffers (a grown workspace) would keep them on the GPU
+            for stale in [b for b, p in self.plans.items()
+                          if p.buffers[0] is not step.params
+                          or p.buffers[2] is not step.acts]:
+                del self.plans[stale]
+            self.plans[batch] = plan
         else:
             plan.bind_inputs(X, labels, targets)
         return plan

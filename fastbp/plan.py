@@ -6,7 +6,8 @@ Every compiled pass of a network takes the same long argument list: the paramete
 the batch, the three activation workspaces, and for training the optimizer's state. A
 ``StepPlan`` holds those for one (network, batch size): built once, when the batch
 size is first seen (the workspace grows to it then), and again only when a buffer it
-holds is replaced (``net.to``, a larger batch growing the shared workspace). It is
+holds is replaced (assigned parameters, a larger batch growing the shared workspace;
+``net.to`` drops every plan). It is
 the one place that knows each pass's argument order, for the CPU kernels and their
 CUDA twins alike (kernels/cuda takes the same lists): ``MLP``'s passes, ``fit``,
 ``jacobian``, the layer-by-layer backward (fastbp.overlap), the scikit-learn solvers,
@@ -167,9 +168,13 @@ def plan_for(net, batch):
     plans = net._plans
     plan = plans.get(batch)
     if plan is None or not plan.current():
+        plan = StepPlan(net, batch)   # grows the workspace for a larger batch
+        # a plan built on buffers since replaced would keep them alive: drop those
+        for stale in [b for b, p in plans.items() if not p.current()]:
+            del plans[stale]
         if len(plans) >= MAX_PLANS:
             plans.clear()
-        plan = plans[batch] = StepPlan(net, batch)
+        plans[batch] = plan
     return plan
 
 

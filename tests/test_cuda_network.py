@@ -91,6 +91,34 @@ def test_training_steps_match_cpu(dtype, sizes):
 
 
 @needs_cuda
+@pytest.mark.parametrize("name, settings", [
+    ("sgd", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
+    ("adamw", {"weight_decay": 0.1}),
+    ("rmsprop", {"momentum": 0.5, "centered": True, "weight_decay": 0.01})])
+def test_a_learning_rate_changed_every_step_reaches_the_cuda_updates(name, settings):
+    """The CUDA updates read their hyperparameters from device memory (kernels/cuda/
+    plan.py DeviceScalars), written when they change: a schedule's new rate before
+    each step gives the CPU's parameters, through a planned train_step, a standalone
+    update (backward, then opt.step()) and train_epoch's plans."""
+    rng = np.random.default_rng(4)
+    X, y = batch_for([4, 5, 3], "softmax_cross_entropy", rng, batch=6)
+    for path in ("train_step", "step", "train_epoch"):
+        nets = twins([4, 5, 3], "tanh", "softmax_cross_entropy", "float64")
+        opts = [fastbp.make_optimizer(name, net, lr=0.05, **settings) for net in nets]
+        for i in range(4):
+            for net, opt in zip(nets, opts):
+                opt.lr = 0.05 * 0.5 ** i
+                if path == "train_step":
+                    float(net.train_step(X, y, opt))
+                elif path == "step":
+                    net.backward(X, y)
+                    opt.step()
+                else:
+                    net.train_epoch(X, y, opt, batch_size=3)
+        assert_close(nets[1].params, nets[0].params, "float64")
+
+
+@needs_cuda
 def test_fit_and_predict_on_device():
     rng = np.random.default_rng(1)
     X, y = batch_for([4, 3, 2], "softmax_cross_entropy", rng, batch=6)

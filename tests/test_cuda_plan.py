@@ -255,6 +255,36 @@ def test_a_schedule_changes_no_graph(kernel_cache):
 
 
 @needs_cuda
+def test_a_plan_recording_in_one_thread_leaves_other_threads_launches_alone():
+    """Networks may train in different threads at once: while one thread's plan records
+    its launches (_launch.recording), another thread's update runs, and writes its
+    learning rate to the device first (DeviceScalars), instead of being recorded."""
+    import threading
+    from numba import cuda
+    from fastbp.kernels.cuda import _launch, optim
+    params = cuda.to_device(np.ones(8))
+    grads = cuda.to_device(np.full(8, 2.0))
+    entered, finished = threading.Event(), threading.Event()
+    recorded = []
+
+    def record():
+        with _launch.recording() as launches:
+            entered.set()
+            finished.wait(60)
+            recorded.extend(launches)
+    recorder = threading.Thread(target=record)
+    recorder.start()
+    try:
+        assert entered.wait(60)
+        assert optim.sgd_update(params, grads, 0.25) == 0
+    finally:
+        finished.set()
+        recorder.join()
+    np.testing.assert_array_equal(params.copy_to_host(), np.full(8, 0.5))
+    assert recorded == []
+
+
+@needs_cuda
 def test_train_step_loss_is_lazy_and_reads_as_the_cpu_loss():
     from fastbp.cuda_plan import StepLoss
     rng = np.random.default_rng(5)

@@ -1,5 +1,8 @@
 """fastbp.plan: a network's passes for one batch size, their arguments gathered once and
 gathered anew when a buffer they hold is replaced."""
+import gc
+import weakref
+
 import numpy as np
 import pytest
 
@@ -37,10 +40,14 @@ def test_replaced_parameters_or_a_grown_workspace_make_a_new_plan():
     assert not small.current()
     fresh = plan_for(net, 2)
     assert fresh is not small and fresh.params is net.params
-    # a larger batch grows the shared workspace: the smaller batch's plan is rebuilt on
-    # the new buffers rather than keeping the old ones alive
+    # a larger batch grows the shared workspace: the smaller batch's plan is dropped,
+    # so the old buffers are freed, and rebuilt on the new ones when asked for
+    old_acts = weakref.ref(fresh.acts)
     plan_for(net, 50)
-    assert not fresh.current()
+    assert not fresh.current() and 2 not in net._plans
+    del fresh, small
+    gc.collect()
+    assert old_acts() is None
     assert plan_for(net, 2).acts is net._workspace.acts
 
 

@@ -45,6 +45,7 @@ them; ``benchmarks/gpu_tune.py`` times candidate geometries on a real GPU.
 """
 import contextlib
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -240,36 +241,40 @@ def blocks(n, per_block):
 # Every launcher of this package launches through ``launch`` below, so that a launch
 # plan (plan.py) can run a launcher once under ``recording()`` and keep what it would
 # have launched (kernel, grid, block and the argument tuple, device-array views
-# included) to launch again later without rebuilding any of it.
-_recorder = None
+# included) to launch again later without rebuilding any of it. The recorder is the
+# calling thread's: networks may train in different threads at once
+# (fastbp.concurrency), and one thread's plan recording its step must not take in
+# another thread's launches.
+_recording = threading.local()
 
 
 def is_recording():
-    """Whether ``launch`` records instead of launching (inside ``recording()``)."""
-    return _recorder is not None
+    """Whether ``launch`` records instead of launching in this thread (inside
+    ``recording()``)."""
+    return getattr(_recording, "launches", None) is not None
 
 
 def launch(kernel, grid, block, args):
-    """Launch ``kernel[grid, block](*args)``, or record it while ``recording()``."""
-    if _recorder is not None:
-        _recorder.append((kernel, grid, block, args))
+    """Launch ``kernel[grid, block](*args)``, or record it while this thread is
+    ``recording()``."""
+    recorder = getattr(_recording, "launches", None)
+    if recorder is not None:
+        recorder.append((kernel, grid, block, args))
         return
     kernel[grid, block](*args)
 
 
 class recording:
-    """``with recording() as launches:`` record launches instead of running them, into
-    the list ``launches``, in order, as (kernel, grid, block, args). Not re-entrant (a
-    plan records one pass at a time). A class, not a generator: a plan enters it every
-    step and this costs a fraction of a microsecond."""
+    """``with recording() as launches:`` record this thread's launches instead of
+    running them, into the list ``launches``, in order, as (kernel, grid, block, args).
+    Not re-entrant (a plan records one pass at a time). A class, not a generator: a
+    plan enters it every step and this costs a fraction of a microsecond."""
 
     def __enter__(self):
-        global _recorder
-        if _recorder is not None:
+        if getattr(_recording, "launches", None) is not None:
             raise RuntimeError("recording(): already recording")
-        _recorder = []
-        return _recorder
+        _recording.launches = []
+        return _recording.launches
 
     def __exit__(self, *exc):
-        global _recorder
-        _recorder = None
+        _recording.launches = None

@@ -25,11 +25,11 @@ thread's for an update launched alone), written by one one-thread launch only wh
 they change, and the step number that Adam's bias corrections need from another
 (``steps[STEP]``: a launch plan's RingCursor, advanced on the device;
 ``step_counter`` for an update launched alone): a schedule that changes the learning
-rate changes no launch argument, so a CUDA graph of the step stays valid. Clipping needs the gradient
-norm: a block-reduced sum of squares. ``optimizer_update`` reads its few partials back
-to the host; the training step's plan instead turns them into the factor on the device
-(``clip_scale_into``), and the update kernels read the factor from a one-element device
-array (``scale``), so a clipped step waits for nothing.
+rate changes no launch argument, so a CUDA graph of the step stays valid. Clipping
+needs the gradient norm: a block-reduced sum of squares. ``optimizer_update`` reads its
+few partials back to the host; the training step's plan instead turns them into the
+factor on the device (``clip_scale_into``), and the update kernels read the factor from
+a one-element device array (``scale``), so a clipped step waits for nothing.
 """
 import functools
 import math
@@ -264,8 +264,10 @@ def sgd_update(params, grads, lr):
 
 
 def _flushed(hp):
-    """``hp``'s device array, its pending values written first unless a plan is
-    recording these launches (the plan then writes them before its step: plan.run)."""
+    """``hp``'s device array, its pending values written first unless this thread is
+    recording these launches for a plan, whose ``run`` writes its own DeviceScalars
+    before the step (so only a plan's own may be recorded: an update launched alone
+    under ``recording()`` would keep its old values)."""
     if not is_recording():
         hp.flush()
     return hp.array

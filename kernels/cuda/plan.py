@@ -9,8 +9,9 @@ kernels as an unplanned step) and keeps each launch as a ``PreparedLaunch``; a s
 then only fires them. Built once per (network buffers, batch size). The update's
 hyperparameters (a learning rate that a schedule changes) are read on the device
 (``DeviceScalars``, written before a step where they changed), and so is the step
-number Adam needs (RingCursor); only SGD momentum's first step changes a launch's
-arguments, once (re-packed in place).
+number Adam needs (RingCursor). What still changes a step's launches: SGD momentum's
+first step (an argument, re-packed in place, once), and switching clipping or momentum
+on or off (another update kernel).
 
 How a ``PreparedLaunch`` fires, measured by ``benchmarks/cuda_host_overhead.py
 --launch-paths`` (numba-cuda 0.30.4, driver stubbed, one 3-argument kernel): a
@@ -224,7 +225,8 @@ class PreparedLaunch:
 
 @kernel
 def _store_scalars(hp, a, b, c, d, e, f):
-    """hp[:6] = (a, b, c, d, e, f), one thread: DeviceScalars' write."""
+    """hp[:6] = (a, b, c, d, e, f), one thread: DeviceScalars' write (its SIZE is
+    these six)."""
     if cuda.grid(1) == 0:
         hp[0] = a
         hp[1] = b
@@ -239,8 +241,7 @@ class DeviceScalars:
     betas...: optim.launch_update sets them, in the kernel's order) in a six-element
     float64 device array, ``array``, which is the launch's argument: a learning rate
     that a schedule changes then changes no argument, and a CUDA graph holding the
-    update stays valid (before, a new rate made the step launch its update alone and
-    capture its graph again at the next step; an epoch's minibatches each have one).
+    update stays valid.
 
     ``set(values)`` takes the next update's values; ``flush()`` writes them when they
     differ from the last written, with one one-thread launch (``_store_scalars``,
@@ -256,6 +257,8 @@ class DeviceScalars:
 
     def set(self, values):
         values = tuple(float(v) for v in values)
+        if len(values) > self.SIZE:
+            raise ValueError(f"values: expected at most {self.SIZE}, got {len(values)}")
         self.pending = values + (0.0,) * (self.SIZE - len(values))
 
     def flush(self):
@@ -522,7 +525,8 @@ class TrainStepPlan:
         launches.append((_record_step, 1, 1, (partials, self.loss_blocks, nonfinite, bad,
                                               ring, cursor.array, capacity)))
         launches.append((_move_cursor, 1, 1, (cursor.array, 0, 1)))
-        launches.append((_store_scalars, 1, 1, (self.scalars.array,) + (0.0,) * 6))
+        launches.append((_store_scalars, 1, 1,
+                         (self.scalars.array,) + (0.0,) * DeviceScalars.SIZE))
         if check is not None:
             X, labels, targets = self.inputs
             launches.append((_check_inputs, 1, config.block,
@@ -634,9 +638,13 @@ class EpochState:
         plan = self.plans.get(key)
         if plan is None or not plan.uses(params, grads, acts, pres, dbuf, self.partials,
                                          self.counter, self.bad):
-            plan = self.plans[key] = TrainStepPlan(
-                params, grads, *layout, loss_code, X, labels, targets, acts, pres, dbuf,
-                self.partials, self.counter, self.bad)
+            plan = TrainStepPlan(params, grads, *layout, loss_code, X, labels, targets,
+                                 acts, pres, dbuf, self.partials, self.counter, self.bad)
+            # plans on replaced buffers (a grown workspace) would keep them on the GPU
+            for stale in [k for k, p in self.plans.items()
+                          if p.buffers[1] is not grads or p.buffers[2] is not acts]:
+                del self.plans[stale]
+            self.plans[key] = plan
         else:
             plan.bind_inputs(X, labels, targets)
         return plan
