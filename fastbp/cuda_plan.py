@@ -89,20 +89,15 @@ class CudaRunner:
 
     # -- one step ----------------------------------------------------------------------
     def _plan(self, X, labels, targets):
-        from .kernels.cuda.plan import TrainStepPlan
+        from .kernels.cuda.plan import TrainStepPlan, keep_plan
         batch = X.shape[0]
         step = plan_for(self.net, batch)   # the passes' arguments (fastbp.plan)
         plan = self.plans.get(batch)
         if plan is None or not plan.uses(step.params, step.grads, step.acts, step.pres,
                                          step.dbuf, self.partials, self.counter, self.bad):
-            plan = TrainStepPlan(*step.backward_args(X, labels, targets), self.partials,
-                                 self.counter, self.bad)
-            # plans on replaced buffers (a grown workspace) would keep them on the GPU
-            for stale in [b for b, p in self.plans.items()
-                          if p.buffers[0] is not step.params
-                          or p.buffers[2] is not step.acts]:
-                del self.plans[stale]
-            self.plans[batch] = plan
+            plan = keep_plan(self.plans, batch, TrainStepPlan(
+                *step.backward_args(X, labels, targets), self.partials, self.counter,
+                self.bad))
         else:
             plan.bind_inputs(X, labels, targets)
         return plan

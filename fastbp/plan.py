@@ -45,7 +45,6 @@ class StepPlan:
 
     def __init__(self, net, batch, workspace=None):
         self.net = net
-        self.batch = batch
         self.workspace = net._workspace if workspace is None else workspace
         self.acts, self.pres, self.dbuf = self.workspace.ensure(batch)
         self.layout = net.layout.compiled_args()

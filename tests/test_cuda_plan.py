@@ -7,6 +7,7 @@ views, device-to-host copies and extra launches from creeping back. That needs
 numba-cuda with its CUDA libraries (.ci/run installs it), not a GPU. The lazy-loss tests
 run in numba's CUDA simulator on a tiny network.
 """
+import gc
 import importlib.util
 import json
 import math
@@ -282,6 +283,31 @@ def test_a_plan_recording_in_one_thread_leaves_other_threads_launches_alone():
         recorder.join()
     np.testing.assert_array_equal(params.copy_to_host(), np.full(8, 0.5))
     assert recorded == []
+
+
+@needs_cuda
+def test_a_grown_workspace_leaves_no_launch_plan_on_the_old_buffers():
+    """A larger batch grows the workspace: the smaller batch's launch plans (the
+    runner's for train_step, train_epoch's) are dropped, not kept holding the old
+    device buffers, and rebuilt when that batch comes back."""
+    import weakref
+    from fastbp.cuda_plan import runner
+    from fastbp.kernels.cuda.plan import EpochState
+    rng = np.random.default_rng(2)
+    net = fastbp.MLP([3, 4, 2], activation="tanh", dtype="float64", seed=0, device="cuda")
+    opt = fastbp.SGD(net, lr=0.1)
+    X, y = rng.standard_normal((6, 3)), rng.integers(0, 2, 6)
+    float(net.train_step(X[:2], y[:2], opt))
+    net.train_epoch(X[:2], y[:2], opt, batch_size=2)
+    old = weakref.ref(net._workspace.acts)
+    float(net.train_step(X, y, opt))
+    net.train_epoch(X, y, opt, batch_size=6)
+    assert list(runner(net).plans) == [6]
+    assert [key[0] for key in EpochState.of(net.params).plans] == [6]
+    gc.collect()
+    assert old() is None
+    float(net.train_step(X[:2], y[:2], opt))   # rebuilt on the current buffers
+    assert sorted(runner(net).plans) == [2, 6]
 
 
 @needs_cuda

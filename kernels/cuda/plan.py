@@ -595,6 +595,18 @@ class TrainStepPlan:
                 launch()
 
 
+def keep_plan(plans, key, plan):
+    """``plans[key] = plan``, first dropping the plans built on other parameter,
+    gradient or activation buffers (a workspace grown for a larger batch, buffers
+    moved): they would keep those buffers on the GPU. Returns ``plan``."""
+    held = plan.buffers[:3]
+    for stale in [k for k, p in plans.items()
+                  if any(a is not b for a, b in zip(p.buffers[:3], held))]:
+        del plans[stale]
+    plans[key] = plan
+    return plan
+
+
 def _download(host, device):
     """Copy the device array into the host array of the same size: numba's
     ``copy_to_host(host)`` would make a device-array view to check the shapes, tens of
@@ -638,13 +650,9 @@ class EpochState:
         plan = self.plans.get(key)
         if plan is None or not plan.uses(params, grads, acts, pres, dbuf, self.partials,
                                          self.counter, self.bad):
-            plan = TrainStepPlan(params, grads, *layout, loss_code, X, labels, targets,
-                                 acts, pres, dbuf, self.partials, self.counter, self.bad)
-            # plans on replaced buffers (a grown workspace) would keep them on the GPU
-            for stale in [k for k, p in self.plans.items()
-                          if p.buffers[1] is not grads or p.buffers[2] is not acts]:
-                del self.plans[stale]
-            self.plans[key] = plan
+            plan = keep_plan(self.plans, key, TrainStepPlan(
+                params, grads, *layout, loss_code, X, labels, targets, acts, pres, dbuf,
+                self.partials, self.counter, self.bad))
         else:
             plan.bind_inputs(X, labels, targets)
         return plan
