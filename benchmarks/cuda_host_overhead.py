@@ -136,9 +136,14 @@ class _FakeGraph:
         counts["graph launches"] += 1
 
 
-def stub_driver():
+def stub_driver(context_seconds=0.0):
     """Replace the CUDA driver under numba-cuda by recorders (see the module docstring).
-    Must run before fastbp creates any CUDA state; the simulator must be off."""
+    Must run before fastbp creates any CUDA state; the simulator must be off.
+
+    ``context_seconds``: a model of creating the GPU's context. The first
+    ``current_context()`` call in a process sleeps that long (a sleep releases the GIL,
+    as the driver's calls do), so that benchmarks/cuda_first_step.py can show what
+    overlaps it (fastbp.device.ContextOpening); 0 (default): free, as before."""
     os.environ.pop("NUMBA_ENABLE_CUDASIM", None)
     import numba
     if numba.config.ENABLE_CUDASIM:
@@ -150,10 +155,18 @@ def stub_driver():
 
     ctx = _FakeContext()
     devices._runtime.ensure_context = contextlib.nullcontext
-    devices.get_context = cuda.current_context = api.current_context = \
-        lambda devnum=None: ctx
-    api.get_current_device = dispatcher.get_current_device = lambda: ctx.device
-    cuda.get_current_device = lambda: ctx.device
+    opened = []
+
+    def current_context(devnum=None):
+        if not opened:
+            opened.append(True)
+            time.sleep(context_seconds)
+        return ctx
+    devices.get_context = cuda.current_context = api.current_context = current_context
+    # no thread has a context of its own until fastbp asks for one
+    drv.driver.get_active_context = lambda: contextlib.nullcontext(False)
+    api.get_current_device = dispatcher.get_current_device = \
+        cuda.get_current_device = lambda: current_context().device
     cuda.is_available = lambda: True
     codegen.CUDACodeLibrary.get_cufunc = lambda self: _FakeCufunc()
 

@@ -11,6 +11,8 @@ whole network back.
 import importlib.util
 import os
 import shutil
+import threading
+import time
 
 import numpy as np
 
@@ -89,6 +91,76 @@ def compile_probe():
     return _probe
 
 
+class ContextOpening:
+    """The GPU's primary CUDA context, created on a thread of its own while the calling
+    thread runs ``compile_probe``.
+
+    Why: a new process's first CUDA network waits for both. Creating the context is
+    driver work (0.41 s on an H200, benchmarks/README.md "The GPU step on an H200,
+    second session") that releases the GIL; the probe is Python work (numba-cuda loads
+    its typing and target registries, which the cached kernels need too; the whole
+    construction took 0.29 s there). Run one after the other they add up; run side by
+    side the first step waits for the longer one only. (Where the probe then fails, the
+    context was opened for nothing; it goes with the process.)
+
+    Only the context ``numba.cuda.current_context()`` would create in the calling
+    thread is opened: device 0's primary context, and only when the calling thread has
+    no active context (one made current by the caller, another library or
+    ``cuda.select_device`` is used as it is, and nothing is opened). The driver must be
+    initialised first (``cuda.is_available()``): numba-cuda's lazy cuInit is not safe to
+    race.
+
+    ``last`` is the most recent opening, for benchmarks/cuda_first_step.py to report
+    how long the context took (``seconds``).
+    """
+
+    last = None
+    _lock = threading.Lock()   # two threads asking at once open one context
+
+    def __init__(self, cuda):
+        self.error = None
+        self.seconds = None
+        self._thread = threading.Thread(target=self._open, args=(cuda,),
+                                        name="fastbp-cuda-context", daemon=True)
+
+    @classmethod
+    def start_if_needed(cls, cuda):
+        """A started opening, or None where one was started before in this process
+        (the context it opened stays: the calling thread's ``current_context()``
+        makes it current at no cost) or the calling thread has a context already.
+        Also None where the driver cannot say whether it has one (numba's simulator,
+        a driver that failed): opening is only a head start, and the caller's own
+        first ``current_context()`` creates the context, or raises, as it would have."""
+        with cls._lock:
+            if cls.last is not None:
+                return None
+            try:
+                from numba.cuda.cudadrv import devices, driver
+                if devices._runtime._get_attached_context() is not None:
+                    return None
+                with driver.driver.get_active_context() as active:
+                    if active:
+                        return None
+            except Exception:
+                return None
+            opening = cls.last = cls(cuda)
+            opening._thread.start()
+            return opening
+
+    def _open(self, cuda):
+        start = time.perf_counter()
+        try:
+            cuda.current_context()
+        except Exception as exc:   # reported by wait(), in the caller's thread
+            self.error = exc
+        self.seconds = time.perf_counter() - start
+
+    def wait(self):
+        """Block until the context is open; the exception that stopped it, or None."""
+        self._thread.join()
+        return self.error
+
+
 def _versions():
     import importlib.metadata as md
     found = []
@@ -120,9 +192,14 @@ def cuda_status():
         return False, f"numba.cuda failed to import ({_short(exc)})"
     try:
         if cuda.is_available():
+            # the process's one opening: a failure is said at every call, not once
+            opening = ContextOpening.start_if_needed(cuda) or ContextOpening.last
             ok, reason = compile_probe()
+            failed = opening.wait() if opening is not None else None
             if not ok:
                 return False, reason
+            if failed is not None:
+                return False, f"the CUDA driver failed ({_short(failed)})"
             return True, f"{_gpu_name(cuda)} via {package}"
     except Exception as exc:
         return False, f"the CUDA driver failed ({_short(exc)})"

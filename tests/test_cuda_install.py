@@ -7,6 +7,10 @@ MLP(device="cuda") raises CudaUnavailableError at construction, naming the versi
 The numpy-2.5 condition is made here by deleting numpy.row_stack (and its __all__
 entry, as numpy 2.5 has neither) in a subprocess before anything imports numba.cuda;
 compiling to PTX needs numba-cuda with its CUDA libraries, not a GPU.
+
+The probe runs while the GPU's context is created on a thread of its own
+(fastbp.device.ContextOpening); that is checked with the driver stubbed
+(benchmarks/cuda_host_overhead.py), creating the context modelled as a wait.
 """
 import importlib.util
 import os
@@ -18,6 +22,8 @@ import pytest
 
 import fastbp
 from fastbp import device as fdevice
+
+REPO = Path(__file__).resolve().parents[1]
 
 needs_numba_cuda = pytest.mark.skipif(
     importlib.util.find_spec("numba_cuda") is None,
@@ -45,12 +51,14 @@ if ok:   # one of fastbp's own kernels compiles too
 """
 
 
-def _run(mode):
+def _run(script, *args):
+    """``script``'s stdout, run in a fresh process with the simulator off and this
+    fastbp importable."""
     env = dict(os.environ)
     env.pop("NUMBA_ENABLE_CUDASIM", None)
     where = str(Path(fastbp.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (where, env.get("PYTHONPATH")) if p)
-    proc = subprocess.run([sys.executable, "-c", WITHOUT_ROW_STACK, mode],
+    proc = subprocess.run([sys.executable, "-c", script, *args],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
@@ -58,13 +66,13 @@ def _run(mode):
 
 @needs_numba_cuda
 def test_kernels_compile_when_numpy_has_no_row_stack():
-    out = _run("shim")
+    out = _run(WITHOUT_ROW_STACK, "shim")
     assert "probe True" in out and "record kernel compiled" in out, out
 
 
 @needs_numba_cuda
 def test_without_the_alias_the_probe_fails_and_names_the_versions():
-    out = _run("no-shim")
+    out = _run(WITHOUT_ROW_STACK, "no-shim")
     assert "probe False" in out, out
     assert "row_stack" in out and "numpy " in out and "numba-cuda " in out, out
 
@@ -81,3 +89,63 @@ def test_construction_raises_when_the_stack_cannot_compile(monkeypatch):
     with pytest.raises(fdevice.CudaUnavailableError, match="cannot compile") as info:
         fastbp.MLP([2, 2], device="cuda")
     assert fdevice.INSTALL_COMMAND in str(info.value)
+
+
+CONTEXT_BESIDE_PROBE = r"""
+import contextlib, json, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+import cuda_host_overhead as bench
+cuda = bench.stub_driver(context_seconds=0.3)
+from numba.cuda.cudadrv import driver
+from fastbp import device
+seen, stubbed_context, real_probe = {}, cuda.current_context, device.compile_probe
+
+def probe():   # the first call compiles; later ones return its result
+    start = time.perf_counter()
+    result = real_probe()
+    seen.setdefault("probe", [start, time.perf_counter()])
+    return result
+
+def context(devnum=None):
+    start = time.perf_counter()
+    if seen.get("fail"):
+        raise RuntimeError("cuDevicePrimaryCtxRetain: CUDA_ERROR_OUT_OF_MEMORY")
+    ctx = stubbed_context()
+    seen.setdefault("contexts", []).append(
+        [threading.current_thread().name, start, time.perf_counter()])
+    return ctx
+
+device.compile_probe, cuda.current_context = probe, context
+out = {"first": device.cuda_status()}
+opening = device.ContextOpening.last
+out["again"] = device.cuda_status()
+out["opened_again"] = device.ContextOpening.last is not opening
+out["contexts"], out["probe"] = seen["contexts"], seen["probe"]
+# a thread with a context of its own (made current by the caller, or another library)
+device.ContextOpening.last = None
+driver.driver.get_active_context = lambda: contextlib.nullcontext(True)
+out["has_one"] = device.cuda_status()
+out["opened_for_it"] = device.ContextOpening.last is not None
+# creating the context fails: said by cuda_status, in the caller's thread
+driver.driver.get_active_context = lambda: contextlib.nullcontext(False)
+seen["fail"] = True
+out["failing"] = device.cuda_status()
+out["failing_again"] = device.cuda_status()
+print(json.dumps(out))
+"""
+
+
+@needs_numba_cuda
+def test_the_context_is_created_on_its_own_thread_while_the_probe_compiles():
+    import json
+    out = json.loads(_run(CONTEXT_BESIDE_PROBE, str(REPO / "benchmarks"))
+                     .strip().splitlines()[-1])
+    assert out["first"][0] and out["again"][0], out
+    (thread, c_start, c_end), = out["contexts"]   # one context, opened once
+    p_start, p_end = out["probe"]
+    assert thread == "fastbp-cuda-context", out
+    assert p_start < c_end and c_start < p_end, out   # they ran at the same time
+    assert not out["opened_again"], out
+    assert out["has_one"][0] and not out["opened_for_it"], out
+    for usable, reason in (out["failing"], out["failing_again"]):
+        assert not usable and "driver failed" in reason and "OUT_OF_MEMORY" in reason, out

@@ -1,7 +1,8 @@
 """The GPU tools of benchmarks/ run here as far as a machine without a GPU allows:
 gpu_tune.py's timing and cuBLAS-ratio path with stand-ins for the GPU's events and for
-cuBLAS (kernels in the simulator), and gpu_check.sh's stages that are quick in the
-simulator, from a copy laid out as installed. A GPU session runs them for real."""
+cuBLAS (kernels in the simulator), gpu_check.sh's stages that are quick in the
+simulator, from a copy laid out as installed, and cuda_first_step.py with the driver
+stubbed. A GPU session runs them for real."""
 import importlib.util
 import json
 import os
@@ -85,3 +86,22 @@ def test_gpu_check_runs_its_quick_stages_from_an_installed_layout(tmp_path):
     assert compared["gpu"] == "simulator"
     assert {row["device"] for row in compared["rows"]} == {"cuda"}
     assert all(row["ok"] for row in compared["rows"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("numba_cuda") is None,
+                    reason="numba-cuda is not installed: nothing to compile with")
+def test_cuda_first_step_times_a_cold_and_a_warm_start_with_the_driver_stubbed(tmp_path):
+    out = tmp_path / "first.json"
+    env = dict(os.environ)
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "cuda_first_step.py"),
+                           "--stub", "--stub-context-seconds", "0.05", "--json", str(out)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert rows["cold"]["compiled"] > 0 and rows["warm"]["compiled"] == 0, rows
+    assert rows["warm"]["loaded"] == rows["cold"]["compiled"], rows
+    # the modelled context was opened on its own thread, inside MLP's construction
+    assert rows["warm"]["context"] >= 0.05, rows
+    assert "| warm |" in proc.stdout, proc.stdout
