@@ -96,12 +96,13 @@ class ContextOpening:
     thread runs ``compile_probe``.
 
     Why: a new process's first CUDA network waits for both. Creating the context is
-    driver work (0.41 s on an H200, benchmarks/README.md "The GPU step on an H200,
-    second session") that releases the GIL; the probe is Python work (numba-cuda loads
-    its typing and target registries, which the cached kernels need too; the whole
-    construction took 0.29 s there). Run one after the other they add up; run side by
-    side the first step waits for the longer one only. (Where the probe then fails, the
-    context was opened for nothing; it goes with the process.)
+    driver work that releases the GIL (on an H200, importing numba.cuda and creating
+    the context took 0.41 s together: benchmarks/README.md "The GPU step on an H200,
+    second session"); the probe is Python work (numba-cuda loads its typing and target
+    registries, which the cached kernels need too; the whole construction took 0.29 s
+    there). Run one after the other they add up; run side by side the first step
+    waits for the longer one only. (Where the probe then fails, the context was opened
+    for nothing; it goes with the process.)
 
     Only the context ``numba.cuda.current_context()`` would create in the calling
     thread is opened: device 0's primary context, and only when the calling thread has
