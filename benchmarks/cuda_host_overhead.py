@@ -7,8 +7,8 @@ and everything above them run as on a GPU host; the driver calls at the bottom (
 load, the launch itself, copies, synchronisation) are recorded instead of executed. The
 times are therefore a LOWER bound of the host cost of a step (no driver time).
 
-Reported per steady-state step (the first steps of a batch size build workspaces and
-the launch plan, and are not counted):
+Reported per steady-state step (the first six steps of a batch size build workspaces,
+the launch plan and a CUDA graph per staging slot, and are not counted):
 
     host us      median wall time per step over ``--repeat`` rounds of ``--steps``
     launches     kernel launches that reached the (stubbed) driver
@@ -20,6 +20,9 @@ the launch plan, and are not counted):
                  two steps back, before its pinned buffer is refilled)
     captures     CUDA graphs captured (kernels/cuda/plan.py: 0 in a steady state;
                  ``--lr-decay`` changes the learning rate before every step)
+    rebinds      prepared launches given new arguments (kernels/cuda/plan.py
+                 PreparedLaunch.rebind: the passes' launches take each new batch's
+                 inputs, unless the step replays its graph)
 
 Usage (needs numba-cuda with its CUDA libraries, ``pip install -e ".[cuda]"``,
 and NUMBA_ENABLE_CUDASIM unset; no GPU):
@@ -179,6 +182,13 @@ def stub_driver(context_seconds=0.0):
     from fastbp.kernels.cuda import plan
     if plan._graphs_unavailable is None:   # capture: a graph that counts its replays
         plan._capture = _FakeGraph
+    rebind = getattr(plan, "PreparedLaunch", None) and plan.PreparedLaunch.rebind
+    if rebind is not None:
+        def counting_rebind(self, args):
+            changed = rebind(self, args)
+            counts["rebinds"] += bool(changed)
+            return changed
+        plan.PreparedLaunch.rebind = counting_rebind
 
     init = da.DeviceNDArrayBase.__init__
 
@@ -222,12 +232,14 @@ def measure(sizes, batch, steps, repeat, optimizer="sgd", lr_decay=None):
         if lr_decay is not None:
             opt.lr = opt.lr * lr_decay
         net.train_step(X, y, opt)
-    for _ in range(3):                      # first steps: workspaces, plan, compilation
+    # first steps: workspaces, plan, compilation, and a graph per staging slot (each
+    # captured on its inputs' second use: steps 3 and 4)
+    for _ in range(6):
         step()
     counts.clear()
     step()
     per_step = {k: counts[k] for k in ("launches", "views", "H2D", "D2H", "syncs", "waits",
-                                       "captures")}
+                                       "captures", "rebinds")}
     per_step["plan launches"] = getattr(cuda_plan, "planned_launches", lambda n: None)(net)
     times = []
     for _ in range(repeat):
@@ -311,7 +323,7 @@ def main(argv=None):
         rows = {}
         print(f"{'network, batch':28s} {'host us':>9s} {'launches':>8s} {'plan':>5s} "
               f"{'views':>6s} {'H2D':>4s} {'D2H':>4s} {'syncs':>5s} {'waits':>5s} "
-              f"{'captures':>8s}")
+              f"{'captures':>8s} {'rebinds':>7s}")
         for name, sizes, batch in NETWORKS:
             if args.only and args.only not in name:
                 continue
@@ -321,7 +333,7 @@ def main(argv=None):
             plan = "-" if r["plan launches"] is None else str(r["plan launches"])
             print(f"{name + ', ' + str(batch):28s} {r['host us']:9.1f} {r['launches']:8d} "
                   f"{plan:>5s} {r['views']:6d} {r['H2D']:4d} {r['D2H']:4d} {r['syncs']:5d} "
-                  f"{r['waits']:5d} {r['captures']:8d}",
+                  f"{r['waits']:5d} {r['captures']:8d} {r['rebinds']:7d}",
                   flush=True)
     if args.json:
         with open(args.json, "w") as f:

@@ -240,13 +240,16 @@ class MLP:
     def _batch(self, X, y):
         """(X, labels, targets) for the compiled passes, checked as ``_inputs`` and
         ``_targets`` check them. A batch already in the kernels' form
-        (validation.ReadyBatch) has its values checked by one compiled pass instead
-        of numpy's several (a quarter of a 64-64-10 network's step); any other batch,
-        and any that fails that pass, goes through the full checks, which convert it
-        or raise naming what is wrong."""
+        (validation.ReadyBatch) has only its values checked: by one compiled pass on
+        the CPU (a quarter of a 64-64-10 network's step went in numpy's several
+        checks), by validation.ready_values_ok for a CUDA network's host batches (which
+        says why). Any other batch, and any that fails that check, goes through the full
+        checks, which convert it or raise naming what is wrong."""
         ready = self._ready_batch(X, y)
-        if ready is not None and cpu_checks.batch_values_ok(
-                ready[0], ready[1], self.sizes[-1], ready[2], self._unit_targets):
+        values_ok = (cpu_checks.batch_values_ok if self.device == "cpu"
+                     else validation.ready_values_ok)
+        if ready is not None and values_ok(ready[0], ready[1], self.sizes[-1], ready[2],
+                                           self._unit_targets):
             return ready
         X = self._inputs(X)
         return (X, *self._targets(y, X.shape[0]))
@@ -325,8 +328,7 @@ class MLP:
         """(X, labels, targets) checked: host arrays as everywhere, arrays that live on
         the GPU from their interface, used in place (fastbp.device_inputs)."""
         if not _device.on_device(X):
-            X = self._inputs(X)
-            return (X,) + self._targets(y, X.shape[0])
+            return self._batch(X, y)
         from .cuda_plan import runner
         from .device_inputs import checked
         return checked(self, X, y, runner(self))

@@ -157,6 +157,26 @@ class ReadyBatch:
         return X, self.no_labels, y
 
 
+def ready_values_ok(X, labels, n_classes, targets, unit_interval):
+    """kernels/cpu/checks.py's ``batch_values_ok`` (same arguments, same answer) in
+    numpy, for a batch in ReadyBatch's form: X finite, every label in [0, n_classes),
+    targets finite (in [0, 1] when ``unit_interval``).
+
+    For the CUDA networks' host batches: the compiled check is faster per call (a 64 x
+    784 batch: about 4 us against 10), but its first call loads numba's CPU target,
+    which a process that trains on the GPU would otherwise never load (0.35-0.45 s of a
+    new process's first CUDA step on a 2-core machine)."""
+    if not np.isfinite(X).all():
+        return False
+    if labels.shape[0] and not (labels.min() >= 0 and labels.max() < n_classes):
+        return False
+    if targets.shape[0]:
+        if unit_interval:
+            return bool(((targets >= 0.0) & (targets <= 1.0)).all())   # False for NaN
+        return bool(np.isfinite(targets).all())
+    return True
+
+
 def class_labels(name, value, batch, n_classes):
     """``value`` as a (batch,) int64 array of labels in [0, n_classes)."""
     arr = _as_array(name, value)

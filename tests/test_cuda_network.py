@@ -212,3 +212,42 @@ def test_compare_command_validates_every_kernel(tmp_path, capsys):
         assert all(r["median_s"] is None for r in result["rows"] if r["device"] == "cuda")
     elif not usable:
         assert "no GPU found" in text
+
+
+@needs_cuda
+@pytest.mark.parametrize("arch", ARCHS, ids=lambda a: a[2])
+def test_train_step_checks_host_batches_as_the_cpu_does(arch, rng):
+    """Host batches on "cuda" go through the CPU's checks (one compiled pass for a
+    batch already in the kernels' form, numpy's checks, which convert or raise, for
+    any other): the same errors, nothing the caller passed modified, and a batch in
+    another dtype or integer type converted, not refused."""
+    sizes, act, loss = arch
+    cpu, gpu = twins(sizes, act, loss, "float32")
+    X, y = batch_for(sizes, loss, rng)
+    X = X.astype(np.float32)
+    y = y.astype(np.float32) if y.dtype.kind == "f" else y
+    # a ready batch and its float64 / int32 twin give the same step on both devices
+    y_other = y.astype(np.float64) if y.dtype.kind == "f" else y.astype(np.int32)
+    for Xs, ys in ((X, y), (X.astype(np.float64), y_other)):
+        ref = cpu.train_step(Xs, ys, fastbp.SGD(cpu, lr=0.1))
+        got = float(gpu.train_step(Xs, ys, fastbp.SGD(gpu, lr=0.1)))
+        np.testing.assert_allclose(got, ref, rtol=RTOL["float32"])
+    bad_X = X.copy()
+    bad_X[1, 0] = np.nan
+    bad_y = y.copy()
+    if loss == "softmax_cross_entropy":
+        bad_y[2] = sizes[-1]
+    elif loss == "bce_with_logits":
+        bad_y[2, 0] = 1.5
+    else:
+        bad_y[2, 0] = np.inf
+    for Xs, ys, what in ((bad_X, y, "X"), (X, bad_y, "y")):
+        kept = (Xs.copy(), ys.copy())
+        with pytest.raises(ValueError) as on_cpu:
+            cpu.train_step(Xs, ys, fastbp.SGD(cpu, lr=0.1))
+        with pytest.raises(ValueError) as on_gpu:
+            gpu.train_step(Xs, ys, fastbp.SGD(gpu, lr=0.1))
+        assert str(on_gpu.value) == str(on_cpu.value)
+        assert str(on_gpu.value).startswith(what)
+        np.testing.assert_array_equal(Xs, kept[0])
+        np.testing.assert_array_equal(ys, kept[1])

@@ -103,3 +103,51 @@ def test_params_replaced_between_steps_are_the_ones_trained():
     net.params = net.params.copy()
     assert net.train_step(X, y, opt) == twin.train_step(X, y, twin_opt)
     assert np.array_equal(net.params, twin.params)
+
+
+def _value_cases():
+    """(X, labels, n_classes, targets, unit_interval) batches in the kernels' form, each
+    valid or with one bad value, in both dtypes."""
+    rng = np.random.default_rng(5)
+    no_labels = np.zeros(0, np.int64)
+    for dtype in (np.float32, np.float64):
+        X = rng.standard_normal((7, 5)).astype(dtype)
+        labels = rng.integers(0, 3, 7)
+        T = rng.random((7, 3)).astype(dtype)
+        no_targets = np.zeros((0, 3), dtype)
+        yield X, labels, 3, no_targets, False
+        yield X, no_labels, 3, T, False
+        yield X, no_labels, 3, T, True
+        for bad in (np.nan, np.inf, -np.inf):
+            Xb = X.copy()
+            Xb[3, 2] = bad
+            yield Xb, labels, 3, no_targets, False
+            Tb = T.copy()
+            Tb[6, 0] = bad
+            yield X, no_labels, 3, Tb, False
+            yield X, no_labels, 3, Tb, True
+        for label in (-1, 3, 2 ** 40):
+            lb = labels.copy()
+            lb[0] = label
+            yield X, lb, 3, no_targets, False
+        for target in (-0.25, 1.5, 1.0, 0.0):   # the edges of [0, 1] are inside
+            Tb = T.copy()
+            Tb[2, 1] = target
+            yield X, no_labels, 3, Tb, True
+            yield X, no_labels, 3, Tb, False
+        big = np.full((2, 5), np.finfo(dtype).max, dtype)   # finite, at the limit
+        big[0] = -big[0]
+        yield big, labels[:2], 3, no_targets, False
+
+
+def test_the_numpy_value_check_agrees_with_the_compiled_one():
+    """validation.ready_values_ok (CUDA networks' host batches) answers as
+    kernels/cpu/checks.batch_values_ok (the CPU's) on valid batches and on each kind of
+    bad value."""
+    from fastbp.kernels.cpu.checks import batch_values_ok
+    answers = []
+    for case in _value_cases():
+        compiled = bool(batch_values_ok(*case))
+        assert validation.ready_values_ok(*case) == compiled, case
+        answers.append(compiled)
+    assert True in answers and False in answers
