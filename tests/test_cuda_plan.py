@@ -222,6 +222,13 @@ import cuda_host_overhead as bench
 bench.stub_driver()
 warnings.simplefilter("ignore")
 import numpy as np, fastbp
+from fastbp.kernels.cuda import plan as kplan
+record = kplan.TrainStepPlan._update_launches
+
+def counted(self, *args):   # the update's launches recorded (when its inputs changed)
+    bench.counts["update recorded"] += 1
+    return record(self, *args)
+kplan.TrainStepPlan._update_launches = counted
 rng = np.random.default_rng(0)
 X, y = rng.standard_normal((4, 5)), rng.integers(0, 3, 4)
 out = {}
@@ -240,6 +247,13 @@ for name in ("sgd", "adam"):
             net.train_step(X, y, opt)
         runs[every] = dict(bench.counts)
     out[name] = runs
+    # warming up another optimizer records its update on the same plan (and sets the
+    # plan's device scalars to its values): the next step of this one writes its own
+    from fastbp import cuda_plan
+    plan = cuda_plan.runner(net).plans[4]
+    fastbp.warmup(net, fastbp.make_optimizer(name, net, lr=7.0), batch_sizes=(4,))
+    net.train_step(X, y, opt)
+    out[name + " scalars"] = [plan.scalars.written[0], opt.lr]
 print(json.dumps(out))
 """
 
@@ -252,11 +266,15 @@ def test_a_schedule_changes_no_graph(kernel_cache):
     one and the graph was captured again at the next step)."""
     out = stubbed(SCHEDULED_STEPS, kernel_cache)[0]
     for name in ("sgd", "adam"):
+        written, lr = out[name + " scalars"]
+        assert written == lr, (name, written, lr)
         for every, counts in out[name].items():
             changes = 12 // int(every)
             assert counts.get("captures", 0) == 0, (name, every, counts)
             assert counts.get("graph launches", 0) == 12, (name, every, counts)
             assert counts["launches"] == 12 + changes, (name, every, counts)
+            # and the update's launches are recorded again only for those steps
+            assert counts.get("update recorded", 0) == changes, (name, every, counts)
 
 
 @needs_cuda
