@@ -109,7 +109,8 @@ class ContextOpening:
     no active context (one made current by the caller, another library or
     ``cuda.select_device`` is used as it is, and nothing is opened). The driver must be
     initialised first (``cuda.is_available()``): numba-cuda's lazy cuInit is not safe to
-    race.
+    race. A failure is said by the ``cuda_status`` call that started the opening; the
+    next call opens again.
 
     ``last`` is the most recent opening, for benchmarks/cuda_first_step.py to report
     how long the context took (``seconds``).
@@ -126,14 +127,16 @@ class ContextOpening:
 
     @classmethod
     def start_if_needed(cls, cuda):
-        """A started opening, or None where one was started before in this process
-        (the context it opened stays: the calling thread's ``current_context()``
-        makes it current at no cost) or the calling thread has a context already.
-        Also None where the driver cannot say whether it has one (numba's simulator,
-        a driver that failed): opening is only a head start, and the caller's own
-        first ``current_context()`` creates the context, or raises, as it would have."""
+        """A started opening, or None where one is under way or succeeded before in
+        this process (the context it opened stays: the calling thread's
+        ``current_context()`` makes it current at no cost) or the calling thread has a
+        context already. After a failed opening the next call tries again (a busy or
+        full GPU may have room by then). Also None where the driver cannot say whether
+        the thread has a context (numba's simulator, a driver that failed) or no thread
+        can be started: opening is only a head start, and the caller's own first
+        ``current_context()`` creates the context, or raises, as it would have."""
         with cls._lock:
-            if cls.last is not None:
+            if cls.last is not None and cls.last.error is None:
                 return None
             try:
                 from numba.cuda.cudadrv import devices, driver
@@ -142,10 +145,11 @@ class ContextOpening:
                 with driver.driver.get_active_context() as active:
                     if active:
                         return None
+                opening = cls(cuda)
+                opening._thread.start()
             except Exception:
                 return None
-            opening = cls.last = cls(cuda)
-            opening._thread.start()
+            cls.last = opening
             return opening
 
     def _open(self, cuda):
@@ -193,8 +197,7 @@ def cuda_status():
         return False, f"numba.cuda failed to import ({_short(exc)})"
     try:
         if cuda.is_available():
-            # the process's one opening: a failure is said at every call, not once
-            opening = ContextOpening.start_if_needed(cuda) or ContextOpening.last
+            opening = ContextOpening.start_if_needed(cuda)
             ok, reason = compile_probe()
             failed = opening.wait() if opening is not None else None
             if not ok:

@@ -120,7 +120,7 @@ out = {"first": device.cuda_status()}
 opening = device.ContextOpening.last
 out["again"] = device.cuda_status()
 out["opened_again"] = device.ContextOpening.last is not opening
-out["contexts"], out["probe"] = seen["contexts"], seen["probe"]
+out["probe"] = seen["probe"]
 # a thread with a context of its own (made current by the caller, or another library)
 device.ContextOpening.last = None
 driver.driver.get_active_context = lambda: contextlib.nullcontext(True)
@@ -130,7 +130,20 @@ out["opened_for_it"] = device.ContextOpening.last is not None
 driver.driver.get_active_context = lambda: contextlib.nullcontext(False)
 seen["fail"] = True
 out["failing"] = device.cuda_status()
-out["failing_again"] = device.cuda_status()
+out["failing_again"] = device.cuda_status()   # tried again, and failed again
+# the caller then makes a context of its own current (another GPU, say): usable
+driver.driver.get_active_context = lambda: contextlib.nullcontext(True)
+out["own_context_after_failure"] = device.cuda_status()
+# or the GPU has room again: the next call opens it
+driver.driver.get_active_context = lambda: contextlib.nullcontext(False)
+seen["fail"] = False
+out["recovered"] = device.cuda_status()
+# no thread can be started: nothing opened, the caller's thread creates its own
+device.ContextOpening.last = None
+threading.Thread.start = lambda self: (_ for _ in ()).throw(RuntimeError("can't start"))
+out["no_thread"] = device.cuda_status()
+out["opened_without_thread"] = device.ContextOpening.last is not None
+out["contexts"] = seen["contexts"]
 print(json.dumps(out))
 """
 
@@ -141,11 +154,14 @@ def test_the_context_is_created_on_its_own_thread_while_the_probe_compiles():
     out = json.loads(_run(CONTEXT_BESIDE_PROBE, str(REPO / "benchmarks"))
                      .strip().splitlines()[-1])
     assert out["first"][0] and out["again"][0], out
-    (thread, c_start, c_end), = out["contexts"]   # one context, opened once
+    # opened once by the first two calls, and once more after the failure below
+    (thread, c_start, c_end), again = out["contexts"]
     p_start, p_end = out["probe"]
-    assert thread == "fastbp-cuda-context", out
+    assert thread == again[0] == "fastbp-cuda-context", out
     assert p_start < c_end and c_start < p_end, out   # they ran at the same time
     assert not out["opened_again"], out
     assert out["has_one"][0] and not out["opened_for_it"], out
     for usable, reason in (out["failing"], out["failing_again"]):
         assert not usable and "driver failed" in reason and "OUT_OF_MEMORY" in reason, out
+    assert out["own_context_after_failure"][0] and out["recovered"][0], out
+    assert out["no_thread"][0] and not out["opened_without_thread"], out

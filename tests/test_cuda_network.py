@@ -217,10 +217,12 @@ def test_compare_command_validates_every_kernel(tmp_path, capsys):
 @needs_cuda
 @pytest.mark.parametrize("arch", ARCHS, ids=lambda a: a[2])
 def test_train_step_checks_host_batches_as_the_cpu_does(arch, rng):
-    """Host batches on "cuda" go through the CPU's checks (one compiled pass for a
-    batch already in the kernels' form, numpy's checks, which convert or raise, for
-    any other): the same errors, nothing the caller passed modified, and a batch in
-    another dtype or integer type converted, not refused."""
+    """Host batches on "cuda" are checked as on the CPU (a batch already in the
+    kernels' form: its values only, in numpy here, validation.ready_values_ok; any
+    other: the full checks, which convert or raise): the same errors, nothing the
+    caller passed modified, and a batch in another dtype or integer type converted,
+    not refused. (tests/test_cuda_plan.py checks that the CPU's compiled check is not
+    loaded for it.)"""
     sizes, act, loss = arch
     cpu, gpu = twins(sizes, act, loss, "float32")
     X, y = batch_for(sizes, loss, rng)

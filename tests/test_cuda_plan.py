@@ -38,6 +38,34 @@ from fastbp.kernels.cuda import plan
 from numba.cuda.dispatcher import CUDADispatcher
 out = {"path": plan.launch_path()}
 
+# every launch of a plan's passes, launched or captured, must hold the plan's current
+# inputs (TrainStepPlan binds them lazily: a stubbed graph would not notice otherwise)
+running = []
+run, call, capture = plan.TrainStepPlan.run, plan.PreparedLaunch.__call__, plan._capture
+
+def unbound(launches):
+    p = running[-1]
+    return sum(launch.args[i] is not p.inputs[w] for launch, i, w in p._uses
+               if any(launch is l for l in launches))
+
+def tracked_run(self, *args, **kwargs):
+    running.append(self)
+    try:
+        return run(self, *args, **kwargs)
+    finally:
+        running.pop()
+
+def checked_call(self):
+    if running:
+        bench.counts["unbound"] += unbound([self])
+    return call(self)
+
+def checked_capture(launches):
+    bench.counts["unbound"] += unbound(launches)
+    return capture(launches)
+plan.TrainStepPlan.run, plan.PreparedLaunch.__call__ = tracked_run, checked_call
+plan._capture = checked_capture
+
 def in_memory():   # CUDA kernels compiled or loaded in this process
     return sum(len(k.overloads) for k in gc.get_objects() if isinstance(k, CUDADispatcher))
 
@@ -81,6 +109,16 @@ for name, loss, y_of, clip in (
         for _ in range(3):
             net.train_step(dX[0:4], dy[0:4], opt)
         out[name]["views"] = dict(bench.counts)
+# a host batch in the kernels' form (float32 X, int64 labels) has its values checked
+# in numpy: the CPU's compiled check, which would load numba's CPU target in this
+# process, never runs
+from fastbp.kernels.cpu import checks
+net = fastbp.MLP([5, 4, 3], activation="tanh", seed=0, device="cuda")
+opt = fastbp.SGD(net, lr=0.01)
+for _ in range(2):
+    net.train_step(rng.standard_normal((4, 5)).astype(np.float32),
+                   rng.integers(0, 3, 4), opt)
+out["cpu check"] = len(checks.batch_values_ok.signatures)
 # numba-cuda's disk cache (kernels/cuda/_jit.py): kernels compiled or loaded
 out["cache"] = {"hits": 0, "misses": 0}
 for k in gc.get_objects():
@@ -140,11 +178,14 @@ def test_steady_state_steps_make_no_views_no_copies_back_and_only_planned_launch
     assert again["cache"] == {"hits": out["cache"]["misses"], "misses": 0}, again["cache"]
     assert "compiling" not in stderr, stderr[-2000:]
     assert out["path"] == "graph" and again["path"] == "pre-packed"
+    assert out["cpu check"] == 0 and again["cpu check"] == 0, (out, again)
     for name, graphs in [(n, g) for n in ("softmax_cross_entropy", "mse", "clipped", "adam")
                          for g in (True, False)]:
         r = (out if graphs else again)[name]
         assert r["compiled_after_warmup"] == 0, r   # warmup left nothing to compile
         steps = r["steps"]
+        for part in ("steps", "epoch"):   # every launch had this step's inputs
+            assert r[part].get("unbound", 0) == 0, r
         # 5 steps: no new device arrays, nothing copied back, no sync, the batch in
         assert steps.get("views", 0) == 0, r
         assert steps.get("D2H", 0) == 0 and steps.get("syncs", 0) == 0, r
@@ -275,6 +316,56 @@ def test_a_schedule_changes_no_graph(kernel_cache):
             assert counts["launches"] == 12 + changes, (name, every, counts)
             # and the update's launches are recorded again only for those steps
             assert counts.get("update recorded", 0) == changes, (name, every, counts)
+
+
+INTERRUPTED_RECORDING = r"""
+import json, sys, warnings
+sys.path.insert(0, sys.argv[1])
+import cuda_host_overhead as bench
+bench.stub_driver()
+warnings.simplefilter("ignore")
+import numpy as np, fastbp
+from fastbp import cuda_plan
+from fastbp.kernels import codes
+from fastbp.kernels.cuda import plan as kplan
+net = fastbp.MLP([5, 4, 3], activation="tanh", seed=0, device="cuda")
+opt = fastbp.SGD(net, lr=0.01)
+rng = np.random.default_rng(0)
+X, y = rng.standard_normal((4, 5)), rng.integers(0, 3, 4)
+for _ in range(3):
+    net.train_step(X, y, opt)
+plan = cuda_plan.runner(net).plans[4]
+names = lambda: [launch.kernel.py_func.__name__ for launch in plan.update]
+out = {"before": names()}
+prepare = kplan.PreparedLaunch.__init__
+armed = [True]
+
+def interrupted(self, kernel, *args):   # the first new launch fails (a compile, say)
+    if armed[0] and kernel.py_func.__name__ != "_record_step":
+        armed[0] = False
+        raise KeyboardInterrupt
+    prepare(self, kernel, *args)
+kplan.PreparedLaunch.__init__ = interrupted
+opt.hparams[codes.HP_MAX_GRAD_NORM] = 1e-3   # clipping on: other update launches
+try:
+    net.train_step(X, y, opt)
+except KeyboardInterrupt:
+    out["interrupted"] = True
+net.train_step(X, y, opt)   # the same step, run again
+out["after"] = names()
+print(json.dumps(out))
+"""
+
+
+@needs_numba_cuda
+def test_an_interrupted_recording_of_the_update_is_made_again(kernel_cache):
+    """The update's launches are recorded again only when what they are made from
+    changed (TrainStepPlan._bind_tail): a recording that failed half way must not count
+    as made, or the next steps would launch the old update (here: without clipping)."""
+    out = stubbed(INTERRUPTED_RECORDING, kernel_cache)[0]
+    assert out["before"] == ["_sgd_kernel"] and out["interrupted"], out
+    assert out["after"] == ["sum_squares", "_clip_factor_kernel",
+                            "_sgd_weight_decay_kernel"], out
 
 
 @needs_cuda

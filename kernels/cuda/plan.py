@@ -569,9 +569,12 @@ class TrainStepPlan:
                   clip_partials)
         changed = False
         if not _same_tail_inputs(inputs, self._tail_inputs):
+            # cleared first, set once self.update is rebuilt: an error on the way (a
+            # kernel compiled for a new launch, an interrupt) leaves it recorded again
+            # at the next step, not skipped with a half-rebuilt update
+            self._tail_inputs = None
             recorded = self._update_launches(opt_code, rows, hparams, step, cursor.array,
                                              clip_partials)
-            self._tail_inputs = inputs
             changed = len(recorded) != len(self.update)
             del self.update[len(recorded):]
             for k, (kernel, grid, block, args) in enumerate(recorded):
@@ -583,6 +586,7 @@ class TrainStepPlan:
                     changed |= self.update[k].rebind(args)
                     continue
                 changed = True
+            self._tail_inputs = inputs
         args = (partials, self.loss_blocks, nonfinite, bad, ring, cursor.array, capacity)
         if self.record is None:
             self.record = PreparedLaunch(_record_step, 1, 1, args)
