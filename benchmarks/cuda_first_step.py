@@ -5,9 +5,9 @@ every CUDA kernel of a 784-128-10 step (tanh, softmax cross-entropy, Adam) and s
 it, the second loads them (kernels/cuda/_jit.py). Each reports seconds from the start
 of ``import fastbp`` to the first step's loss read on the host, in parts (the import,
 the network's construction with its plan, the step), how long creating the CUDA
-context took (fastbp.device.ContextOpening: on a thread of its own during the
-construction, so its seconds are part of the construction's, not added to them), and
-how many kernels it compiled and loaded.
+context and the compile probe took (fastbp.device.startup: they run side by side
+during the construction, the probe on a thread of its own, so their seconds are part
+of the construction's, not added to it), and how many kernels it compiled and loaded.
 
     python benchmarks/cuda_first_step.py           # on a machine with a GPU
     python benchmarks/cuda_first_step.py --stub    # without one: numba-cuda compiles
@@ -46,9 +46,7 @@ X, y = rng.random((64, 784), dtype=np.float32), rng.integers(0, 10, 64)
 loss = float(net.train_step(X, y, opt))
 seconds = time.perf_counter() - t0
 parts = {"import": t_import - t0, "MLP": t_net - t_import, "step": t0 + seconds - t_net}
-opening = getattr(fastbp.device, "ContextOpening", None)
-opening = opening and opening.last
-context = opening.seconds if opening is not None else None
+startup = getattr(fastbp.device, "startup", {})   # fastbp._probe_beside's seconds
 from numba.cuda.dispatcher import CUDADispatcher
 hits = misses = 0
 for k in gc.get_objects():
@@ -56,7 +54,7 @@ for k in gc.get_objects():
         hits += sum(k.stats.cache_hits.values())
         misses += sum(k.stats.cache_misses.values())
 print(json.dumps({"seconds": seconds, "compiled": misses, "loaded": hits, "parts": parts,
-                  "context": context}))
+                  "context": startup.get("context"), "probe": startup.get("probe")}))
 """
 
 
@@ -92,14 +90,15 @@ def main(argv=None):
              if args.stub else "GPU")
     print(f"first CUDA step of a new process, 784-128-10 batch 64 ({where})")
     print("| cache | s to first loss | kernels compiled | kernels loaded | s: import fastbp"
-          " / MLP(device='cuda') / first step and its loss | s: CUDA context, within"
-          " MLP |")
+          " / MLP(device='cuda') / first step and its loss | s within MLP, side by side:"
+          " CUDA context / compile probe |")
     print("|---|---|---|---|---|---|")
     for name, r in rows.items():
         parts = " / ".join(f"{v:.2f}" for v in r["parts"].values())
-        ctx = "-" if r.get("context") is None else f"{r['context']:.2f}"
+        side = " / ".join("-" if r.get(k) is None else f"{r[k]:.2f}"
+                          for k in ("context", "probe"))
         print(f"| {name} | {r['seconds']:.2f} | {r['compiled']} | {r['loaded']} | {parts}"
-              f" | {ctx} |")
+              f" | {side} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

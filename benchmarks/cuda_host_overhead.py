@@ -146,7 +146,7 @@ def stub_driver(context_seconds=0.0):
     ``context_seconds``: a model of creating the GPU's context. The first
     ``current_context()`` call in a process sleeps that long (a sleep releases the GIL,
     as the driver's calls do), so that benchmarks/cuda_first_step.py can show what
-    overlaps it (fastbp.device.ContextOpening); 0 (default): free, as before."""
+    overlaps it (fastbp.device._probe_beside); 0 (default): free, as before."""
     os.environ.pop("NUMBA_ENABLE_CUDASIM", None)
     import numba
     if numba.config.ENABLE_CUDASIM:
@@ -166,8 +166,6 @@ def stub_driver(context_seconds=0.0):
             time.sleep(context_seconds)
         return ctx
     devices.get_context = cuda.current_context = api.current_context = current_context
-    # no thread has a context of its own until fastbp asks for one
-    drv.driver.get_active_context = lambda: contextlib.nullcontext(False)
     api.get_current_device = dispatcher.get_current_device = \
         cuda.get_current_device = lambda: current_context().device
     cuda.is_available = lambda: True

@@ -91,79 +91,53 @@ def compile_probe():
     return _probe
 
 
-class ContextOpening:
-    """The GPU's primary CUDA context, created on a thread of its own while the calling
-    thread runs ``compile_probe``.
+def _probe_beside(open_context):
+    """(compile_probe's result, open_context's exception or None): the probe on a
+    thread of its own while the calling thread runs ``open_context``.
 
-    Why: a new process's first CUDA network waits for both. Creating the context is
-    driver work that releases the GIL (on an H200, importing numba.cuda and creating
+    Why: a new process's first CUDA network waits for both. Creating the GPU's context
+    is driver work that releases the GIL (on an H200, importing numba.cuda and creating
     the context took 0.41 s together: benchmarks/README.md "The GPU step on an H200,
     second session"); the probe is Python work (numba-cuda loads its typing and target
     registries, which the cached kernels need too; the whole construction took 0.29 s
-    there). Run one after the other they add up; run side by side the first step
-    waits for the longer one only. (Where the probe then fails, the context was opened
-    for nothing; it goes with the process.)
-
-    Only the context ``numba.cuda.current_context()`` would create in the calling
-    thread is opened: device 0's primary context, and only when the calling thread has
-    no active context (one made current by the caller, another library or
-    ``cuda.select_device`` is used as it is, and nothing is opened). The driver must be
-    initialised first (``cuda.is_available()``): numba-cuda's lazy cuInit is not safe to
-    race. A failure is said by the ``cuda_status`` call that started the opening; the
-    next call opens again.
-
-    ``last`` is the most recent opening, for benchmarks/cuda_first_step.py to report
-    how long the context took (``seconds``).
-    """
-
-    last = None
-    _lock = threading.Lock()   # two threads asking at once open one context
-
-    def __init__(self, cuda):
-        self.error = None
-        self.seconds = None
-        self._thread = threading.Thread(target=self._open, args=(cuda,),
-                                        name="fastbp-cuda-context", daemon=True)
-
-    @classmethod
-    def start_if_needed(cls, cuda):
-        """A started opening, or None where one is under way or succeeded before in
-        this process (the context it opened stays: the calling thread's
-        ``current_context()`` makes it current at no cost) or the calling thread has a
-        context already. After a failed opening the next call tries again (a busy or
-        full GPU may have room by then). Also None where the driver cannot say whether
-        the thread has a context (numba's simulator, a driver that failed) or no thread
-        can be started: opening is only a head start, and the caller's own first
-        ``current_context()`` creates the context, or raises, as it would have."""
-        with cls._lock:
-            if cls.last is not None and cls.last.error is None:
-                return None
-            try:
-                from numba.cuda.cudadrv import devices, driver
-                if devices._runtime._get_attached_context() is not None:
-                    return None
-                with driver.driver.get_active_context() as active:
-                    if active:
-                        return None
-                opening = cls(cuda)
-                opening._thread.start()
-            except Exception:
-                return None
-            cls.last = opening
-            return opening
-
-    def _open(self, cuda):
-        start = time.perf_counter()
+    there). Run one after the other they add up; side by side the first step waits for
+    the longer one only. The context stays the calling thread's affair, created as
+    numba-cuda creates it there (its per-thread state, cuda.core's included, is what
+    it would be without fastbp); only the NVVM compile, which needs no GPU, moves.
+    Where the probe ran before in this process, or no thread can be started, the two
+    run in turn. ``startup`` records the seconds each took the time the probe ran,
+    for benchmarks/cuda_first_step.py."""
+    first = _probe is None
+    probing = None
+    if first:
+        probing = threading.Thread(target=_timed, args=("probe", compile_probe),
+                                   name="fastbp-cuda-probe", daemon=True)
         try:
-            cuda.current_context()
-        except Exception as exc:   # reported by wait(), in the caller's thread
-            self.error = exc
-        self.seconds = time.perf_counter() - start
+            probing.start()
+        except Exception:   # no thread to be had: the probe runs after the context
+            probing = None
+    failed = None
+    try:
+        if first:
+            _timed("context", open_context)
+        else:
+            open_context()
+    except Exception as exc:   # said by the caller, after the probe's own verdict
+        failed = exc
+    if probing is not None:
+        probing.join()
+    return compile_probe(), failed
 
-    def wait(self):
-        """Block until the context is open; the exception that stopped it, or None."""
-        self._thread.join()
-        return self.error
+
+startup = {}   # seconds of "probe" and "context" where the probe ran (_probe_beside)
+
+
+def _timed(name, work):
+    begin = time.perf_counter()
+    try:
+        work()
+    finally:
+        startup[name] = time.perf_counter() - begin
 
 
 def _versions():
@@ -197,9 +171,7 @@ def cuda_status():
         return False, f"numba.cuda failed to import ({_short(exc)})"
     try:
         if cuda.is_available():
-            opening = ContextOpening.start_if_needed(cuda)
-            ok, reason = compile_probe()
-            failed = opening.wait() if opening is not None else None
+            (ok, reason), failed = _probe_beside(cuda.current_context)
             if not ok:
                 return False, reason
             if failed is not None:
