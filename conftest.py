@@ -6,7 +6,8 @@ is first imported, not when numba.cuda is), so this file only touches os.environ
 imports nothing heavy. The rule:
 
 - NUMBA_ENABLE_CUDASIM already set by the caller: left as it is.
-- FASTBP_TEST_REAL_GPU=1: real GPU (tests fail loudly if it cannot be used).
+- FASTBP_TEST_REAL_GPU=1: real GPU; the run stops at its start, saying why, if fastbp
+  cannot use one (pytest_sessionstart below).
 - FASTBP_TEST_REAL_GPU=0: simulator.
 - otherwise: real GPU when ``nvidia-smi -L`` lists one and the numba-cuda package is
   installed (pip install -e ".[cuda]"), else the simulator.
@@ -60,6 +61,20 @@ def _speed_up_simulator():
 
 if os.environ["NUMBA_ENABLE_CUDASIM"] == "1":
     SIMULATOR_PATCHES = _speed_up_simulator()
+
+
+def pytest_sessionstart(session):
+    """FASTBP_TEST_REAL_GPU=1 promises the CUDA tests a real GPU: where fastbp cannot
+    use one (no GPU, a context that cannot be created, a CUDA stack that cannot
+    compile), stop at once and say why, instead of letting every CUDA test skip."""
+    if os.environ.get("FASTBP_TEST_REAL_GPU", "").strip() != "1":
+        return
+    import pytest
+    from fastbp import device
+    usable, reason = device.cuda_status()
+    if not usable or device.simulator_enabled():
+        pytest.exit(f"FASTBP_TEST_REAL_GPU=1, but fastbp cannot use a GPU here: {reason}",
+                    returncode=3)
 
 
 def pytest_report_header(config):

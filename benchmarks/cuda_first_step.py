@@ -15,6 +15,9 @@ of the construction's, not added to it), and how many kernels it compiled and lo
         # times are the host's side only (no module loading, no GPU work); creating
         # the context is modelled as --stub-context-seconds of waiting (default 0.41,
         # an H200's), which is what the construction can overlap
+    python benchmarks/cuda_first_step.py --warm 3 --compare-serial
+        # each warm process also run with the probe after the context
+        # (FASTBP_CUDA_PROBE_THREAD=0): what running them side by side saves or costs
 """
 import argparse
 import json
@@ -58,8 +61,10 @@ print(json.dumps({"seconds": seconds, "compiled": misses, "loaded": hits, "parts
 """
 
 
-def first_step(cache, stub, context_seconds):
+def first_step(cache, stub, context_seconds, serial=False):
     env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+    if serial:   # the probe after the context, in the same thread (fastbp.device)
+        env["FASTBP_CUDA_PROBE_THREAD"] = "0"
     env.pop("NUMBA_ENABLE_CUDASIM", None)
     proc = subprocess.run([sys.executable, "-c", FIRST_STEP, "stub" if stub else "gpu",
                            HERE, str(context_seconds)],
@@ -78,14 +83,20 @@ def main(argv=None):
                              "(default 0.41, an H200's)")
     parser.add_argument("--warm", type=int, default=1,
                         help="processes to time with the warm cache (default 1)")
+    parser.add_argument("--compare-serial", action="store_true",
+                        help="time each warm process again with the probe run after "
+                             "the context, not beside it (FASTBP_CUDA_PROBE_THREAD=0), "
+                             "alternating the two")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     context = args.stub_context_seconds if args.stub else 0.0
     with tempfile.TemporaryDirectory() as cache:
         rows = {"cold": first_step(cache, args.stub, context)}
         for i in range(args.warm):
-            rows["warm" if args.warm == 1 else f"warm {i + 1}"] = \
-                first_step(cache, args.stub, context)
+            name = "warm" if args.warm == 1 else f"warm {i + 1}"
+            rows[name] = first_step(cache, args.stub, context)
+            if args.compare_serial:
+                rows[name + ", serial"] = first_step(cache, args.stub, context, True)
     where = (f"driver stubbed, host side only; context modelled as {context:.2f} s"
              if args.stub else "GPU")
     print(f"first CUDA step of a new process, 784-128-10 batch 64 ({where})")

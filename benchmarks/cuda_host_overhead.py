@@ -139,14 +139,20 @@ class _FakeGraph:
         counts["graph launches"] += 1
 
 
+CONTEXT_CALLS = 16   # driver calls numba-cuda makes to create one GPU's context (about)
+
+
 def stub_driver(context_seconds=0.0):
     """Replace the CUDA driver under numba-cuda by recorders (see the module docstring).
     Must run before fastbp creates any CUDA state; the simulator must be off.
 
     ``context_seconds``: a model of creating the GPU's context. The first
-    ``current_context()`` call in a process sleeps that long (a sleep releases the GIL,
-    as the driver's calls do), so that benchmarks/cuda_first_step.py can show what
-    overlaps it (fastbp.device._probe_beside); 0 (default): free, as before."""
+    ``current_context()`` call in a process makes ``CONTEXT_CALLS`` "driver calls",
+    sleeps of context_seconds / CONTEXT_CALLS each (a sleep releases the GIL, as the
+    driver's calls do), with a little Python between them (numba-cuda's own code,
+    which needs the GIL back each time), so that benchmarks/cuda_first_step.py can
+    show what overlaps it (fastbp.device._probe_beside) and what a thread holding the
+    GIL meanwhile costs it; 0 (default): free, as before."""
     os.environ.pop("NUMBA_ENABLE_CUDASIM", None)
     import numba
     if numba.config.ENABLE_CUDASIM:
@@ -163,7 +169,10 @@ def stub_driver(context_seconds=0.0):
     def current_context(devnum=None):
         if not opened:
             opened.append(True)
-            time.sleep(context_seconds)
+            if context_seconds:
+                for _ in range(CONTEXT_CALLS):
+                    time.sleep(context_seconds / CONTEXT_CALLS)
+                    sum(range(2000))   # about 30 us of Python between two driver calls
         return ctx
     devices.get_context = cuda.current_context = api.current_context = current_context
     api.get_current_device = dispatcher.get_current_device = \

@@ -87,7 +87,7 @@ for stage in "${stages[@]}"; do
     start=$(date +%s)
     case "$stage" in
     cache)
-        timeout 90 "$PY" benchmarks/cuda_first_step.py --warm 3 --json "$OUT/cuda_first_step.json" \
+        timeout 90 "$PY" benchmarks/cuda_first_step.py --warm 3 --compare-serial --json "$OUT/cuda_first_step.json" \
             2>&1 | tee "$OUT/cuda_first_step.txt"
         rc=${PIPESTATUS[0]} ;;
     compare)

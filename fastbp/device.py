@@ -101,15 +101,26 @@ def _probe_beside(open_context):
     second session"); the probe is Python work (numba-cuda loads its typing and target
     registries, which the cached kernels need too; the whole construction took 0.29 s
     there). Run one after the other they add up; side by side the first step waits for
-    the longer one only. The context stays the calling thread's affair, created as
-    numba-cuda creates it there (its per-thread state, cuda.core's included, is what
-    it would be without fastbp); only the NVVM compile, which needs no GPU, moves.
-    Where the probe ran before in this process, or no thread can be started, the two
-    run in turn. ``startup`` records the seconds each took the time the probe ran,
-    for benchmarks/cuda_first_step.py."""
+    about the longer one. Not quite: numba-cuda makes a dozen or more driver calls with
+    Python between them, and each time it comes back from one it may wait for the GIL
+    while the probe holds it (up to the interpreter's switch interval, 5 ms). A model
+    of that with the driver stubbed still gained (benchmarks/README.md, "A new
+    process's first CUDA step"); a GPU run times both ways
+    (benchmarks/cuda_first_step.py --compare-serial), and FASTBP_CUDA_PROBE_THREAD=0
+    runs them in turn.
+
+    The context stays the calling thread's affair, created as numba-cuda creates it
+    there (its per-thread state, cuda.core's included, is what it would be without
+    fastbp); only the NVVM compile, which needs no GPU, moves. The first call opens the
+    context even where the probe then fails (the two run at once); a later call, with
+    the probe's failure known, opens none. Where the probe ran before in this process,
+    or no thread can be started, the two run in turn. ``startup`` records the seconds
+    each took the time the probe ran, for benchmarks/cuda_first_step.py."""
     first = _probe is None
+    if not first and not _probe[0]:
+        return _probe, None
     probing = None
-    if first:
+    if first and os.environ.get("FASTBP_CUDA_PROBE_THREAD", "1").strip() != "0":
         probing = threading.Thread(target=_timed, args=("probe", compile_probe),
                                    name="fastbp-cuda-probe", daemon=True)
         try:
@@ -126,6 +137,8 @@ def _probe_beside(open_context):
         failed = exc
     if probing is not None:
         probing.join()
+    elif first:
+        _timed("probe", compile_probe)
     return compile_probe(), failed
 
 
@@ -175,7 +188,7 @@ def cuda_status():
             if not ok:
                 return False, reason
             if failed is not None:
-                return False, f"the CUDA driver failed ({_short(failed)})"
+                return False, f"could not create a CUDA context ({_short(failed)})"
             return True, f"{_gpu_name(cuda)} via {package}"
     except Exception as exc:
         return False, f"the CUDA driver failed ({_short(exc)})"

@@ -92,40 +92,63 @@ def test_construction_raises_when_the_stack_cannot_compile(monkeypatch):
 
 
 CONTEXT_BESIDE_PROBE = r"""
-import json, sys, threading, time
+import json, os, sys, threading, time
 sys.path.insert(0, sys.argv[1])
 import cuda_host_overhead as bench
 cuda = bench.stub_driver(context_seconds=0.3)
 from fastbp import device
-seen, stubbed_context, real_probe = {"probes": [], "contexts": []}, \
-    cuda.current_context, device.compile_probe
+seen = {"probes": [], "contexts": [], "threads": 0}
+stubbed_context, real_probe, start = cuda.current_context, device.compile_probe, \
+    threading.Thread.start
 
 def probe():   # compiles when device._probe is None; later calls return its result
     compiles = device._probe is None
-    start = time.perf_counter()
+    begin = time.perf_counter()
     result = real_probe()
     if compiles:
-        seen["probes"].append([threading.current_thread().name, start,
+        seen["probes"].append([threading.current_thread().name, begin,
                                time.perf_counter()])
     return result
 
 def context(devnum=None):
-    start = time.perf_counter()
+    begin = time.perf_counter()
+    seen["contexts"].append([threading.current_thread().name, begin, None])
     if seen.get("fail"):
         raise RuntimeError("cuDevicePrimaryCtxRetain: CUDA_ERROR_OUT_OF_MEMORY")
     ctx = stubbed_context()
-    seen["contexts"].append([threading.current_thread().name, start,
-                             time.perf_counter()])
+    seen["contexts"][-1][2] = time.perf_counter()
     return ctx
 
+def counted_start(self):
+    seen["threads"] += 1
+    return start(self)
+
 device.compile_probe, cuda.current_context = probe, context
+threading.Thread.start = counted_start
 out = {"first": device.cuda_status(), "again": device.cuda_status()}
-# creating the context fails: said by every call, in the caller's thread, until it works
+out["threads"] = seen["threads"]   # one probe thread for both calls
+# creating the context fails: said by every call, until it works
 seen["fail"] = True
 out["failing"] = [device.cuda_status(), device.cuda_status()]
 seen["fail"] = False
 out["recovered"] = device.cuda_status()
-# no thread can be started: the probe runs in the caller's thread, after the context
+# the first call's context fails while its probe compiles
+device._probe = None
+seen["fail"] = True
+out["failing_first"] = device.cuda_status()
+seen["fail"] = False
+# the probe known to fail: its reason, and no context opened for nothing
+device._probe = (False, "numba-cuda cannot compile kernels here (a test)")
+contexts = len(seen["contexts"])
+out["probe_failed"] = device.cuda_status()
+out["opened_for_failed_probe"] = len(seen["contexts"]) - contexts
+# FASTBP_CUDA_PROBE_THREAD=0: in turn, in the caller's thread
+device._probe, threads = None, seen["threads"]
+os.environ["FASTBP_CUDA_PROBE_THREAD"] = "0"
+out["serial"] = device.cuda_status()
+out["serial_threads"] = seen["threads"] - threads
+del os.environ["FASTBP_CUDA_PROBE_THREAD"]
+# no thread can be started: the same
 device._probe = None
 threading.Thread.start = lambda self: (_ for _ in ()).throw(RuntimeError("can't start"))
 out["no_thread"] = device.cuda_status()
@@ -139,15 +162,19 @@ def test_the_probe_compiles_on_its_own_thread_while_the_context_is_created():
     import json
     out = json.loads(_run(CONTEXT_BESIDE_PROBE, str(REPO / "benchmarks"))
                      .strip().splitlines()[-1])
-    assert out["first"][0] and out["again"][0], out
-    # the probe compiled once on its own thread, and once more, in the caller's thread,
-    # where no thread could be started
-    (p_thread, p_start, p_end), (inline, _, _) = out["probes"]
-    assert p_thread == "fastbp-cuda-probe" and inline == "MainThread", out
+    assert out["first"][0] and out["again"][0] and out["threads"] == 1, out
+    # compiled on its own thread twice (the first call, the failing first call), then
+    # in the caller's thread: FASTBP_CUDA_PROBE_THREAD=0, no thread to be had
+    assert [p[0] for p in out["probes"]] == ["fastbp-cuda-probe"] * 2 + ["MainThread"] * 2
+    assert out["serial"][0] and out["serial_threads"] == 0 and out["no_thread"][0], out
     # the context is always the caller's thread's: the first call's ran beside the probe
-    c_thread, c_start, c_end = out["contexts"][0]
     assert {c[0] for c in out["contexts"]} == {"MainThread"}, out
+    _, p_start, p_end = out["probes"][0]
+    _, c_start, c_end = out["contexts"][0]
     assert p_start < c_end and c_start < p_end, out   # they ran at the same time
-    for usable, reason in out["failing"]:
-        assert not usable and "driver failed" in reason and "OUT_OF_MEMORY" in reason, out
-    assert out["recovered"][0] and out["no_thread"][0], out
+    for usable, reason in out["failing"] + [out["failing_first"]]:
+        assert not usable and "could not create a CUDA context" in reason, out
+        assert "OUT_OF_MEMORY" in reason, out
+    assert out["recovered"][0], out
+    assert out["probe_failed"] == [False, "numba-cuda cannot compile kernels here (a test)"]
+    assert out["opened_for_failed_probe"] == 0, out

@@ -105,3 +105,19 @@ def test_cuda_first_step_times_a_cold_and_a_warm_start_with_the_driver_stubbed(t
     # the modelled context and the probe, timed side by side in MLP's construction
     assert rows["warm"]["context"] >= 0.05 and rows["warm"]["probe"] > 0, rows
     assert "| warm |" in proc.stdout, proc.stdout
+
+
+def test_a_run_promised_a_real_gpu_stops_where_there_is_none():
+    """FASTBP_TEST_REAL_GPU=1 (gpu_check.sh's tests stage) on a machine whose GPU fastbp
+    cannot use stops at once and says why (conftest.py), instead of every CUDA test
+    skipping and the run passing."""
+    if fdevice.simulator_enabled() is False and usable:
+        pytest.skip("a GPU is usable here: the run would start")
+    env = dict(os.environ, FASTBP_TEST_REAL_GPU="1")
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-n", "0", str(REPO / "tests" / "test_ready_batch.py")],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "FASTBP_TEST_REAL_GPU=1, but fastbp cannot use a GPU here" in proc.stdout + \
+        proc.stderr
