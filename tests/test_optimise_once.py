@@ -24,11 +24,20 @@ MARK = "chainmarker"   # in the mangled name of every function of the chain
 
 def _chain():
     """Fresh dispatchers (nothing cached): top2 -> top -> mid -> leaf, each compiled
-    on its own (numba's default inline="never") and linked into its caller."""
+    on its own (numba's default inline="never") and linked into its caller. The leaf
+    has three loops so that LLVM's inliner finds it too large to inline into mid on
+    every CPU: with one loop it stayed a call for znver4 (the AMD EPYC machines) but was inlined
+    and dropped for rocketlake (the Intel Xeon these machines now are), leaving no
+    definition to look at; the new leaf passes for both and for skylake-avx512,
+    sapphirerapids, znver3 and haswell (NUMBA_CPU_NAME)."""
     @njit(fastmath={"contract"}, error_model="numpy")
     def chainmarker_leaf(x, out):
         for i in range(x.shape[0]):
             out[i] = x[i] * 1.5 + math.exp(-x[i] * x[i]) * 0.25 - x[i] * x[i] * 0.125
+        for i in range(x.shape[0]):
+            out[i] += math.tanh(x[i]) * 0.5 + math.log1p(x[i] * x[i]) * 0.0625
+        for i in range(1, x.shape[0]):
+            out[i] += math.sqrt(abs(x[i - 1])) * 0.03125
 
     @njit(fastmath={"contract"}, error_model="numpy")
     def chainmarker_mid(x, out):
@@ -107,8 +116,10 @@ def test_a_callee_linked_twice_is_compiled_not_optimised_again(chain_in_scope, r
     finally:
         codegen.CPUCodeLibrary._optimize_final_module = wrapper
     assert np.float64(result).tobytes() == np.float64(plain).tobytes()
-    assert result == pytest.approx(2.0 * (x * 1.5 + np.exp(-x * x) * 0.25
-                                          - x * x * 0.125).sum() + 1.0, rel=1e-12)
+    leaf_out = (x * 1.5 + np.exp(-x * x) * 0.25 - x * x * 0.125
+                + np.tanh(x) * 0.5 + np.log1p(x * x) * 0.0625)
+    leaf_out[1:] += np.sqrt(np.abs(x[:-1])) * 0.03125
+    assert result == pytest.approx(2.0 * leaf_out.sum() + 1.0, rel=1e-12)
 
 
 def test_only_fastbps_libraries_are_changed(chain_in_scope, rng, monkeypatch):
