@@ -26,10 +26,10 @@ def _chain():
     """Fresh dispatchers (nothing cached): top2 -> top -> mid -> leaf, each compiled
     on its own (numba's default inline="never") and linked into its caller. The leaf
     has three loops so that LLVM's inliner finds it too large to inline into mid on
-    every CPU: with one loop it stayed a call for znver4 (the AMD EPYC machines) but was inlined
-    and dropped for rocketlake (the Intel Xeon these machines now are), leaving no
-    definition to look at; the new leaf passes for both and for skylake-avx512,
-    sapphirerapids, znver3 and haswell (NUMBA_CPU_NAME)."""
+    every CPU: with one loop it stayed a call for znver4 (the AMD EPYC machines) but
+    was inlined and dropped for rocketlake (the Intel Xeon these machines now are),
+    leaving no definition to look at. This leaf stays a call for both and for
+    skylake-avx512, sapphirerapids, znver3 and haswell (NUMBA_CPU_NAME)."""
     @njit(fastmath={"contract"}, error_model="numpy")
     def chainmarker_leaf(x, out):
         for i in range(x.shape[0]):
