@@ -142,7 +142,10 @@ def _probe_beside(open_context):
     return compile_probe(), failed
 
 
-startup = {}   # seconds of "probe" and "context" where the probe ran (_probe_beside)
+# seconds of a process's CUDA start-up, for benchmarks/cuda_first_step.py: "import"
+# (numba.cuda, at the first cuda_status call: 0 where something imported it before),
+# "probe" and "context" (where the probe ran: _probe_beside)
+startup = {}
 
 
 def _timed(name, work):
@@ -151,6 +154,19 @@ def _timed(name, work):
         work()
     finally:
         startup[name] = time.perf_counter() - begin
+
+
+def _timed_once(name, work):
+    """``_timed`` the first time ``name`` is timed in this process; later calls just
+    run ``work``."""
+    if name in startup:
+        work()
+    else:
+        _timed(name, work)
+
+
+def _import_numba_cuda():
+    import numba.cuda  # noqa: F401
 
 
 def _versions():
@@ -179,6 +195,10 @@ def cuda_status():
     if package is None:
         return False, "numba-cuda is not installed"
     try:
+        # timed for benchmarks/cuda_first_step.py: the first call pays the import
+        # (0.2 s here; 0.8 s where ml_dtypes is installed, e.g. beside JAX, since
+        # numba-cuda imports it when it can, for bfloat16)
+        _timed_once("import", _import_numba_cuda)
         from numba import cuda
     except Exception as exc:
         return False, f"numba.cuda failed to import ({_short(exc)})"

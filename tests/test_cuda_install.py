@@ -178,3 +178,28 @@ def test_the_probe_compiles_on_its_own_thread_while_the_context_is_created():
     assert out["recovered"][0], out
     assert out["probe_failed"] == [False, "numba-cuda cannot compile kernels here (a test)"]
     assert out["opened_for_failed_probe"] == 0, out
+
+
+IMPORT_TIMED = r"""
+import json, sys
+from fastbp import device
+before = "numba.cuda" in sys.modules
+first = device.cuda_status()   # no GPU here: numba.cuda imports, then says so
+timed = dict(device.startup)
+device.cuda_status()
+print(json.dumps({"before": before, "after": "numba.cuda" in sys.modules,
+                  "first": timed, "again": device.startup}))
+"""
+
+
+@needs_numba_cuda
+def test_the_first_cuda_status_times_importing_numba_cuda():
+    """device.startup["import"]: what importing numba.cuda cost the first cuda_status
+    call of a process (benchmarks/cuda_first_step.py reports it beside the context and
+    the probe); later calls leave it as it was."""
+    import json
+    out = json.loads(_run(IMPORT_TIMED).strip().splitlines()[-1])
+    assert not out["before"] and out["after"], out
+    # a real import: numba-cuda's registries, its bindings (0.2 s and more here)
+    assert out["first"]["import"] > 0.01, out
+    assert out["again"]["import"] == out["first"]["import"], out
