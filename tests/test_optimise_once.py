@@ -12,6 +12,8 @@ import re
 import subprocess
 import sys
 
+import llvmlite.binding
+import numba
 import numpy as np
 import pytest
 from numba import njit
@@ -24,12 +26,15 @@ MARK = "chainmarker"   # in the mangled name of every function of the chain
 
 def _chain():
     """Fresh dispatchers (nothing cached): top2 -> top -> mid -> leaf, each compiled
-    on its own (numba's default inline="never") and linked into its caller. The leaf
-    has three loops so that LLVM's inliner finds it too large to inline into mid on
-    every CPU: with one loop it stayed a call for znver4 (the AMD EPYC machines) but
-    was inlined and dropped for rocketlake (the Intel Xeon these machines now are),
-    leaving no definition to look at. This leaf stays a call for both and for
-    skylake-avx512, sapphirerapids, znver3 and haswell (NUMBA_CPU_NAME)."""
+    on its own (numba's default inline="never") and linked into its caller.
+
+    The test needs the leaf to stay a call in mid, and whether LLVM inlines it there
+    is LLVM's cost model, which depends on the CPU it tunes for: a one-loop leaf stayed
+    a call for znver4 but was inlined and dropped for rocketlake (the 2026-12-02 Intel
+    Xeon machines), and three loops still were for znver1, znver2, btver2 and the
+    generic tuning (NUMBA_CPU_NAME=""). With four loops it stays a call for every CPU
+    name tried: those, rocketlake, znver3, znver4, haswell, skylake-avx512,
+    icelake-server and sapphirerapids. The test says so when it is inlined anyway."""
     @njit(fastmath={"contract"}, error_model="numpy")
     def chainmarker_leaf(x, out):
         for i in range(x.shape[0]):
@@ -38,6 +43,8 @@ def _chain():
             out[i] += math.tanh(x[i]) * 0.5 + math.log1p(x[i] * x[i]) * 0.0625
         for i in range(1, x.shape[0]):
             out[i] += math.sqrt(abs(x[i - 1])) * 0.03125
+        for i in range(x.shape[0]):
+            out[i] += math.atan(x[i]) * 0.125 + math.cos(x[i]) * 0.0625
 
     @njit(fastmath={"contract"}, error_model="numpy")
     def chainmarker_mid(x, out):
@@ -102,6 +109,11 @@ def test_a_callee_linked_twice_is_compiled_not_optimised_again(chain_in_scope, r
         assert "optnone" not in ir   # machine code at full optimisation everywhere
 
     # the leaf: optimised in its own library and in mid's, then only compiled
+    assert _marked(irs["chainmarker_mid"], "chainmarker_leaf") is not None, (
+        "LLVM inlined the test's leaf into mid for this CPU "
+        f"({numba.config.CPU_NAME or llvmlite.binding.get_host_cpu_name()}), so there "
+        "is nothing to check: "
+        "make _chain's leaf larger")
     assert _marked(irs["chainmarker_mid"], "chainmarker_leaf") is False
     assert _marked(irs["chainmarker_top"], "chainmarker_leaf") is True
     assert _marked(irs["chainmarker_top2"], "chainmarker_leaf") is True
@@ -119,6 +131,7 @@ def test_a_callee_linked_twice_is_compiled_not_optimised_again(chain_in_scope, r
     leaf_out = (x * 1.5 + np.exp(-x * x) * 0.25 - x * x * 0.125
                 + np.tanh(x) * 0.5 + np.log1p(x * x) * 0.0625)
     leaf_out[1:] += np.sqrt(np.abs(x[:-1])) * 0.03125
+    leaf_out += np.arctan(x) * 0.125 + np.cos(x) * 0.0625
     assert result == pytest.approx(2.0 * leaf_out.sum() + 1.0, rel=1e-12)
 
 
