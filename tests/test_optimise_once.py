@@ -34,7 +34,8 @@ def _chain():
     Xeon machines), and three loops still were for znver1, znver2, btver2 and the
     generic tuning (NUMBA_CPU_NAME=""). With four loops it stays a call for every CPU
     name tried: those, rocketlake, znver3, znver4, haswell, skylake-avx512,
-    icelake-server and sapphirerapids. The test says so when it is inlined anyway."""
+    icelake-server, sapphirerapids, alderlake and generic. The test says so when it
+    is inlined anyway."""
     @njit(fastmath={"contract"}, error_model="numpy")
     def chainmarker_leaf(x, out):
         for i in range(x.shape[0]):
