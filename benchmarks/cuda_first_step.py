@@ -5,12 +5,13 @@ every CUDA kernel of a 784-128-10 step (tanh, softmax cross-entropy, Adam) and s
 it, the second loads them (kernels/cuda/_jit.py). Each reports seconds from the start
 of ``import fastbp`` to the first step's loss read on the host, in parts (the import,
 the network's construction with its plan, the step), how long importing numba.cuda,
-then creating the CUDA context and the compile probe took (fastbp.device.startup:
-all three happen during the construction, the last two side by side, the probe on a
-thread of its own, so their seconds are part of the construction's, not added to
-it), whether ml_dtypes was imported (numba-cuda imports it where installed: 0.6 s of
-a 0.8 s numba.cuda import on this project's 2-core machine with JAX installed, 0.2 s
-without), and how many kernels it compiled and loaded.
+initialising the driver, then creating the CUDA context and the compile probe took
+(fastbp.device.startup: all four happen during the construction, the last two side
+by side, the probe on a thread of its own, so their seconds are part of the
+construction's, not added to it), whether ml_dtypes was imported (numba-cuda imports
+it where installed: 0.6 s of a 0.8 s numba.cuda import on this project's 2-core
+machine with JAX installed, 0.2 s without), and how many kernels it compiled and
+loaded.
 
     python benchmarks/cuda_first_step.py           # on a machine with a GPU
     python benchmarks/cuda_first_step.py --stub    # without one: numba-cuda compiles
@@ -60,7 +61,8 @@ for k in gc.get_objects():
         hits += sum(k.stats.cache_hits.values())
         misses += sum(k.stats.cache_misses.values())
 print(json.dumps({"seconds": seconds, "compiled": misses, "loaded": hits, "parts": parts,
-                  "import": startup.get("import"), "context": startup.get("context"),
+                  "import": startup.get("import"), "driver": startup.get("driver"),
+                  "context": startup.get("context"),
                   "probe": startup.get("probe"), "ml_dtypes": "ml_dtypes" in sys.modules}))
 """
 
@@ -106,21 +108,22 @@ def main(argv=None):
     print(f"first CUDA step of a new process, 784-128-10 batch 64 ({where})")
     print("| cache | s to first loss | kernels compiled | kernels loaded | s: import fastbp"
           " / MLP(device='cuda') / first step and its loss | s within MLP: import "
-          "numba.cuda | then side by side: CUDA context / compile probe |")
+          "numba.cuda / driver initialisation | then side by side: CUDA context / "
+          "compile probe |")
     print("|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         parts = " / ".join(f"{v:.2f}" for v in r["parts"].values())
         imported, side = (" / ".join("-" if r.get(k) is None else f"{r[k]:.2f}"
                                      for k in keys)
-                          for keys in (("import",), ("context", "probe")))
+                          for keys in (("import", "driver"), ("context", "probe")))
         print(f"| {name} | {r['seconds']:.2f} | {r['compiled']} | {r['loaded']} | {parts}"
               f" | {imported} | {side} |")
     if any(r.get("ml_dtypes") for r in rows.values()):
         print("ml_dtypes was imported (numba-cuda imports it where it is installed, for "
               "bfloat16): part of numba.cuda's import")
     if args.stub:
-        print("(with --stub the stub imports numba.cuda before fastbp: its import is "
-              "not in these times)")
+        print("(with --stub the stub imports numba.cuda before fastbp and has no driver "
+              "to initialise: neither is in these times)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -142,27 +142,28 @@ def _probe_beside(open_context):
     return compile_probe(), failed
 
 
-# seconds of a process's CUDA start-up, for benchmarks/cuda_first_step.py: "import"
-# (numba.cuda, at the first cuda_status call: 0 where something imported it before),
-# "probe" and "context" (where the probe ran: _probe_beside)
+# seconds of a process's CUDA start-up, for benchmarks/cuda_first_step.py, in order:
+# "import" (numba.cuda) and "driver" (its initialisation), each at the first
+# cuda_status call that is not the simulator's (about 0 where something did them
+# before), then "context" and "probe" (where the probe ran: _probe_beside)
 startup = {}
 
 
 def _timed(name, work):
+    """``work()``, its seconds recorded as ``startup[name]`` (also when it raises)."""
     begin = time.perf_counter()
     try:
-        work()
+        return work()
     finally:
         startup[name] = time.perf_counter() - begin
 
 
 def _timed_once(name, work):
     """``_timed`` the first time ``name`` is timed in this process; later calls just
-    run ``work``."""
+    return ``work()``."""
     if name in startup:
-        work()
-    else:
-        _timed(name, work)
+        return work()
+    return _timed(name, work)
 
 
 def _import_numba_cuda():
@@ -196,14 +197,15 @@ def cuda_status():
         return False, "numba-cuda is not installed"
     try:
         # timed for benchmarks/cuda_first_step.py: the first call pays the import
-        # (0.2 s here; 0.8 s where ml_dtypes is installed, e.g. beside JAX, since
-        # numba-cuda imports it when it can, for bfloat16)
+        # (on this project's 2-core machine 0.2 s without ml_dtypes, 0.8 s with it:
+        # numba-cuda imports it where installed, e.g. beside JAX, for bfloat16)
         _timed_once("import", _import_numba_cuda)
         from numba import cuda
     except Exception as exc:
         return False, f"numba.cuda failed to import ({_short(exc)})"
     try:
-        if cuda.is_available():
+        # the driver's initialisation (cuInit) happens here, before the context
+        if _timed_once("driver", cuda.is_available):
             (ok, reason), failed = _probe_beside(cuda.current_context)
             if not ok:
                 return False, reason
