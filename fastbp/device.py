@@ -167,7 +167,8 @@ def _timed_once(name, work):
 
 
 def _import_numba_cuda():
-    import numba.cuda  # noqa: F401
+    import numba.cuda
+    return numba.cuda
 
 
 def _versions():
@@ -199,8 +200,7 @@ def cuda_status():
         # timed for benchmarks/cuda_first_step.py: the first call pays the import
         # (on this project's 2-core machine 0.2 s without ml_dtypes, 0.8 s with it:
         # numba-cuda imports it where installed, e.g. beside JAX, for bfloat16)
-        _timed_once("import", _import_numba_cuda)
-        from numba import cuda
+        cuda = _timed_once("import", _import_numba_cuda)
     except Exception as exc:
         return False, f"numba.cuda failed to import ({_short(exc)})"
     try:
