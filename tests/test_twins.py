@@ -55,6 +55,8 @@ CPU_ONLY_MODULES = {
     "elementary": "exp/tanh written for LLVM's vectoriser (the GPU has libdevice)",
     "_optimise_once": "how numba's CPU codegen links callees (numba-cuda links through "
                       "NVVM)",
+    "borrow": "arrays without numba's CPU reference counts (numba-cuda's kernels run "
+              "without its runtime's counting)",
 }
 CUDA_ONLY_MODULES = {
     "plan": "launch plans (on the CPU a step is already one compiled call)",

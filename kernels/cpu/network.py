@@ -34,6 +34,12 @@ a driver compiled on its own cost the LLVM work of everything below it once more
 default train's cold compile: 10% less CPU inlined; the suite's general passes: 16%
 less). The small view helpers stay inlined. The work of a layer's column blocks stays
 compiled once in kernels/cpu/linear.py and backward_update.py, shared by every entry.
+
+The training entries (network_backward, network_train_step, network_train_epoch) pass
+their arrays on as ``borrowed`` (borrow.py): the hundreds of views and calls below them
+then update no reference counts, which were a sixth of a 64-64-10 network's compiled
+step. They return numbers only, as borrowing requires. network_forward returns a view
+of ``acts`` and borrows nothing.
 """
 import functools
 import os
@@ -45,6 +51,7 @@ from ..codes import HP_MAX_GRAD_NORM, OPTIMIZERS
 from .activations import ALL, activation_set
 from ._jit import inlined, scalar, serial
 from .backward_update import linear_backward_update_for
+from .borrow import borrowed
 from .linear import linear_forward_for
 from .losses import loss_forward_backward
 from .optim import check_optimizer, optimizer_update_for
@@ -373,9 +380,10 @@ def passes(act_set, optimizer=None):
                          pre_cum, loss_code, X, labels, targets, acts, pres, dbuf):
         """Forward, loss and backward; fills ``grads`` (same layout as params) and
         returns the mean loss. Arguments as network_loss, plus grads (n_params,)."""
-        return backward_for(act_set, params, grads, sizes, w_off, b_off, act_codes,
-                            slopes, act_cum, pre_cum, loss_code, X, labels, targets,
-                            acts, pres, dbuf)
+        B = borrowed   # nothing borrowed is returned (borrow.py)
+        return backward_for(act_set, B(params), B(grads), B(sizes), B(w_off), B(b_off),
+                            B(act_codes), B(slopes), B(act_cum), B(pre_cum), loss_code,
+                            B(X), B(labels), B(targets), B(acts), B(pres), B(dbuf))
 
     @serial
     def network_train_step(params, grads, sizes, w_off, b_off, act_codes, slopes,
@@ -387,10 +395,12 @@ def passes(act_set, optimizer=None):
         optim.optimizer_update). Returns (loss, nonfinite): the mean loss before the
         update and how many parameters the update left NaN or infinite.
         """
-        return train_step_for(act_set, params, grads, sizes, w_off, b_off, act_codes,
-                              slopes, act_cum, pre_cum, loss_code, X, labels, targets,
-                              acts, pres, dbuf, _opt_code_for(opt_code, only),
-                              opt_state, opt_hparams, opt_step)
+        B = borrowed   # nothing borrowed is returned (borrow.py)
+        return train_step_for(act_set, B(params), B(grads), B(sizes), B(w_off), B(b_off),
+                              B(act_codes), B(slopes), B(act_cum), B(pre_cum), loss_code,
+                              B(X), B(labels), B(targets), B(acts), B(pres), B(dbuf),
+                              _opt_code_for(opt_code, only), B(opt_state),
+                              B(opt_hparams), opt_step)
 
     @serial
     def network_train_epoch(params, grads, sizes, w_off, b_off, act_codes, slopes,
@@ -399,11 +409,12 @@ def passes(act_set, optimizer=None):
                             first_step, losses):
         """Consecutive training steps over the rows of X in minibatches of
         ``batch_size``, in one call; see train_epoch_for."""
-        return train_epoch_for(act_set, params, grads, sizes, w_off, b_off, act_codes,
-                               slopes, act_cum, pre_cum, loss_code, X, labels, targets,
-                               batch_size, acts, pres, dbuf,
-                               _opt_code_for(opt_code, only), opt_state, opt_hparams,
-                               first_step, losses)
+        B = borrowed   # nothing borrowed is returned (borrow.py)
+        return train_epoch_for(act_set, B(params), B(grads), B(sizes), B(w_off),
+                               B(b_off), B(act_codes), B(slopes), B(act_cum), B(pre_cum),
+                               loss_code, B(X), B(labels), B(targets), batch_size,
+                               B(acts), B(pres), B(dbuf), _opt_code_for(opt_code, only),
+                               B(opt_state), B(opt_hparams), first_step, B(losses))
 
     @serial
     def layer_backward_update(dA, A, S, X, W, code, slope, dX, dW, db, compute_dX, fuse,
