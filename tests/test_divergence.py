@@ -166,6 +166,31 @@ def test_update_kernel_counts_exactly_the_nonfinite_parameters(code, n_rows, dty
     assert count == expected
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("clip", [0.0, 1e30])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_every_position_of_a_short_range_is_counted(dtype, clip, momentum):
+    """The update loops keep the largest exponent and count again only when it is all
+    ones (kernels/cpu/optim.py): a NaN, +inf or -inf gradient at any position of
+    ranges shorter and longer than a vector, with and without clipping (which makes
+    the clip factor 0 or leaves it 1 here, so both of plain SGD's loops run) and
+    momentum, gives exactly the count of non-finite parameters."""
+    rng = np.random.default_rng(5)
+    for n in (1, 3, 8, 17, 40):
+        for at in range(n):
+            for value in (np.nan, np.inf, -np.inf):
+                params = rng.standard_normal(n).astype(dtype)
+                grads = rng.standard_normal(n).astype(dtype)
+                grads[at] = value
+                hparams = np.zeros(codes.N_HPARAMS[codes.SGD])
+                hparams[codes.HP_LR] = 0.1
+                hparams[codes.HP_MAX_GRAD_NORM] = clip
+                hparams[codes.HP_SGD_MOMENTUM] = momentum
+                state = np.zeros((1, n), dtype)
+                count = cpu.optimizer_update(codes.SGD, params, grads, state, hparams, 1)
+                assert count == np.count_nonzero(~np.isfinite(params)) >= 1, (n, at)
+
+
 def test_finite_updates_count_zero():
     rng = np.random.default_rng(3)
     params, grads = rng.standard_normal(100), rng.standard_normal(100)
