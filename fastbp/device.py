@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from . import aligned
 from .validation import canonical
 
 DEVICES = ("cpu", "cuda")
@@ -458,21 +459,26 @@ def empty(shape, dtype, device):
     if device == "cuda":
         from numba import cuda
         return cuda.device_array(shape, dtype=np.dtype(dtype))
-    return np.empty(shape, dtype)
+    return aligned.empty(shape, dtype)   # on a cache line: fastbp/aligned.py
 
 
 def zeros(shape, dtype, device):
     """A zero-filled array on ``device``."""
     if device == "cuda":
         return to_device(np.zeros(shape, dtype))
-    return np.zeros(shape, dtype)
+    return aligned.zeros(shape, dtype)
 
 
 def move(a, device):
-    """``a`` as an array on ``device``, copied only when it lives elsewhere."""
+    """``a`` as an array on ``device``, copied only when it lives elsewhere (to the host
+    into a buffer on a cache line, fastbp/aligned.py)."""
     if device == "cuda":
         return a if is_device_array(a) else to_device(a)
-    return to_host(a)
+    if is_device_array(a):
+        host = aligned.empty(a.shape, a.dtype)
+        a.copy_to_host(host)
+        return host
+    return a
 
 
 def copy_into(dst, src):

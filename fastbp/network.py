@@ -6,6 +6,7 @@ the flat buffers and workspaces, and hands both to the compiled whole-network pa
 """
 import numpy as np
 
+from . import aligned
 from . import concurrency as _concurrency
 from . import device as _device
 from . import divergence, validation
@@ -152,8 +153,9 @@ class MLP:
         # The CPU passes compiled for this network's activations only.
         self._kernels = cpu_kernels.network_passes(act_codes)
         self._warmed = set()
-        self.params = np.zeros(self.layout.n_params, self.dtype)
-        self.grads = np.zeros(self.layout.n_params, self.dtype)
+        # on cache lines (fastbp/aligned.py), as the workspace and optimizer state
+        self.params = aligned.zeros(self.layout.n_params, self.dtype)
+        self.grads = aligned.zeros(self.layout.n_params, self.dtype)
         self.layers = [Layer(self, l) for l in range(self.layout.n_layers)]
         self._workspace = Workspace(self.layout, self.dtype)
         self._no_labels = np.zeros(0, np.int64)

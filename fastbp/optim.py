@@ -23,6 +23,7 @@ import numbers
 
 import numpy as np
 
+from . import aligned
 from . import device as _device
 from . import validation
 from .concurrency import using
@@ -96,7 +97,7 @@ class Optimizer:
     def __init__(self, net, hparams, n_state_rows=0):
         self.net = net
         self.hparams = np.asarray(hparams, dtype=np.float64).copy()
-        self.state = np.zeros((n_state_rows, net.n_params), dtype=net.dtype)
+        self.state = aligned.zeros((n_state_rows, net.n_params), net.dtype)
         self.steps = 0
 
     @staticmethod
@@ -184,7 +185,8 @@ class Optimizer:
         if steps < 0:
             raise ValueError(f"state_dict: steps: expected >= 0, got {steps}")
         self.hparams = hparams.copy()
-        self.state = np.ascontiguousarray(state, dtype=self.net.dtype).copy()
+        self.state = aligned.empty(state.shape, self.net.dtype)
+        self.state[...] = state
         self.steps = steps
 
     def _settings(self):

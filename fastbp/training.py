@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 
+from . import aligned
 from . import device as _device
 from . import device_data, distributed, divergence, validation
 from .concurrency import exclusive_function
@@ -331,9 +332,10 @@ def fit(net, X, y, epochs=10, batch_size=32, optimizer=None, shuffle=True, seed=
     if shuffle and on_gpu:
         shuffler = device_data.Shuffler(X, labels, targets)
     elif shuffle:
-        X_epoch = np.empty_like(X)
-        labels_epoch = np.empty_like(labels)
-        targets_epoch = np.empty_like(targets)
+        # the shuffled copies on cache lines, as the network's buffers (fastbp/aligned.py)
+        X_epoch = aligned.empty(X.shape, X.dtype)
+        labels_epoch = aligned.empty(labels.shape, labels.dtype)
+        targets_epoch = aligned.empty(targets.shape, targets.dtype)
     else:
         X_epoch, labels_epoch, targets_epoch = X, labels, targets
     # Host copies (the network's buffers may live on a GPU): the start of the epoch,

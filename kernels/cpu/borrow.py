@@ -8,10 +8,10 @@ numba counts references to every array it holds: each view made in compiled code
 passed to a compiled callee that is not inlined increments its owner's count on the
 way in and decrements it on the way out, with atomic instructions (``lock inc`` and
 ``lock dec`` on the owner's meminfo). A training step makes hundreds of views and
-calls: on a 64-64-10 network at batch 32 those two instructions took 17% of the
+calls: on a 64-64-10 network at batch 32 those two instructions took 18% of the
 compiled step's samples under ``perf`` (2026-12-02; benchmarks/README.md, "numba's
-reference counts"), and with two threads the parallel regions make both cores
-increment the same counters. An array whose meminfo is NULL is counted by nobody:
+reference counts, and the update's non-finite count"), and with two threads the
+parallel regions make both cores increment the same counters. An array whose meminfo is NULL is counted by nobody:
 numba's NRT_incref and NRT_decref return at once for it, as they do for arrays made
 from raw pointers (``numba.carray``).
 
