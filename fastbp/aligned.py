@@ -14,8 +14,9 @@ project's 2-vCPU Intel Xeon (family 6 model 167; benchmarks/README.md, "Buffers 
 offset in turn: ``train_step`` took 20.8 us with all of them on a boundary against
 23.4-23.7 us off it (tiny 64-64-10), 169 against 208-216 us (mnist 784-128-10), and
 1.86 against 2.20-2.26 ms (deep 256 x 10-10). The layer views inside the flat buffers
-(NetworkLayout's offsets) then fall on boundaries wherever the layer widths are
-multiples of 16 float32 or 8 float64 values, as in all of those networks.
+(NetworkLayout's offsets) then fall on boundaries where the widths before the output
+layer are multiples of 16 float32 or 8 float64 values (64, 784, 256, 512: every
+yardstick network; their 10 outputs come last).
 
 The arrays are views into a slightly larger byte buffer (their ``base``): numpy arrays
 like any other, writeable, C-contiguous, of exactly the shape asked for.
@@ -31,7 +32,9 @@ def empty(shape, dtype):
     and is numpy's own)."""
     dtype = np.dtype(dtype)
     count = int(np.prod(shape, dtype=np.int64))
-    if count == 0:   # numpy's own, with its strides (a reshaped empty view has zeros)
+    if count == 0 or min(np.atleast_1d(shape), default=0) < 0:
+        # numpy's own: an empty one with numpy's strides (a reshaped empty view has
+        # zeros), and numpy's ValueError for a negative dimension
         return np.empty(shape, dtype)
     nbytes = count * dtype.itemsize
     raw = np.empty(nbytes + ALIGNMENT, np.uint8)

@@ -1,8 +1,9 @@
 """Divergence: a training step whose loss or update is NaN or infinite.
 
-The compiled update counts, in the same pass that writes them, how many parameters it
-left NaN or infinite (kernels/cpu/optim.py), so spotting a divergent step costs no extra
-pass over memory; the loss before the update is checked too. What each entry point does
+The compiled update counts how many parameters it left NaN or infinite: each loop keeps
+the largest exponent it stores and counts its range again only when that shows one
+(kernels/cpu/optim.py), so a finite step pays no extra pass over memory; the loss before
+the update is checked too. What each entry point does
 when a step diverges:
 
 - ``MLP.train_step`` and ``Optimizer.step``: raise :class:`TrainingDiverged`. They keep

@@ -301,7 +301,7 @@ class MLP:
         update, all in one compiled call. Returns the mean loss before the update.
 
         Raises fastbp.TrainingDiverged when the update left any parameter NaN or
-        infinite (the update counts them as it writes them, at no extra cost). This
+        infinite (the update notices them as it writes them, at almost no cost). This
         call keeps no copy of the parameters, so they then hold those values: keep a
         copy (``net.params.copy()``) to go back to, or train with ``fit``, which
         restores the start of the epoch. A non-finite loss whose update stayed finite

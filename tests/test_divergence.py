@@ -189,6 +189,15 @@ def test_every_position_of_a_short_range_is_counted(dtype, clip, momentum):
                 state = np.zeros((1, n), dtype)
                 count = cpu.optimizer_update(codes.SGD, params, grads, state, hparams, 1)
                 assert count == np.count_nonzero(~np.isfinite(params)) >= 1, (n, at)
+        # finite inputs whose update overflows only when stored in the dtype
+        params = np.full(n, np.finfo(dtype).max, dtype)
+        grads = np.full(n, -np.finfo(dtype).max, dtype)
+        hparams = np.zeros(codes.N_HPARAMS[codes.SGD])
+        hparams[codes.HP_LR] = 0.5
+        hparams[codes.HP_SGD_MOMENTUM] = momentum
+        count = cpu.optimizer_update(codes.SGD, params, grads, np.zeros((1, n), dtype),
+                                     hparams, 1)
+        assert count == n == np.count_nonzero(np.isinf(params))
 
 
 def test_finite_updates_count_zero():

@@ -207,10 +207,11 @@ def test_narrow_rows_give_the_row_at_a_time_bits(dtype):
     (kernels/cpu/losses.py, _softmax_cross_entropy_narrow): its losses and gradients
     are those of the row-at-a-time form to the bit, for partial groups, one class,
     huge and tiny logits, infinities and NaN."""
-    from numba import njit
     from fastbp.kernels.cpu import losses
+    from fastbp.kernels.cpu._jit import serial   # the kernels' own flags: inlined
+    # functions take their caller's, and "contract" changes roundings
 
-    @njit
+    @serial
     def both(Z, labels, dZ_narrow, dZ_wide, scale):
         n = Z.shape[0]
         return (losses._softmax_cross_entropy_narrow(Z, labels, dZ_narrow, scale, 0, n),

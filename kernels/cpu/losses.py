@@ -64,26 +64,28 @@ _NARROW = 32
 
 
 @intrinsic
-def _stack_group(typingctx, array):
-    """A pointer to (_NARROW + 1) * _GROUP slots of ``array``'s dtype on the stack of
-    the compiled function (allocated once per function): a group of rows of Z,
-    transposed, and their maxima."""
-    dtype = array.dtype
+def _stack_group(typingctx, like):
+    """A pointer to (_NARROW + 1) * _GROUP slots of the type of the number ``like`` on
+    the stack of the compiled function (allocated once per call site): a group of rows,
+    transposed, and one more value per row."""
+    if not isinstance(like, types.Float):
+        return None
 
     def codegen(context, builder, signature, args):
         size = context.get_constant(types.intp, (_NARROW + 1) * _GROUP)
-        return cgutils.alloca_once(builder, context.get_data_type(dtype), size=size)
-    return types.CPointer(dtype)(array), codegen
+        return cgutils.alloca_once(builder, context.get_data_type(like), size=size)
+    return types.CPointer(like)(like), codegen
 
 
 @scalar
 def _softmax_cross_entropy_narrow(Z, labels, dZ, scale, r0, r1):
     """_softmax_cross_entropy_rows for Z.shape[1] <= _NARROW, _GROUP rows at a time:
     T[j * _GROUP + r] is Z[g0 + r, j]; E holds the exponentials the same way, then the
-    rows' sums. The last group's unused lanes compute on stale values, never read."""
+    rows' sums. A last group of fewer rows fills its other lanes with zeros, whose
+    results are never read."""
     n = Z.shape[1]
-    T = carray(_stack_group(Z), ((_NARROW + 1) * _GROUP,))
-    E = carray(_stack_row(), (_STACK_ROW,))
+    T = carray(_stack_group(Z.dtype.type(0.0)), ((_NARROW + 1) * _GROUP,))
+    E = carray(_stack_group(0.0), ((_NARROW + 1) * _GROUP,))
     at_max = _NARROW * _GROUP   # T[at_max + r]: row r's maximum, in Z's dtype
     at_sum = _NARROW * _GROUP   # E[at_sum + r]: its sum of exponentials, float64
     total = 0.0
@@ -92,6 +94,9 @@ def _softmax_cross_entropy_narrow(Z, labels, dZ, scale, r0, r1):
         for r in range(rows):
             for j in range(n):
                 T[j * _GROUP + r] = Z[g0 + r, j]
+        for r in range(rows, _GROUP):
+            for j in range(n):
+                T[j * _GROUP + r] = 0.0
         for r in range(_GROUP):
             T[at_max + r] = T[r]
         for j in range(1, n):

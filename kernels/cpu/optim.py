@@ -14,8 +14,9 @@ any of them:
         raises    ValueError (codes.UNKNOWN_OPTIMIZER) for an opt_code outside
                   codes.OPTIMIZERS, before anything is updated, as the CUDA twin
         returns   int, how many parameters the update left NaN or infinite (0: all
-                  finite). Counted inside the update loops from the values they
-                  store, so spotting a divergent step costs no extra pass over memory.
+                  finite). Each update loop keeps the largest exponent field of the
+                  values it stores and counts its range again only when that shows a
+                  NaN or infinity, so a finite step pays no extra pass over memory.
 
 The formulas are torch.optim's documented algorithms (PyTorch 2.x, maximize=False,
 foreach/fused off), applied elementwise; ``g`` is the gradient entry after clipping:
@@ -165,8 +166,11 @@ def _sgd_plain_range(params, grads, scale, lr, weight_decay, i0, i1):
     """SGD without momentum: p = p - lr * (g + wd * p)."""
     worst = _no_exponent(params)
     if scale == 1.0:
-        # clipping off (or not needed): the same values without the multiplication by
-        # 1, which is exact; 0.26 -> 0.23 ns an element, float32
+        # clipping off (or not needed): no multiplication by 1; 0.26 -> 0.23 ns an
+        # element, float32. Exact as compiled: LLVM fuses the weight decay's product
+        # into the sum either way, fma(wd, p, 1 * g) before and fma(wd, p, g) now
+        # (checked bit for bit against acf3404: benchmarks/README.md, "numba's
+        # reference counts, and the update's non-finite count")
         for i in range(uint64(i0), uint64(i1)):
             p = params[i]
             params[i] = p - lr * (grads[i] + weight_decay * p)
