@@ -317,8 +317,8 @@ class MLP:
         if self.device == "cuda" and not getattr(optimizer, "reduces_gradients", False):
             X, labels, targets = self._cuda_inputs(X, y)
             return self._train_step_planned(X, labels, targets, optimizer)
-        # locked by this method already: the step's own frames are few, as every
-        # Python call around a 64-64-10 network's 20 us compiled step shows
+        # this method holds the lock itself and calls the unlocked _train_step: every
+        # Python call around a 64-64-10 network's 20 us compiled step shows in its time
         X, labels, targets = self._batch(X, y)
         loss, nonfinite = self._train_step(X, labels, targets, optimizer)
         if nonfinite:

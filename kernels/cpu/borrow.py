@@ -11,9 +11,9 @@ way in and decrements it on the way out, with atomic instructions (``lock inc`` 
 calls: on a 64-64-10 network at batch 32 those two instructions took 18% of the
 compiled step's samples under ``perf`` (2026-12-02; benchmarks/README.md, "numba's
 reference counts, and the update's non-finite count"), and with two threads the
-parallel regions make both cores increment the same counters. An array whose meminfo is NULL is counted by nobody:
-numba's NRT_incref and NRT_decref return at once for it, as they do for arrays made
-from raw pointers (``numba.carray``).
+parallel regions make both cores increment the same counters. An array whose meminfo
+is NULL is counted by nobody: numba's NRT_incref and NRT_decref return at once for it,
+as they do for arrays made from raw pointers (``numba.carray``).
 
 Safe where the caller keeps the original arrays alive for the whole call, which a
 compiled entry called from Python always does (its arguments are the caller's

@@ -169,8 +169,8 @@ def _sgd_plain_range(params, grads, scale, lr, weight_decay, i0, i1):
         # clipping off (or not needed): no multiplication by 1; 0.26 -> 0.23 ns an
         # element, float32. Exact as compiled: LLVM fuses the weight decay's product
         # into the sum either way, fma(wd, p, 1 * g) before and fma(wd, p, g) now
-        # (checked bit for bit against acf3404: benchmarks/README.md, "numba's
-        # reference counts, and the update's non-finite count")
+        # (checked bit for bit against acf3404, with and without weight decay and
+        # momentum: benchmarks/README.md, "Buffers on 64-byte boundaries", its end)
         for i in range(uint64(i0), uint64(i1)):
             p = params[i]
             params[i] = p - lr * (grads[i] + weight_decay * p)
