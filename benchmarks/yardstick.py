@@ -317,6 +317,16 @@ def worker(kind, names, dtypes, threads, budget_s, samples):
     print(RESULT_TAG + json.dumps(result), flush=True)
 
 
+def products_library():
+    """A line saying which BLAS libraries multiply fastbp's products here (asked of a
+    fresh process: the parent imports no fastbp, whose thread pool would hold cores)."""
+    code = ("from fastbp.kernels.cpu import blas\n"
+            "print(f\"fastbp's products: OpenBLAS {blas.LIBRARY_PATH or '(scipy)'} "
+            "({blas.CORE_NAME} kernels); MKL for the larger ones: {blas.MKL_REASON}\")")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return done.stdout.strip() or f"fastbp's products: unknown ({done.stderr.strip()[-300:]})"
+
+
 class WorkerError(RuntimeError):
     """A worker process failed or reported nothing; the message holds its stderr."""
 
@@ -498,6 +508,7 @@ def main(argv=None):
           f"Python {platform.python_version()}, numpy {np.__version__}; threads "
           f"{args.threads}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
           f"rounds {args.rounds}", flush=True)
+    print(products_library(), flush=True)
     pooled = collect(names, dtypes, args.threads, args.budget, args.rounds)
     print("median ms per training step; ratios are fastbp / other (below 1: fastbp faster)")
     for dtype in dtypes:

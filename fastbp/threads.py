@@ -3,7 +3,8 @@
 fastbp's kernels split every layer into blocks across numba's thread pool, and each
 thread multiplies its block with single-threaded BLAS (kernels/cpu/blas.py). So the
 BLAS that the kernels call (scipy-openblas32's OpenBLAS, or scipy's where that cannot
-be loaded) must run one thread per call: a multithreaded BLAS inside numba's threads,
+be loaded; MKL, loaded sequential, for the larger products where it is used) must run
+one thread per call: a multithreaded BLAS inside numba's threads,
 or BLAS's own pool spinning beside numba's, oversubscribes
 the cores (measured on a 2-core machine: a 784-128-10 step went from 0.28 ms to 28 ms
 with both pools at 2 threads). fastbp therefore sets the kernels' BLAS to one thread
@@ -37,8 +38,11 @@ def _controller():
 
 
 def _is_kernels_blas(info):
-    """Whether threadpoolctl's ``info`` describes the library the kernels call."""
+    """Whether threadpoolctl's ``info`` describes a library the kernels call (their
+    OpenBLAS, or the MKL they load sequential: kernels/cpu/mkl.py)."""
     path = os.path.realpath(info["filepath"])
+    if kernels_blas.MKL_PATH is not None and path == kernels_blas.MKL_PATH:
+        return True
     if kernels_blas.LIBRARY_PATH is not None:
         return path == os.path.realpath(kernels_blas.LIBRARY_PATH)
     # scipy's wheels keep their OpenBLAS beside the package (scipy.libs) on Linux and

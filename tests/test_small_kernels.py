@@ -10,15 +10,18 @@ import numpy as np
 import pytest
 
 from fastbp.kernels.cpu import blas
-from fastbp.kernels.cpu.blas import gemm, small_blocks, use_small_kernels
+from fastbp.kernels.cpu.blas import gemm, small_blocks, use_mkl, use_small_kernels
 
 
 @pytest.fixture
 def switch():
-    """use_small_kernels, restored after the test."""
-    before = use_small_kernels()
+    """use_small_kernels, restored after the test; MKL off meanwhile, since the products
+    it takes are not cut (tests/test_mkl.py tests those)."""
+    before, mkl_before = use_small_kernels(), use_mkl()
+    use_mkl(False)
     yield use_small_kernels
     use_small_kernels(before)
+    use_mkl(mkl_before)
 
 
 def _permitted(trans_a, trans_b, m, n, k):

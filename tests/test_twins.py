@@ -57,6 +57,8 @@ CPU_ONLY_MODULES = {
                       "NVVM)",
     "borrow": "arrays without numba's CPU reference counts (numba-cuda's kernels run "
               "without its runtime's counting)",
+    "mkl": "loading Intel MKL for the CPU's larger products (the GPU's are fastbp's own "
+           "kernels)",
 }
 CUDA_ONLY_MODULES = {
     "plan": "launch plans (on the CPU a step is already one compiled call)",

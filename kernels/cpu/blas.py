@@ -21,7 +21,9 @@ illegal (it only prints to stderr). ``_leading_dimension`` therefore never deriv
 from the stride of a size-1 axis.
 
 The BLAS is OpenBLAS from the scipy-openblas32 package (a dependency), or scipy's own
-copy where that package's library cannot be loaded: ``LIBRARY_PATH`` says which.
+copy where that package's library cannot be loaded: ``LIBRARY_PATH`` says which. On
+Intel CPUs where the ``mkl`` package is installed, MKL's ?gemm multiplies the larger
+products (``mkl_takes``; ``MKL_PATH``, ``MKL_REASON``, ``use_mkl``; kernels/cpu/mkl.py).
 """
 import ctypes
 import importlib.util
@@ -35,6 +37,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import get_cython_function_address, intrinsic
 
+from . import mkl
 from ._jit import scalar, serial
 
 
@@ -101,7 +104,12 @@ _ADDRESSES, LIBRARY_PATH, _SET_NUM_THREADS = _bind_openblas32()
 if _ADDRESSES is None:
     _ADDRESSES, LIBRARY_PATH, _SET_NUM_THREADS = _bind_scipy()
 """Path of the shared library whose ?gemm the kernels call; None: scipy's own BLAS
-(scipy.linalg.cython_blas). fastbp/threads.py keeps that library at one thread."""
+(scipy.linalg.cython_blas). fastbp/threads.py keeps that library at one thread.
+Where MKL is bound (``MKL_PATH``), it multiplies the products ``mkl_takes`` picks."""
+
+_MKL_ADDRESSES, MKL_PATH, MKL_REASON = mkl.bind()
+"""Path of the MKL library (sequential) whose ?gemm multiplies the larger products, or
+None; MKL_REASON says in words why it is or is not used (kernels/cpu/mkl.py)."""
 
 
 def hold_one_thread():
@@ -120,11 +128,16 @@ def hold_one_thread():
 # code would differ in the next process); the names are registered at every import.
 # Both libraries take 32-bit integers (LP64), so compiled kernels do not depend on
 # which one is bound.
+# The "large" functions are MKL's where it is bound, else the same as the others, so
+# that kernels cached in a process with MKL still link in one without it.
 _GEMM_SIGNATURE = types.void(*[types.voidptr] * 13)
 for _name, _address in _ADDRESSES.items():
     llvm.add_symbol(f"fastbp_{_name}", _address)
+    llvm.add_symbol(f"fastbp_{_name}_large", (_MKL_ADDRESSES or _ADDRESSES)[_name])
 _sgemm = types.ExternalFunction("fastbp_sgemm", _GEMM_SIGNATURE)
 _dgemm = types.ExternalFunction("fastbp_dgemm", _GEMM_SIGNATURE)
+_sgemm_large = types.ExternalFunction("fastbp_sgemm_large", _GEMM_SIGNATURE)
+_dgemm_large = types.ExternalFunction("fastbp_dgemm_large", _GEMM_SIGNATURE)
 
 _N = np.int8(ord("N"))
 _T = np.int8(ord("T"))
@@ -243,6 +256,60 @@ def _external_int32(module, name):
     return var
 
 
+# -- MKL for the larger products ---------------------------------------------------------
+# Where MKL is bound (kernels/cpu/mkl.py), it multiplies a product (or a thread's block
+# of one) whose every dimension is at least 32 and which either has at least 2**19
+# multiply-adds or is a layer's forward (S = X W^T: "TN" to BLAS). From single-threaded
+# calls of both libraries on the yardstick's layer shapes and halves of them (float32 /
+# float64, MKL's time over OpenBLAS's, benchmarks/README.md "MKL for the larger
+# products"): 64 x 256 -> 256 forward 0.74 / 0.65, weight gradient 0.66 / 0.77,
+# 128 x 784 -> 512 0.85 / 0.84, 0.83 / 0.79; forwards from 32 x 32 -> 64 on 0.54-0.98;
+# but the small weight and input gradients 1.0-1.16 and the 10-wide output layers'
+# products 1.0-1.37, which OpenBLAS's small-matrix kernels keep.
+_MKL_MIN_DIM = 32
+_MKL_MIN_MNK = 1 << 19
+
+_mkl_flag = ctypes.c_int32(MKL_PATH is not None)
+llvm.add_symbol("fastbp_blas_mkl", ctypes.addressof(_mkl_flag))
+
+
+def use_mkl(enabled=None):
+    """Whether ``gemm`` hands the products ``mkl_takes`` picks to MKL; ``enabled`` sets
+    it for this process first, for every thread and for kernels already compiled: True
+    (the default where MKL is bound, ``MKL_PATH``), False (OpenBLAS for every product),
+    or "every" (MKL for every product, whatever ``mkl_takes`` says: for measuring the
+    rule, benchmarks/mkl_products.py); other values are taken for their truth, but a
+    string other than "every" is a ValueError, as is True or "every" where MKL is not
+    bound. Returns the setting now in force (True, False or
+    "every")."""
+    if enabled is not None:
+        if isinstance(enabled, str) and enabled != "every":
+            raise ValueError(f"enabled: expected True, False or 'every', got {enabled!r}")
+        mode = 2 if isinstance(enabled, str) else int(bool(enabled))
+        if mode and MKL_PATH is None:
+            raise ValueError(f"enabled: expected False, since MKL is not used here "
+                             f"({MKL_REASON}); got {enabled!r}")
+        _mkl_flag.value = mode
+    return "every" if _mkl_flag.value == 2 else bool(_mkl_flag.value)
+
+
+@intrinsic
+def _mkl_mode(typingctx):
+    """``use_mkl()`` read from compiled code: 0 off, 1 by ``mkl_takes``, 2 every product."""
+    def codegen(context, builder, signature, args):
+        return builder.load(_external_int32(builder.module, "fastbp_blas_mkl"))
+    return types.int32(), codegen
+
+
+@scalar
+def mkl_takes(trans_a, trans_b, m, n, k):
+    """Whether MKL (where used) multiplies C (m, n) = op(A) op(B), k inner: the rule in
+    the comment above this function."""
+    if min(m, n, k) < _MKL_MIN_DIM:
+        return False
+    return (trans_b and not trans_a) or m * n * k >= _MKL_MIN_MNK
+
+
 @scalar
 def _small_block(total, limit):
     """The block size along a dimension of ``total`` whose blocks may hold at most
@@ -300,14 +367,23 @@ def _gemm_blocks(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
     One compiled function for every caller, not inlined into them: the kernels call
     gemm in many places and specialisations, and as inlined code this loop cost a cold
     training step 6-8 s more to compile."""
+    mode = _mkl_mode()
+    large = mode == 2 or (mode == 1 and mkl_takes(trans_a, trans_b, m, n, k))
     along_columns, size = small_blocks(trans_a, trans_b, m, n, k)
-    if size == 0 or not _small_kernels_on():
+    if large or size == 0 or not _small_kernels_on():
         along_columns, size = True, n
     # A row-major (r, c) matrix is the column-major (c, r) matrix of the same memory,
     # so row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the
     # operands and keep each one's transpose flag.
     ta = _T if trans_a else _N
     tb = _T if trans_b else _N
+    # the scalars go by pointer (Fortran BLAS), the same slots for every block
+    ta_p, tb_p, k_p = _by_ref(ta), _by_ref(tb), _by_ref(np.int32(k))
+    lda_p, ldb_p, ldc_p = _by_ref(np.int32(lda)), _by_ref(np.int32(ldb)), _by_ref(np.int32(ldc))
+    if item == 4:
+        alpha_p, beta_p = _by_ref(np.float32(alpha)), _by_ref(np.float32(beta))
+    else:
+        alpha_p, beta_p = _by_ref(np.float64(alpha)), _by_ref(np.float64(beta))
     total = n if along_columns else m
     for lo in range(0, total, size):
         width = min(size, total - lo)
@@ -317,20 +393,20 @@ def _gemm_blocks(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
         else:               # C[lo:lo+width] = op(A)[lo:lo+width] op(B)
             a_at, b_at, c_at = (lo if trans_a else lo * lda), 0, lo * ldc
             rows, cols = width, n
-        if item == 4:
-            _sgemm(_by_ref(tb), _by_ref(ta), _by_ref(np.int32(cols)),
-                   _by_ref(np.int32(rows)), _by_ref(np.int32(k)),
-                   _by_ref(np.float32(alpha)), _offset(b, b_at, item),
-                   _by_ref(np.int32(ldb)), _offset(a, a_at, item), _by_ref(np.int32(lda)),
-                   _by_ref(np.float32(beta)), _offset(c, c_at, item),
-                   _by_ref(np.int32(ldc)))
+        cols_p, rows_p = _by_ref(np.int32(cols)), _by_ref(np.int32(rows))
+        a_p, b_p, c_p = _offset(a, a_at, item), _offset(b, b_at, item), _offset(c, c_at, item)
+        if item == 4 and large:
+            _sgemm_large(tb_p, ta_p, cols_p, rows_p, k_p, alpha_p, b_p, ldb_p, a_p, lda_p,
+                         beta_p, c_p, ldc_p)
+        elif item == 4:
+            _sgemm(tb_p, ta_p, cols_p, rows_p, k_p, alpha_p, b_p, ldb_p, a_p, lda_p, beta_p,
+                   c_p, ldc_p)
+        elif large:
+            _dgemm_large(tb_p, ta_p, cols_p, rows_p, k_p, alpha_p, b_p, ldb_p, a_p, lda_p,
+                         beta_p, c_p, ldc_p)
         else:
-            _dgemm(_by_ref(tb), _by_ref(ta), _by_ref(np.int32(cols)),
-                   _by_ref(np.int32(rows)), _by_ref(np.int32(k)),
-                   _by_ref(np.float64(alpha)), _offset(b, b_at, item),
-                   _by_ref(np.int32(ldb)), _offset(a, a_at, item), _by_ref(np.int32(lda)),
-                   _by_ref(np.float64(beta)), _offset(c, c_at, item),
-                   _by_ref(np.int32(ldc)))
+            _dgemm(tb_p, ta_p, cols_p, rows_p, k_p, alpha_p, b_p, ldb_p, a_p, lda_p, beta_p,
+                   c_p, ldc_p)
 
 
 @scalar
