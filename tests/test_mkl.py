@@ -38,16 +38,19 @@ def _run(code, **env):
 # (False, True, batch, out, in), its weight gradient dW = dS^T X (True, False, out, in,
 # batch), its input gradient dX = dS W (False, False, batch, in, out)
 KNOWN = [
-    ((False, True, 32, 64, 64), True),        # tiny's hidden forward: a forward, dims >= 32
-    ((True, False, 64, 64, 32), False),       # its weight gradient: 131,072 multiply-adds
+    ((False, True, 32, 64, 64), False),       # tiny's hidden forward: 131,072 multiply-adds
+    ((True, False, 64, 64, 32), False),       # its weight gradient
     ((False, True, 32, 10, 64), False),       # its output layer: 10 wide
     ((True, False, 10, 64, 32), False),
+    ((False, True, 32, 128, 128), True),      # 524,288 = 2**19
+    ((False, True, 32, 128, 127), False),
     ((False, False, 64, 256, 256), True),     # deep's input gradient: 4.2 M
     ((True, False, 128, 256, 64), True),      # a thread's half of deep's weight gradient
     ((False, True, 128, 10, 512), False),     # medium's output forward
     ((False, False, 128, 512, 10), False),    # its input gradient: k = 10
     ((True, False, 512, 784, 128), True),
-    ((True, True, 64, 64, 64), False),        # both transposed: 262,144, not a forward
+    ((True, True, 64, 64, 64), False),        # 262,144
+    ((True, True, 64, 128, 64), True),
 ]
 
 

@@ -258,14 +258,16 @@ def _external_int32(module, name):
 
 # -- MKL for the larger products ---------------------------------------------------------
 # Where MKL is bound (kernels/cpu/mkl.py), it multiplies a product (or a thread's block
-# of one) whose every dimension is at least 32 and which either has at least 2**19
-# multiply-adds or is a layer's forward (S = X W^T: "TN" to BLAS). From single-threaded
-# calls of both libraries on the yardstick's layer shapes and halves of them (float32 /
-# float64, MKL's time over OpenBLAS's, benchmarks/README.md "MKL for the larger
-# products"): 64 x 256 -> 256 forward 0.74 / 0.65, weight gradient 0.66 / 0.77,
-# 128 x 784 -> 512 0.85 / 0.84, 0.83 / 0.79; forwards from 32 x 32 -> 64 on 0.54-0.98;
-# but the small weight and input gradients 1.0-1.16 and the 10-wide output layers'
-# products 1.0-1.37, which OpenBLAS's small-matrix kernels keep.
+# of one) whose every dimension is at least 32 and which has at least 2**19
+# multiply-adds. From single-threaded calls of both libraries on the yardstick's layer
+# shapes and the halves two threads take (benchmarks/mkl_products.py; MKL's time over
+# OpenBLAS's, float32 / float64; benchmarks/README.md, "MKL for the larger products"):
+# 64 x 256 -> 256 forward 0.68 / 0.66, weight gradient 0.73 / 0.79, input gradient
+# 0.68 / 0.73; 128 x 784 -> 512 0.85 / 0.83, 0.90 / 0.80, 0.98 / 0.87; 512 x 1024 -> 2048
+# 0.89-0.99. Below that the small weight and input gradients took 1.0-1.33 and the
+# 10-wide output layers' products 1.0-1.54, where OpenBLAS's small-matrix kernels run;
+# the small forwards were faster with MKL (tiny's 32 x 64 -> 64: 0.77 / 0.90), but
+# tiny's whole step was not (1.00-1.04 in fresh process pairs), so they stay too.
 _MKL_MIN_DIM = 32
 _MKL_MIN_MNK = 1 << 19
 
@@ -305,9 +307,7 @@ def _mkl_mode(typingctx):
 def mkl_takes(trans_a, trans_b, m, n, k):
     """Whether MKL (where used) multiplies C (m, n) = op(A) op(B), k inner: the rule in
     the comment above this function."""
-    if min(m, n, k) < _MKL_MIN_DIM:
-        return False
-    return (trans_b and not trans_a) or m * n * k >= _MKL_MIN_MNK
+    return min(m, n, k) >= _MKL_MIN_DIM and m * n * k >= _MKL_MIN_MNK
 
 
 @scalar
