@@ -25,6 +25,9 @@ What lives here, and nowhere else:
 - ``network_cases``, ``fixed_network_case``  architectures as dicts (sizes, hidden
                        activations, output activation, loss, batch): the hypothesis
                        strategy, and the fixed one per activation x loss.
+- ``gemm_operands``, ``check_gemm_against_float64``  strided operands for
+                       kernels/cpu/blas.py's gemm, and its float64 check under each of
+                       several library settings (OpenBLAS's cut, MKL).
 """
 import contextlib
 import os
@@ -502,3 +505,43 @@ def stand_in_gpu(monkeypatch, clock_events):
     monkeypatch.setattr(compare, "vendor",
                         lambda: ("numpy stand-in", np.asarray, lambda: None, clock_events))
     monkeypatch.setattr(compare, "cuda_events", clock_events)
+
+
+@pytest.fixture(scope="session")
+def gemm_operands():
+    """operands(rng, dtype, trans_a, trans_b, m, n, k): op(A) (m, k) and op(B) (k, n)
+    for kernels/cpu/blas.py's gemm, as column blocks of wider arrays (rows strided)."""
+    def operands(rng, dtype, trans_a, trans_b, m, n, k):
+        a_shape = (k, m) if trans_a else (m, k)
+        b_shape = (n, k) if trans_b else (k, n)
+        A = rng.standard_normal((a_shape[0], a_shape[1] + 5)).astype(dtype)
+        B = rng.standard_normal((b_shape[0], b_shape[1] + 3)).astype(dtype)
+        return A[:, 2:2 + a_shape[1]], B[:, 1:1 + b_shape[1]]
+    return operands
+
+
+@pytest.fixture(scope="session")
+def check_gemm_against_float64(gemm_operands):
+    """check(rng, dtype, trans_a, trans_b, m, n, k, settings): C[:, 3:3+n] = 0.5 op(A)
+    op(B) - 2 C on strided blocks, once after each of ``settings`` (callables that set
+    the BLAS up), within 2e-5 (float32) or 1e-12 (float64) of a float64 reference
+    relative to |op(A)| |op(B)| + 2 |C|, and nothing written outside C's block."""
+    from fastbp.kernels.cpu.blas import gemm
+
+    def check(rng, dtype, trans_a, trans_b, m, n, k, settings):
+        tol = 2e-5 if dtype == np.float32 else 1e-12
+        A, B = gemm_operands(rng, dtype, trans_a, trans_b, m, n, k)
+        opA = (A.T if trans_a else A).astype(np.float64)
+        opB = (B.T if trans_b else B).astype(np.float64)
+        C0 = rng.standard_normal((m, n + 4)).astype(dtype)
+        want = 0.5 * opA @ opB - 2.0 * C0[:, 3:3 + n].astype(np.float64)
+        scale = np.abs(opA) @ np.abs(opB) + 2.0 * np.abs(C0[:, 3:3 + n])
+        for setting in settings:
+            setting()
+            big = C0.copy()
+            gemm(trans_a, trans_b, 0.5, A, B, -2.0, big[:, 3:3 + n])
+            err = np.abs(big[:, 3:3 + n] - want) / scale
+            assert err.max() <= tol, (m, n, k, setting)
+            assert np.array_equal(big[:, :3], C0[:, :3])
+            assert np.array_equal(big[:, 3 + n:], C0[:, 3 + n:])
+    return check

@@ -59,15 +59,6 @@ def test_which_products_mkl_takes(shape, takes):
     assert mkl_takes(*shape) == takes
 
 
-def _operands(rng, dtype, trans_a, trans_b, m, n, k):
-    """op(A) (m, k) and op(B) (k, n) as column blocks of wider arrays (rows strided)."""
-    a_shape = (k, m) if trans_a else (m, k)
-    b_shape = (n, k) if trans_b else (k, n)
-    A = rng.standard_normal((a_shape[0], a_shape[1] + 5)).astype(dtype)
-    B = rng.standard_normal((b_shape[0], b_shape[1] + 3)).astype(dtype)
-    return A[:, 2:2 + a_shape[1]], B[:, 1:1 + b_shape[1]]
-
-
 SHAPES = [(32, 64, 64), (64, 256, 256), (128, 512, 784), (33, 97, 200), (512, 40, 64)]
 
 
@@ -75,28 +66,15 @@ SHAPES = [(32, 64, 64), (64, 256, 256), (128, 512, 784), (33, 97, 200), (512, 40
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("trans_b", [False, True])
-def test_mkl_products_match_float64(switch, dtype, trans_a, trans_b):
+def test_mkl_products_match_float64(switch, check_gemm_against_float64, dtype, trans_a,
+                                    trans_b):
     """alpha, beta, strided blocks of A, B and C; nothing written outside C's block;
-    MKL's and OpenBLAS's results agree to rounding."""
+    MKL's and OpenBLAS's results agree with float64 to rounding."""
     rng = np.random.default_rng(11)
-    tol = 2e-5 if dtype == np.float32 else 1e-12
     for m, n, k in SHAPES:
-        if not mkl_takes(trans_a, trans_b, m, n, k):
-            continue
-        A, B = _operands(rng, dtype, trans_a, trans_b, m, n, k)
-        opA = (A.T if trans_a else A).astype(np.float64)
-        opB = (B.T if trans_b else B).astype(np.float64)
-        C0 = rng.standard_normal((m, n + 4)).astype(dtype)
-        want = 0.5 * opA @ opB - 2.0 * C0[:, 3:3 + n].astype(np.float64)
-        scale = np.abs(opA) @ np.abs(opB) + 2.0 * np.abs(C0[:, 3:3 + n])
-        for on in (True, False):
-            switch(on)
-            big = C0.copy()
-            gemm(trans_a, trans_b, 0.5, A, B, -2.0, big[:, 3:3 + n])
-            err = np.abs(big[:, 3:3 + n] - want) / scale
-            assert err.max() <= tol, (m, n, k, on)
-            assert np.array_equal(big[:, :3], C0[:, :3])
-            assert np.array_equal(big[:, 3 + n:], C0[:, 3 + n:])
+        if mkl_takes(trans_a, trans_b, m, n, k):
+            check_gemm_against_float64(rng, dtype, trans_a, trans_b, m, n, k,
+                                  [lambda: switch(True), lambda: switch(False)])
 
 
 @needs_mkl
@@ -115,13 +93,13 @@ def test_one_row_operands_with_any_stride(switch, dtype):
 
 
 @needs_mkl
-def test_the_switch_reaches_compiled_code(switch):
+def test_the_switch_reaches_compiled_code(switch, gemm_operands):
     """deep's forward (S = X W^T) computed by MKL and by OpenBLAS adds in different
     orders, so most of its 16,384 dot products round differently (its weight and input
     gradients came out bit for bit alike here); with the switch back on, the bits come
     back (the flag is read at every call, also by cached kernels)."""
     rng = np.random.default_rng(13)
-    A, B = _operands(rng, np.float32, False, True, 64, 256, 256)
+    A, B = gemm_operands(rng, np.float32, False, True, 64, 256, 256)
     results = []
     for on in (True, False, True):
         switch(on)
@@ -239,11 +217,11 @@ def test_use_mkl_names_a_bad_setting(switch):
 
 
 @needs_mkl
-def test_every_product_goes_to_mkl_when_asked(switch):
+def test_every_product_goes_to_mkl_when_asked(switch, gemm_operands):
     """With "every", a product mkl_takes leaves to OpenBLAS (a 10-wide output layer's
     forward) is MKL's too: its bits change with the setting, and come back."""
     rng = np.random.default_rng(15)
-    A, B = _operands(rng, np.float32, False, True, 128, 10, 512)
+    A, B = gemm_operands(rng, np.float32, False, True, 128, 10, 512)
     assert not mkl_takes(False, True, 128, 10, 512)
     results = []
     for mode in (True, "every", True):

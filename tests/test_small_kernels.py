@@ -79,15 +79,6 @@ def test_every_cut_passes_the_permit_in_at_most_16_blocks():
             assert _permitted(ta, tb, *shape), (ta, tb, m, n, k, along_columns, size)
 
 
-def _operands(rng, dtype, trans_a, trans_b, m, n, k):
-    """op(A) (m, k) and op(B) (k, n) as column blocks of wider arrays (rows strided)."""
-    a_shape = (k, m) if trans_a else (m, k)
-    b_shape = (n, k) if trans_b else (k, n)
-    A = rng.standard_normal((a_shape[0], a_shape[1] + 5)).astype(dtype)
-    B = rng.standard_normal((b_shape[0], b_shape[1] + 3)).astype(dtype)
-    return A[:, 2:2 + a_shape[1]], B[:, 1:1 + b_shape[1]]
-
-
 SHAPES = [(32, 64, 64), (64, 128, 784), (128, 10, 512), (64, 256, 256), (200, 100, 64),
           (784, 10, 200), (37, 333, 129)]
 
@@ -95,32 +86,19 @@ SHAPES = [(32, 64, 64), (64, 128, 784), (128, 10, 512), (64, 256, 256), (200, 10
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("trans_b", [False, True])
-def test_blocked_gemm_matches_float64(switch, dtype, trans_a, trans_b):
+def test_blocked_gemm_matches_float64(switch, check_gemm_against_float64, dtype, trans_a,
+                                      trans_b):
     rng = np.random.default_rng(4)
-    tol = 2e-5 if dtype == np.float32 else 1e-12
     for m, n, k in SHAPES:
-        A, B = _operands(rng, dtype, trans_a, trans_b, m, n, k)
-        opA = (A.T if trans_a else A).astype(np.float64)
-        opB = (B.T if trans_b else B).astype(np.float64)
-        C0 = rng.standard_normal((m, n + 4)).astype(dtype)
-        want = 0.5 * opA @ opB - 2.0 * C0[:, 3:3 + n].astype(np.float64)
-        scale = np.abs(opA) @ np.abs(opB) + 2.0 * np.abs(C0[:, 3:3 + n])
-        for on in (True, False):
-            switch(on)
-            big = C0.copy()
-            gemm(trans_a, trans_b, 0.5, A, B, -2.0, big[:, 3:3 + n])
-            err = np.abs(big[:, 3:3 + n] - want) / scale
-            assert err.max() <= tol, (m, n, k, on)
-            # outside the block of C, nothing written
-            assert np.array_equal(big[:, :3], C0[:, :3])
-            assert np.array_equal(big[:, 3 + n:], C0[:, 3 + n:])
+        check_gemm_against_float64(rng, dtype, trans_a, trans_b, m, n, k,
+                              [lambda: switch(True), lambda: switch(False)])
 
 
 SMALL_KERNEL_CORE = blas.CORE_NAME in ("skylakex", "cooperlake", "sapphirerapids")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_each_block_is_the_call_it_would_be_alone(switch, dtype):
+def test_each_block_is_the_call_it_would_be_alone(switch, gemm_operands, dtype):
     """With the switch on, C is bit for bit the planned blocks, each computed by one
     call of its own (the switch off): the cut is exactly ``small_blocks``'s."""
     rng = np.random.default_rng(5)
@@ -130,7 +108,7 @@ def test_each_block_is_the_call_it_would_be_alone(switch, dtype):
     for ta, tb, m, n, k in cases:
         along_columns, size = small_blocks(ta, tb, m, n, k)
         assert size > 0
-        A, B = _operands(rng, dtype, ta, tb, m, n, k)
+        A, B = gemm_operands(rng, dtype, ta, tb, m, n, k)
         switch(True)
         C = np.empty((m, n), dtype)
         gemm(ta, tb, 1.0, A, B, 0.0, C)
@@ -152,13 +130,13 @@ def test_each_block_is_the_call_it_would_be_alone(switch, dtype):
                     reason=f"OpenBLAS runs {blas.CORE_NAME} kernels here: no small-matrix "
                            "kernels, so the cut changes no bits")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_the_switch_reaches_compiled_code(switch, dtype):
+def test_the_switch_reaches_compiled_code(switch, gemm_operands, dtype):
     """The switch is read at every call: mnist's forward (784 inputs) cut into blocks
     for the small-matrix kernel and made whole by the packing kernel add in different
     orders, so some of its 8192 dot products round differently; with the switch back
     on, the bits come back."""
     rng = np.random.default_rng(6)
-    A, B = _operands(rng, dtype, False, True, 64, 128, 784)
+    A, B = gemm_operands(rng, dtype, False, True, 64, 128, 784)
     results = []
     for on in (True, False, True):
         switch(on)
