@@ -11,7 +11,7 @@ and with ``blas.use_mkl(False)`` (OpenBLAS, cut for its small-matrix kernels whe
 
     python benchmarks/mkl_products.py [--dtypes float32,float64] [--repeats 11]
 
-Needs MKL (``pip install "fastbp[mkl]"``, an Intel CPU or FASTBP_BLAS=mkl).
+Needs MKL: ``pip install "fastbp[mkl]"`` and ``FASTBP_BLAS=mkl`` in the environment.
 """
 import argparse
 import os

@@ -37,12 +37,16 @@ def _controller():
     return ThreadpoolController()
 
 
+def _is_kernels_mkl(info):
+    """Whether threadpoolctl's ``info`` describes the MKL the kernels load (sequential:
+    kernels/cpu/mkl.py)."""
+    return (kernels_blas.MKL_PATH is not None
+            and os.path.realpath(info["filepath"]) == kernels_blas.MKL_PATH)
+
+
 def _is_kernels_blas(info):
-    """Whether threadpoolctl's ``info`` describes a library the kernels call (their
-    OpenBLAS, or the MKL they load sequential: kernels/cpu/mkl.py)."""
+    """Whether threadpoolctl's ``info`` describes the OpenBLAS the kernels call."""
     path = os.path.realpath(info["filepath"])
-    if kernels_blas.MKL_PATH is not None and path == kernels_blas.MKL_PATH:
-        return True
     if kernels_blas.LIBRARY_PATH is not None:
         return path == os.path.realpath(kernels_blas.LIBRARY_PATH)
     # scipy's wheels keep their OpenBLAS beside the package (scipy.libs) on Linux and
@@ -62,6 +66,7 @@ def _limit_blas(n_other):
         ours = [lib for lib in blas if _is_kernels_blas(lib.info())]
         if not ours and kernels_blas.LIBRARY_PATH is None:
             ours = blas
+        ours += [lib for lib in blas if _is_kernels_mkl(lib.info()) and lib not in ours]
         try:
             for lib in blas:
                 if lib in ours:
@@ -94,7 +99,8 @@ def set_num_threads(n):
 
     ``n`` must be between 1 and numba's pool size (NUMBA_NUM_THREADS, by default the
     number of CPUs). The BLAS that the kernels call from inside their threads
-    (``fastbp.kernels.cpu.blas.LIBRARY_PATH``) stays at one thread. The BLAS settings
+    (``fastbp.kernels.cpu.blas.LIBRARY_PATH``, and ``MKL_PATH`` where MKL is used)
+    stays at one thread. The BLAS settings
     apply to the whole process until changed again; numba's count applies to the
     calling Python thread (numba keeps it per thread), so call this from the thread
     that trains. Raises ValueError for ``n`` outside that range.

@@ -2,8 +2,13 @@
 products it takes, that they match a float64 reference in every orientation with
 strided operands, that compiled code follows the switch and really calls MKL, that
 MKL runs sequential and leaves an MKL loaded before fastbp alone, and that
-FASTBP_BLAS is checked. The tests that need MKL skip where it is not used (no ``mkl``
-package, or a CPU that is not Intel's), and say why."""
+FASTBP_BLAS is checked.
+
+MKL is opt-in (FASTBP_BLAS=mkl), so in the suite's own processes it is not bound and
+the tests that need it skip; ``test_this_file_with_mkl`` runs this file again in a
+fresh pytest with FASTBP_BLAS=mkl, where they run, and fails if any of them skips
+there while the ``mkl`` package is installed (without it, that test skips and says
+so)."""
 import os
 import subprocess
 import sys
@@ -27,9 +32,11 @@ def switch():
 
 
 def _run(code, **env):
-    """stdout and stderr of ``code`` in a fresh Python with ``env`` added."""
-    done = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, **env),
-                          capture_output=True, text=True, timeout=300)
+    """stdout and stderr of ``code`` in a fresh Python with ``env`` added (a value of
+    None removes that variable)."""
+    env = {k: v for k, v in dict(os.environ, **env).items() if v is not None}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return done.stdout, done.stderr
 
@@ -82,7 +89,7 @@ def test_mkl_products_match_float64(switch, check_gemm_against_float64, dtype, t
 def test_one_row_operands_with_any_stride(switch, dtype):
     """A one-row operand's leading dimension is its row length whatever its stride
     (blas.py's docstring): MKL, like OpenBLAS, skips a call with an illegal one."""
-    switch(True)
+    switch("every")   # a one-row product is below mkl_takes' line
     rng = np.random.default_rng(12)
     x = rng.standard_normal(64).astype(dtype)
     W = rng.standard_normal((64, 64)).astype(dtype)
@@ -115,7 +122,7 @@ def test_results_do_not_depend_on_alignment(switch):
     """The same operands at addresses 4, 8 and 12 bytes off a 64-byte boundary give the
     same bits (MKL documents alignment as a possible source of run-to-run differences
     outside its reproducibility modes; a caller's X can sit anywhere)."""
-    switch(True)
+    switch("every")
     rng = np.random.default_rng(14)
     for m, n, k in [(64, 256, 256), (128, 512, 784), (32, 64, 64)]:
         X = rng.standard_normal((m, k)).astype(np.float32)
@@ -148,12 +155,12 @@ def test_a_training_step_calls_mkl_and_matches_openblas():
             "losses = [net.train_step(X, y, opt) for _ in range(3)]\n"
             "print('RESULT', repr(losses), float(np.abs(net.layers[0].W).sum()))\n")
     outputs = {}
-    for choice in ("auto", "openblas"):
+    for choice in ("mkl", "openblas"):
         out, _ = _run(code, FASTBP_BLAS=choice, MKL_VERBOSE="1")
         result = [line for line in out.splitlines() if line.startswith("RESULT")]
         outputs[choice] = (out.count("SGEMM"), eval(result[0].split(" ", 1)[1].rsplit(" ", 1)[0]),
                            float(result[0].rsplit(" ", 1)[1]))
-    calls, losses, weight = outputs["auto"]
+    calls, losses, weight = outputs["mkl"]
     calls_ob, losses_ob, weight_ob = outputs["openblas"]
     assert calls > 0 and calls_ob == 0
     np.testing.assert_allclose(losses, losses_ob, rtol=1e-5)
@@ -179,13 +186,15 @@ def test_an_mkl_loaded_before_fastbp_is_left_alone():
             "print(blas.MKL_PATH, blas.use_mkl(), '|', blas.MKL_REASON)\n"
             "lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]\n"
             "print(lib.MKL_Set_Threading_Layer(-1))\n")   # -1: a query, changes nothing
-    out, _ = _run(code, FASTBP_BLAS="auto")
+    out, _ = _run(code, FASTBP_BLAS="mkl", MKL_THREADING_LAYER=None)
     first, second = out.splitlines()[-2:]
     assert first.startswith("None False |") and "already loaded" in first
     assert int(second) != 1   # not sequential: MKL's own default (Intel OpenMP)
 
 
-def test_fastbp_blas_openblas_keeps_mkl_out():
+def test_openblas_keeps_mkl_out():
+    """FASTBP_BLAS=openblas, the default: MKL is not loaded, and use_mkl(True) says why
+    it cannot be switched on."""
     code = ("from fastbp.kernels.cpu import blas\n"
             "print(blas.MKL_PATH, blas.use_mkl(), '|', blas.MKL_REASON)\n"
             "try:\n"
@@ -194,14 +203,14 @@ def test_fastbp_blas_openblas_keeps_mkl_out():
             "    print('ValueError', error)\n")
     out, _ = _run(code, FASTBP_BLAS="openblas")
     lines = out.splitlines()
-    assert lines[-2] == "None False | FASTBP_BLAS=openblas"
+    assert lines[-2] == "None False | not asked for (FASTBP_BLAS=mkl uses it)"
     assert lines[-1].startswith("ValueError enabled: expected False")
 
 
 def test_a_bad_fastbp_blas_is_named(monkeypatch):
     monkeypatch.setenv("FASTBP_BLAS", "atlas")
-    with pytest.raises(ValueError, match=r"FASTBP_BLAS: expected one of auto, mkl, "
-                                         r"openblas, got 'atlas'"):
+    with pytest.raises(ValueError, match=r"FASTBP_BLAS: expected one of openblas, mkl, "
+                                         r"got 'atlas'"):
         mkl.choice()
 
 
@@ -231,3 +240,19 @@ def test_every_product_goes_to_mkl_when_asked(switch, gemm_operands):
         results.append(C)
     assert not np.array_equal(results[0], results[1])
     assert np.array_equal(results[0], results[2])
+
+
+def test_this_file_with_mkl():
+    """This file in a fresh pytest with FASTBP_BLAS=mkl: every test passes and none that
+    needs MKL skips (MKL is opt-in, so the suite's processes do not bind it)."""
+    if blas.MKL_PATH is not None:
+        pytest.skip("MKL is bound in this process: this is that run")
+    if mkl._library_path() is None:
+        pytest.skip("the mkl package is not installed (pip install \"fastbp[mkl]\")")
+    env = dict(os.environ, FASTBP_BLAS="mkl")
+    done = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-n0", "-rs",
+                           "-p", "no:cacheprovider"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    skipped = [line for line in done.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert skipped and all("this is that run" in line for line in skipped), skipped

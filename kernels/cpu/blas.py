@@ -10,9 +10,10 @@ fastbp/threads.py: two thread pools on the same cores slowed steps down 100x her
         C = alpha * op(A) @ op(B) + beta * C,   op(M) = M.T if trans_M else M
         C (m, n); op(A) (m, k); op(B) (k, n); 2-D float32 or float64 arrays of one
         dtype whose rows may be strided but whose elements within a row are contiguous
-        (row slices and column blocks of C-contiguous arrays qualify). Where OpenBLAS
-        runs its SkylakeX kernels, a product that just misses their small-matrix
-        path is made as a few calls on blocks of C that take it (``small_blocks``).
+        (row slices and column blocks of C-contiguous arrays qualify). Where MKL is
+        used, the products ``mkl_takes`` picks go to it whole; where OpenBLAS runs
+        its SkylakeX kernels, a product that just misses their small-matrix path is
+        made as a few calls on blocks of C that take it (``small_blocks``).
 
 A one-row operand may carry any row stride (numpy calls ``x[None, :]``, with stride 0,
 C-contiguous); BLAS wants a leading dimension of at least the row's length even though
@@ -21,9 +22,10 @@ illegal (it only prints to stderr). ``_leading_dimension`` therefore never deriv
 from the stride of a size-1 axis.
 
 The BLAS is OpenBLAS from the scipy-openblas32 package (a dependency), or scipy's own
-copy where that package's library cannot be loaded: ``LIBRARY_PATH`` says which. On
-Intel CPUs where the ``mkl`` package is installed, MKL's ?gemm multiplies the larger
-products (``mkl_takes``; ``MKL_PATH``, ``MKL_REASON``, ``use_mkl``; kernels/cpu/mkl.py).
+copy where that package's library cannot be loaded: ``LIBRARY_PATH`` says which.
+With ``FASTBP_BLAS=mkl`` and the ``mkl`` package installed, MKL's ?gemm multiplies the
+larger products (``mkl_takes``; ``MKL_PATH``, ``MKL_REASON``, ``use_mkl``;
+kernels/cpu/mkl.py says why it is opt-in).
 """
 import ctypes
 import importlib.util
@@ -259,15 +261,16 @@ def _external_int32(module, name):
 # -- MKL for the larger products ---------------------------------------------------------
 # Where MKL is bound (kernels/cpu/mkl.py), it multiplies a product (or a thread's block
 # of one) whose every dimension is at least 32 and which has at least 2**19
-# multiply-adds. From single-threaded calls of both libraries on the yardstick's layer
-# shapes and the halves two threads take (benchmarks/mkl_products.py; MKL's time over
-# OpenBLAS's, float32 / float64; benchmarks/README.md, "MKL for the larger products"):
-# 64 x 256 -> 256 forward 0.68 / 0.66, weight gradient 0.73 / 0.79, input gradient
-# 0.68 / 0.73; 128 x 784 -> 512 0.85 / 0.83, 0.90 / 0.80, 0.98 / 0.87; 512 x 1024 -> 2048
-# 0.89-0.99. Below that the small weight and input gradients took 1.0-1.33 and the
-# 10-wide output layers' products 1.0-1.54, where OpenBLAS's small-matrix kernels run;
-# the small forwards were faster with MKL (tiny's 32 x 64 -> 64: 0.77 / 0.90), but
-# tiny's whole step was not (1.00-1.04 in fresh process pairs), so they stay too.
+# multiply-adds. From `benchmarks/mkl_products.py` (both libraries called as the kernels
+# call them, one thread; two runs, benchmarks/README.md "MKL for the larger products"):
+# MKL's time over OpenBLAS's on the products of medium's and large's layers and their
+# halves 0.78-1.01 (most under 0.95), of deep's and mnist's 0.57-1.07 (most under 0.95);
+# below the line, tiny's weight and input gradients and the 10-wide output layers'
+# products mostly 1.0-1.34, where OpenBLAS's small-matrix kernels run. Near the line the
+# ratio moves from run to run (32 x 128 -> 128: 0.75-1.13), and some products below it
+# were faster with MKL (tiny's forward 0.67-0.94, the output layer's weight gradient at
+# batch 128 0.68-0.91); giving tiny's forwards to MKL too left its whole step level
+# (1.00-1.04 in fresh process pairs), so the line stays simple.
 _MKL_MIN_DIM = 32
 _MKL_MIN_MNK = 1 << 19
 
@@ -361,7 +364,8 @@ def _leading_dimension(M):
 @serial
 def _gemm_blocks(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, item):
     """``gemm`` on raw operands: A, B, C at addresses a, b, c with row strides lda, ldb,
-    ldc (elements of ``item`` bytes: 4 float32, else float64), in the blocks
+    ldc (elements of ``item`` bytes: 4 float32, else float64): whole by MKL where
+    ``use_mkl()`` and ``mkl_takes`` say so, else by OpenBLAS in the blocks
     ``small_blocks`` gives where ``use_small_kernels()`` is on.
 
     One compiled function for every caller, not inlined into them: the kernels call
@@ -411,8 +415,9 @@ def _gemm_blocks(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
 
 @scalar
 def gemm(trans_a, trans_b, alpha, A, B, beta, C):
-    """C = alpha * op(A) @ op(B) + beta * C on row-major views (module docstring), in
-    blocks for OpenBLAS's small-matrix kernels where ``small_blocks`` says so."""
+    """C = alpha * op(A) @ op(B) + beta * C on row-major views (module docstring): by
+    MKL where it takes the product, else by OpenBLAS, in blocks for its small-matrix
+    kernels where ``small_blocks`` says so."""
     m, n = C.shape
     k = A.shape[0] if trans_a else A.shape[1]
     if m == 0 or n == 0:

@@ -1,38 +1,42 @@
-"""Intel MKL's ?gemm for the kernels' larger products, on Intel CPUs where the ``mkl``
-package is installed (``pip install "fastbp[mkl]"``).
+"""Intel MKL's ?gemm for the kernels' larger products, where asked for
+(``FASTBP_BLAS=mkl``) and the ``mkl`` package is installed (``pip install "fastbp[mkl]"``).
 
 Why: on this project's Intel Xeons (AVX-512), MKL's single-threaded sgemm and dgemm,
-called from compiled code as the kernels call BLAS, took 0.65-0.95 of OpenBLAS
-0.3.34's time on the yardstick's mid-size and large layer products (128 x 784 -> 512
-forward 710 against 840 us, 64 x 256 -> 256 weight gradient 58 against 87 us), while
-OpenBLAS's small-matrix kernels stay faster on small ones and on the 10-wide output
-layers (benchmarks/README.md, "MKL for the larger products"). On the AMD EPYC machines
-measured before, MKL was slower than OpenBLAS on most of these shapes, so it is
-chosen only on Intel's CPUs unless asked for. kernels/cpu/blas.py decides per product
-which library multiplies it (``blas.mkl_takes``).
+called from compiled code as the kernels call BLAS, took 0.57-1.01 of OpenBLAS
+0.3.34's time on the yardstick's mid-size and large layer products (most under 0.95), and the training
+step 0.85-0.92 of its time at one thread on mnist, medium and deep, while OpenBLAS's
+small-matrix kernels stay faster on small products and on the 10-wide output layers
+(benchmarks/README.md, "MKL for the larger products"; on the AMD EPYC machines
+measured before, MKL was slower on most of these shapes). kernels/cpu/blas.py decides
+per product which library multiplies it (``blas.mkl_takes``).
 
-How it is loaded: ``libmkl_rt`` (MKL's single dynamic library) privately (RTLD_LOCAL,
-so no later extension binds its BLAS symbols to it), with the LP64 interface (32-bit
-integers, as the kernels pass) and the *sequential* threading layer: the kernels call
-BLAS from inside numba's threads, one block each, so MKL must not start threads of
-its own (fastbp/threads.py says what two pools on the same cores cost). The threading
-layer is a setting of the whole library in the process, so fastbp does not touch an
-MKL that something else loaded first (numpy or scipy built against MKL): then the
-kernels keep OpenBLAS, and ``REASON`` says so. A library that loads MKL *after*
-fastbp shares this one and runs its MKL calls on one thread; ``FASTBP_BLAS=openblas``
-keeps fastbp's hands off MKL altogether.
+Why only when asked: MKL's single dynamic library, ``libmkl_rt``, is loaded here with
+RTLD_LOCAL, but the layers it loads on its first call (libmkl_intel_lp64, libmkl_core,
+libmkl_sequential) go into the process's global symbol scope, and MKL's threading
+layer is a setting of that whole copy. A library loaded *after* them that exports the
+same BLAS or MKL symbols and calls them through its own symbol table binds to these
+instead: PyTorch (whose libtorch_cpu exports ``sgemm_`` and 23,000 ``mkl_*``
+functions) imported after a fastbp step ran a 2048 x 2048 float32 product at two
+threads in 116 ms instead of 59, on fastbp's single-threaded MKL. So MKL is opt-in;
+import such libraries before fastbp when using it.
 
-``FASTBP_BLAS`` (read at import): "auto" (default: MKL on Intel CPUs where installed),
-"mkl" (MKL on any CPU where it loads), "openblas" (never MKL).
+How it is loaded: LP64 interface (32-bit integers, as the kernels pass) and the
+*sequential* threading layer, since the kernels call BLAS from inside numba's threads,
+one block each (fastbp/threads.py says what two pools on the same cores cost). An MKL
+that something else loaded first (numpy or scipy built against MKL, PyTorch's is
+static and not seen) is left alone, because its threading layer is that library's
+setting: the kernels then keep OpenBLAS, and ``REASON`` says so. A 1 x 1 product at
+load makes MKL load its layers then, so a broken install fails at import.
+
+``FASTBP_BLAS`` (read at import): "openblas" (default) or "mkl".
 """
 import ctypes
 import importlib.metadata
 import os
-import platform
 import sys
 import warnings
 
-CHOICES = ("auto", "mkl", "openblas")
+CHOICES = ("openblas", "mkl")
 
 # mkl_service.h: MKL_INTERFACE_LP64 = 0; MKL_THREADING_SEQUENTIAL = 1
 _INTERFACE_LP64 = 0
@@ -57,37 +61,49 @@ def _library_path():
     return None
 
 
-def _cpu_vendor():
-    """The CPU's vendor string ("GenuineIntel", "AuthenticAMD", ...), or "" where it
-    cannot be read."""
-    if sys.platform.startswith("linux"):
-        try:
-            with open("/proc/cpuinfo") as cpuinfo:
-                for line in cpuinfo:
-                    if line.startswith("vendor_id"):
-                        return line.split(":", 1)[1].strip()
-        except OSError:
-            return ""
-        return ""
-    return platform.processor()   # Windows: "Intel64 Family 6 Model 143 ..., GenuineIntel"
+# sonames of MKL's single dynamic library and of its core, in the releases the ``mkl``
+# package has shipped (2023-2026), for noticing another copy already in the process
+_OTHER_COPIES = ("libmkl_rt.so.2", "libmkl_rt.so.3", "libmkl_core.so.2", "libmkl_core.so.3",
+                 "mkl_rt.2.dll", "mkl_rt.3.dll", "mkl_core.2.dll", "mkl_core.3.dll")
 
 
 def _already_loaded(path):
-    """Whether the library at ``path`` is already loaded in this process."""
+    """Whether MKL (the library at ``path``, or another copy by one of _OTHER_COPIES'
+    names) is already loaded in this process."""
+    if sys.platform == "win32":
+        handle = ctypes.windll.kernel32.GetModuleHandleW
+        handle.restype = ctypes.c_void_p
+        return any(handle(name) for name in (os.path.basename(path),) + _OTHER_COPIES)
     mode = getattr(os, "RTLD_NOLOAD", None)
-    if mode is None:      # Windows: GetModuleHandle would say; err on the safe side
+    if mode is None:
         return False
-    try:
-        ctypes.CDLL(path, mode=mode | os.RTLD_LAZY)
-    except OSError:
-        return False
-    return True
+    for name in (path,) + _OTHER_COPIES:
+        try:
+            ctypes.CDLL(name, mode=mode | os.RTLD_LAZY)
+        except OSError:
+            continue
+        return True
+    return False
+
+
+def _probe(lib):
+    """One 1 x 1 sgemm through ``lib``: MKL loads its layers on its first call, and a
+    missing one ends the process from inside the call, so that happens at import
+    rather than in the middle of a training step. True where 2 * 3 came out 6."""
+    one, n = ctypes.c_int(1), ctypes.c_char(b"N")
+    a, b, c = ctypes.c_float(2.0), ctypes.c_float(3.0), ctypes.c_float(0.0)
+    alpha, beta = ctypes.c_float(1.0), ctypes.c_float(0.0)
+    lib.sgemm_(ctypes.byref(n), ctypes.byref(n), ctypes.byref(one), ctypes.byref(one),
+               ctypes.byref(one), ctypes.byref(alpha), ctypes.byref(a), ctypes.byref(one),
+               ctypes.byref(b), ctypes.byref(one), ctypes.byref(beta), ctypes.byref(c),
+               ctypes.byref(one))
+    return c.value == 6.0
 
 
 def choice():
     """``FASTBP_BLAS`` as given (lower case); a ValueError names it where it is none of
     CHOICES."""
-    value = os.environ.get("FASTBP_BLAS", "auto").strip().lower() or "auto"
+    value = os.environ.get("FASTBP_BLAS", "openblas").strip().lower() or "openblas"
     if value not in CHOICES:
         raise ValueError(f"FASTBP_BLAS: expected one of {', '.join(CHOICES)}, "
                          f"got {os.environ['FASTBP_BLAS']!r}")
@@ -99,37 +115,41 @@ def bind():
     (sequential, LP64), or (None, None, reason) where MKL is not used; ``reason`` says
     why in words either way. A FASTBP_BLAS=mkl that cannot be honoured warns
     (RuntimeWarning) and leaves the kernels on OpenBLAS."""
-    wanted = choice()
-    if wanted == "openblas":
-        return None, None, "FASTBP_BLAS=openblas"
+    if choice() == "openblas":
+        return None, None, "not asked for (FASTBP_BLAS=mkl uses it)"
     path = _library_path()
-    reason = None
     if path is None:
-        reason = "the mkl package is not installed"
-    elif wanted == "auto" and "intel" not in _cpu_vendor().lower():
-        return None, None, (f"CPU vendor {_cpu_vendor() or 'unknown'!r} is not Intel "
-                            "(FASTBP_BLAS=mkl would use MKL anyway)")
+        reason = "the mkl package is not installed (pip install \"fastbp[mkl]\")"
     elif _already_loaded(path):
         reason = ("MKL was already loaded by another library, whose threading fastbp "
                   "leaves alone")
-    if reason is None:
-        try:
-            lib = ctypes.CDLL(path)
-            lib.MKL_Set_Interface_Layer.argtypes = [ctypes.c_int]
-            lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
-            interface = lib.MKL_Set_Interface_Layer(_INTERFACE_LP64)
-            threading_layer = lib.MKL_Set_Threading_Layer(_THREADING_SEQUENTIAL)
-            if interface != _INTERFACE_LP64 or threading_layer != _THREADING_SEQUENTIAL:
-                reason = (f"MKL kept interface {interface} and threading layer "
-                          f"{threading_layer} (LP64 = 0 and sequential = 1 needed)")
-            else:
-                addresses = {name: ctypes.cast(getattr(lib, f"{name}_"),
-                                               ctypes.c_void_p).value
-                             for name in ("sgemm", "dgemm")}
-                return addresses, path, f"MKL at {path}"
-        except (OSError, AttributeError) as error:
-            reason = f"MKL did not load ({error})"
-    if wanted == "mkl":
-        warnings.warn(f"FASTBP_BLAS=mkl: expected MKL's ?gemm for the kernels, but "
-                      f"{reason}; they use OpenBLAS", RuntimeWarning, stacklevel=2)
+    else:
+        reason = _load(path)
+        if isinstance(reason, tuple):
+            return reason
+    warnings.warn(f"FASTBP_BLAS=mkl: expected MKL's ?gemm for the kernels, but {reason}; "
+                  f"they use OpenBLAS", RuntimeWarning, stacklevel=2)
     return None, None, reason
+
+
+def _load(path):
+    """(addresses, path, reason) of the MKL at ``path`` set to LP64 and sequential, or
+    the reason in words why it could not be."""
+    if sys.platform == "win32":   # its layers sit beside it (the package's Library/bin)
+        os.add_dll_directory(os.path.dirname(path))
+    try:
+        lib = ctypes.CDLL(path)
+        lib.MKL_Set_Interface_Layer.argtypes = [ctypes.c_int]
+        lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
+        interface = lib.MKL_Set_Interface_Layer(_INTERFACE_LP64)
+        threading_layer = lib.MKL_Set_Threading_Layer(_THREADING_SEQUENTIAL)
+        if interface != _INTERFACE_LP64 or threading_layer != _THREADING_SEQUENTIAL:
+            return (f"MKL kept interface {interface} and threading layer "
+                    f"{threading_layer} (LP64 = 0 and sequential = 1 needed)")
+        if not _probe(lib):
+            return "MKL's sgemm multiplied 2 by 3 wrong"
+        addresses = {name: ctypes.cast(getattr(lib, f"{name}_"), ctypes.c_void_p).value
+                     for name in ("sgemm", "dgemm")}
+    except (OSError, AttributeError) as error:
+        return f"MKL did not load ({error})"
+    return addresses, path, f"MKL at {path}"
