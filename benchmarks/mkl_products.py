@@ -1,7 +1,8 @@
 """MKL or OpenBLAS for each product: the measurement behind kernels/cpu/blas.py's
 ``mkl_takes``.
 
-For each layer shape of the yardstick and the halves two threads multiply, it times
+For each layer shape of the yardstick, and layers of half the outputs (the blocks two
+threads take of a forward and a weight gradient), it times
 a layer's three products (forward S = X W^T, weight gradient dW = dS^T X, input
 gradient dX = dS W) on one thread, as the kernels call them (compiled code, BLAS by
 pointer, single-threaded): with ``blas.use_mkl("every")`` (MKL for every product)
@@ -25,7 +26,7 @@ import fastbp
 from fastbp.kernels.cpu import blas
 from fastbp.kernels.cpu.blas import gemm, mkl_takes
 
-# (batch, in, out): the yardstick's layers, and the column halves two threads take
+# (batch, in, out): the yardstick's layers, and layers of half their outputs
 SHAPES = [(32, 64, 64), (32, 64, 10), (32, 128, 128), (64, 784, 128), (64, 784, 64),
           (64, 128, 10), (64, 256, 256), (64, 256, 128), (128, 784, 512), (128, 784, 256),
           (128, 512, 512), (128, 512, 256), (128, 512, 10), (512, 1024, 2048)]

@@ -57,15 +57,15 @@ def _is_kernels_blas(info):
 
 
 def _limit_blas(n_other):
-    """The kernels' BLAS to 1 thread; every other BLAS to ``n_other`` (None:
-    unchanged). Where the kernels call scipy's BLAS and it cannot be told apart (a
+    """The kernels' BLAS (and their MKL, where used) to 1 thread; every other BLAS to
+    ``n_other`` (None: unchanged). Where the kernels call scipy's BLAS and it cannot be told apart (a
     shared system BLAS), all go to 1."""
     with _SETTING:   # two threads setting at once: one after the other
         controller = _controller()
         blas = [lib for lib in controller.lib_controllers if lib.user_api == "blas"]
         ours = [lib for lib in blas if _is_kernels_blas(lib.info())]
         if not ours and kernels_blas.LIBRARY_PATH is None:
-            ours = blas
+            ours = list(blas)
         ours += [lib for lib in blas if _is_kernels_mkl(lib.info()) and lib not in ours]
         try:
             for lib in blas:

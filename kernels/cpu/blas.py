@@ -365,8 +365,8 @@ def _leading_dimension(M):
 def _gemm_blocks(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, item):
     """``gemm`` on raw operands: A, B, C at addresses a, b, c with row strides lda, ldb,
     ldc (elements of ``item`` bytes: 4 float32, else float64): whole by MKL where
-    ``use_mkl()`` and ``mkl_takes`` say so, else by OpenBLAS in the blocks
-    ``small_blocks`` gives where ``use_small_kernels()`` is on.
+    ``use_mkl()`` is "every", or True and ``mkl_takes`` says so; else by OpenBLAS, in
+    the blocks ``small_blocks`` gives where ``use_small_kernels()`` is on.
 
     One compiled function for every caller, not inlined into them: the kernels call
     gemm in many places and specialisations, and as inlined code this loop cost a cold

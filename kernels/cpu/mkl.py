@@ -2,10 +2,11 @@
 (``FASTBP_BLAS=mkl``) and the ``mkl`` package is installed (``pip install "fastbp[mkl]"``).
 
 Why: on this project's Intel Xeons (AVX-512), MKL's single-threaded sgemm and dgemm,
-called from compiled code as the kernels call BLAS, took 0.57-1.01 of OpenBLAS
+called from compiled code as the kernels call BLAS, took 0.57-1.07 of OpenBLAS
 0.3.34's time on the yardstick's mid-size and large layer products (most under 0.95), and the training
 step 0.85-0.92 of its time at one thread on mnist, medium and deep, while OpenBLAS's
-small-matrix kernels stay faster on small products and on the 10-wide output layers
+small-matrix kernels stay mostly faster on small products and on the 10-wide output
+layers
 (benchmarks/README.md, "MKL for the larger products"; on the AMD EPYC machines
 measured before, MKL was slower on most of these shapes). kernels/cpu/blas.py decides
 per product which library multiplies it (``blas.mkl_takes``).
@@ -13,19 +14,22 @@ per product which library multiplies it (``blas.mkl_takes``).
 Why only when asked: MKL's single dynamic library, ``libmkl_rt``, is loaded here with
 RTLD_LOCAL, but the layers it loads on its first call (libmkl_intel_lp64, libmkl_core,
 libmkl_sequential) go into the process's global symbol scope, and MKL's threading
-layer is a setting of that whole copy. A library loaded *after* them that exports the
-same BLAS or MKL symbols and calls them through its own symbol table binds to these
-instead: PyTorch (whose libtorch_cpu exports ``sgemm_`` and 23,000 ``mkl_*``
-functions) imported after a fastbp step ran a 2048 x 2048 float32 product at two
-threads in 116 ms instead of 59, on fastbp's single-threaded MKL. So MKL is opt-in;
-import such libraries before fastbp when using it.
+layer is a setting of that whole copy. A library loaded *after* them that calls
+unprefixed BLAS, LAPACK or MKL functions binds to these instead, on one thread: one
+that exports its own copies and calls them through its symbol table (PyTorch, whose
+libtorch_cpu exports ``sgemm_`` and 23,525 ``mkl_*`` functions: imported after a
+fastbp step, its 2048 x 2048 float32 product at two threads took 116 ms instead of
+59), one linked against a system ``libblas.so.3``, one that loads this same
+``libmkl_rt`` (an MKL build of scipy or numexpr), and code that looks such symbols up
+at run time. So MKL is opt-in; import such libraries before fastbp when using it
+(symbols they bound at load stay theirs).
 
 How it is loaded: LP64 interface (32-bit integers, as the kernels pass) and the
 *sequential* threading layer, since the kernels call BLAS from inside numba's threads,
 one block each (fastbp/threads.py says what two pools on the same cores cost). An MKL
 that something else loaded first (numpy or scipy built against MKL, PyTorch's is
 static and not seen) is left alone, because its threading layer is that library's
-setting: the kernels then keep OpenBLAS, and ``REASON`` says so. A 1 x 1 product at
+setting: the kernels then keep OpenBLAS, and ``blas.MKL_REASON`` says so. A 1 x 1 product at
 load makes MKL load its layers then, so a broken install fails at import.
 
 ``FASTBP_BLAS`` (read at import): "openblas" (default) or "mkl".
@@ -61,18 +65,21 @@ def _library_path():
     return None
 
 
-# sonames of MKL's single dynamic library and of its core, in the releases the ``mkl``
-# package has shipped (2023-2026), for noticing another copy already in the process
-_OTHER_COPIES = ("libmkl_rt.so.2", "libmkl_rt.so.3", "libmkl_core.so.2", "libmkl_core.so.3",
-                 "mkl_rt.2.dll", "mkl_rt.3.dll", "mkl_core.2.dll", "mkl_core.3.dll")
+# names of MKL's single dynamic library and of its core (unversioned, as in MKL 2020
+# and before, and the versioned names since), for noticing a copy of any release that
+# another library already loaded
+_OTHER_COPIES = tuple(f"libmkl_{part}.so{version}" for part in ("rt", "core")
+                      for version in ("", ".1", ".2", ".3")) + tuple(
+    f"mkl_{part}{version}.dll" for part in ("rt", "core")
+    for version in ("", ".1", ".2", ".3"))
 
 
 def _already_loaded(path):
     """Whether MKL (the library at ``path``, or another copy by one of _OTHER_COPIES'
     names) is already loaded in this process."""
-    if sys.platform == "win32":
-        handle = ctypes.windll.kernel32.GetModuleHandleW
-        handle.restype = ctypes.c_void_p
+    if sys.platform == "win32":   # a private handle: argtypes set on it stay ours
+        handle = ctypes.WinDLL("kernel32").GetModuleHandleW
+        handle.argtypes, handle.restype = [ctypes.c_wchar_p], ctypes.c_void_p
         return any(handle(name) for name in (os.path.basename(path),) + _OTHER_COPIES)
     mode = getattr(os, "RTLD_NOLOAD", None)
     if mode is None:
