@@ -32,7 +32,8 @@ static and not seen) is left alone, because its threading layer is that library'
 setting: the kernels then keep OpenBLAS, and ``blas.MKL_REASON`` says so. A 1 x 1 product at
 load makes MKL load its layers then, so a broken install fails at import.
 
-``FASTBP_BLAS`` (read at import): "openblas" (default) or "mkl".
+``FASTBP_BLAS`` (read at import; case and surrounding blanks ignored, empty is the
+default): "openblas" (default) or "mkl".
 """
 import ctypes
 import importlib.metadata
@@ -126,7 +127,8 @@ def bind():
         return None, None, "not asked for (FASTBP_BLAS=mkl uses it)"
     path = _library_path()
     if path is None:
-        reason = "the mkl package is not installed (pip install \"fastbp[mkl]\")"
+        reason = ("the mkl package is not installed (the extra: pip install "
+                  "\"fastbp[mkl]\", or \".[mkl]\" in a checkout)")
     elif _already_loaded(path):
         reason = ("MKL was already loaded by another library, whose threading fastbp "
                   "leaves alone")
