@@ -45,9 +45,8 @@ def _repeat(X, W, dS, S, dW, dX, product, reps):
 
 
 def _orientation(product, batch, n_in, n_out):
-    """(trans_a, trans_b, m, n, k) of ``gemm`` for one of a layer's products."""
-    return [(False, True, batch, n_out, n_in), (True, False, n_out, n_in, batch),
-            (False, False, batch, n_in, n_out)][product]
+    """(m, n, k) of ``gemm`` for one of a layer's products (C is m x n, k inner)."""
+    return [(batch, n_out, n_in), (n_out, n_in, batch), (batch, n_in, n_out)][product]
 
 
 def time_products(dtype, repeats):
@@ -99,9 +98,11 @@ def main(argv=None):
             for product in range(3):
                 mkl_us, openblas_us = results[shape, product]
                 mark = "*" if mkl_takes(*_orientation(product, *shape)) else " "
-                cells.append(f"{mkl_us:8.1f} / {openblas_us:8.1f} {mkl_us / openblas_us:4.2f}{mark}")
+                ratio = mkl_us / openblas_us
+                cells.append(f"{mkl_us:8.1f} / {openblas_us:8.1f} {ratio:4.2f}{mark}")
             batch, n_in, n_out = shape
-            print(f"{batch:>5} x {n_in:>4} -> {n_out:>4} | " + " | ".join(cells), flush=True)
+            print(f"{batch:>5} x {n_in:>4} -> {n_out:>4} | " + " | ".join(cells),
+                  flush=True)
     return 0
 
 

@@ -1,15 +1,15 @@
 """One knob for the threads a training step uses.
 
 fastbp's kernels split every layer into blocks across numba's thread pool, and each
-thread multiplies its block with single-threaded BLAS (kernels/cpu/blas.py). So the
-BLAS that the kernels call (scipy-openblas32's OpenBLAS, or scipy's where that cannot
-be loaded; MKL, loaded sequential, for the larger products where it is used) must run
-one thread per call: a multithreaded BLAS inside numba's threads,
-or BLAS's own pool spinning beside numba's, oversubscribes
-the cores (measured on a 2-core machine: a 784-128-10 step went from 0.28 ms to 28 ms
-with both pools at 2 threads). fastbp therefore sets the kernels' BLAS to one thread
-when it is imported, and ``set_num_threads(n)`` sizes numba's pool (and every other
-BLAS, numpy's and scipy's, for the user's own work) to ``n``.
+thread multiplies its block with single-threaded BLAS (kernels/cpu/blas.py). So the BLAS
+that the kernels call (scipy-openblas32's OpenBLAS, or scipy's where that cannot be
+loaded; MKL, loaded sequential, for the larger products where it is used) must run one
+thread per call: a multithreaded BLAS inside numba's threads, or BLAS's own pool
+spinning beside numba's, oversubscribes the cores (measured on a 2-core machine: a
+784-128-10 step went from 0.28 ms to 28 ms with both pools at 2 threads). fastbp
+therefore sets the kernels' BLAS to one thread when it is imported, and
+``set_num_threads(n)`` sizes numba's pool (and every other BLAS, numpy's and scipy's,
+for the user's own work) to ``n``.
 
 Other thread pools in the same process: numba's pool is GNU OpenMP, whose idle threads
 busy-wait by default. fastbp/__init__.py sets GOMP_SPINCOUNT=10000 (unless set) before
@@ -58,8 +58,8 @@ def _is_kernels_blas(info):
 
 def _limit_blas(n_other):
     """The kernels' BLAS (and their MKL, where used) to 1 thread; every other BLAS to
-    ``n_other`` (None: unchanged). Where the kernels call scipy's BLAS and it cannot be told apart (a
-    shared system BLAS), all go to 1."""
+    ``n_other`` (None: unchanged). Where the kernels call scipy's BLAS and it cannot be
+    told apart (a shared system BLAS), all go to 1."""
     with _SETTING:   # two threads setting at once: one after the other
         controller = _controller()
         blas = [lib for lib in controller.lib_controllers if lib.user_api == "blas"]
@@ -99,11 +99,11 @@ def set_num_threads(n):
 
     ``n`` must be between 1 and numba's pool size (NUMBA_NUM_THREADS, by default the
     number of CPUs). The BLAS that the kernels call from inside their threads
-    (``fastbp.kernels.cpu.blas.LIBRARY_PATH``, and ``MKL_PATH`` where MKL is used)
-    stays at one thread. The BLAS settings
-    apply to the whole process until changed again; numba's count applies to the
-    calling Python thread (numba keeps it per thread), so call this from the thread
-    that trains. Raises ValueError for ``n`` outside that range.
+    (``fastbp.kernels.cpu.blas.LIBRARY_PATH``, and ``MKL_PATH`` where MKL is used) stays
+    at one thread. The BLAS settings apply to the whole process until changed again;
+    numba's count applies to the calling Python thread (numba keeps it per thread), so
+    call this from the thread that trains. Raises ValueError for ``n`` outside that
+    range.
     """
     n = validation.positive_int("n", n)
     if n > numba.config.NUMBA_NUM_THREADS:

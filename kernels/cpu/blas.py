@@ -285,8 +285,7 @@ def use_mkl(enabled=None):
     or "every" (MKL for every product, whatever ``mkl_takes`` says: for measuring the
     rule, benchmarks/mkl_products.py); other values are taken for their truth, but a
     string other than "every" is a ValueError, as is True or "every" where MKL is not
-    bound. Returns the setting now in force (True, False or
-    "every")."""
+    bound. Returns the setting now in force (True, False or "every")."""
     if enabled is not None:
         if isinstance(enabled, str) and enabled != "every":
             raise ValueError(f"enabled: expected True, False or 'every', got {enabled!r}")
@@ -307,9 +306,9 @@ def _mkl_mode(typingctx):
 
 
 @scalar
-def mkl_takes(trans_a, trans_b, m, n, k):
-    """Whether MKL (where used) multiplies C (m, n) = op(A) op(B), k inner: the rule in
-    the comment above this function."""
+def mkl_takes(m, n, k):
+    """Whether MKL (where used) multiplies C (m, n) = op(A) op(B), k inner, in either
+    orientation: the rule in the comment above this function."""
     return min(m, n, k) >= _MKL_MIN_DIM and m * n * k >= _MKL_MIN_MNK
 
 
@@ -372,7 +371,7 @@ def _gemm_blocks(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
     gemm in many places and specialisations, and as inlined code this loop cost a cold
     training step 6-8 s more to compile."""
     mode = _mkl_mode()
-    large = mode == 2 or (mode == 1 and mkl_takes(trans_a, trans_b, m, n, k))
+    large = mode == 2 or (mode == 1 and mkl_takes(m, n, k))
     along_columns, size = small_blocks(trans_a, trans_b, m, n, k)
     if large or size == 0 or not _small_kernels_on():
         along_columns, size = True, n
@@ -383,7 +382,8 @@ def _gemm_blocks(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
     tb = _T if trans_b else _N
     # the scalars go by pointer (Fortran BLAS), the same slots for every block
     ta_p, tb_p, k_p = _by_ref(ta), _by_ref(tb), _by_ref(np.int32(k))
-    lda_p, ldb_p, ldc_p = _by_ref(np.int32(lda)), _by_ref(np.int32(ldb)), _by_ref(np.int32(ldc))
+    lda_p, ldb_p = _by_ref(np.int32(lda)), _by_ref(np.int32(ldb))
+    ldc_p = _by_ref(np.int32(ldc))
     if item == 4:
         alpha_p, beta_p = _by_ref(np.float32(alpha)), _by_ref(np.float32(beta))
     else:
@@ -398,7 +398,8 @@ def _gemm_blocks(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
             a_at, b_at, c_at = (lo if trans_a else lo * lda), 0, lo * ldc
             rows, cols = width, n
         cols_p, rows_p = _by_ref(np.int32(cols)), _by_ref(np.int32(rows))
-        a_p, b_p, c_p = _offset(a, a_at, item), _offset(b, b_at, item), _offset(c, c_at, item)
+        a_p, b_p = _offset(a, a_at, item), _offset(b, b_at, item)
+        c_p = _offset(c, c_at, item)
         if item == 4 and large:
             _sgemm_large(tb_p, ta_p, cols_p, rows_p, k_p, alpha_p, b_p, ldb_p, a_p, lda_p,
                          beta_p, c_p, ldc_p)

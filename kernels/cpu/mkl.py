@@ -2,14 +2,13 @@
 (``FASTBP_BLAS=mkl``) and the ``mkl`` package is installed (``pip install "fastbp[mkl]"``).
 
 Why: on this project's Intel Xeons (AVX-512), MKL's single-threaded sgemm and dgemm,
-called from compiled code as the kernels call BLAS, took 0.57-1.07 of OpenBLAS
-0.3.34's time on the yardstick's mid-size and large layer products (most under 0.95), and the training
-step 0.85-0.92 of its time at one thread on mnist, medium and deep, while OpenBLAS's
-small-matrix kernels stay mostly faster on small products and on the 10-wide output
-layers
-(benchmarks/README.md, "MKL for the larger products"; on the AMD EPYC machines
-measured before, MKL was slower on most of these shapes). kernels/cpu/blas.py decides
-per product which library multiplies it (``blas.mkl_takes``).
+called from compiled code as the kernels call BLAS, took 0.57-1.07 of OpenBLAS 0.3.34's
+time on the yardstick's mid-size and large layer products (most under 0.95), and the
+training step 0.85-0.92 of its time at one thread on mnist, medium and deep, while
+OpenBLAS's small-matrix kernels stay mostly faster on small products and on the 10-wide
+output layers (benchmarks/README.md, "MKL for the larger products"; on the AMD EPYC
+machines measured before, MKL was slower on most of these shapes). kernels/cpu/blas.py
+decides per product which library multiplies it (``blas.mkl_takes``).
 
 Why only when asked: MKL's single dynamic library, ``libmkl_rt``, is loaded here with
 RTLD_LOCAL, but the layers it loads on its first call (libmkl_intel_lp64, libmkl_core,
