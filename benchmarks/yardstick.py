@@ -321,8 +321,7 @@ def products_library():
     """A line saying which BLAS libraries multiply fastbp's products here (asked of a
     fresh process: the parent imports no fastbp, whose thread pool would hold cores)."""
     code = ("from fastbp.kernels.cpu import blas\n"
-            "print(f\"fastbp's products: OpenBLAS {blas.LIBRARY_PATH or '(scipy)'} "
-            "({blas.CORE_NAME} kernels); MKL for the larger ones: {blas.MKL_REASON}\")")
+            "print(\"fastbp's products:\", blas.describe())")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     return done.stdout.strip() or f"fastbp's products: unknown ({done.stderr.strip()[-300:]})"
 

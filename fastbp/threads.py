@@ -39,7 +39,9 @@ def _controller():
 
 def _is_kernels_mkl(info):
     """Whether threadpoolctl's ``info`` describes the MKL the kernels load (sequential:
-    kernels/cpu/mkl.py)."""
+    kernels/cpu/mkl.py). threadpoolctl sees MKL's single dynamic library, which the
+    kernels load on Windows; the layers they load privately on Linux it does not see,
+    and their sequential layer needs no limit."""
     return (kernels_blas.MKL_PATH is not None
             and os.path.realpath(info["filepath"]) == kernels_blas.MKL_PATH)
 

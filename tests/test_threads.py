@@ -30,8 +30,11 @@ def _blas_threads():
 
 
 def _kernels_paths():
-    """The kernels' BLAS and, where it is used, their MKL (sequential: 1 thread)."""
-    return {_kernels_blas_path()} | ({blas.MKL_PATH} if blas.MKL_PATH else set())
+    """The kernels' BLAS and, where it is used and threadpoolctl sees it, their MKL
+    (sequential: 1 thread; threadpoolctl sees MKL's single dynamic library, which
+    fastbp loads on Windows, not the layers it loads privately on Linux)."""
+    mkl = {blas.MKL_PATH} & set(_blas_threads()) if blas.MKL_PATH else set()
+    return {_kernels_blas_path()} | mkl
 
 
 def _kernels_blas_path():

@@ -23,9 +23,10 @@ from the stride of a size-1 axis.
 
 The BLAS is OpenBLAS from the scipy-openblas32 package (a dependency), or scipy's own
 copy where that package's library cannot be loaded: ``LIBRARY_PATH`` says which.
-With ``FASTBP_BLAS=mkl`` and the ``mkl`` package installed, MKL's ?gemm multiplies the
-larger products (``mkl_takes``; ``MKL_PATH``, ``MKL_REASON``, ``use_mkl``;
-kernels/cpu/mkl.py says why it is opt-in).
+Where the ``mkl`` package is installed (on an Intel CPU under Linux, or wherever
+``FASTBP_BLAS=mkl`` asks), MKL's ?gemm multiplies the larger products (``mkl_takes``;
+``MKL_PATH``, ``MKL_REASON``, ``use_mkl``, ``describe``; kernels/cpu/mkl.py says when
+and how it is loaded).
 """
 import ctypes
 import importlib.util
@@ -110,8 +111,9 @@ if _ADDRESSES is None:
 Where MKL is bound (``MKL_PATH``), it multiplies the products ``mkl_takes`` picks."""
 
 _MKL_ADDRESSES, MKL_PATH, MKL_REASON = mkl.bind()
-"""Path of the MKL library (sequential) whose ?gemm multiplies the larger products, or
-None; MKL_REASON says in words why it is or is not used (kernels/cpu/mkl.py)."""
+"""Path of the MKL library (sequential; on Linux its core, loaded with its other layers
+in a symbol scope of their own) whose ?gemm multiplies the larger products, or None;
+MKL_REASON says in words why it is or is not used (kernels/cpu/mkl.py)."""
 
 
 def hold_one_thread():
@@ -220,6 +222,17 @@ def _core_name():
 CORE_NAME = _core_name()
 """OpenBLAS's core type for the kernels' BLAS ("skylakex", "haswell", ...; None:
 unknown). OPENBLAS_CORETYPE overrides OpenBLAS's own choice, and with it this."""
+
+
+def describe():
+    """One line, in words, of what multiplies the kernels' products in this process:
+    the OpenBLAS (its library and core type) and whether MKL takes the larger
+    products (``MKL_REASON``); for logs and benchmark headers."""
+    openblas = (f"OpenBLAS {LIBRARY_PATH} ({CORE_NAME or 'core type unknown'} kernels)"
+                if LIBRARY_PATH is not None else "scipy's BLAS")
+    if MKL_PATH is None:
+        return f"{openblas}; no MKL: {MKL_REASON}"
+    return f"{openblas}; MKL for the larger products ({MKL_REASON}; FASTBP_BLAS=openblas: none)"
 
 # Read by compiled code at every call, through a symbol (like the ?gemm functions), so
 # that cached kernels follow the library loaded in this process, and benchmarks and

@@ -1,5 +1,6 @@
-"""Intel MKL's ?gemm for the kernels' larger products, where asked for
-(``FASTBP_BLAS=mkl``) and the ``mkl`` package is installed (``pip install "fastbp[mkl]"``).
+"""Intel MKL's ?gemm for the kernels' larger products, where the ``mkl`` package is
+installed (``pip install "fastbp[mkl]"``) on an Intel CPU under Linux, or wherever
+``FASTBP_BLAS=mkl`` asks for it.
 
 Why: on this project's Intel Xeons (AVX-512), MKL's single-threaded sgemm and dgemm,
 called from compiled code as the kernels call BLAS, took 0.57-1.07 of OpenBLAS 0.3.34's
@@ -7,32 +8,40 @@ time on the yardstick's mid-size and large layer products (most under 0.95), and
 training step 0.85-0.92 of its time at one thread on mnist, medium and deep, while
 OpenBLAS's small-matrix kernels stay mostly faster on small products and on the 10-wide
 output layers (benchmarks/README.md, "MKL for the larger products"; on the AMD EPYC
-machines measured before, MKL was slower on most of these shapes). kernels/cpu/blas.py
-decides per product which library multiplies it (``blas.mkl_takes``).
+machines measured before, MKL was slower on most of these shapes, so other vendors'
+CPUs keep OpenBLAS unless asked). kernels/cpu/blas.py decides per product which library
+multiplies it (``blas.mkl_takes``).
 
-Why only when asked: MKL's single dynamic library, ``libmkl_rt``, is loaded here with
-RTLD_LOCAL, but the layers it loads on its first call (libmkl_intel_lp64, libmkl_core,
-libmkl_sequential) go into the process's global symbol scope, and MKL's threading
-layer is a setting of that whole copy. A library loaded *after* them that calls
-unprefixed BLAS, LAPACK or MKL functions binds to these instead, on one thread: one
-that exports its own copies and calls them through its symbol table (PyTorch, whose
-libtorch_cpu exports ``sgemm_`` and 23,525 ``mkl_*`` functions: imported after a
-fastbp step, its 2048 x 2048 float32 product at two threads took 116 ms instead of
-59), one linked against a system ``libblas.so.3``, one that loads this same
-``libmkl_rt`` (an MKL build of scipy or numexpr), and code that looks such symbols up
-at run time. So MKL is opt-in; import such libraries before fastbp when using it
-(symbols they bound at load stay theirs).
+How it is loaded, on Linux: the package's three layers, libmkl_intel_lp64 (LP64: the
+32-bit integers the kernels pass), libmkl_sequential (the kernels call BLAS from inside
+numba's threads, one block each; fastbp/threads.py says what two pools on the same
+cores cost) and libmkl_core, into a symbol scope of their own
+(kernels/cpu/private_scope.py), bound at load. MKL's own loader, libmkl_rt, puts the
+layers in the process's global scope instead, where a library loaded later binds to
+them: PyTorch, which exports its own ``sgemm_``, ran its 2048 x 2048 float32 product on
+fastbp's single-threaded MKL, 116 ms instead of 59 (at two threads), when imported
+after a fastbp step. Loaded privately, nothing of MKL's is visible to other libraries.
+One case remains: a library that loads *this same* MKL later, through libmkl_rt (an MKL
+build of numpy, scipy or numexpr, mkl-service, mkl_fft, mkl_random, from the same
+environment), is given the already-loaded libmkl_core, bound to the sequential layer,
+so its products run on one thread (a 2048 x 2048 product at two threads: 105 ms
+instead of 54). ``FASTBP_BLAS=openblas`` keeps MKL out for such a process; where such a
+library is loaded before fastbp, fastbp sees it and keeps OpenBLAS.
 
-How it is loaded: LP64 interface (32-bit integers, as the kernels pass) and the
-*sequential* threading layer, since the kernels call BLAS from inside numba's threads,
-one block each (fastbp/threads.py says what two pools on the same cores cost). An MKL
-that something else loaded first (numpy or scipy built against MKL, PyTorch's is
-static and not seen) is left alone, because its threading layer is that library's
-setting: the kernels then keep OpenBLAS, and ``blas.MKL_REASON`` says so. A 1 x 1 product at
-load makes MKL load its layers then, so a broken install fails at import.
+An MKL that something else loaded first (numpy or scipy built against MKL, by file name
+or by its functions in the global scope; PyTorch's is static and private) is left alone,
+because its threading layer is that library's setting and the layers of two copies
+would bind to each other: the kernels then keep OpenBLAS, and ``blas.MKL_REASON`` says
+so. A 1 x 1 product at load makes MKL load its CPU-specific library then, so a broken
+install fails at import rather than in a training step. On Windows, where
+``FASTBP_BLAS=mkl`` must ask for it, the single dynamic library ``mkl_rt`` is loaded
+and set to LP64 and sequential (Windows has no global symbol scope; a later user of the
+same DLL shares its threading setting).
 
 ``FASTBP_BLAS`` (read at import; case and surrounding blanks ignored, empty is the
-default): "openblas" (default) or "mkl".
+default): "auto" (default: MKL where the package is installed, the CPU is Intel's and
+the system is Linux), "openblas" (never MKL) or "mkl" (MKL wherever it can be loaded;
+a warning where it cannot).
 """
 import ctypes
 import importlib.metadata
@@ -40,51 +49,96 @@ import os
 import sys
 import warnings
 
-CHOICES = ("openblas", "mkl")
+from . import private_scope
+
+CHOICES = ("auto", "openblas", "mkl")
 
 # mkl_service.h: MKL_INTERFACE_LP64 = 0; MKL_THREADING_SEQUENTIAL = 1
 _INTERFACE_LP64 = 0
 _THREADING_SEQUENTIAL = 1
 
+# the layers loaded privately on Linux, in the order a program links them
+_LAYERS = ("intel_lp64", "sequential", "core")
 
-def _library_path():
-    """Path of the ``mkl`` package's libmkl_rt (Linux .so, Windows mkl_rt.*.dll), found
-    through the package's file list (the wheel installs it in the environment's lib/ or
-    Library/bin/, not in site-packages); None where the package is not installed."""
+
+def _package_file(accept):
+    """Real path of the first file of the ``mkl`` package for which ``accept(name)``
+    holds and that exists, found through the package's file list (the wheel installs
+    its libraries in the environment's lib/ or Library/bin/, not in site-packages);
+    None where there is none or the package is not installed."""
     try:
         files = importlib.metadata.files("mkl") or []
     except importlib.metadata.PackageNotFoundError:
         return None
     for entry in files:
-        name = entry.name
-        if (name.startswith("libmkl_rt.so") or
-                (name.startswith("mkl_rt") and name.endswith(".dll"))):
+        if accept(entry.name):
             path = entry.locate()
             if os.path.exists(path):
                 return os.path.realpath(path)
     return None
 
 
-# names of MKL's single dynamic library and of its core (unversioned, as in MKL 2020
+def _library_path():
+    """Path of the ``mkl`` package's single dynamic library, libmkl_rt (Linux .so,
+    Windows mkl_rt.*.dll); None where the package is not installed."""
+    return _package_file(lambda name: name.startswith("libmkl_rt.so") or (
+        name.startswith("mkl_rt") and name.endswith(".dll")))
+
+
+def _layer_paths():
+    """Paths of the package's _LAYERS (libmkl_intel_lp64.so.N, libmkl_sequential.so.N,
+    libmkl_core.so.N, of one release N, beside libmkl_rt), or None."""
+    rt = _library_path()
+    if rt is None or not os.path.basename(rt).startswith("libmkl_rt.so"):
+        return None
+    version = os.path.basename(rt)[len("libmkl_rt.so"):]   # ".3", or "" before 2021
+    paths = [os.path.join(os.path.dirname(rt), f"libmkl_{layer}.so{version}")
+             for layer in _LAYERS]
+    return paths if all(os.path.exists(path) for path in paths) else None
+
+
+def _cpu_vendor():
+    """The CPU's vendor string (/proc/cpuinfo's vendor_id: "GenuineIntel",
+    "AuthenticAMD", ...), or None where it is not to be had."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+# names of MKL's single dynamic library and of its layers (unversioned, as in MKL 2020
 # and before, and the versioned names since), for noticing a copy of any release that
 # another library already loaded
-_OTHER_COPIES = tuple(f"libmkl_{part}.so{version}" for part in ("rt", "core")
+_OTHER_COPIES = tuple(f"libmkl_{part}.so{version}" for part in ("rt",) + _LAYERS
                       for version in ("", ".1", ".2", ".3")) + tuple(
     f"mkl_{part}{version}.dll" for part in ("rt", "core")
     for version in ("", ".1", ".2", ".3"))
 
+# functions of libmkl_core that its other layers call: found in the global scope, they
+# would bind the layers loaded here to that other copy
+_CORE_FUNCTIONS = ("mkl_blas_sgemm", "mkl_blas_dgemm")
 
-def _already_loaded(path):
-    """Whether MKL (the library at ``path``, or another copy by one of _OTHER_COPIES'
-    names) is already loaded in this process."""
+
+def _already_loaded(paths):
+    """Whether MKL (a library at one of ``paths``, another copy by one of
+    _OTHER_COPIES' names, or any copy whose core functions the global scope holds) is
+    already loaded in this process."""
     if sys.platform == "win32":   # a private handle: argtypes set on it stay ours
         handle = ctypes.WinDLL("kernel32").GetModuleHandleW
         handle.argtypes, handle.restype = [ctypes.c_wchar_p], ctypes.c_void_p
-        return any(handle(name) for name in (os.path.basename(path),) + _OTHER_COPIES)
+        return any(handle(name) for name in
+                   tuple(os.path.basename(path) for path in paths) + _OTHER_COPIES)
+    everything = ctypes.CDLL(None)
+    if any(hasattr(everything, name) for name in _CORE_FUNCTIONS):
+        return True
     mode = getattr(os, "RTLD_NOLOAD", None)
     if mode is None:
         return False
-    for name in (path,) + _OTHER_COPIES:
+    for name in tuple(paths) + _OTHER_COPIES:
         try:
             ctypes.CDLL(name, mode=mode | os.RTLD_LAZY)
         except OSError:
@@ -94,9 +148,10 @@ def _already_loaded(path):
 
 
 def _probe(lib):
-    """One 1 x 1 sgemm through ``lib``: MKL loads its layers on its first call, and a
-    missing one ends the process from inside the call, so that happens at import
-    rather than in the middle of a training step. True where 2 * 3 came out 6."""
+    """One 1 x 1 sgemm through ``lib``: MKL loads its CPU-specific library on its
+    first call, and a missing one ends the process from inside the call, so that
+    happens at import rather than in the middle of a training step. True where 2 * 3
+    came out 6."""
     one, n = ctypes.c_int(1), ctypes.c_char(b"N")
     a, b, c = ctypes.c_float(2.0), ctypes.c_float(3.0), ctypes.c_float(0.0)
     alpha, beta = ctypes.c_float(1.0), ctypes.c_float(0.0)
@@ -108,56 +163,98 @@ def _probe(lib):
 
 
 def choice():
-    """``FASTBP_BLAS`` as given (lower case); a ValueError names it where it is none of
-    CHOICES."""
-    value = os.environ.get("FASTBP_BLAS", "openblas").strip().lower() or "openblas"
+    """``FASTBP_BLAS`` as given (lower case; "auto" where unset or blank); a ValueError
+    names it where it is none of CHOICES."""
+    value = os.environ.get("FASTBP_BLAS", "auto").strip().lower() or "auto"
     if value not in CHOICES:
         raise ValueError(f"FASTBP_BLAS: expected one of {', '.join(CHOICES)}, "
                          f"got {os.environ['FASTBP_BLAS']!r}")
     return value
 
 
+def auto_declines(vendor, platform):
+    """Why FASTBP_BLAS=auto keeps OpenBLAS on a CPU of ``vendor`` (``_cpu_vendor()``)
+    under ``platform`` (``sys.platform``), in words; None where it takes MKL."""
+    if not platform.startswith("linux"):
+        return (f"FASTBP_BLAS=auto uses it on Linux only, where it loads in a symbol "
+                f"scope of its own (this is {platform}; FASTBP_BLAS=mkl uses it)")
+    if vendor != "GenuineIntel":
+        return (f"FASTBP_BLAS=auto uses it on Intel CPUs only (this one is "
+                f"{vendor or 'unknown'}'s, where MKL was measured slower than OpenBLAS "
+                f"on most of the kernels' products; FASTBP_BLAS=mkl uses it)")
+    return None
+
+
+LOADED = None
+"""The ctypes handle of the MKL the kernels use (its layers, or mkl_rt on Windows),
+or None."""
+
+
 def bind():
     """({"sgemm": address, "dgemm": address}, path, reason) of MKL's Fortran ?gemm
-    (sequential, LP64), or (None, None, reason) where MKL is not used; ``reason`` says
-    why in words either way. A FASTBP_BLAS=mkl that cannot be honoured warns
+    (sequential, LP64), or (None, None, reason) where MKL is not used; ``path`` is the
+    library that holds the products (libmkl_core, or mkl_rt on Windows) and ``reason``
+    says why in words either way. A FASTBP_BLAS=mkl that cannot be honoured warns
     (RuntimeWarning) and leaves the kernels on OpenBLAS."""
-    if choice() == "openblas":
-        return None, None, "not asked for (FASTBP_BLAS=mkl uses it)"
-    path = _library_path()
-    if path is None:
+    asked = choice()
+    if asked == "openblas":
+        return None, None, "FASTBP_BLAS=openblas keeps it out"
+    if sys.platform == "win32":
+        paths = [_library_path()] if _library_path() else None
+    else:
+        paths = _layer_paths()
+    declined = None if asked == "mkl" else auto_declines(_cpu_vendor(), sys.platform)
+    if paths is None:
         reason = ("the mkl package is not installed (the extra: pip install "
                   "\"fastbp[mkl]\", or \".[mkl]\" in a checkout)")
-    elif _already_loaded(path):
+    elif declined is not None:
+        reason = declined
+    elif _already_loaded(paths):
         reason = ("MKL was already loaded by another library, whose threading fastbp "
                   "leaves alone")
     else:
-        reason = _load(path)
+        reason = _load(paths)
         if isinstance(reason, tuple):
             return reason
-    warnings.warn(f"FASTBP_BLAS=mkl: expected MKL's ?gemm for the kernels, but {reason}; "
-                  f"they use OpenBLAS", RuntimeWarning, stacklevel=2)
+    if asked == "mkl":
+        warnings.warn(f"FASTBP_BLAS=mkl: expected MKL's ?gemm for the kernels, but "
+                      f"{reason}; they use OpenBLAS", RuntimeWarning, stacklevel=2)
     return None, None, reason
 
 
-def _load(path):
-    """(addresses, path, reason) of the MKL at ``path`` set to LP64 and sequential, or
-    the reason in words why it could not be."""
-    if sys.platform == "win32":   # its layers sit beside it (the package's Library/bin)
-        os.add_dll_directory(os.path.dirname(path))
+def _load(paths):
+    """(addresses, path, reason) of the MKL at ``paths`` (its layers; mkl_rt on
+    Windows), LP64 and sequential, or the reason in words why it could not be."""
+    global LOADED
     try:
-        lib = ctypes.CDLL(path)
-        lib.MKL_Set_Interface_Layer.argtypes = [ctypes.c_int]
-        lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
-        interface = lib.MKL_Set_Interface_Layer(_INTERFACE_LP64)
-        threading_layer = lib.MKL_Set_Threading_Layer(_THREADING_SEQUENTIAL)
-        if interface != _INTERFACE_LP64 or threading_layer != _THREADING_SEQUENTIAL:
-            return (f"MKL kept interface {interface} and threading layer "
-                    f"{threading_layer} (LP64 = 0 and sequential = 1 needed)")
+        if sys.platform == "win32":
+            lib = _load_mkl_rt(paths[0])
+            if isinstance(lib, str):
+                return lib
+        else:
+            lib = private_scope.load(paths)
         if not _probe(lib):
             return "MKL's sgemm multiplied 2 by 3 wrong"
         addresses = {name: ctypes.cast(getattr(lib, f"{name}_"), ctypes.c_void_p).value
                      for name in ("sgemm", "dgemm")}
-    except (OSError, AttributeError) as error:
+    except (OSError, AttributeError, RuntimeError) as error:
         return f"MKL did not load ({error})"
-    return addresses, path, f"MKL at {path}"
+    LOADED = lib
+    path = paths[-1]
+    return addresses, path, f"MKL at {path}, in a symbol scope of its own" if (
+        sys.platform != "win32") else f"MKL at {path}"
+
+
+def _load_mkl_rt(path):
+    """MKL's single dynamic library at ``path`` (Windows), set to LP64 and sequential;
+    a reason in words where it keeps other settings."""
+    os.add_dll_directory(os.path.dirname(path))   # its layers sit beside it
+    lib = ctypes.CDLL(path)
+    lib.MKL_Set_Interface_Layer.argtypes = [ctypes.c_int]
+    lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
+    interface = lib.MKL_Set_Interface_Layer(_INTERFACE_LP64)
+    threading_layer = lib.MKL_Set_Threading_Layer(_THREADING_SEQUENTIAL)
+    if interface != _INTERFACE_LP64 or threading_layer != _THREADING_SEQUENTIAL:
+        return (f"MKL kept interface {interface} and threading layer "
+                f"{threading_layer} (LP64 = 0 and sequential = 1 needed)")
+    return lib
