@@ -12,7 +12,8 @@ and with ``blas.use_mkl(False)`` (OpenBLAS, cut for its small-matrix kernels whe
 
     python benchmarks/mkl_products.py [--dtypes float32,float64] [--repeats 11]
 
-Needs MKL: ``pip install "fastbp[mkl]"`` and ``FASTBP_BLAS=mkl`` in the environment.
+Needs MKL: ``pip install "fastbp[mkl]"`` (on an Intel CPU under Linux that is all; on
+other CPUs also ``FASTBP_BLAS=mkl`` in the environment).
 """
 import argparse
 import os

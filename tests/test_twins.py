@@ -59,6 +59,7 @@ CPU_ONLY_MODULES = {
               "without its runtime's counting)",
     "mkl": "loading Intel MKL for the CPU's larger products (the GPU's are fastbp's own "
            "kernels)",
+    "private_scope": "loading MKL's layers in a symbol scope of their own (for mkl)",
 }
 CUDA_ONLY_MODULES = {
     "plan": "launch plans (on the CPU a step is already one compiled call)",
