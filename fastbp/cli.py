@@ -456,7 +456,7 @@ def train(args):
             net, optimizer, X_fit, y_fit, batch_size)
     print(f"{name}: {len(X_train)} training and {len(X_test)} held-out samples, "
           f"{X.shape[1]} features, {n_classes} classes; {net}; {optimizer}", flush=True)
-    if net.device == "cpu" and not args.quiet:
+    if net.device == "cpu":
         from .kernels.cpu import blas
         print(f"matrix products: {blas.describe()}", flush=True)
     # compilation, if any, is not training time (on "cuda" the products' geometry

@@ -85,6 +85,8 @@ def test_train_on_user_files(digits_files, name, extra, capsys):
                  "--dtype", "float64"]) == 0
     out = capsys.readouterr().out
     assert f"{name}: 1347 training" in out and "10 classes" in out
+    from fastbp.kernels.cpu import blas   # the second line: what multiplies the products
+    assert out.splitlines()[1] == f"matrix products: {blas.describe()}"
     assert float(out.split("test accuracy ")[1].split()[0]) > 0.8
 
 

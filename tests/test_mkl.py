@@ -311,6 +311,16 @@ def test_a_bad_fastbp_blas_is_named(monkeypatch):
         mkl.choice()
 
 
+def test_describe_says_what_multiplies_the_products():
+    line = blas.describe()
+    if blas.MKL_PATH is None:
+        assert line.endswith(f"; no MKL: {blas.MKL_REASON}")
+    else:
+        assert line.endswith(f", and MKL for the larger products ({blas.MKL_REASON})")
+        assert blas.MKL_PATH in line
+    assert line.startswith("OpenBLAS " if blas.LIBRARY_PATH else "scipy's BLAS")
+
+
 def test_reason_is_given_either_way():
     assert isinstance(blas.MKL_REASON, str) and blas.MKL_REASON
     assert (blas.MKL_PATH is None) == (not use_mkl())

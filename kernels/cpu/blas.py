@@ -232,7 +232,7 @@ def describe():
                 if LIBRARY_PATH is not None else "scipy's BLAS")
     if MKL_PATH is None:
         return f"{openblas}; no MKL: {MKL_REASON}"
-    return f"{openblas}; MKL for the larger products ({MKL_REASON}; FASTBP_BLAS=openblas: none)"
+    return f"{openblas}, and MKL for the larger products ({MKL_REASON})"
 
 # Read by compiled code at every call, through a symbol (like the ?gemm functions), so
 # that cached kernels follow the library loaded in this process, and benchmarks and

@@ -44,6 +44,9 @@ _DT_NULL, _DT_NEEDED, _DT_HASH, _DT_STRTAB, _DT_SYMTAB = 0, 1, 4, 5, 6
 _DT_STRSZ, _DT_SYMENT = 10, 11
 
 
+_KEPT_OPEN = []   # descriptors of the loaded in-memory objects (see ``load``)
+
+
 def supported():
     """None where ``load`` can work here, else why not in words."""
     if not sys.platform.startswith("linux"):
@@ -104,11 +107,15 @@ def load(paths):
         fd = os.memfd_create("fastbp-private-scope", os.MFD_CLOEXEC)
         try:
             os.write(fd, data)
-            return ctypes.CDLL(f"/proc/self/fd/{fd}", mode=mode)
+            handle = ctypes.CDLL(f"/proc/self/fd/{fd}", mode=mode)
         except OSError:
-            pass   # no /proc, or a policy against mapping memfds: a file below
-        finally:
-            os.close(fd)   # a loaded object keeps its mapping
+            os.close(fd)   # no /proc, or a policy against mapping memfds: a file below
+        else:
+            # The descriptor stays open for the life of the process: the loader knows
+            # the object by its path, and a later dlopen of /proc/self/fd/N by anyone
+            # would be handed this object if N were closed and reused.
+            _KEPT_OPEN.append(fd)
+            return handle
     with tempfile.NamedTemporaryFile(suffix=".so") as file:
         file.write(data)
         file.flush()
