@@ -213,9 +213,13 @@ def bind():
         reason = ("MKL was already loaded by another library, whose threading fastbp "
                   "leaves alone")
     else:
-        reason = _load(paths)
-        if isinstance(reason, tuple):
-            return reason
+        loaded = _load(paths)
+        if isinstance(loaded, tuple):
+            addresses, path, where = loaded
+            why = ("FASTBP_BLAS=mkl" if asked == "mkl" else "FASTBP_BLAS=auto: the mkl "
+                   "package is installed, on an Intel CPU under Linux")
+            return addresses, path, f"{where}; {why}"
+        reason = loaded
     if asked == "mkl":
         warnings.warn(f"FASTBP_BLAS=mkl: expected MKL's ?gemm for the kernels, but "
                       f"{reason}; they use OpenBLAS", RuntimeWarning, stacklevel=2)
