@@ -219,31 +219,27 @@ def test_mkl_stays_out_of_the_global_symbol_scope():
     assert "GLOBAL []" in out, out
 
 
-def test_a_needed_only_object_lists_its_paths():
-    """The object private_scope writes: an x86-64 ELF shared object whose dynamic
-    section names exactly the given paths as DT_NEEDED, in order; relative paths are
-    refused (the loader would search for them)."""
-    import struct
-    from fastbp.kernels.cpu import private_scope
-    paths = ["/lib/one.so.1", "/opt/x/two.so"]
-    data = private_scope.needed_only_object(paths)
-    assert data[:4] == b"\x7fELF" and data[4] == 2 and data[5] == 1
-    e_type, e_machine = struct.unpack_from("<HH", data, 16)
-    assert (e_type, e_machine) == (3, 62)
-    phoff, = struct.unpack_from("<Q", data, 32)
-    phnum, = struct.unpack_from("<H", data, 56)
-    headers = [struct.unpack_from("<IIQQQQQQ", data, phoff + 56 * i) for i in range(phnum)]
-    dynamic = next(h for h in headers if h[0] == 2)   # PT_DYNAMIC
-    entries = [struct.unpack_from("<qQ", data, dynamic[2] + 16 * i)
-               for i in range(dynamic[5] // 16)]
-    strtab = next(value for tag, value in entries if tag == 5)
-    needed = [data[strtab + value:data.index(b"\0", strtab + value)].decode()
-              for tag, value in entries if tag == 1]
-    assert needed == paths
-    assert entries[-1] == (0, 0)
-    assert any(h[0] == 0x6474E551 and h[1] == 6 for h in headers)   # stack RW, not X
-    with pytest.raises(ValueError, match=r"paths: expected absolute paths, got 'two.so'"):
-        private_scope.needed_only_object(["two.so"])
+@needs_mkl
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="the symbol scope of its own is Linux's (kernels/cpu/private_scope.py)")
+def test_every_mkl_library_mapped_was_bound_in_the_private_scope():
+    """After steps in both dtypes, every MKL library in the process is one the private
+    object listed (bound at load): none that libmkl_core loaded on its own later, where
+    its symbols would be looked up in the global scope first."""
+    code = ("import numpy as np, fastbp\n"
+            "from fastbp.kernels.cpu import mkl\n"
+            "for dtype in ('float32', 'float64'):\n"
+            "    net = fastbp.MLP([784, 128, 10], dtype=dtype, seed=1)\n"
+            "    X = np.random.default_rng(0).standard_normal((64, 784)).astype(dtype)\n"
+            "    net.train_step(X, np.arange(64) % 10, fastbp.SGD(net, lr=0.01))\n"
+            "import os\n"
+            "listed = set(mkl._layer_paths())\n"
+            "mapped = {line.split()[-1] for line in open('/proc/self/maps')\n"
+            "          if '/libmkl_' in line}\n"
+            "print('MAPPED', len(mapped), 'UNLISTED', sorted(mapped - listed))\n")
+    out, _ = _run(code, FASTBP_BLAS="mkl")
+    line = next(line for line in out.splitlines() if line.startswith("MAPPED"))
+    assert line.endswith("UNLISTED []") and not line.startswith("MAPPED 0 "), line
 
 
 @needs_mkl
@@ -311,14 +307,18 @@ def test_a_bad_fastbp_blas_is_named(monkeypatch):
         mkl.choice()
 
 
-def test_describe_says_what_multiplies_the_products():
+def test_describe_says_what_multiplies_the_products(switch):
     line = blas.describe()
+    assert line.startswith("OpenBLAS " if blas.LIBRARY_PATH else "scipy's BLAS")
     if blas.MKL_PATH is None:
         assert line.endswith(f"; no MKL: {blas.MKL_REASON}")
-    else:
-        assert line.endswith(f", and MKL for the larger products ({blas.MKL_REASON})")
-        assert blas.MKL_PATH in line
-    assert line.startswith("OpenBLAS " if blas.LIBRARY_PATH else "scipy's BLAS")
+        return
+    assert line.endswith(f", and MKL for the larger products ({blas.MKL_REASON})")
+    assert blas.MKL_PATH in line
+    switch(False)
+    assert "MKL loaded but switched off (use_mkl(False))" in blas.describe()
+    switch("every")
+    assert ", and MKL for every product (" in blas.describe()
 
 
 def test_reason_is_given_either_way():

@@ -232,7 +232,10 @@ def describe():
                 if LIBRARY_PATH is not None else "scipy's BLAS")
     if MKL_PATH is None:
         return f"{openblas}; no MKL: {MKL_REASON}"
-    return f"{openblas}, and MKL for the larger products ({MKL_REASON})"
+    if not _mkl_flag.value:
+        return f"{openblas}; MKL loaded but switched off (use_mkl(False)): {MKL_REASON}"
+    products = "every product" if _mkl_flag.value == 2 else "the larger products"
+    return f"{openblas}, and MKL for {products} ({MKL_REASON})"
 
 # Read by compiled code at every call, through a symbol (like the ?gemm functions), so
 # that cached kernels follow the library loaded in this process, and benchmarks and

@@ -59,6 +59,11 @@ _THREADING_SEQUENTIAL = 1
 
 # the layers loaded privately on Linux, in the order a program links them
 _LAYERS = ("intel_lp64", "sequential", "core")
+# libmkl_core's CPU-specific libraries, which it loads itself on its first call: listed
+# after the layers (those that the package has), so that they too are bound at load in
+# the private scope and not later, when another MKL may be in the global scope
+_CPU_LIBRARIES = tuple(f"{kind}{cpu}" for kind in ("", "vml_")
+                       for cpu in ("def", "mc3", "avx2", "avx512", "avx10")) + ("vml_cmpt",)
 
 
 def _package_file(accept):
@@ -87,14 +92,18 @@ def _library_path():
 
 def _layer_paths():
     """Paths of the package's _LAYERS (libmkl_intel_lp64.so.N, libmkl_sequential.so.N,
-    libmkl_core.so.N, of one release N, beside libmkl_rt), or None."""
+    libmkl_core.so.N, of one release N, beside libmkl_rt), then of those of its
+    _CPU_LIBRARIES it has, or None where a layer is missing."""
     rt = _library_path()
     if rt is None or not os.path.basename(rt).startswith("libmkl_rt.so"):
         return None
     version = os.path.basename(rt)[len("libmkl_rt.so"):]   # ".3", or "" before 2021
-    paths = [os.path.join(os.path.dirname(rt), f"libmkl_{layer}.so{version}")
-             for layer in _LAYERS]
-    return paths if all(os.path.exists(path) for path in paths) else None
+    folder = os.path.dirname(rt)
+    layers = [os.path.join(folder, f"libmkl_{name}.so{version}") for name in _LAYERS]
+    if not all(os.path.exists(path) for path in layers):
+        return None
+    cpu = [os.path.join(folder, f"libmkl_{name}.so{version}") for name in _CPU_LIBRARIES]
+    return layers + [path for path in cpu if os.path.exists(path)]
 
 
 def _cpu_vendor():
@@ -118,14 +127,20 @@ _OTHER_COPIES = tuple(f"libmkl_{part}.so{version}" for part in ("rt",) + _LAYERS
     f"mkl_{part}{version}.dll" for part in ("rt", "core")
     for version in ("", ".1", ".2", ".3"))
 
-# functions of libmkl_core that its other layers call: found in the global scope, they
-# would bind the layers loaded here to that other copy
-_CORE_FUNCTIONS = ("mkl_blas_sgemm", "mkl_blas_dgemm")
+# functions that MKL's layers define and call each other through (two of each layer's,
+# and the products'): the private scope is searched after the global one, so where
+# another copy of MKL has put these in the global scope, the layers loaded here would
+# bind to that copy's. A real copy exports thousands of such names (PyTorch's static
+# one, 23,525 when loaded RTLD_GLOBAL); a library that exported a few other MKL
+# functions alone would go unseen.
+_MKL_FUNCTIONS = ("mkl_blas_sgemm", "mkl_blas_dgemm", "mkl_serv_lock",
+                  "mkl_serv_intel_cpu_true", "mkl_serv_get_max_threads",
+                  "mkl_serv_domain_get_max_threads", "MKL_Get_Max_Threads")
 
 
 def _already_loaded(paths):
     """Whether MKL (a library at one of ``paths``, another copy by one of
-    _OTHER_COPIES' names, or any copy whose core functions the global scope holds) is
+    _OTHER_COPIES' names, or any copy whose _MKL_FUNCTIONS the global scope holds) is
     already loaded in this process."""
     if sys.platform == "win32":   # a private handle: argtypes set on it stay ours
         handle = ctypes.WinDLL("kernel32").GetModuleHandleW
@@ -133,7 +148,7 @@ def _already_loaded(paths):
         return any(handle(name) for name in
                    tuple(os.path.basename(path) for path in paths) + _OTHER_COPIES)
     everything = ctypes.CDLL(None)
-    if any(hasattr(everything, name) for name in _CORE_FUNCTIONS):
+    if any(hasattr(everything, name) for name in _MKL_FUNCTIONS):
         return True
     mode = getattr(os, "RTLD_NOLOAD", None)
     if mode is None:
@@ -180,8 +195,9 @@ def auto_declines(vendor, platform):
                 f"scope of its own (this is {platform}; FASTBP_BLAS=mkl uses it)")
     if vendor != "GenuineIntel":
         return (f"FASTBP_BLAS=auto uses it on Intel CPUs only (this one is "
-                f"{vendor or 'unknown'}'s, where MKL was measured slower than OpenBLAS "
-                f"on most of the kernels' products; FASTBP_BLAS=mkl uses it)")
+                f"{vendor or 'of an unknown vendor'}; on AMD's EPYC MKL was measured "
+                f"slower than OpenBLAS on most of the kernels' products; FASTBP_BLAS=mkl "
+                f"uses it)")
     return None
 
 
@@ -200,7 +216,8 @@ def bind():
     if asked == "openblas":
         return None, None, "FASTBP_BLAS=openblas keeps it out"
     if sys.platform == "win32":
-        paths = [_library_path()] if _library_path() else None
+        rt = _library_path()
+        paths = [rt] if rt else None
     else:
         paths = _layer_paths()
     declined = None if asked == "mkl" else auto_declines(_cpu_vendor(), sys.platform)
@@ -244,9 +261,10 @@ def _load(paths):
     except (OSError, AttributeError, RuntimeError) as error:
         return f"MKL did not load ({error})"
     LOADED = lib
-    path = paths[-1]
-    return addresses, path, f"MKL at {path}, in a symbol scope of its own" if (
-        sys.platform != "win32") else f"MKL at {path}"
+    if sys.platform == "win32":
+        return addresses, paths[0], f"MKL at {paths[0]}"
+    core = paths[len(_LAYERS) - 1]
+    return addresses, core, f"MKL at {core}, in a symbol scope of its own"
 
 
 def _load_mkl_rt(path):

@@ -10,16 +10,20 @@ benchmarks/README.md, "MKL for the larger products"). ``dlmopen`` into a namespa
 own crashed in glibc 2.36 (``add_to_global_resize``: libmkl_rt's RTLD_GLOBAL dlopen
 inside that namespace). What works is what the linker does for a program linked
 against the layers: one object that lists them as DT_NEEDED. Loaded with RTLD_LOCAL,
-that object's dependency list is the lookup scope of every library in it, so the layers
-resolve each other there and nothing enters the global scope.
+that object's dependency list is the local lookup scope of every library in it,
+searched after the process's global scope: the layers resolve each other there, and
+nothing of theirs enters the global scope. (So a copy of the same functions already in
+the global scope would win; kernels/cpu/mkl.py looks for one before loading.)
 
 ``load`` writes that object, which holds nothing but the dependency list (an ELF header,
-three program headers, a dynamic section, an empty symbol table and its hash table,
-about 400 bytes), into an anonymous in-memory file (``os.memfd_create``; a temporary
-file where that is unavailable) and ``dlopen``s it with RTLD_NOW, so every symbol of
-the listed libraries is bound before ``load`` returns and none can later bind to a copy
-that another library puts in the global scope. ``dlsym`` on the returned handle
-(``ctypes`` attribute access) searches the listed libraries in order.
+three program headers, a dynamic section, an empty symbol table and its hash table: a
+few hundred bytes, growing with the paths), into an anonymous in-memory file
+(``os.memfd_create``; a temporary file where that is unavailable or refused) and
+``dlopen``s it with RTLD_NOW, so every symbol of the listed libraries is bound before
+``load`` returns and none can later bind to a copy that another library puts in the
+global scope. A library that one of them ``dlopen``s later is bound then, and so is
+best listed too. ``dlsym`` on the returned handle (``ctypes`` attribute access) searches
+the listed libraries in order.
 
 Layout: System V gABI and the x86-64 psABI (ELF64, little-endian); the loader needs
 only the program headers, so there are no sections. The single PT_LOAD segment is
@@ -103,20 +107,41 @@ def load(paths):
         raise RuntimeError(reason)
     data = needed_only_object(paths)
     mode = os.RTLD_NOW | os.RTLD_LOCAL
-    if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("fastbp-private-scope", os.MFD_CLOEXEC)
-        try:
-            os.write(fd, data)
-            handle = ctypes.CDLL(f"/proc/self/fd/{fd}", mode=mode)
-        except OSError:
-            os.close(fd)   # no /proc, or a policy against mapping memfds: a file below
-        else:
-            # The descriptor stays open for the life of the process: the loader knows
-            # the object by its path, and a later dlopen of /proc/self/fd/N by anyone
-            # would be handed this object if N were closed and reused.
-            _KEPT_OPEN.append(fd)
-            return handle
+    handle = _load_from_memory(data, mode)
+    if handle is not None:
+        return handle
     with tempfile.NamedTemporaryFile(suffix=".so") as file:
         file.write(data)
         file.flush()
         return ctypes.CDLL(file.name, mode=mode)
+
+
+def _load_from_memory(data, mode):
+    """``data`` dlopened from an anonymous in-memory file, or None where that is not to
+    be had (no memfd_create or /proc, a policy against executable memfds, or a path
+    /proc/self/fd/N that names an object already loaded)."""
+    try:
+        fd = os.memfd_create("fastbp-private-scope", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        return None
+    path = f"/proc/self/fd/{fd}"
+    try:
+        # The loader knows loaded objects by path and hands out the loaded one for a
+        # path it has seen: another library's in-memory object whose descriptor (the
+        # same number) it closed since
+        ctypes.CDLL(path, mode=mode | os.RTLD_NOLOAD)
+    except OSError:
+        pass
+    else:
+        os.close(fd)
+        return None
+    try:
+        os.write(fd, data)
+        handle = ctypes.CDLL(path, mode=mode)
+    except OSError:
+        os.close(fd)
+        return None
+    # The descriptor stays open for the life of the process, so that no later
+    # in-memory object of anyone's gets this path while this one is loaded.
+    _KEPT_OPEN.append(fd)
+    return handle
