@@ -32,7 +32,8 @@ An MKL that something else loaded first (numpy or scipy built against MKL, by fi
 or by its functions in the global scope; PyTorch's is static and private) is left alone,
 because its threading layer is that library's setting and the layers of two copies
 would bind to each other: the kernels then keep OpenBLAS, and ``blas.MKL_REASON`` says
-so. A 1 x 1 product at load makes MKL load its CPU-specific library then, so a broken
+so. Its CPU-specific BLAS libraries are loaded with the layers, and a 1 x 1 product at
+load makes it load whatever else it wants (its vector-math library) then, so a broken
 install fails at import rather than in a training step. On Windows, where
 ``FASTBP_BLAS=mkl`` must ask for it, the single dynamic library ``mkl_rt`` is loaded
 and set to LP64 and sequential (Windows has no global symbol scope; a later user of the
@@ -46,6 +47,7 @@ a warning where it cannot).
 import ctypes
 import importlib.metadata
 import os
+import re
 import sys
 import warnings
 
@@ -59,11 +61,14 @@ _THREADING_SEQUENTIAL = 1
 
 # the layers loaded privately on Linux, in the order a program links them
 _LAYERS = ("intel_lp64", "sequential", "core")
-# libmkl_core's CPU-specific libraries, which it loads itself on its first call: listed
-# after the layers (those that the package has), so that they too are bound at load in
-# the private scope and not later, when another MKL may be in the global scope
-_CPU_LIBRARIES = tuple(f"{kind}{cpu}" for kind in ("", "vml_")
-                       for cpu in ("def", "mc3", "avx2", "avx512", "avx10")) + ("vml_cmpt",)
+# libmkl_core's CPU-specific BLAS libraries (libmkl_def, _mc3, _avx2, _avx512, _avx10 in
+# 2026.2), which it would load itself at its first product, when another MKL may be in
+# the global scope: listed after the layers (those the package has, found by this
+# pattern), so that they are bound at load in the private scope. They define no names
+# in common. Not the vector-math ones (libmkl_vml_*): they share thousands of names, and
+# listed together each bound to the first-listed one's (the review's LD_DEBUG=bindings);
+# fastbp calls no vector math, and libmkl_core loads the one for this CPU by itself.
+_CPU_LIBRARY = re.compile(r"libmkl_(def|mc3|avx\w*)\.so")
 
 
 def _package_file(accept):
@@ -92,8 +97,9 @@ def _library_path():
 
 def _layer_paths():
     """Paths of the package's _LAYERS (libmkl_intel_lp64.so.N, libmkl_sequential.so.N,
-    libmkl_core.so.N, of one release N, beside libmkl_rt), then of those of its
-    _CPU_LIBRARIES it has, or None where a layer is missing."""
+    libmkl_core.so.N, of one release N, beside libmkl_rt), then of its CPU-specific
+    BLAS libraries of that release (``_CPU_LIBRARY``), or None where a layer is
+    missing."""
     rt = _library_path()
     if rt is None or not os.path.basename(rt).startswith("libmkl_rt.so"):
         return None
@@ -102,8 +108,10 @@ def _layer_paths():
     layers = [os.path.join(folder, f"libmkl_{name}.so{version}") for name in _LAYERS]
     if not all(os.path.exists(path) for path in layers):
         return None
-    cpu = [os.path.join(folder, f"libmkl_{name}.so{version}") for name in _CPU_LIBRARIES]
-    return layers + [path for path in cpu if os.path.exists(path)]
+    cpu = sorted(name for name in os.listdir(folder)
+                 if _CPU_LIBRARY.fullmatch(name[:len(name) - len(version)])
+                 and name.endswith(".so" + version))
+    return layers + [os.path.join(folder, name) for name in cpu]
 
 
 def _cpu_vendor():
@@ -127,14 +135,15 @@ _OTHER_COPIES = tuple(f"libmkl_{part}.so{version}" for part in ("rt",) + _LAYERS
     f"mkl_{part}{version}.dll" for part in ("rt", "core")
     for version in ("", ".1", ".2", ".3"))
 
-# functions that MKL's layers define and call each other through (two of each layer's,
-# and the products'): the private scope is searched after the global one, so where
+# functions that MKL's layers define and call each other through (intel_lp64's
+# MKL_Get_Max_Threads, sequential's thread counts, core's lock and CPU detection, the
+# products'): the private scope is searched after the global one, so where
 # another copy of MKL has put these in the global scope, the layers loaded here would
 # bind to that copy's. A real copy exports thousands of such names (PyTorch's static
 # one, 23,525 when loaded RTLD_GLOBAL); a library that exported a few other MKL
 # functions alone would go unseen.
 _MKL_FUNCTIONS = ("mkl_blas_sgemm", "mkl_blas_dgemm", "mkl_serv_lock",
-                  "mkl_serv_intel_cpu_true", "mkl_serv_get_max_threads",
+                  "mkl_serv_cpu_detect", "mkl_serv_get_max_threads",
                   "mkl_serv_domain_get_max_threads", "MKL_Get_Max_Threads")
 
 
@@ -163,8 +172,8 @@ def _already_loaded(paths):
 
 
 def _probe(lib):
-    """One 1 x 1 sgemm through ``lib``: MKL loads its CPU-specific library on its
-    first call, and a missing one ends the process from inside the call, so that
+    """One 1 x 1 sgemm through ``lib``: MKL loads what else it needs on its first
+    call, and a missing library ends the process from inside the call, so that
     happens at import rather than in the middle of a training step. True where 2 * 3
     came out 6."""
     one, n = ctypes.c_int(1), ctypes.c_char(b"N")

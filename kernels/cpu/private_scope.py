@@ -23,13 +23,14 @@ few hundred bytes, growing with the paths), into an anonymous in-memory file
 ``load`` returns and none can later bind to a copy that another library puts in the
 global scope. A library that one of them ``dlopen``s later is bound then, and so is
 best listed too. ``dlsym`` on the returned handle (``ctypes`` attribute access) searches
-the listed libraries in order.
+the listed libraries in order, and then their own dependencies.
 
 Layout: System V gABI and the x86-64 psABI (ELF64, little-endian); the loader needs
 only the program headers, so there are no sections. The single PT_LOAD segment is
 writable because glibc rewrites the dynamic section's addresses in place on x86-64.
 """
 import ctypes
+import _ctypes
 import os
 import platform
 import struct
@@ -118,30 +119,47 @@ def load(paths):
 
 def _load_from_memory(data, mode):
     """``data`` dlopened from an anonymous in-memory file, or None where that is not to
-    be had (no memfd_create or /proc, a policy against executable memfds, or a path
-    /proc/self/fd/N that names an object already loaded)."""
+    be had (no memfd_create or /proc, or a policy against executable memfds)."""
+    taken = []   # descriptors whose /proc/self/fd path names an object already loaded
     try:
-        fd = os.memfd_create("fastbp-private-scope", os.MFD_CLOEXEC)
-    except (AttributeError, OSError):
-        return None
-    path = f"/proc/self/fd/{fd}"
-    try:
-        # The loader knows loaded objects by path and hands out the loaded one for a
-        # path it has seen: another library's in-memory object whose descriptor (the
-        # same number) it closed since
-        ctypes.CDLL(path, mode=mode | os.RTLD_NOLOAD)
-    except OSError:
-        pass
-    else:
-        os.close(fd)
-        return None
-    try:
-        os.write(fd, data)
-        handle = ctypes.CDLL(path, mode=mode)
-    except OSError:
-        os.close(fd)
-        return None
+        for _ in range(_PATH_TRIES):
+            try:
+                fd = os.memfd_create("fastbp-private-scope", os.MFD_CLOEXEC)
+            except (AttributeError, OSError):
+                return None
+            path = f"/proc/self/fd/{fd}"
+            if not _path_is_loaded(path, mode):
+                break
+            # The loader knows loaded objects by path and would hand back the one it
+            # has for this path (another library's in-memory object whose descriptor,
+            # the same number, it closed since): hold this number, take the next
+            taken.append(fd)
+        else:
+            return None
+        try:
+            os.write(fd, data)
+            handle = ctypes.CDLL(path, mode=mode)
+        except OSError:
+            os.close(fd)
+            return None
+    finally:
+        for held in taken:
+            os.close(held)
     # The descriptor stays open for the life of the process, so that no later
     # in-memory object of anyone's gets this path while this one is loaded.
     _KEPT_OPEN.append(fd)
     return handle
+
+
+_PATH_TRIES = 8   # descriptor numbers tried for a path the loader does not know
+
+
+def _path_is_loaded(path, mode):
+    """Whether the dynamic loader already has an object loaded under ``path`` (asked
+    without loading anything; the reference the question takes is given back)."""
+    try:
+        known = ctypes.CDLL(path, mode=mode | os.RTLD_NOLOAD)
+    except OSError:
+        return False
+    _ctypes.dlclose(known._handle)
+    return True
