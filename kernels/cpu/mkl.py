@@ -157,18 +157,8 @@ def _already_loaded(paths):
         return any(handle(name) for name in
                    tuple(os.path.basename(path) for path in paths) + _OTHER_COPIES)
     everything = ctypes.CDLL(None)
-    if any(hasattr(everything, name) for name in _MKL_FUNCTIONS):
-        return True
-    mode = getattr(os, "RTLD_NOLOAD", None)
-    if mode is None:
-        return False
-    for name in tuple(paths) + _OTHER_COPIES:
-        try:
-            ctypes.CDLL(name, mode=mode | os.RTLD_LAZY)
-        except OSError:
-            continue
-        return True
-    return False
+    return (any(hasattr(everything, name) for name in _MKL_FUNCTIONS)
+            or any(private_scope.is_loaded(name) for name in tuple(paths) + _OTHER_COPIES))
 
 
 def _probe(lib):

@@ -22,7 +22,8 @@ few hundred bytes, growing with the paths), into an anonymous in-memory file
 ``dlopen``s it with RTLD_NOW, so every symbol of the listed libraries is bound before
 ``load`` returns and none can later bind to a copy that another library puts in the
 global scope. A library that one of them ``dlopen``s later is bound then, and so is
-best listed too. ``dlsym`` on the returned handle (``ctypes`` attribute access) searches
+best listed too, unless it defines names that another listed one defines (the first
+listed would answer for both). ``dlsym`` on the returned handle (``ctypes`` attribute access) searches
 the listed libraries in order, and then their own dependencies.
 
 Layout: System V gABI and the x86-64 psABI (ELF64, little-endian); the loader needs
@@ -128,7 +129,7 @@ def _load_from_memory(data, mode):
             except (AttributeError, OSError):
                 return None
             path = f"/proc/self/fd/{fd}"
-            if not _path_is_loaded(path, mode):
+            if not is_loaded(path, mode):
                 break
             # The loader knows loaded objects by path and would hand back the one it
             # has for this path (another library's in-memory object whose descriptor,
@@ -154,9 +155,11 @@ def _load_from_memory(data, mode):
 _PATH_TRIES = 8   # descriptor numbers tried for a path the loader does not know
 
 
-def _path_is_loaded(path, mode):
-    """Whether the dynamic loader already has an object loaded under ``path`` (asked
-    without loading anything; the reference the question takes is given back)."""
+def is_loaded(path, mode=None):
+    """Whether the dynamic loader already has an object loaded under ``path`` (a path,
+    or a bare soname; asked without loading anything, and the reference the question
+    takes is given back). POSIX only (RTLD_NOLOAD)."""
+    mode = os.RTLD_LAZY if mode is None else mode
     try:
         known = ctypes.CDLL(path, mode=mode | os.RTLD_NOLOAD)
     except OSError:
