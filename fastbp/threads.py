@@ -15,7 +15,10 @@ Other thread pools in the same process: numba's pool is GNU OpenMP, whose idle t
 busy-wait by default. fastbp/__init__.py sets GOMP_SPINCOUNT=10000 (unless set) before
 the pool starts, so idle threads soon sleep: with the default, PyTorch steps in the
 same process ran 3-11x slower (784-128-10: 0.29 -> 3.2 ms); with it, about 2x at worst;
-fastbp's own step times were the same either way (benchmarks/README.md).
+fastbp's own step times were the same either way (benchmarks/README.md). OpenBLAS's
+idle threads spin too (2**28 cycles after each multithreaded call): fastbp/__init__.py
+sets OPENBLAS_THREAD_TIMEOUT=20 (unless set) before it imports numpy, which reaches the
+OpenBLAS copies loaded after that (benchmarks/pools_beside.py).
 """
 import os
 import threading

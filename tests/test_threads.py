@@ -107,6 +107,40 @@ def test_import_loads_neither_threadpoolctl_nor_scipy_linalg():
     assert result.stdout.strip() == "[]"
 
 
+# Records both spin settings at the moment numpy is first imported, then imports
+# fastbp (which imports numpy): the pools read them when their libraries load.
+_SPIN_AT_NUMPY = """
+import os, sys
+seen = []
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy" and not seen:
+            seen.append((os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
+                         os.environ.get("GOMP_SPINCOUNT")))
+        return None
+sys.meta_path.insert(0, Watch())
+import fastbp
+print(seen[0])
+"""
+
+
+@pytest.mark.parametrize("user, expected", [
+    ({}, "('20', '10000')"),
+    ({"OPENBLAS_THREAD_TIMEOUT": "28", "GOMP_SPINCOUNT": "infinite"},
+     "('28', 'infinite')")])
+def test_pools_spin_briefly_unless_the_user_says_otherwise(user, expected):
+    """fastbp sets OPENBLAS_THREAD_TIMEOUT and GOMP_SPINCOUNT before it imports numpy
+    (so numpy's OpenBLAS, when fastbp comes first, and numba's pool read them), and
+    leaves values the user set; benchmarks/pools_beside.py measures why."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_THREAD_TIMEOUT", "GOMP_SPINCOUNT")}
+    env.update(user)
+    result = subprocess.run([sys.executable, "-c", _SPIN_AT_NUMPY], capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == expected
+
+
 @needs_two
 def test_the_kernels_blas_stays_at_one_thread_while_another_thread_holds_the_limits():
     """A thread that called threadpool_limits (without ``with``) holds threadpoolctl's
