@@ -1,5 +1,7 @@
-"""fastbp's thread pool beside numpy's: a training step right after a multithreaded
-numpy product, and a numpy product right after a step, against each alone.
+"""fastbp's thread pool beside numpy's OpenBLAS pool on the same cores.
+
+A training step right after a multithreaded numpy product, and a numpy product right
+after a step, against each alone.
 
 OpenBLAS's idle threads spin for 2**OPENBLAS_THREAD_TIMEOUT CPU cycles after each
 multithreaded call (2**28 by default, about 0.1 s), and GNU OpenMP's (numba's pool)
@@ -15,9 +17,10 @@ script measures that, in three child processes of ``--threads`` threads each:
 
     python benchmarks/pools_beside.py [--config deep] [--threads 2] [--repeats 3]
 
-Each child prints, median ms over 40 calls per repeat, the step alone, the step right
-after a 256 x 256 float32 numpy product, that product alone, and the product right
-after a step. Wall time, so run it on an otherwise idle machine.
+Each child prints the timeout numpy's OpenBLAS read (its ``openblas_thread_timeout``;
+"?" where it has none) and, median ms over 40 calls per repeat, the step alone, the
+step right after a 256 x 256 float32 numpy product, that product alone, and the
+product right after a step. Wall time, so run it on an otherwise idle machine.
 """
 import argparse
 import json
@@ -25,16 +28,28 @@ import os
 import subprocess
 import sys
 
+try:   # run as a script (python benchmarks/x.py) or imported as benchmarks.x
+    from .yardstick import CONFIGS
+except ImportError:
+    from yardstick import CONFIGS
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 CHILD = r"""
-import json, os, sys, time
+import ctypes, json, os, sys, time
 sys.path.insert(0, {here!r})
 first, config, threads, repeats = {first!r}, {config!r}, {threads}, {repeats}
 if first == "fastbp":
-    import fastbp
-import numpy as np
+    import fastbp   # sets OPENBLAS_THREAD_TIMEOUT before numpy loads its OpenBLAS
+import numpy as np  # "numpy first": numpy's OpenBLAS reads the environment as given
 import fastbp
+from threadpoolctl import threadpool_info
+read = None
+for info in threadpool_info():
+    if info["internal_api"] == "openblas" and "numpy" in info["filepath"]:
+        lib = ctypes.CDLL(info["filepath"])
+        if hasattr(lib, "openblas_thread_timeout"):
+            read = lib.openblas_thread_timeout()
 from yardstick import CONFIGS, fastbp_systems, make_data
 fastbp.set_num_threads(threads)
 sizes, batch = CONFIGS[config]
@@ -61,8 +76,7 @@ rows = []
 for _ in range(repeats):
     rows.append([median_ms(step), median_ms(step, product), median_ms(product),
                  median_ms(product, step)])
-print("RESULT " + json.dumps({{"rows": rows,
-                               "timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT")}}))
+print("RESULT " + json.dumps({{"rows": rows, "timeout": read}}))
 """
 
 VARIANTS = (("numpy first, default timeout", "numpy", None),
@@ -77,27 +91,31 @@ def run_child(first, timeout, config, threads, repeats):
         env["OPENBLAS_THREAD_TIMEOUT"] = timeout
     code = CHILD.format(here=HERE, first=first, config=config, threads=threads,
                         repeats=repeats)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, check=True).stdout
-    line = next(l for l in out.splitlines() if l.startswith("RESULT "))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        sys.exit(f"child process ({first} first) failed:\n{done.stderr[-3000:]}")
+    line = next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))
     return json.loads(line[len("RESULT "):])
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="deep",
-                        help="yardstick config (tiny, mnist, medium, deep, large)")
+    parser.add_argument("--config", default="deep", choices=list(CONFIGS),
+                        help="yardstick config (default deep)")
     parser.add_argument("--threads", type=int, default=2,
                         help="threads for fastbp and numpy (default 2)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="rows of medians per child (default 3)")
     args = parser.parse_args(argv)
     print(f"{args.config}, float32, {args.threads} threads; median ms of 40 calls")
-    print(f"{'':32s} {'step':>8s} {'after np':>9s} {'np':>8s} {'np after':>9s}")
+    print(f"{'child':30s} {'read':>4s} {'step':>9s} {'after np':>9s} {'np':>9s} "
+          f"{'np after':>9s}")
     for label, first, timeout in VARIANTS:
         result = run_child(first, timeout, args.config, args.threads, args.repeats)
+        read = "?" if result["timeout"] is None else str(result["timeout"])
         for row in result["rows"]:
-            print(f"{label:32s} " + " ".join(f"{v:8.3f} " for v in row))
+            print(f"{label:30s} {read:>4s} " + " ".join(f"{v:9.3f}" for v in row))
 
 
 if __name__ == "__main__":
