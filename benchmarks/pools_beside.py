@@ -36,20 +36,15 @@ except ImportError:
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 CHILD = r"""
-import ctypes, json, os, sys, time
+import json, os, sys, time
 sys.path.insert(0, {here!r})
 first, config, threads, repeats = {first!r}, {config!r}, {threads}, {repeats}
 if first == "fastbp":
     import fastbp   # sets OPENBLAS_THREAD_TIMEOUT before numpy loads its OpenBLAS
 import numpy as np  # "numpy first": numpy's OpenBLAS reads the environment as given
 import fastbp
-from threadpoolctl import threadpool_info
-read = None
-for info in threadpool_info():
-    if info["internal_api"] == "openblas" and "numpy" in info["filepath"]:
-        lib = ctypes.CDLL(info["filepath"])
-        if hasattr(lib, "openblas_thread_timeout"):
-            read = lib.openblas_thread_timeout()
+from fastbp.threads import numpy_openblas_thread_timeout
+read = numpy_openblas_thread_timeout()
 from yardstick import CONFIGS, fastbp_systems, make_data
 fastbp.set_num_threads(threads)
 sizes, batch = CONFIGS[config]

@@ -118,6 +118,22 @@ def set_num_threads(n):
     _limit_blas(n)
 
 
+def numpy_openblas_thread_timeout():
+    """The OPENBLAS_THREAD_TIMEOUT numpy's OpenBLAS read when it loaded (log2 of the CPU
+    cycles its idle threads spin; 0: unset, OpenBLAS's default of 28), or None where
+    numpy's BLAS is not an OpenBLAS exporting ``openblas_thread_timeout``. For tests and
+    benchmarks/pools_beside.py: fastbp/__init__.py sets the variable before it imports
+    numpy, which reaches numpy's copy only where fastbp is imported first."""
+    import ctypes
+    from threadpoolctl import threadpool_info
+    for info in threadpool_info():
+        if info["internal_api"] == "openblas" and "numpy" in info["filepath"]:
+            lib = ctypes.CDLL(info["filepath"])
+            if hasattr(lib, "openblas_thread_timeout"):
+                return lib.openblas_thread_timeout()
+    return None
+
+
 def get_num_threads():
     """(numba threads, {BLAS library path: threads}) currently in use."""
     blas = {info["filepath"]: info["num_threads"]

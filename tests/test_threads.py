@@ -112,7 +112,7 @@ def test_import_loads_neither_threadpoolctl_nor_scipy_linalg():
 # asks numpy's OpenBLAS what it read (None where numpy's BLAS is not an OpenBLAS that
 # exports openblas_thread_timeout).
 _SPIN_AT_NUMPY = """
-import ctypes, os, sys
+import os, sys
 seen = []
 class Watch:
     def find_spec(self, name, path=None, target=None):
@@ -122,15 +122,9 @@ class Watch:
         return None
 sys.meta_path.insert(0, Watch())
 import fastbp
+from fastbp.threads import numpy_openblas_thread_timeout
 assert seen, "numpy was imported before the watch was installed"
-from threadpoolctl import threadpool_info
-read = None
-for info in threadpool_info():
-    if info["internal_api"] == "openblas" and "numpy" in info["filepath"]:
-        lib = ctypes.CDLL(info["filepath"])
-        if hasattr(lib, "openblas_thread_timeout"):
-            read = lib.openblas_thread_timeout()
-print(seen[0], read)
+print(seen[0], numpy_openblas_thread_timeout())
 """
 
 
