@@ -18,9 +18,10 @@ script measures that, in three child processes of ``--threads`` threads each:
     python benchmarks/pools_beside.py [--config deep] [--threads 2] [--repeats 3]
 
 Each child prints the timeout numpy's OpenBLAS read (its ``openblas_thread_timeout``:
-0 for unset, i.e. OpenBLAS's default of 28; "?" where it has no such function) and, median ms over 40 calls per repeat, the step alone, the
-step right after a 256 x 256 float32 numpy product, that product alone, and the
-product right after a step. Wall time, so run it on an otherwise idle machine.
+0 for unset, i.e. OpenBLAS's default of 28; "?" where it has no such function) and,
+median ms over 40 calls per repeat, the step alone, the step right after a 256 x 256
+float32 numpy product, that product alone, and the product right after a step. Wall
+time, so run it on an otherwise idle machine.
 """
 import argparse
 import json

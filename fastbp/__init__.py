@@ -18,10 +18,10 @@ import os as _os
 _os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 # Likewise for OpenBLAS's pools loaded after this line (numpy's where fastbp is imported
 # before numpy, scipy's): their idle threads spin for 2**28 CPU cycles (about 0.1 s)
-# after each multithreaded product by default, taking a core from numba's pool; a
-# 784-512-512-10 step right after a two-thread numpy product ran 2x slower, one of nine
-# hidden layers of 256 5x, on two cores. 2**20 cycles is about the spin GOMP_SPINCOUNT allows
-# (benchmarks/pools_beside.py). A value the user set wins.
+# after each multithreaded product by default, taking a core from numba's pool. On two
+# cores, right after a two-thread numpy product, a 784-512-512-10 step ran 2x slower
+# and one with nine hidden layers of 256 5x. 2**20 cycles is about the spin that
+# GOMP_SPINCOUNT allows (benchmarks/pools_beside.py). A value the user set wins.
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
 from .datasets import load_digits, train_test_split
 from .gradcheck import gradcheck
