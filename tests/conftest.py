@@ -125,27 +125,28 @@ def _compile_general_kernels(dtype):
 
 
 # Seconds each of the longest test files took in a whole cold run (empty numba cache,
-# two workers, this project's 2-core machine; the run of 2026-12-01 after
-# tests/cuda_simulator.py made the simulator's files two to three times quicker, in a
-# slow hour of the machine): scikit-learn's estimator checks and the subprocesses that
-# compile in a fresh cache, run mpiexec or NVVM. Under xdist's --dist loadfile a file
-# runs whole on one worker, in the order of the collection (pyproject's
-# --no-loadscope-reorder), so pytest_collection_modifyitems puts these first, longest
-# first, and the many short files fill in behind them: otherwise the last long file ran
-# on one worker while the other sat idle (36 s of a 264 s run; now the two workers end
-# within 3 s of each other). A file not listed here counts as short; add a new file
-# here if a cold run shows it taking long.
+# two workers, benchmarks/suite_profile.py; the run of 2026-12-02 on a 2-vCPU AMD EPYC,
+# Zen 3, where the whole run took 2.7 times as long as on the Xeons before it): scikit-learn's
+# estimator checks and the subprocesses that compile in a fresh cache, run mpiexec,
+# NVVM or the benchmarks. Under xdist's --dist loadfile a file runs whole on one worker,
+# in the order of the collection (pyproject's --no-loadscope-reorder), so
+# pytest_collection_modifyitems puts these first, longest first, and the many short
+# files fill in behind them: otherwise the last long file ran on one worker while the
+# other sat idle (test_yardstick.py, unlisted, ended 37 s after the other worker's last
+# file in the run these numbers come from). A file not listed here counts as short; add
+# a new file here if a cold run shows it taking long.
 COLD_FILE_SECONDS = {
-    "test_cuda_compile.py": 43, "test_estimators.py": 42, "test_warmup_split.py": 33,
-    "test_warmup.py": 24, "test_cuda_plan.py": 24, "test_distributed.py": 19,
-    "test_gpu_tools.py": 15, "test_cuda_kernels.py": 14, "test_packaging.py": 13,
-    "test_optim_specialised.py": 9, "test_pool_before_cache.py": 9,
-    "test_concurrency.py": 8, "test_mkl.py": 20, "test_cuda_graphs.py": 7,
-    "test_sklearn_device.py": 6,
-    "test_device_data.py": 5, "test_cli.py": 5, "test_cuda_network.py": 4,
-    "test_cuda_install.py": 4, "test_kernel_registry.py": 4, "test_cuda_fused.py": 4,
-    "test_activation_table.py": 4, "test_kernels_cpu.py": 3, "test_twins.py": 3,
-    "test_sklearn_mlp_suite.py": 3, "test_optim.py": 3,
+    "test_cuda_compile.py": 72, "test_gpu_tools.py": 63, "test_cuda_plan.py": 56,
+    "test_warmup_split.py": 55, "test_estimators.py": 49, "test_yardstick.py": 40,
+    "test_mkl.py": 39, "test_warmup.py": 32, "test_distributed.py": 32,
+    "test_cuda_network.py": 25, "test_optim_specialised.py": 21,
+    "test_elementary.py": 21, "test_cuda_install.py": 20, "test_packaging.py": 19,
+    "test_pool_before_cache.py": 16, "test_cuda_kernels.py": 16,
+    "test_concurrency.py": 11, "test_device_data.py": 10, "test_cli.py": 10,
+    "test_threads.py": 8, "test_optimise_once.py": 8, "test_loss_precision.py": 8,
+    "test_cuda_fused.py": 8, "test_sklearn_mlp_suite.py": 7, "test_sklearn_device.py": 7,
+    "test_kernels_cpu.py": 7, "test_activation_table.py": 7, "test_kernel_registry.py": 6,
+    "test_twins.py": 5, "test_cuda_graphs.py": 5,
 }
 
 
