@@ -1,10 +1,14 @@
-"""Compile time and results, with and without kernels/cpu/_optimise_once.py.
+"""Compile time and results, with and without kernels/cpu/_optimise_once.py (or
+kernels/cpu/_inline_once.py).
 
     python benchmarks/optimise_once.py [--dtype float32 float64] [--json OUT]
+        [--variable FASTBP_OPTIMISE_CALLEES_AGAIN | FASTBP_INLINE_AGAIN]
 
 Each way of compiling runs in a fresh process with an empty numba cache: numba's own
-pipeline, which optimises every callee again at each level above it
-(FASTBP_OPTIMISE_CALLEES_AGAIN=1), then fastbp's, which stops after two. The process
+(the variable set to 1: by default FASTBP_OPTIMISE_CALLEES_AGAIN, numba's pipeline,
+which optimises every callee again at each level above it; FASTBP_INLINE_AGAIN, numba's
+inliner, which builds an inlined function's IR again at every call site), then
+fastbp's (the variable 0). The process
 trains networks of every activation, loss and optimizer (momentum with Nesterov and
 weight decay, AMSGrad, AdamW with gradient clipping, centered RMSprop with momentum)
 on two shapes, through the passes every network shares (FASTBP_SPECIALISED_SETS=0,
@@ -22,7 +26,13 @@ import sys
 import tempfile
 import time
 
-AGAIN_ENV = "FASTBP_OPTIMISE_CALLEES_AGAIN"
+# each variable that restores numba's behaviour, and its two ways' names
+WAYS = {
+    "FASTBP_OPTIMISE_CALLEES_AGAIN": ("numba: every level optimises again",
+                                      "fastbp: each callee twice at most"),
+    "FASTBP_INLINE_AGAIN": ("numba: inlined IR built at every call",
+                            "fastbp: inlined IR built once"),
+}
 SHAPES = (([13, 37, 29, 5], 33), ([257, 255, 253, 7], 100))
 
 
@@ -74,13 +84,16 @@ def child(dtypes):
     json.dump({"cpu_s": time.process_time() - start, "cases": cases}, sys.stdout)
 
 
-def run(again, dtypes):
-    """One fresh process's JSON: numba's pipeline at every level when ``again``."""
+def run(again, dtypes, variable):
+    """One fresh process's JSON: numba's own way when ``again`` (``variable`` 1)."""
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache, FASTBP_SPECIALISED_SETS="0",
-                   FASTBP_COMPILE_PROCESSES="1", **{AGAIN_ENV: "1" if again else "0"})
+                   FASTBP_COMPILE_PROCESSES="1", **{variable: "1" if again else "0"})
         out = subprocess.run([sys.executable, __file__, "--child", *dtypes], env=env,
-                             capture_output=True, text=True, check=True)
+                             capture_output=True, text=True)
+    if out.returncode:   # a way that cannot compile: say why, not just that it failed
+        raise SystemExit(f"{variable}={'1' if again else '0'}: the child failed "
+                         f"(exit {out.returncode}):\n{out.stderr[-4000:]}")
     return json.loads(out.stdout)
 
 
@@ -88,18 +101,22 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dtype", nargs="+", default=["float32", "float64"],
                         choices=["float32", "float64"])
+    parser.add_argument("--variable", default="FASTBP_OPTIMISE_CALLEES_AGAIN",
+                        choices=sorted(WAYS), help="which of fastbp's changes to "
+                        "numba's compiler to compare with numba's own way")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return child(args.child)
-    numba_way = run(True, args.dtype)
-    fastbp_way = run(False, args.dtype)
+    numba_way = run(True, args.dtype, args.variable)
+    fastbp_way = run(False, args.dtype, args.variable)
+    numba_name, fastbp_name = WAYS[args.variable]
     differ = sorted(case for case, bits in numba_way["cases"].items()
                     if fastbp_way["cases"].get(case) != bits)
     print(f"{'way of compiling':40s} {'CPU s':>7s}")
-    print(f"{'numba: every level optimises again':40s} {numba_way['cpu_s']:7.1f}")
-    print(f"{'fastbp: each callee twice at most':40s} {fastbp_way['cpu_s']:7.1f}")
+    print(f"{numba_name:40s} {numba_way['cpu_s']:7.1f}")
+    print(f"{fastbp_name:40s} {fastbp_way['cpu_s']:7.1f}")
     print(f"ratio {fastbp_way['cpu_s'] / numba_way['cpu_s']:.2f}; "
           f"{len(numba_way['cases']) - len(differ)} of {len(numba_way['cases'])} cases "
           f"bit for bit the same")

@@ -55,6 +55,10 @@ CPU_ONLY_MODULES = {
     "elementary": "exp/tanh written for LLVM's vectoriser (the GPU has libdevice)",
     "_optimise_once": "how numba's CPU codegen links callees (numba-cuda links through "
                       "NVVM)",
+    "_numba_wrap": "how _optimise_once and _inline_once wrap a step of numba's CPU "
+                   "compiler",
+    "_inline_once": "numba's inliner for the CPU kernels' helpers (the CUDA kernels' "
+                    "spend their compile time elsewhere: py-spy saw none in it)",
     "borrow": "arrays without numba's CPU reference counts (numba-cuda's kernels run "
               "without its runtime's counting)",
     "mkl": "loading Intel MKL for the CPU's larger products (the GPU's are fastbp's own "

@@ -45,8 +45,9 @@ comparison. Where numba's library has none of the methods this relies on, nothin
 changed (``installed`` tells which).
 """
 import itertools
-import os
 import re
+
+from ._numba_wrap import asked_not_to, wrap_method
 
 MIN_INSTRUCTIONS = 300
 
@@ -108,46 +109,42 @@ def install(codegen_module):
     doc); idempotent. Returns whether the wrapper is in place."""
     global installed
     library_class = getattr(codegen_module, "CPUCodeLibrary", None)
-    optimize = getattr(library_class, "_optimize_final_module", None)
-    if optimize is None or not all(hasattr(library_class, name) for name in (
-            "_get_module_for_linking", "finalize")):
+    if not all(hasattr(library_class, name) for name in (
+            "_optimize_final_module", "_get_module_for_linking", "finalize")):
         return False
-    if getattr(optimize, "_fastbp_once", False):
-        installed = True
-        return True
     from llvmlite import binding
 
-    def _optimize_final_module(self):
-        skip = _linked_to_skip(self)
-        for f in skip:
-            f.add_function_attribute("noinline")
-            f.add_function_attribute("optnone")
-        optimize(self)
-        if skip:
-            # llvmlite cannot remove an attribute: through the IR's text, as numba
-            # itself rebuilds modules (remove_redundant_nrt_refct, add_ir_module)
-            old = self._final_module
-            text, count = _OPTNONE.subn(r"\1", str(old))
-            if not count:   # never -O0 machine code silently: say how to turn this off
-                raise RuntimeError(
-                    f"fastbp: optnone marked on {len(skip)} functions of "
-                    f"{self.name!r} but not found in the module's text (a new LLVM "
-                    f"printing attributes differently?); set {AGAIN_ENV}=1 to compile "
-                    f"as numba does")
-            new = binding.parse_assembly(text)
-            new.name = old.name
-            self._final_module = new
+    def make_wrapper(optimize):
+        def _optimize_final_module(self):
+            skip = _linked_to_skip(self)
+            for f in skip:
+                f.add_function_attribute("noinline")
+                f.add_function_attribute("optnone")
+            optimize(self)
+            if skip:
+                # llvmlite cannot remove an attribute: through the IR's text, as numba
+                # itself rebuilds modules (remove_redundant_nrt_refct, add_ir_module)
+                old = self._final_module
+                text, count = _OPTNONE.subn(r"\1", str(old))
+                if not count:   # never -O0 machine code silently: say how to undo this
+                    raise RuntimeError(
+                        f"fastbp: optnone marked on {len(skip)} functions of "
+                        f"{self.name!r} but not found in the module's text (a new LLVM "
+                        f"printing attributes differently?); set {AGAIN_ENV}=1 to "
+                        f"compile as numba does")
+                new = binding.parse_assembly(text)
+                new.name = old.name
+                self._final_module = new
+        return _optimize_final_module
 
-    _optimize_final_module._fastbp_once = True
-    _optimize_final_module.__wrapped__ = optimize
-    library_class._optimize_final_module = _optimize_final_module
+    wrap_method(library_class, "_optimize_final_module", make_wrapper)
     installed = True
     return True
 
 
 def install_unless_asked_not_to():
     """``install`` numba's codegen unless FASTBP_OPTIMISE_CALLEES_AGAIN is "1"."""
-    if os.environ.get(AGAIN_ENV, "").strip() == "1":
+    if asked_not_to(AGAIN_ENV):
         return False
     from numba.core import codegen
     return install(codegen)
