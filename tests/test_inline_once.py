@@ -56,6 +56,7 @@ def _helper_and_callers():
 
 
 def test_installed_wherever_numba_has_what_it_wraps():
+    njit(lambda x: x + 1)(1)   # the first inlining pass installs it
     assert getattr(InlineWorker.inline_function, "_fastbp_once", False) and once.installed
     before = InlineWorker.inline_function
     assert once.install(InlineWorker)   # idempotent: the one wrapper stays
@@ -68,6 +69,7 @@ def test_a_class_without_the_methods_is_left_alone():
             pass
     assert not once.install(Bare)
     assert not hasattr(Bare.inline_function, "_fastbp_once")
+    assert not once.install_at_first_inlining(types.SimpleNamespace())
 
 
 def test_an_inlined_function_is_built_once_for_every_call_site(built):
@@ -148,11 +150,17 @@ def test_a_rebound_global_or_cell_builds_it_again(built):
 
 
 def test_the_variable_restores_numbas_inliner():
-    code = ("from numba.core.inline_closurecall import InlineWorker; "
-            "import fastbp.kernels.cpu; "
+    """Installed at the first inlining pass, not at import: numba's inliner imports
+    its array overloads, which tests/test_cuda_install.py's numpy-2.5 process must not
+    import before fastbp.device restores numpy.row_stack."""
+    code = ("import sys; from numba import njit; import fastbp.kernels.cpu; "
             "from fastbp.kernels.cpu import _inline_once as once; "
+            "print(once.installed, 'numba.np.arrayobj' in sys.modules); "
+            "njit(lambda x: x + 1)(1); "
+            "from numba.core.inline_closurecall import InlineWorker; "
             "print(once.installed, hasattr(InlineWorker.inline_function, '_fastbp_once'))")
-    for value, expected in (("1", "False False"), ("0", "True True")):
+    for value, expected in (("1", "False False False False"),
+                            ("0", "False False True True")):
         run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env=dict(os.environ, **{once.AGAIN_ENV: value}), timeout=300)
         assert run.returncode == 0, run.stderr

@@ -28,8 +28,10 @@ typing (numba/core/typing/templates.py) call the pipeline directly and change it
 result, so they are not touched; nor is a function outside fastbp.
 
 FASTBP_INLINE_AGAIN=1 (read at import) restores numba's behaviour, for comparison.
-Where numba's InlineWorker has no ``inline_function`` and ``run_untyped_passes``,
-nothing is changed (``installed`` tells which).
+The wrapper goes in at numba's first inlining pass (``install_at_first_inlining``
+says why not at import). Where numba's InlineWorker has no ``inline_function``,
+``run_untyped_passes`` and ``inline_ir``, nothing is changed (``installed`` tells
+which).
 """
 import copy
 
@@ -114,9 +116,36 @@ def install(worker_class):
     return True
 
 
+def install_at_first_inlining(passes_module):
+    """Wrap ``passes_module.InlineInlinables.run_pass`` (numba's untyped_passes) so
+    that its first run ``install``s into numba's InlineWorker; idempotent. Returns
+    whether the wrapper is in place.
+
+    Why not at once: numba imports its inliner only when a pass first needs it, and
+    that module imports numba's array overloads, which fail where numpy 2.5 has no
+    ``row_stack`` until fastbp.device.numpy_compat restores it (importing it with
+    fastbp broke tests/test_cuda_install.py's numpy-2.5 process). Only this pass calls
+    ``inline_function``."""
+    pass_class = getattr(passes_module, "InlineInlinables", None)
+    if not hasattr(pass_class, "run_pass"):
+        return False
+
+    def make_wrapper(run_pass):
+        def run_pass_keeping_ir(self, state):
+            if not installed:
+                from numba.core.inline_closurecall import InlineWorker
+                install(InlineWorker)
+            return run_pass(self, state)
+        return run_pass_keeping_ir
+
+    wrap_method(pass_class, "run_pass", make_wrapper)
+    return True
+
+
 def install_unless_asked_not_to():
-    """``install`` into numba's InlineWorker unless FASTBP_INLINE_AGAIN is "1"."""
+    """``install_at_first_inlining`` into numba's untyped passes unless
+    FASTBP_INLINE_AGAIN is "1"."""
     if asked_not_to(AGAIN_ENV):
         return False
-    from numba.core.inline_closurecall import InlineWorker
-    return install(InlineWorker)
+    from numba.core import untyped_passes
+    return install_at_first_inlining(untyped_passes)
