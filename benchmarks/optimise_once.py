@@ -124,7 +124,8 @@ def main(argv=None):
         print("  differs:", case)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"numba": numba_way, "fastbp": fastbp_way, "differ": differ}, f)
+            json.dump({"variable": args.variable, "numba": numba_way,
+                       "fastbp": fastbp_way, "differ": differ}, f)
     return 1 if differ else 0
 
 

@@ -57,8 +57,8 @@ CPU_ONLY_MODULES = {
                       "NVVM)",
     "_numba_wrap": "how _optimise_once and _inline_once wrap a step of numba's CPU "
                    "compiler",
-    "_inline_once": "numba's inliner for the CPU kernels' helpers (the CUDA kernels' "
-                    "spend their compile time elsewhere: py-spy saw none in it)",
+    "_inline_once": "numba's inliner for the CPU kernels' helpers (numba-cuda has an "
+                    "InlineWorker of its own, and its compile spent no time there)",
     "borrow": "arrays without numba's CPU reference counts (numba-cuda's kernels run "
               "without its runtime's counting)",
     "mkl": "loading Intel MKL for the CPU's larger products (the GPU's are fastbp's own "

@@ -1,4 +1,5 @@
-"""Compile time: numba's untyped passes run once per inlined function, not once per call.
+"""Compile time: numba's untyped passes run once per inlined function, not once per
+call site.
 
 numba inlines a function declared ``inline="always"`` (fastbp's ``scalar`` and
 ``inlined`` decorators, kernels/cpu/_jit.py, and the activation dispatch chain,
@@ -10,48 +11,78 @@ into the caller (numba/core/inline_closurecall.py, numba 0.68). fastbp's element
 helpers sit several inline levels deep (a kernel's row loop, the activation pair, tanh,
 its exponential's range reduction) and are called from dozens of kernels, so most of
 that work rebuilt IR it had built before: 10% of the CPU of a cold compile of the
-suite's shared float32 kernels (tests/conftest.py) and a fifth of that of the
-single-layer activation kernels (py-spy, 2026-12-02).
+suite's shared float32 kernels (tests/conftest.py; py-spy, 2026-12-02).
 
 ``install`` wraps ``inline_function``: for a function of fastbp's own (its module is
-under ``fastbp.``), the IR the untyped pipeline makes is kept and each later call site
-with the same pipeline inputs gets it again. Kept per function object, with what the
-pipeline read besides the bytecode: the typing context, the compile flags, the
-caller's ``locals`` types, whether SSA was asked for, and the objects the function's
-global names, closure cells and defaults held (a module attribute rebound later, as a
-test's monkeypatch does, gives a new entry; the entry holds those objects, so their
-identities cannot be reused). ``inline_ir`` copies the IR it is given before changing
-anything (it has to: numba passes it its own callee's IR), so every call site gets the
-same IR as before and the same machine code: the same results bit for bit
-(benchmarks/optimise_once.py --variable FASTBP_INLINE_AGAIN). Overloads inlined in
-typing (numba/core/typing/templates.py) call the pipeline directly and change its
-result, so they are not touched; nor is a function outside fastbp.
+under ``fastbp.``), the IR the untyped pipeline makes is kept, and a later call site
+with the same pipeline inputs gets a copy of it. Kept per function object and per
+what the pipeline reads besides the bytecode: the typing context, the compile flags,
+the caller's ``locals`` types and the pipeline's class (the key), and the objects the
+function's global names (and a global module's attributes of those names), closure
+cells and defaults hold, the same for every function inlined into it while it was
+built (so a helper rebound two levels down, as a test's monkeypatch does, is seen; the
+entry holds those objects, so their identities cannot be reused). Not keyed: the
+target context, which numba makes anew for every compile and the untyped passes use
+only to lift ``with objmode`` blocks, which fastbp's kernels have none of; numba's
+rewrite registry, fixed once numba is imported.
+
+``inline_ir`` copies the IR it is given before changing anything (it has to: numba
+passes it its own callee's IR). Each copy gets a fresh ``FunctionIdentity``, as each
+build had: inline_ir names the callee's variables in the caller after its
+``unique_name``, and with one name for two call sites in one caller numba's parfor
+pass refused the second ("Overwrite of parallel loop index", in _backprop_layers).
+Variable names and block labels then differ from numba's own, so the machine code
+need not be byte for byte the same; the results are, bit for bit (benchmarks/
+optimise_once.py --variable FASTBP_INLINE_AGAIN: every activation, loss and
+optimizer, 384 of 384 cases). Overloads inlined in typing (numba/core/typing/
+templates.py) call the pipeline directly and change its result, so they are not
+touched; nor is a function outside fastbp (but it counts as an input of a fastbp
+function it is inlined into).
 
 FASTBP_INLINE_AGAIN=1 (read at import) restores numba's behaviour, for comparison.
 The wrapper goes in at numba's first inlining pass (``install_at_first_inlining``
-says why not at import). Where numba's InlineWorker has no ``inline_function``,
-``run_untyped_passes`` and ``inline_ir``, nothing is changed (``installed`` tells
-which).
+says why not at import), and only over numba's own ``inline_function`` as 0.68 writes
+it (``_NUMBA_INLINE_FUNCTION_NAMES``): another numba keeps its own, and ``installed``
+tells which.
 """
 import copy
+import types
 
 from ._numba_wrap import asked_not_to, wrap_method
 
 AGAIN_ENV = "FASTBP_INLINE_AGAIN"
 _SCOPE = "fastbp."   # the module prefix of the functions whose IR is kept
+# the names numba 0.68's inline_function uses, which the wrapper does again itself
+_NUMBA_INLINE_FUNCTION_NAMES = ("run_untyped_passes", "__code__", "co_freevars",
+                                "inline_ir")
 installed = False
-_kept = {}   # function -> [(key, inputs, IR)]
+_kept = {}        # function -> [(key, inputs, IR)]
+_building = []    # the inputs of each function whose IR is being built, outermost first
+_MISSING = object()
+
+
+def _names(code):
+    """The global and attribute names ``code`` and the code nested in it use."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _names(const)
+    return names
 
 
 def _inputs(function):
-    """The objects the untyped pipeline reads from ``function`` besides its bytecode:
-    what its global names hold (a missing one as a marker), its closure cells'
-    contents and its defaults."""
-    missing = _inputs
+    """((function, the objects the untyped pipeline reads from it besides its
+    bytecode),): what its global names hold (and, for a global module, its attributes
+    of those names, as ``module.helper`` calls are resolved while the IR is built),
+    its closure cells' contents and its defaults."""
     scope = function.__globals__
-    named = tuple(scope.get(name, missing) for name in function.__code__.co_names)
+    names = sorted(_names(function.__code__))
+    held = [scope.get(name, _MISSING) for name in names]
+    held += [getattr(value, name, _MISSING) for value in held
+             if isinstance(value, types.ModuleType) for name in names]
     cells = tuple(cell.cell_contents for cell in function.__closure__ or ())
-    return named, cells, function.__defaults__, function.__kwdefaults__
+    return ((function, (tuple(held), cells, function.__defaults__,
+                        function.__kwdefaults__)),)
 
 
 def _same(a, b):
@@ -61,7 +92,13 @@ def _same(a, b):
     return a is b
 
 
-def _key(worker, enable_ssa):
+def _unchanged(inputs):
+    """Whether every function in ``inputs`` (as ``_inputs`` gives) still holds what it
+    held then."""
+    return all(_same(_inputs(function)[0][1], held) for function, held in inputs)
+
+
+def _key(worker):
     # the pipeline sets enable_ssa on the flags before it runs: their value before is
     # not an input (and numba's own inlining leaves it False after the first call site)
     flags = tuple(sorted((name, repr(value))
@@ -69,38 +106,48 @@ def _key(worker, enable_ssa):
                          if name != "enable_ssa"))
     local_types = tuple(sorted((name, repr(value))
                                for name, value in worker.locals.items()))
-    return (enable_ssa, id(worker.typingctx), type(worker.pipeline), flags, local_types)
+    return (worker.typingctx, type(worker.pipeline), flags, local_types)
 
 
 def _untyped_ir(worker, function):
-    """``worker.run_untyped_passes(function)``, or the IR it made for the same inputs
-    before."""
+    """``worker.run_untyped_passes(function)``, or a copy of the IR it made for the
+    same inputs before."""
+    own = _inputs(function)
+    for outer in _building:   # what the functions being built inline counts for them
+        outer.extend(own)
     if not (getattr(function, "__module__", None) or "").startswith(_SCOPE):
         return worker.run_untyped_passes(function)
-    key, inputs = _key(worker, False), _inputs(function)
+    key = _key(worker)
     entries = _kept.setdefault(function, [])
-    for kept_key, kept_inputs, ir in entries:
-        if kept_key == key and _same(kept_inputs, inputs):
-            # numba's pipeline leaves this flag set on the caller's flags: so does this
+    for kept_key, inputs, ir in entries:
+        if kept_key == key and _unchanged(inputs):
+            for outer in _building:
+                outer.extend(inputs)
+            # numba's pipeline leaves enable_ssa False on the caller's flags: so does
+            # this; and a fresh FunctionIdentity per copy (the module doc says why)
             worker.flags.enable_ssa = False
-            # and names each build of the IR anew (FunctionIdentity's unique_name, from
-            # a counter): inline_ir names the callee's variables in the caller after
-            # it, so two call sites in one caller sharing a name overwrote each other's
-            # variables (a parfor's loop index, in _backprop_layers)
             again = copy.copy(ir)
             again.func_id = ir.func_id.derive()
             return again
-    ir = worker.run_untyped_passes(function)
-    entries.append((key, inputs, ir))
+    inputs = list(own)
+    _building.append(inputs)
+    try:
+        ir = worker.run_untyped_passes(function)
+    finally:
+        _building.pop()
+    entries.append((key, tuple(inputs), ir))
     return ir
 
 
 def install(worker_class):
     """Wrap ``worker_class.inline_function`` (numba's InlineWorker; see the module
-    doc); idempotent. Returns whether the wrapper is in place."""
+    doc); idempotent. Returns whether the wrapper is in place: not where the method
+    is not numba 0.68's."""
     global installed
-    if not all(hasattr(worker_class, name) for name in (
-            "inline_function", "run_untyped_passes", "inline_ir")):
+    inline_function = getattr(worker_class, "inline_function", None)
+    if not (getattr(inline_function, "_fastbp_once", False) or (
+            hasattr(inline_function, "__code__")
+            and inline_function.__code__.co_names == _NUMBA_INLINE_FUNCTION_NAMES)):
         return False
 
     def make_wrapper(inline_function):
@@ -114,6 +161,11 @@ def install(worker_class):
     wrap_method(worker_class, "inline_function", make_wrapper)
     installed = True
     return True
+
+
+def clear():
+    """Forget every kept IR (for tests that compile helpers of their own)."""
+    _kept.clear()
 
 
 def install_at_first_inlining(passes_module):
