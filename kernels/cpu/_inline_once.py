@@ -135,7 +135,8 @@ def _untyped_ir(worker, function):
         ir = worker.run_untyped_passes(function)
     finally:
         _building.pop()
-    entries.append((key, tuple(inputs), ir))
+    # once per function: a helper inlined at many sites below is checked once per hit
+    entries.append((key, tuple(dict(inputs).items()), ir))
     return ir
 
 
