@@ -56,6 +56,7 @@ class StepPlan:
         self._ws = (self.acts, self.pres)
         self._ws3 = (self.acts, self.pres, self.dbuf)
         self._staging = net._staging   # None on the CPU
+        self._training = {}   # optimizer code -> the passes that train with it
 
     def current(self):
         """Whether the network still holds the buffers this plan was built with (its
@@ -97,6 +98,17 @@ class StepPlan:
         """network_jacobian's (and kernels.cpu.jacobian.jacobian_pass's) arguments."""
         return (*self._fwd, X, *self._ws3, grads, dX, J)
 
+    def training_passes(self, opt_code):
+        """The network's passes that train with the optimizer of code ``opt_code``
+        (``MLP._training_kernels``), asked once per code: the answer is fixed for the
+        process (kernels/cpu/network.py, ``training_passes``), and asking on every step
+        cost 0.4-0.7 us of a 64-64-10 step's 32 (benchmarks/README.md, "Where a tiny
+        step's Python goes")."""
+        passes = self._training.get(opt_code)
+        if passes is None:
+            passes = self._training[opt_code] = self.net._training_kernels(opt_code)
+        return passes
+
     # -- the passes --------------------------------------------------------------------
     def place(self, X, labels=None, targets=None):
         """(X, labels, targets) where this device's kernels read them: as given on the
@@ -135,7 +147,7 @@ class StepPlan:
         opt_code, _, _, state, hparams, step = optimizer.compiled_args_for(net)
         if self._staging is not None:
             X, labels, targets = self.place(X, labels, targets)
-        loss, nonfinite = net._training_kernels(opt_code).network_train_step(
+        loss, nonfinite = self.training_passes(opt_code).network_train_step(
             *self.train_step_args(X, labels, targets, (opt_code, state, hparams, step)))
         return float(loss), int(nonfinite)
 
@@ -151,7 +163,7 @@ class StepPlan:
             from .cuda_plan import runner
             X, labels, targets = runner(net).epoch_data(X, labels, targets)
         opt_code, _, _, state, hparams, first = optimizer.compiled_args_for(net)
-        ran, nonfinite = net._training_kernels(opt_code).network_train_epoch(
+        ran, nonfinite = self.training_passes(opt_code).network_train_epoch(
             *self.train_epoch_args(X, labels, targets, batch_size,
                                    (opt_code, state, hparams, first), losses))
         optimizer.steps += ran - 1   # compiled_args_for counted the first step
