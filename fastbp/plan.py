@@ -102,8 +102,8 @@ class StepPlan:
         """The network's passes that train with the optimizer of code ``opt_code``
         (``MLP._training_kernels``), asked once per code: the answer is fixed for the
         process (kernels/cpu/network.py, ``training_passes``), and asking on every step
-        cost 0.4-0.7 us of a 64-64-10 step's 32 (benchmarks/README.md, "Where a tiny
-        step's Python goes")."""
+        cost 0.4-0.7 us of a 64-64-10 step's 32 (benchmarks/README.md, "The tiny step's
+        Python")."""
         passes = self._training.get(opt_code)
         if passes is None:
             passes = self._training[opt_code] = self.net._training_kernels(opt_code)
