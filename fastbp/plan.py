@@ -102,10 +102,10 @@ class StepPlan:
         """The network's passes that train with the optimizer of code ``opt_code``
         (``MLP._training_kernels``), asked once per code: the answer, once given, stays
         the same for the network's device, activation set and that code
-        (kernels/cpu/network.py, ``training_passes``), and ``net.to`` drops every plan; code that replaces
-        ``net._kernels`` must clear ``net._plans`` too. Asking on every step cost
-        0.4-0.7 us of a 64-64-10 step's 32 us (benchmarks/README.md, "The tiny step's
-        Python")."""
+        (kernels/cpu/network.py, ``training_passes``), and ``net.to`` drops every
+        plan; code that replaces ``net._kernels`` must clear ``net._plans`` too. Asking
+        on every step cost 0.4-0.7 us of a 64-64-10 step's 32 us (benchmarks/README.md,
+        "The tiny step's Python")."""
         passes = self._training.get(opt_code)
         if passes is None:
             passes = self._training[opt_code] = self.net._training_kernels(opt_code)
